@@ -1,0 +1,154 @@
+//! The daemon: load, serve, schedule, reload, stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::probe::ProbeContext;
+use crate::resolve::{self, Resolver};
+use crate::scheduler::{LiveProber, Scheduler};
+use crate::server::{self, ReloadRequest};
+use crate::state::Store;
+
+/// Where the configuration comes from, so that a reload reads it again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file, read again on every reload.
+    File(std::path::PathBuf),
+    /// Text held in memory (the demo lab), parsed again on reload.
+    Text {
+        /// Name used in messages.
+        origin: String,
+        /// The TOML.
+        text: String,
+    },
+}
+
+impl ConfigSource {
+    /// Reads and validates the configuration.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::File(p) => Config::load(p),
+            ConfigSource::Text { origin, text } => Config::parse(text, origin),
+        }
+    }
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration is invalid (exit code 2).
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Anything else at start-up (exit code 1).
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// Builds what probes need from a configuration.
+pub fn probe_context(config: &Config) -> Result<ProbeContext, String> {
+    let servers = if config.dns.servers.is_empty() {
+        resolve::system_servers().map_err(|e| e.to_string())?
+    } else {
+        config.dns.servers.clone()
+    };
+    let resolver = Resolver::new(&servers, config.agent.timeout).map_err(|e| e.to_string())?;
+    Ok(ProbeContext {
+        resolver,
+        dns_servers: servers,
+    })
+}
+
+/// Time a stopping scheduler waits for probes in flight.
+const STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Runs until `shutdown` is cancelled. SIGHUP and `POST /-/reload` reload the
+/// configuration; a rejected one keeps the running configuration.
+pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> Result<(), AgentError> {
+    let config = source.load()?;
+    let listen = config.agent.listen;
+    let cx = probe_context(&config).map_err(AgentError::Startup)?;
+    let concurrency = config.agent.concurrency;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|e| AgentError::Startup(format!("cannot listen on {listen}: {e}")))?;
+    tracing::info!(%listen, config = %config.origin, instances = config.instances.len(), "coexistd started");
+    let store = Arc::new(Store::new(config));
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+
+    let app = server::router(store.clone(), reload_tx);
+    let http_shutdown = shutdown.clone();
+    let http = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    let mut scheduler = Scheduler::start(
+        store.current(),
+        store.clone(),
+        Arc::new(LiveProber(Arc::new(cx))),
+        concurrency,
+    );
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| AgentError::Startup(format!("SIGHUP handler: {e}")))?;
+    loop {
+        let reply = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hup.recv() => None,
+            r = reload_rx.recv() => match r { Some(r) => Some(r), None => continue },
+        };
+        let result = reload(&source, &store, &mut scheduler, listen).await;
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+    scheduler.stop(STOP_GRACE).await;
+    // The HTTP server drains on the same token; do not wait past the 2 s budget.
+    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
+    tracing::info!("coexistd stopped");
+    Ok(())
+}
+
+async fn reload(
+    source: &ConfigSource,
+    store: &Arc<Store>,
+    scheduler: &mut Scheduler,
+    listen: std::net::SocketAddr,
+) -> Result<(), String> {
+    let loaded = source
+        .load()
+        .map_err(|e| e.to_string())
+        .and_then(|c| probe_context(&c).map(|cx| (c, cx)));
+    let (config, cx) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload rejected; the running configuration stays");
+            store.reload_failed();
+            return Err(e);
+        }
+    };
+    if config.agent.listen != listen {
+        tracing::warn!(old = %listen, new = %config.agent.listen, "agent.listen changes only on restart");
+    }
+    let concurrency = config.agent.concurrency;
+    let instances = config.instances.len();
+    let old = std::mem::replace(scheduler, Scheduler::start_empty());
+    old.stop(STOP_GRACE).await;
+    let generation = store.swap(config);
+    *scheduler = Scheduler::start(
+        generation,
+        store.clone(),
+        Arc::new(LiveProber(Arc::new(cx))),
+        concurrency,
+    );
+    tracing::info!(instances, "configuration reloaded");
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! coexistd — a coexistence-testing agent for side-by-side SIP platform migrations.
+//!
+//! While an old pool (e.g. OCS 2007 R2) and a new one (e.g. Lync Server 2013) run side by
+//! side, coexistd probes both on its own schedule and exports pass/fail, reasons and
+//! timings as Prometheus metrics, per pool and per site.
+//!
+//! What it does not do: it does not probe when scraped (results are always the last
+//! scheduled run), it does not store history (Prometheus does), and it does not alert
+//! (alert rules in `deploy/` do).
+//!
+//! # Layout
+//!
+//! | module | |
+//! |---|---|
+//! | [`config`] | typed TOML configuration: decode, validate, expand checks into instances |
+//! | [`probe`] | one module per check kind; [`probe::CheckSpec`], [`probe::Outcome`], [`probe::FailureReason`] |
+//! | [`resolve`] | target name resolution through the configured DNS servers, uncached |
+//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, shutdown |
+//! | [`state`] | per-instance results; a generation per loaded configuration |
+//! | [`metrics`] | encodes the current generation at scrape time |
+//! | [`report`] | status JSON, the `check` table, the status page |
+//! | [`server`] | HTTP endpoints |
+//! | [`agent`] | the daemon: load, serve, schedule, reload, stop |
+//! | [`lab`] | the built-in demo lab (DNS responder and pool listeners on loopback) |
+//!
+//! Adding a check kind: a module under `probe/`, a variant of [`probe::Kind`] and
+//! [`probe::CheckSpec`], and the match arms the compiler then asks for.
+
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod lab;
+pub mod metrics;
+pub mod probe;
+pub mod report;
+pub mod resolve;
+pub mod scheduler;
+pub mod server;
+pub mod state;

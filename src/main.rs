@@ -1,0 +1,270 @@
+//! The `coexistd` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use coexistd::agent::{self, AgentError, ConfigSource};
+use coexistd::config::{self, Config};
+use coexistd::report::Report;
+use coexistd::scheduler::{run_once, LiveProber};
+use coexistd::state::Slot;
+
+/// Exit code: a check failed.
+const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit code: bad configuration or usage.
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "coexistd",
+    version,
+    about = "Probes old and new SIP pools side by side during a migration and exports the results as Prometheus metrics."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: probe on schedule, serve /metrics and the status page.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Run every check once, print the results, exit 0 if all passed, 1 if not.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// Only the checks of this pool (repeatable).
+        #[arg(long = "pool", value_name = "NAME")]
+        pools: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Parse and validate the configuration, print a summary.
+    Validate {
+        /// Configuration file.
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Start a lab of local pools and DNS on loopback and run the agent against it.
+    Demo {
+        /// Address of the HTTP endpoints.
+        #[arg(long, default_value = "127.0.0.1:9797")]
+        listen: SocketAddr,
+        /// Print the generated configuration and exit.
+        #[arg(long)]
+        print_config: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("coexistd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => run(ConfigSource::File(config)).await,
+            Command::Check {
+                config,
+                pools,
+                format,
+            } => check(&config, &pools, format).await,
+            Command::Validate { config } => validate(&config),
+            Command::Demo {
+                listen,
+                print_config,
+            } => demo(listen, print_config).await,
+        }
+    });
+    // Probes still in flight (e.g. a blackholed connect) must not delay the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+fn report_error(e: &anyhow::Error) {
+    eprintln!("coexistd: {e:#}");
+}
+
+async fn run(source: ConfigSource) -> ExitCode {
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(e) = wait_for_stop_signal().await {
+            tracing::error!(error = %e, "cannot install signal handlers");
+        }
+        token.cancel();
+    });
+    match agent::run(source, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(AgentError::Config(e)) => {
+            eprintln!("coexistd: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            report_error(&anyhow::Error::new(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("coexistd: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn validate(path: &std::path::Path) -> ExitCode {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let checks: std::collections::BTreeSet<&str> =
+        config.instances.iter().map(|i| i.check.as_str()).collect();
+    println!(
+        "{}: OK: {} pools, {} checks, {} check instances, listen {}",
+        config.origin,
+        config.pools.len(),
+        checks.len(),
+        config.instances.len(),
+        config.agent.listen
+    );
+    for p in &config.pools {
+        let n = config
+            .instances
+            .iter()
+            .filter(|i| i.pool_name() == p.name)
+            .count();
+        println!(
+            "  pool {} ({}, {}): {} instances",
+            p.name,
+            p.role.as_str(),
+            p.fqdn,
+            n
+        );
+    }
+    let poolless = config.instances.iter().filter(|i| i.pool.is_none()).count();
+    if poolless > 0 {
+        println!("  without pool: {poolless} instances");
+    }
+    ExitCode::SUCCESS
+}
+
+async fn check(path: &std::path::Path, pools: &[String], format: Format) -> ExitCode {
+    let mut config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for p in pools {
+        if config.pool(p).is_none() {
+            eprintln!("coexistd: --pool {p:?}: no such pool in {}", config.origin);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    if !pools.is_empty() {
+        config
+            .instances
+            .retain(|i| pools.iter().any(|p| p == i.pool_name()));
+    }
+    let cx = match agent::probe_context(&config) {
+        Ok(cx) => cx,
+        Err(e) => {
+            eprintln!("coexistd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let prober = Arc::new(LiveProber(Arc::new(cx)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(config.agent.concurrency));
+    let slots: Vec<Arc<Slot>> = config
+        .instances
+        .iter()
+        .map(|i| Arc::new(Slot::new(i.clone())))
+        .collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for slot in &slots {
+        let (slot, prober, sem) = (slot.clone(), prober.clone(), sem.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let (outcome, duration) = run_once(prober.as_ref(), &slot.instance).await;
+            slot.record(outcome, duration, std::time::SystemTime::now());
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let states: Vec<_> = slots.iter().map(|s| s.state()).collect();
+    let report = Report::build(&config, &slots, &states);
+    match format {
+        Format::Table => print!("{}", report.table()),
+        Format::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("coexistd: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
+}
+
+async fn demo(listen: SocketAddr, print_config: bool) -> ExitCode {
+    let lab = match coexistd::lab::Lab::start().await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("coexistd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let text = lab.config_text(listen);
+    if print_config {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("coexistd demo: lab DNS on {}; status page http://{listen}/ , metrics http://{listen}/metrics", lab.dns.addr);
+    run(ConfigSource::Text {
+        origin: "<demo>".into(),
+        text,
+    })
+    .await
+}

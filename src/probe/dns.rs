@@ -1,0 +1,515 @@
+//! `kind = "dns"`: one query straight to the configured servers, answer compared with
+//! what the plan expects.
+//!
+//! The query is built and sent here (hickory-proto for the wire format) rather than
+//! through a stub resolver, because a probe must report exactly what the server said:
+//! a resolver hides SERVFAIL and REFUSED behind retries on other servers and caches
+//! answers. Nothing is cached; UDP first, TCP when the answer is truncated.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
+
+use super::{FailureReason, Outcome, Phase, ProbeContext};
+use crate::config::{CheckCx, ConfigError, RawCheck};
+
+/// Record types a dns check can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Alias.
+    Cname,
+    /// Service location: `priority weight port target.`.
+    Srv,
+    /// Text.
+    Txt,
+}
+
+impl DnsType {
+    fn parse(s: &str) -> Option<DnsType> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "A" => DnsType::A,
+            "AAAA" => DnsType::Aaaa,
+            "CNAME" => DnsType::Cname,
+            "SRV" => DnsType::Srv,
+            "TXT" => DnsType::Txt,
+            _ => return None,
+        })
+    }
+
+    fn record_type(self) -> RecordType {
+        match self {
+            DnsType::A => RecordType::A,
+            DnsType::Aaaa => RecordType::AAAA,
+            DnsType::Cname => RecordType::CNAME,
+            DnsType::Srv => RecordType::SRV,
+            DnsType::Txt => RecordType::TXT,
+        }
+    }
+}
+
+/// What the answer must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// Any non-empty answer passes.
+    AnyAnswer,
+    /// Exactly this set of answers (normalised text).
+    Exact(BTreeSet<String>),
+    /// At least these answers.
+    Contains(BTreeSet<String>),
+}
+
+/// A dns check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSpec {
+    /// The absolute name queried.
+    pub name: Name,
+    /// The type queried.
+    pub rtype: DnsType,
+    /// What the answer must be.
+    pub expect: Expectation,
+    /// The instance's timeout, shared out between the servers when there are several.
+    pub budget: Duration,
+}
+
+impl DnsSpec {
+    /// Validates the dns keys of `raw`; the target label is the record name.
+    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(DnsSpec, String), ConfigError> {
+        raw.reject_foreign(cx, &["record", "type", "expect", "expect_contains"])?;
+        let record = raw
+            .record
+            .as_ref()
+            .ok_or_else(|| cx.err(raw.name.span(), "record: required for kind \"dns\""))?;
+        let text = cx.expand(record, "record")?;
+        let text = text.trim_end_matches('.').to_owned();
+        let name = Name::from_ascii(format!("{text}.")).map_err(|e| {
+            cx.err(
+                record.span(),
+                &format!("record: {text:?} is not a DNS name: {e}"),
+            )
+        })?;
+        let rtype = match &raw.record_type {
+            None => DnsType::A,
+            Some(t) => DnsType::parse(t.get_ref()).ok_or_else(|| {
+                cx.err(
+                    t.span(),
+                    &format!(
+                        "type: {:?} is not one of A, AAAA, CNAME, SRV, TXT",
+                        t.get_ref()
+                    ),
+                )
+            })?,
+        };
+        let parse_set =
+            |v: &toml::Spanned<Vec<String>>, key: &str| -> Result<BTreeSet<String>, ConfigError> {
+                let mut set = BTreeSet::new();
+                for item in v.get_ref() {
+                    let item = if item.contains("{fqdn}") {
+                        cx.expand(&toml::Spanned::new(v.span(), item.clone()), key)?
+                    } else {
+                        item.clone()
+                    };
+                    set.insert(
+                        normalise_expected(rtype, &item)
+                            .map_err(|m| cx.err(v.span(), &format!("{key}: {m}")))?,
+                    );
+                }
+                Ok(set)
+            };
+        let expect = match (&raw.expect, &raw.expect_contains) {
+            (Some(a), Some(_)) => {
+                return Err(cx.err(
+                    a.span(),
+                    "expect: give either expect or expect_contains, not both",
+                ));
+            }
+            (Some(v), None) => Expectation::Exact(parse_set(v, "expect")?),
+            (None, Some(v)) => Expectation::Contains(parse_set(v, "expect_contains")?),
+            (None, None) => Expectation::AnyAnswer,
+        };
+        Ok((
+            DnsSpec {
+                name,
+                rtype,
+                expect,
+                budget: cx.timeout,
+            },
+            text,
+        ))
+    }
+}
+
+/// Normalises one expected answer to the form [`answer_text`] produces.
+fn normalise_expected(rtype: DnsType, s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match rtype {
+        DnsType::A => match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => Ok(a.to_string()),
+            _ => Err(format!("{s:?} is not an IPv4 address")),
+        },
+        DnsType::Aaaa => match s.parse::<IpAddr>() {
+            Ok(IpAddr::V6(a)) => Ok(a.to_string()),
+            _ => Err(format!("{s:?} is not an IPv6 address")),
+        },
+        DnsType::Cname => normalise_name(s),
+        DnsType::Srv => {
+            let parts: Vec<&str> = s.split_whitespace().collect();
+            let bad = || format!("{s:?} is not an SRV answer \"priority weight port target.\"");
+            if parts.len() != 4 {
+                return Err(bad());
+            }
+            let nums: Result<Vec<u16>, _> = parts[..3].iter().map(|p| p.parse::<u16>()).collect();
+            let nums = nums.map_err(|_| bad())?;
+            Ok(format!(
+                "{} {} {} {}",
+                nums[0],
+                nums[1],
+                nums[2],
+                normalise_name(parts[3])?
+            ))
+        }
+        DnsType::Txt => Ok(s.to_owned()),
+    }
+}
+
+fn normalise_name(s: &str) -> Result<String, String> {
+    let n = s.trim_end_matches('.').to_ascii_lowercase();
+    Name::from_ascii(format!("{n}.")).map_err(|e| format!("{s:?} is not a DNS name: {e}"))?;
+    Ok(format!("{n}."))
+}
+
+/// The text form of an answer record, as written in `expect`.
+pub fn answer_text(data: &RData) -> Option<String> {
+    Some(match data {
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        RData::CNAME(c) => lower_fqdn(&c.0),
+        RData::SRV(s) => format!(
+            "{} {} {} {}",
+            s.priority,
+            s.weight,
+            s.port,
+            lower_fqdn(&s.target)
+        ),
+        RData::TXT(t) => t
+            .txt_data
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => return None,
+    })
+}
+
+fn lower_fqdn(n: &Name) -> String {
+    let s = n.to_lowercase().to_ascii();
+    if s.ends_with('.') {
+        s
+    } else {
+        format!("{s}.")
+    }
+}
+
+/// What one server answered.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The response code.
+    pub rcode: ResponseCode,
+    /// Records of the asked type, as text.
+    pub records: Vec<String>,
+    /// Every record in the answer section (CNAMEs of a chain included).
+    pub answer_count: usize,
+    /// The server that answered.
+    pub server: SocketAddr,
+}
+
+/// Why no answer was had.
+#[derive(Debug, Clone)]
+pub enum QueryError {
+    /// No server answered in time.
+    Timeout(String),
+    /// Something answered that is not a DNS response to our query, or I/O failed.
+    Other(String),
+}
+
+/// Largest DNS message over TCP (the 2-byte length prefix bounds it).
+const TCP_MAX: usize = 65_535;
+
+/// Queries `servers` in order, each given an equal share of `budget`; the first
+/// response (of any rcode) wins.
+pub async fn query(
+    servers: &[SocketAddr],
+    name: &Name,
+    rtype: RecordType,
+    budget: Duration,
+) -> Result<Answer, QueryError> {
+    if servers.is_empty() {
+        return Err(QueryError::Other(
+            "no DNS servers configured or found in /etc/resolv.conf".into(),
+        ));
+    }
+    let share = budget / servers.len() as u32;
+    let mut errors = Vec::new();
+    for &server in servers {
+        match tokio::time::timeout(share, query_one(server, name, rtype)).await {
+            Ok(Ok(a)) => return Ok(a),
+            Ok(Err(e)) => errors.push(format!("{server}: {e}")),
+            Err(_) => errors.push(format!(
+                "{server}: no response within {}",
+                humantime::format_duration(share)
+            )),
+        }
+    }
+    let all_timeouts = errors.iter().all(|e| e.contains("no response"));
+    let joined = errors.join("; ");
+    Err(if all_timeouts {
+        QueryError::Timeout(joined)
+    } else {
+        QueryError::Other(joined)
+    })
+}
+
+fn build_query(name: &Name, rtype: RecordType) -> Message {
+    let mut msg = Message::query();
+    msg.add_query(Query::query(name.clone(), rtype));
+    msg.metadata.recursion_desired = true;
+    msg
+}
+
+async fn query_one(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Answer, String> {
+    let msg = build_query(name, rtype);
+    let id = msg.metadata.id;
+    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
+    let bind: SocketAddr = if server.is_ipv4() {
+        "0.0.0.0:0".parse().unwrap()
+    } else {
+        "[::]:0".parse().unwrap()
+    };
+    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+    sock.connect(server).await.map_err(|e| e.to_string())?;
+    sock.send(&bytes).await.map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let resp = loop {
+        let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
+        // Stray or forged datagrams (wrong id, not a response, unparseable) are ignored,
+        // as a stub resolver does; the deadline bounds the wait.
+        match Message::from_vec(&buf[..n]) {
+            Ok(m) if m.metadata.id == id && is_response(&m) => break m,
+            _ => continue,
+        }
+    };
+    let resp = if resp.metadata.truncation {
+        query_tcp(server, &bytes, id).await?
+    } else {
+        resp
+    };
+    Ok(to_answer(resp, rtype, server))
+}
+
+fn is_response(m: &Message) -> bool {
+    m.metadata.message_type == hickory_proto::op::MessageType::Response
+}
+
+async fn query_tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, String> {
+    let mut s = TcpStream::connect(server)
+        .await
+        .map_err(|e| format!("TCP retry after truncation: {e}"))?;
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+    framed.extend_from_slice(query);
+    s.write_all(&framed).await.map_err(|e| e.to_string())?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len)
+        .await
+        .map_err(|e| format!("TCP: {e}"))?;
+    let len = usize::from(u16::from_be_bytes(len));
+    debug_assert!(len <= TCP_MAX);
+    let mut buf = vec![0u8; len];
+    s.read_exact(&mut buf)
+        .await
+        .map_err(|e| format!("TCP: {e}"))?;
+    let m = Message::from_vec(&buf).map_err(|e| format!("TCP: unparseable response: {e}"))?;
+    if m.metadata.id != id || !is_response(&m) {
+        return Err("TCP: response does not match the query".into());
+    }
+    Ok(m)
+}
+
+fn to_answer(resp: Message, rtype: RecordType, server: SocketAddr) -> Answer {
+    let records = resp
+        .answers
+        .iter()
+        .filter(|r| r.record_type() == rtype)
+        .filter_map(|r| answer_text(&r.data))
+        .collect();
+    Answer {
+        rcode: resp.metadata.response_code,
+        records,
+        answer_count: resp.answers.len(),
+        server,
+    }
+}
+
+/// Compares an answer with the expectation; `Ok` or the failure reason and detail.
+pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason, String)> {
+    let rcode_reason = match answer.rcode {
+        ResponseCode::NoError => None,
+        ResponseCode::NXDomain => Some(FailureReason::DnsNxdomain),
+        ResponseCode::ServFail => Some(FailureReason::DnsServfail),
+        ResponseCode::Refused => Some(FailureReason::DnsRefused),
+        _ => Some(FailureReason::DnsError),
+    };
+    if let Some(r) = rcode_reason {
+        return Err((r, format!("{} answered {}", answer.server, answer.rcode)));
+    }
+    if answer.records.is_empty() {
+        return Err((
+            FailureReason::DnsNoAnswer,
+            format!(
+                "{} answered NOERROR with no record of the type asked",
+                answer.server
+            ),
+        ));
+    }
+    let got: BTreeSet<String> = answer.records.iter().cloned().collect();
+    let shown = || got.iter().cloned().collect::<Vec<_>>().join(", ");
+    match expect {
+        Expectation::AnyAnswer => Ok(()),
+        Expectation::Exact(want) if &got == want => Ok(()),
+        Expectation::Exact(want) => Err((
+            FailureReason::DnsMismatch,
+            format!(
+                "got [{}], expected [{}]",
+                shown(),
+                want.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )),
+        Expectation::Contains(want) => {
+            let missing: Vec<String> = want.difference(&got).cloned().collect();
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err((
+                    FailureReason::DnsMismatch,
+                    format!("got [{}], missing [{}]", shown(), missing.join(", ")),
+                ))
+            }
+        }
+    }
+}
+
+/// Runs a dns probe.
+pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
+    let t = Instant::now();
+    let res = query(
+        &cx.dns_servers,
+        &spec.name,
+        spec.rtype.record_type(),
+        spec.budget,
+    )
+    .await;
+    let phases = vec![(Phase::Request, t.elapsed())];
+    match res {
+        Err(QueryError::Timeout(d)) => Outcome::fail(FailureReason::DnsTimeout, d, phases),
+        Err(QueryError::Other(d)) => Outcome::fail(FailureReason::DnsError, d, phases),
+        Ok(answer) => {
+            let mut o = match judge(&answer, &spec.expect) {
+                Ok(()) => Outcome::pass(phases),
+                Err((r, d)) => Outcome::fail(r, d, phases),
+            };
+            o.dns_answers = Some(answer.answer_count as u64);
+            o
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(rcode: ResponseCode, records: &[&str]) -> Answer {
+        Answer {
+            rcode,
+            records: records.iter().map(|s| s.to_string()).collect(),
+            answer_count: records.len(),
+            server: "127.0.0.1:53".parse().unwrap(),
+        }
+    }
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn rcodes_map_to_reasons() {
+        let any = Expectation::AnyAnswer;
+        assert_eq!(
+            judge(&answer(ResponseCode::NXDomain, &[]), &any)
+                .unwrap_err()
+                .0,
+            FailureReason::DnsNxdomain
+        );
+        assert_eq!(
+            judge(&answer(ResponseCode::ServFail, &[]), &any)
+                .unwrap_err()
+                .0,
+            FailureReason::DnsServfail
+        );
+        assert_eq!(
+            judge(&answer(ResponseCode::Refused, &[]), &any)
+                .unwrap_err()
+                .0,
+            FailureReason::DnsRefused
+        );
+        assert_eq!(
+            judge(&answer(ResponseCode::FormErr, &[]), &any)
+                .unwrap_err()
+                .0,
+            FailureReason::DnsError
+        );
+        assert_eq!(
+            judge(&answer(ResponseCode::NoError, &[]), &any)
+                .unwrap_err()
+                .0,
+            FailureReason::DnsNoAnswer
+        );
+        assert!(judge(&answer(ResponseCode::NoError, &["1.2.3.4"]), &any).is_ok());
+    }
+
+    #[test]
+    fn exact_and_contains() {
+        let a = answer(ResponseCode::NoError, &["10.0.0.1", "10.0.0.2"]);
+        assert!(judge(&a, &Expectation::Exact(set(&["10.0.0.2", "10.0.0.1"]))).is_ok());
+        let e = judge(&a, &Expectation::Exact(set(&["10.0.0.1"]))).unwrap_err();
+        assert_eq!(e.0, FailureReason::DnsMismatch);
+        assert_eq!(e.1, "got [10.0.0.1, 10.0.0.2], expected [10.0.0.1]");
+        assert!(judge(&a, &Expectation::Contains(set(&["10.0.0.1"]))).is_ok());
+        let e = judge(&a, &Expectation::Contains(set(&["10.0.0.3"]))).unwrap_err();
+        assert_eq!(e.1, "got [10.0.0.1, 10.0.0.2], missing [10.0.0.3]");
+    }
+
+    #[test]
+    fn expected_answers_are_normalised() {
+        assert_eq!(
+            normalise_expected(DnsType::Srv, "0 0 5061 LyncPool.Contoso.com").unwrap(),
+            "0 0 5061 lyncpool.contoso.com."
+        );
+        assert_eq!(normalise_expected(DnsType::Cname, "a.b.").unwrap(), "a.b.");
+        assert_eq!(
+            normalise_expected(DnsType::Aaaa, "2001:db8:0::1").unwrap(),
+            "2001:db8::1"
+        );
+        assert!(normalise_expected(DnsType::A, "::1").is_err());
+        assert!(normalise_expected(DnsType::Srv, "0 0 lyncpool.contoso.com").is_err());
+        assert!(normalise_expected(DnsType::Srv, "0 0 99999 x.").is_err());
+    }
+}

@@ -1,0 +1,254 @@
+//! Probes: one module per check kind, one [`CheckSpec`] variant per kind, one `match`
+//! arm per kind in [`build_spec`] and [`run`].
+//!
+//! Every probe has the same shape: `async fn probe(spec, &ProbeContext) -> Outcome`.
+//! Probes do not enforce their own deadline: the caller wraps them in the instance's
+//! timeout and turns an elapsed deadline into [`CheckSpec::timeout_reason`].
+
+pub mod dns;
+pub mod tcp;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{CheckCx, ConfigError, RawCheck};
+use crate::resolve::Resolver;
+
+/// The check kinds this build knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// TCP connect.
+    Tcp,
+    /// DNS query and answer comparison.
+    Dns,
+}
+
+impl Kind {
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Dns => "dns",
+        }
+    }
+}
+
+/// A validated, kind-specific probe description.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CheckSpec {
+    /// See [`tcp::TcpSpec`].
+    Tcp(tcp::TcpSpec),
+    /// See [`dns::DnsSpec`].
+    Dns(dns::DnsSpec),
+}
+
+impl CheckSpec {
+    /// The kind of this spec.
+    pub fn kind(&self) -> Kind {
+        match self {
+            CheckSpec::Tcp(_) => Kind::Tcp,
+            CheckSpec::Dns(_) => Kind::Dns,
+        }
+    }
+
+    /// The reason recorded when the probe does not finish within its timeout.
+    pub fn timeout_reason(&self) -> FailureReason {
+        match self {
+            CheckSpec::Tcp(_) => FailureReason::Timeout,
+            CheckSpec::Dns(_) => FailureReason::DnsTimeout,
+        }
+    }
+}
+
+/// Builds the spec of one instance of `raw` and its `target` label.
+pub fn build_spec(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(CheckSpec, String), ConfigError> {
+    match raw.kind.get_ref() {
+        Kind::Tcp => tcp::TcpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tcp(s), t)),
+        Kind::Dns => dns::DnsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Dns(s), t)),
+    }
+}
+
+/// Shared, per-configuration state that probes use.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    /// Resolves target names through the configured `[dns]` servers.
+    pub resolver: Resolver,
+    /// The configured `[dns]` servers (system ones when the config names none).
+    pub dns_servers: Vec<std::net::SocketAddr>,
+}
+
+/// Runs one probe, without a deadline of its own.
+pub async fn run(spec: &CheckSpec, cx: &ProbeContext) -> Outcome {
+    match spec {
+        CheckSpec::Tcp(s) => tcp::probe(s, cx).await,
+        CheckSpec::Dns(s) => dns::probe(s, cx).await,
+    }
+}
+
+/// Why a probe failed: a fixed list, the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// No answer within the timeout.
+    Timeout,
+    /// The peer actively refused the connection (RST / ICMP port unreachable).
+    Refused,
+    /// No route to the host or network.
+    Unreachable,
+    /// The target name did not resolve to any address.
+    Resolve,
+    /// Any other I/O failure on the connection.
+    Io,
+    /// The name does not exist.
+    DnsNxdomain,
+    /// The server answered SERVFAIL.
+    DnsServfail,
+    /// The server answered REFUSED.
+    DnsRefused,
+    /// No answer from any server within the timeout.
+    DnsTimeout,
+    /// The name exists but has no record of the type asked for.
+    DnsNoAnswer,
+    /// The answer differs from what the check expects.
+    DnsMismatch,
+    /// Any other DNS response code or an unparseable response.
+    DnsError,
+}
+
+impl FailureReason {
+    /// Every reason, in label order.
+    pub const ALL: [FailureReason; 12] = [
+        FailureReason::Timeout,
+        FailureReason::Refused,
+        FailureReason::Unreachable,
+        FailureReason::Resolve,
+        FailureReason::Io,
+        FailureReason::DnsNxdomain,
+        FailureReason::DnsServfail,
+        FailureReason::DnsRefused,
+        FailureReason::DnsTimeout,
+        FailureReason::DnsNoAnswer,
+        FailureReason::DnsMismatch,
+        FailureReason::DnsError,
+    ];
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::Refused => "refused",
+            FailureReason::Unreachable => "unreachable",
+            FailureReason::Resolve => "resolve",
+            FailureReason::Io => "io",
+            FailureReason::DnsNxdomain => "dns_nxdomain",
+            FailureReason::DnsServfail => "dns_servfail",
+            FailureReason::DnsRefused => "dns_refused",
+            FailureReason::DnsTimeout => "dns_timeout",
+            FailureReason::DnsNoAnswer => "dns_no_answer",
+            FailureReason::DnsMismatch => "dns_mismatch",
+            FailureReason::DnsError => "dns_error",
+        }
+    }
+
+    /// Index into [`FailureReason::ALL`], for per-reason counters.
+    pub fn index(self) -> usize {
+        FailureReason::ALL
+            .iter()
+            .position(|r| *r == self)
+            .unwrap_or(0)
+    }
+}
+
+/// A timed step of a probe, the `phase` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Name resolution of the target.
+    Resolve,
+    /// TCP connect.
+    Connect,
+    /// Request and response (a DNS query and its answer).
+    Request,
+}
+
+impl Phase {
+    /// The `phase` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::Request => "request",
+        }
+    }
+}
+
+/// A failed probe: the reason label and a human-readable detail for logs and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The fixed reason.
+    pub reason: FailureReason,
+    /// What happened, in words (error text, the answer received, ...).
+    pub detail: String,
+}
+
+/// The result of one probe run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// `Ok` when the probe passed.
+    pub result: Result<(), Failure>,
+    /// Timed phases, in the order they ran.
+    pub phases: Vec<(Phase, Duration)>,
+    /// dns: number of answer records in the last response.
+    pub dns_answers: Option<u64>,
+}
+
+impl Outcome {
+    /// A passing outcome.
+    pub fn pass(phases: Vec<(Phase, Duration)>) -> Outcome {
+        Outcome {
+            result: Ok(()),
+            phases,
+            dns_answers: None,
+        }
+    }
+
+    /// A failing outcome.
+    pub fn fail(
+        reason: FailureReason,
+        detail: impl Into<String>,
+        phases: Vec<(Phase, Duration)>,
+    ) -> Outcome {
+        Outcome {
+            result: Err(Failure {
+                reason,
+                detail: detail.into(),
+            }),
+            phases,
+            dns_answers: None,
+        }
+    }
+
+    /// The failure reason, if any.
+    pub fn reason(&self) -> Option<FailureReason> {
+        self.result.as_ref().err().map(|f| f.reason)
+    }
+}
+
+/// Maps a connect error to a failure reason.
+pub fn connect_reason(e: &std::io::Error) -> FailureReason {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => FailureReason::Refused,
+        K::TimedOut => FailureReason::Timeout,
+        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
+            FailureReason::Unreachable
+        }
+        _ => match e.raw_os_error() {
+            // EHOSTUNREACH, ENETUNREACH, ENETDOWN on Linux.
+            Some(113) | Some(101) | Some(100) => FailureReason::Unreachable,
+            _ => FailureReason::Io,
+        },
+    }
+}

@@ -1,0 +1,158 @@
+//! One task per check instance: interval, spread start, timeout, concurrency limit,
+//! shutdown.
+//!
+//! - **Spread.** An instance's first run is at `start + hash(key) mod interval`, so a
+//!   start or a reload with thousands of instances does not fire them all at once, and
+//!   an unchanged instance keeps its phase across reloads.
+//! - **No overlap.** Each instance runs in one task that awaits its probe before the
+//!   next tick; ticks missed while a probe ran are skipped, not bunched.
+//! - **Timeout.** Every probe is bounded by the instance's timeout, which config
+//!   validation keeps shorter than the interval.
+//! - **Concurrency.** A semaphore bounds probes in flight across all instances.
+//! - **Shutdown.** Cancelling the token ends every task at its next await point.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CheckInstance;
+use crate::probe::{self, Outcome, ProbeContext};
+use crate::state::{Generation, Store};
+
+/// Runs the probe of an instance. The live implementation is [`LiveProber`]; tests
+/// substitute their own to drive the scheduler with paused time.
+pub trait Prober: Send + Sync + 'static {
+    /// One run of `instance`'s probe, without a deadline (the scheduler adds it).
+    fn probe(&self, instance: Arc<CheckInstance>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+}
+
+/// Probes for real, over the network.
+#[derive(Debug, Clone)]
+pub struct LiveProber(pub Arc<ProbeContext>);
+
+impl Prober for LiveProber {
+    fn probe(&self, instance: Arc<CheckInstance>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let cx = self.0.clone();
+        Box::pin(async move { probe::run(&instance.spec, &cx).await })
+    }
+}
+
+/// Runs one probe of `instance` with its timeout; a timeout becomes the kind's reason.
+pub async fn run_once(prober: &dyn Prober, instance: &Arc<CheckInstance>) -> (Outcome, Duration) {
+    let t = Instant::now();
+    let outcome = match tokio::time::timeout(instance.timeout, prober.probe(instance.clone())).await
+    {
+        Ok(o) => o,
+        Err(_) => Outcome::fail(
+            instance.spec.timeout_reason(),
+            format!(
+                "no result within {}",
+                humantime::format_duration(instance.timeout)
+            ),
+            Vec::new(),
+        ),
+    };
+    (outcome, t.elapsed())
+}
+
+/// The running tasks of one generation.
+#[derive(Debug)]
+pub struct Scheduler {
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+/// When an instance first runs after `start`.
+pub fn first_run(instance: &CheckInstance, start: Instant) -> Instant {
+    let nanos = instance.interval.as_nanos().max(1) as u64;
+    start + Duration::from_nanos(instance.stable_hash() % nanos)
+}
+
+impl Scheduler {
+    /// Starts one task per slot of `generation`.
+    pub fn start(
+        generation: Arc<Generation>,
+        store: Arc<Store>,
+        prober: Arc<dyn Prober>,
+        concurrency: usize,
+    ) -> Scheduler {
+        let cancel = CancellationToken::new();
+        let sem = Arc::new(Semaphore::new(concurrency));
+        let start = Instant::now();
+        let mut tasks = JoinSet::new();
+        for index in 0..generation.slots.len() {
+            let (generation, store, prober, sem, cancel) = (
+                generation.clone(),
+                store.clone(),
+                prober.clone(),
+                sem.clone(),
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                let slot = generation.slots[index].clone();
+                let instance = slot.instance.clone();
+                let mut ticker = tokio::time::interval_at(first_run(&instance, start), instance.interval);
+                ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                loop {
+                    let planned = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        t = ticker.tick() => t,
+                    };
+                    let permit = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                    };
+                    store.observe_lag(Instant::now().saturating_duration_since(planned));
+                    let (outcome, duration) = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = run_once(prober.as_ref(), &instance) => r,
+                    };
+                    drop(permit);
+                    if let Err(f) = &outcome.result {
+                        tracing::debug!(check = %instance.check, pool = instance.pool_name(), target = %instance.target,
+                            reason = f.reason.as_str(), detail = %f.detail, "probe failed");
+                    }
+                    store.record(&generation, &slot, outcome, duration);
+                }
+            });
+        }
+        Scheduler { cancel, tasks }
+    }
+
+    /// Stops every task; waits at most `grace`, then aborts what is left.
+    pub async fn stop(mut self, grace: Duration) {
+        self.cancel.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+    }
+
+    /// A scheduler with no task (a placeholder while a reload swaps generations).
+    pub fn start_empty() -> Scheduler {
+        Scheduler {
+            cancel: CancellationToken::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Number of running tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// True when no task runs.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}

@@ -1,0 +1,304 @@
+//! Results of every check instance, kept between probes and read at scrape time.
+//!
+//! A [`Generation`] is one loaded configuration with one [`Slot`] per instance. The
+//! metrics and status endpoints encode the current generation only, so an instance
+//! removed by a reload loses its series at the next scrape: stale series cannot exist.
+//! A reload carries the state of instances whose key is unchanged, so counters of
+//! unchanged checks keep counting.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{CheckInstance, Config};
+use crate::probe::{FailureReason, Outcome};
+
+/// Upper bounds of the `coexist_probe_duration_seconds` buckets.
+pub const DURATION_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the `coexist_scheduler_lag_seconds` buckets.
+pub const LAG_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// A fixed-bucket histogram (per-bucket counts, not cumulative).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram<const N: usize> {
+    /// Count of observations in each bucket (the last one is +Inf).
+    pub counts: [u64; N],
+    /// Sum of all observations.
+    pub sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            counts: [0; N],
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    /// Adds one observation; `bounds` has N-1 entries.
+    pub fn observe(&mut self, bounds: &[f64], v: f64) {
+        let i = bounds.iter().position(|b| v <= *b).unwrap_or(N - 1);
+        self.counts[i] += 1;
+        self.sum += v;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// `(upper bound, count in that bucket)` for the finite bounds, the shape
+    /// prometheus-client's encoder takes (it accumulates and appends +Inf itself).
+    pub fn buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
+        bounds
+            .iter()
+            .copied()
+            .zip(self.counts.iter().copied())
+            .collect()
+    }
+}
+
+/// The last run of an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastRun {
+    /// What the probe found.
+    pub outcome: Outcome,
+    /// Wall time of the whole probe.
+    pub duration: Duration,
+    /// When it finished.
+    pub at: SystemTime,
+}
+
+/// Everything known about one instance.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceState {
+    /// Probes run.
+    pub runs: u64,
+    /// Failed probes, indexed by [`FailureReason::index`].
+    pub failures: [u64; FailureReason::ALL.len()],
+    /// Failures since the last success.
+    pub consecutive_failures: u64,
+    /// The last run, once there is one.
+    pub last: Option<LastRun>,
+    /// When pass/fail last flipped (or the first run).
+    pub last_change: Option<SystemTime>,
+    /// Probe durations.
+    pub durations: Histogram<{ DURATION_BUCKETS.len() + 1 }>,
+}
+
+impl InstanceState {
+    /// Whether the last run passed; `None` before the first run.
+    pub fn success(&self) -> Option<bool> {
+        self.last.as_ref().map(|l| l.outcome.result.is_ok())
+    }
+}
+
+/// One instance and its state.
+#[derive(Debug)]
+pub struct Slot {
+    /// The instance as configured.
+    pub instance: Arc<CheckInstance>,
+    state: Mutex<InstanceState>,
+}
+
+impl Slot {
+    /// A slot with no run yet.
+    pub fn new(instance: Arc<CheckInstance>) -> Slot {
+        Slot {
+            instance,
+            state: Mutex::new(InstanceState::default()),
+        }
+    }
+
+    /// Records one run; returns true when it was the instance's first.
+    pub fn record(&self, outcome: Outcome, duration: Duration, at: SystemTime) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let first = s.runs == 0;
+        let passed = outcome.result.is_ok();
+        s.runs += 1;
+        if let Some(r) = outcome.reason() {
+            s.failures[r.index()] += 1;
+        }
+        s.consecutive_failures = if passed {
+            0
+        } else {
+            s.consecutive_failures + 1
+        };
+        if s.success() != Some(passed) {
+            s.last_change = Some(at);
+        }
+        s.durations
+            .observe(&DURATION_BUCKETS, duration.as_secs_f64());
+        s.last = Some(LastRun {
+            outcome,
+            duration,
+            at,
+        });
+        first
+    }
+
+    /// A copy of the state, for encoding without holding the lock.
+    pub fn state(&self) -> InstanceState {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// One loaded configuration and its slots.
+#[derive(Debug)]
+pub struct Generation {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// One slot per instance, in config order.
+    pub slots: Vec<Arc<Slot>>,
+    /// Instances of this generation that have not run yet.
+    pending: AtomicUsize,
+}
+
+/// The shared results store.
+#[derive(Debug)]
+pub struct Store {
+    current: RwLock<Arc<Generation>>,
+    ready: AtomicBool,
+    reload: Mutex<ReloadStatus>,
+    lag: Mutex<Histogram<{ LAG_BUCKETS.len() + 1 }>>,
+}
+
+/// Outcome of the last configuration (re)load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReloadStatus {
+    /// False after a rejected reload, until the next successful one.
+    pub successful: bool,
+    /// Unix time of the last successful load.
+    pub success_timestamp: f64,
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+impl Store {
+    /// A store for the first configuration.
+    pub fn new(config: Config) -> Store {
+        let generation = Arc::new(make_generation(Arc::new(config), &HashMap::new()));
+        let ready = generation.pending.load(Ordering::Relaxed) == 0;
+        Store {
+            current: RwLock::new(generation),
+            ready: AtomicBool::new(ready),
+            reload: Mutex::new(ReloadStatus {
+                successful: true,
+                success_timestamp: unix_now(),
+            }),
+            lag: Mutex::new(Histogram::default()),
+        }
+    }
+
+    /// The current generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Installs a new configuration, carrying over the state of unchanged instances.
+    pub fn swap(&self, config: Config) -> Arc<Generation> {
+        let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let old: HashMap<String, Arc<Slot>> = cur
+            .slots
+            .iter()
+            .map(|s| (s.instance.key(), s.clone()))
+            .collect();
+        let generation = Arc::new(make_generation(Arc::new(config), &old));
+        *cur = generation.clone();
+        *self.reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
+            successful: true,
+            success_timestamp: unix_now(),
+        };
+        generation
+    }
+
+    /// Notes a rejected reload: the running configuration stays.
+    pub fn reload_failed(&self) {
+        self.reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .successful = false;
+    }
+
+    /// The last reload's outcome.
+    pub fn reload_status(&self) -> ReloadStatus {
+        *self.reload.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a run of `slot` (of generation `generation`).
+    pub fn record(
+        &self,
+        generation: &Generation,
+        slot: &Slot,
+        outcome: Outcome,
+        duration: Duration,
+    ) {
+        if slot.record(outcome, duration, SystemTime::now())
+            && generation.pending.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            self.ready.store(true, Ordering::Release);
+        }
+    }
+
+    /// True once every instance of the first configuration has run; stays true.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Notes how late a probe started compared with its plan.
+    pub fn observe_lag(&self, lag: Duration) {
+        self.lag
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(&LAG_BUCKETS, lag.as_secs_f64());
+    }
+
+    /// Schedule lag so far.
+    pub fn lag(&self) -> Histogram<{ LAG_BUCKETS.len() + 1 }> {
+        self.lag.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+fn make_generation(config: Arc<Config>, old: &HashMap<String, Arc<Slot>>) -> Generation {
+    let mut pending = 0;
+    let slots = config
+        .instances
+        .iter()
+        .map(|inst| match old.get(&inst.key()) {
+            // Same key, possibly a changed interval or expectation: keep the counters,
+            // take the new instance.
+            Some(s) => {
+                let slot = Slot {
+                    instance: inst.clone(),
+                    state: Mutex::new(s.state()),
+                };
+                if slot.state().runs == 0 {
+                    pending += 1;
+                }
+                Arc::new(slot)
+            }
+            None => {
+                pending += 1;
+                Arc::new(Slot::new(inst.clone()))
+            }
+        })
+        .collect();
+    Generation {
+        config,
+        slots,
+        pending: AtomicUsize::new(pending),
+    }
+}
