@@ -1,0 +1,253 @@
+//! Configuration validation: one invalid fixture per rule, each with the exact message
+//! an operator sees; and unknown keys injected into every table of the shipped example.
+
+use coexistd::config::Config;
+
+const POOLS: &str = r#"
+[[pools]]
+name = "ocs"
+role = "legacy"
+fqdn = "ocspool.contoso.com"
+
+[[pools]]
+name = "lync"
+role = "new"
+fqdn = "lyncpool.contoso.com"
+"#;
+
+fn with_pools(rest: &str) -> String {
+    format!("{POOLS}{rest}")
+}
+
+/// (rule, file text, exact error)
+fn fixtures() -> Vec<(&'static str, String, &'static str)> {
+    vec![
+        (
+            "unknown top-level key",
+            "colour = 1\n".into(),
+            "t.toml:1:1: unknown field `colour`, expected one of `agent`, `dns`, `tls`, `pools`, `checks`",
+        ),
+        (
+            "unknown key in [agent]",
+            "[agent]\nlisten = \"127.0.0.1:9797\"\nintervall = \"30s\"\n".into(),
+            "t.toml:3:1: unknown field `intervall`, expected one of `listen`, `interval`, `timeout`, `labels`, `concurrency`, `shard`",
+        ),
+        (
+            "TOML syntax",
+            "[agent\n".into(),
+            "t.toml:1:7: unclosed table, expected `]`",
+        ),
+        (
+            "bad duration",
+            "[agent]\ninterval = \"30 parsecs\"\n".into(),
+            "t.toml:2:12: invalid duration \"30 parsecs\": unknown time unit \"parsecs\", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations) (write e.g. \"30s\" or \"2m\")",
+        ),
+        (
+            "timeout not shorter than interval",
+            "[agent]\ninterval = \"5s\"\ntimeout = \"5s\"\n".into(),
+            "t.toml:3:11: agent.timeout: must be shorter than agent.interval (5s >= 5s)",
+        ),
+        (
+            "bad listen address",
+            "[agent]\nlisten = \"localhost\"\n".into(),
+            "t.toml:2:10: agent.listen: \"localhost\" is not an address:port (e.g. \"127.0.0.1:9797\")",
+        ),
+        (
+            "bad label name",
+            "[agent]\nlabels = { \"bad-name\" = \"x\" }\n".into(),
+            "t.toml:2:12: agent.labels: \"bad-name\" is not a valid Prometheus label name",
+        ),
+        (
+            "label name used by the agent",
+            "[agent]\nlabels = { pool = \"x\" }\n".into(),
+            "t.toml:2:12: agent.labels: \"pool\" is used by coexistd itself",
+        ),
+        (
+            "bad shard",
+            "[agent]\nshard = \"4/3\"\n".into(),
+            "t.toml:2:9: agent.shard: \"4/3\" is not \"K/N\" with 1 <= K <= N",
+        ),
+        (
+            "bad DNS server",
+            "[dns]\nservers = [\"dns.contoso.com\"]\n".into(),
+            "t.toml:2:12: dns.servers: \"dns.contoso.com\" is not an IP address or address:port",
+        ),
+        (
+            "client cert without key",
+            "[tls]\nclient_cert = \"probe.pem\"\n".into(),
+            "t.toml:2:15: tls: client_cert and client_key must be given together",
+        ),
+        (
+            "bad role",
+            "[[pools]]\nname = \"a\"\nrole = \"old\"\nfqdn = \"a.contoso.com\"\n".into(),
+            "t.toml:3:8: unknown variant `old`, expected `legacy` or `new`",
+        ),
+        (
+            "duplicate pool name",
+            "[[pools]]\nname = \"a\"\nrole = \"legacy\"\nfqdn = \"a.contoso.com\"\n[[pools]]\nname = \"a\"\nrole = \"new\"\nfqdn = \"b.contoso.com\"\n".into(),
+            "t.toml:6:8: pools[1].name: duplicate pool name \"a\"",
+        ),
+        (
+            "bad pool FQDN",
+            "[[pools]]\nname = \"a\"\nrole = \"legacy\"\nfqdn = \"pool..contoso.com\"\n".into(),
+            "t.toml:4:8: pools[0].fqdn: \"pool..contoso.com\" is not a valid host name",
+        ),
+        (
+            "duplicate check name",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\n[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 2\n"),
+            "t.toml:16:8: checks[1].name: duplicate check name \"c\"",
+        ),
+        (
+            "check names an unknown pool",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\npools = [\"ocs\", \"skype\"]\n"),
+            "t.toml:15:17: checks[0].pools: unknown pool \"skype\"",
+        ),
+        (
+            "check timeout not shorter than its interval",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\ninterval = \"10s\"\ntimeout = \"10s\"\n"),
+            "t.toml:16:11: checks[0].timeout: must be shorter than the interval (10s >= 10s)",
+        ),
+        (
+            "unknown kind",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"icmp\"\n"),
+            "t.toml:13:8: unknown variant `icmp`, expected `tcp` or `dns`",
+        ),
+        (
+            "port out of range",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 70000\n"),
+            "t.toml:14:8: invalid value: integer `70000`, expected u16",
+        ),
+        (
+            "port zero",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 0\n"),
+            "t.toml:14:8: checks[0].port: must be 1-65535",
+        ),
+        (
+            "tcp check without port",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\n"),
+            "t.toml:12:8: checks[0].port: required for kind \"tcp\"",
+        ),
+        (
+            "pool-less tcp check without host",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\npools = []\n"),
+            "t.toml:12:8: checks[0].host: required when the check runs without a pool (pools = [])",
+        ),
+        (
+            "dns check without record",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\ntype = \"A\"\n"),
+            "t.toml:12:8: checks[0].record: required for kind \"dns\"",
+        ),
+        (
+            "dns check with an unsupported type",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\nrecord = \"{fqdn}\"\ntype = \"MX\"\n"),
+            "t.toml:15:8: checks[0].type: \"MX\" is not one of A, AAAA, CNAME, SRV, TXT",
+        ),
+        (
+            "dns check with a malformed SRV expectation",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\npools = []\nrecord = \"_sip._tls.contoso.com\"\ntype = \"SRV\"\nexpect = [\"sip.contoso.com:443\"]\n"),
+            "t.toml:17:10: checks[0].expect: \"sip.contoso.com:443\" is not an SRV answer \"priority weight port target.\"",
+        ),
+        (
+            "expect and expect_contains together",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\nrecord = \"{fqdn}\"\nexpect = [\"10.0.0.1\"]\nexpect_contains = [\"10.0.0.1\"]\n"),
+            "t.toml:15:10: checks[0].expect: give either expect or expect_contains, not both",
+        ),
+        (
+            "{fqdn} in a pool-less check",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\npools = []\nrecord = \"{fqdn}\"\n"),
+            "t.toml:15:10: checks[0].record: uses {fqdn} but the check runs without a pool (pools = [])",
+        ),
+        (
+            "key of another kind",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nrecord = \"x.contoso.com\"\n"),
+            "t.toml:15:10: checks[0].record: not a key of kind \"tcp\" (its keys: host, port)",
+        ),
+        (
+            "bad host",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nhost = \"exa mple.com\"\n"),
+            "t.toml:15:8: checks[0].host: \"exa mple.com\" is not a valid host name",
+        ),
+    ]
+}
+
+#[test]
+fn every_invalid_fixture_gives_its_exact_message() {
+    let mut failures = Vec::new();
+    for (rule, text, want) in fixtures() {
+        match Config::parse(&text, "t.toml") {
+            Ok(_) => failures.push(format!("{rule}: accepted")),
+            Err(e) if e.to_string() == want => {}
+            Err(e) => failures.push(format!("{rule}:\n   got: {e}\n  want: {want}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn example_text() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/coexistd.example.toml")).unwrap()
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let c = Config::parse(&example_text(), "example").expect("example config must parse");
+    assert_eq!(c.pools.len(), 2);
+    assert_eq!(c.pools[0].role.as_str(), "legacy");
+    // 4 per-pool checks x 2 pools - 1 + 1 restricted + 6 pool-less = 15 (see the file).
+    assert_eq!(c.instances.len(), 15);
+    let srv = c.instances.iter().find(|i| i.check == "sipinternaltls-srv").unwrap();
+    assert!(srv.pool.is_none());
+    assert_eq!(srv.target, "_sipinternaltls._tcp.contoso.com");
+    let tcp = c.instances.iter().find(|i| i.check == "sip-tls-port" && i.pool_name() == "ocs2007r2").unwrap();
+    assert_eq!(tcp.target, "ocspool.contoso.com:5061");
+    let meet = c.instances.iter().find(|i| i.check == "meet-url").unwrap();
+    assert_eq!(meet.interval, std::time::Duration::from_secs(60));
+}
+
+#[test]
+fn an_unknown_key_in_any_table_of_the_example_is_rejected() {
+    let text = example_text();
+    let lines: Vec<&str> = text.lines().collect();
+    let headers: Vec<usize> = lines.iter().enumerate().filter(|(_, l)| l.starts_with('[')).map(|(i, _)| i).collect();
+    assert!(headers.len() >= 10, "the example has all its tables");
+    for &h in &headers {
+        let mut injected: Vec<&str> = lines.clone();
+        injected.insert(h + 1, "bogus_key = 1");
+        let err = Config::parse(&injected.join("\n"), "example").expect_err(lines[h]).to_string();
+        let want_prefix = format!("example:{}:1: unknown field `bogus_key`", h + 2);
+        assert!(err.starts_with(&want_prefix), "table {} at line {}: {err}", lines[h], h + 1);
+    }
+}
+
+#[test]
+fn pools_expand_checks_and_empty_pools_runs_once() {
+    let c = Config::parse(
+        &with_pools(
+            "[[checks]]\nname = \"every\"\nkind = \"tcp\"\nport = 5061\n\
+             [[checks]]\nname = \"one\"\nkind = \"tcp\"\nport = 443\npools = [\"lync\"]\n\
+             [[checks]]\nname = \"none\"\nkind = \"tcp\"\nhost = \"edge.contoso.com\"\nport = 443\npools = []\n",
+        ),
+        "t",
+    )
+    .unwrap();
+    let got: Vec<(String, String)> = c.instances.iter().map(|i| (i.check.clone(), i.pool_name().to_owned())).collect();
+    let want = [("every", "ocs"), ("every", "lync"), ("one", "lync"), ("none", "")];
+    assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
+    assert_eq!(c.instances[3].target, "edge.contoso.com:443");
+}
+
+#[test]
+fn shards_partition_the_instances() {
+    let mut checks = String::new();
+    for i in 0..40 {
+        checks.push_str(&format!("[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\nport = {}\n", 1000 + i));
+    }
+    let all = Config::parse(&with_pools(&checks), "t").unwrap().instances.len();
+    let mut seen = 0;
+    for k in 1..=3 {
+        let text = format!("[agent]\nshard = \"{k}/3\"\n{}", with_pools(&checks));
+        let n = Config::parse(&text, "t").unwrap().instances.len();
+        assert!(n > 0 && n < all, "shard {k}/3 has {n} of {all}");
+        seen += n;
+    }
+    assert_eq!(seen, all);
+}
