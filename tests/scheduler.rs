@@ -1,0 +1,192 @@
+//! Scheduler logic with paused time: spread first runs, no overlap, timeouts,
+//! concurrency limit, shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use coexistd::config::{CheckInstance, Config};
+use coexistd::probe::{FailureReason, Outcome};
+use coexistd::scheduler::{Prober, Scheduler};
+use coexistd::state::Store;
+use tokio::time::Instant;
+
+#[derive(Default)]
+struct Log {
+    starts: Vec<(String, Instant)>,
+    in_flight: HashMap<String, usize>,
+    max_in_flight_per_instance: usize,
+    total_in_flight: usize,
+    max_total_in_flight: usize,
+}
+
+/// A prober that sleeps `delay` (in paused time) and records what ran when.
+struct Fake {
+    delay: Duration,
+    log: Arc<Mutex<Log>>,
+}
+
+struct Guard(Arc<Mutex<Log>>, String);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut l = self.0.lock().unwrap();
+        *l.in_flight.get_mut(&self.1).unwrap() -= 1;
+        l.total_in_flight -= 1;
+    }
+}
+
+impl Prober for Fake {
+    fn probe(&self, instance: Arc<CheckInstance>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let (delay, log) = (self.delay, self.log.clone());
+        Box::pin(async move {
+            let key = instance.key();
+            {
+                let mut l = log.lock().unwrap();
+                l.starts.push((key.clone(), Instant::now()));
+                let n = l.in_flight.entry(key.clone()).or_default();
+                *n += 1;
+                let n = *n;
+                l.max_in_flight_per_instance = l.max_in_flight_per_instance.max(n);
+                l.total_in_flight += 1;
+                l.max_total_in_flight = l.max_total_in_flight.max(l.total_in_flight);
+            }
+            let _guard = Guard(log, key);
+            tokio::time::sleep(delay).await;
+            Outcome::pass(vec![])
+        })
+    }
+}
+
+fn config(n: usize, interval: &str, timeout: &str, concurrency: usize) -> Config {
+    let mut t = format!(
+        "[agent]\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\nconcurrency = {concurrency}\n\
+         [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n"
+    );
+    for i in 0..n {
+        t.push_str(&format!(
+            "[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\nport = {}\n",
+            1000 + i
+        ));
+    }
+    Config::parse(&t, "test").unwrap()
+}
+
+fn start(config: Config, delay: Duration) -> (Arc<Store>, Scheduler, Arc<Mutex<Log>>) {
+    let concurrency = config.agent.concurrency;
+    let store = Arc::new(Store::new(config));
+    let log = Arc::new(Mutex::new(Log::default()));
+    let prober = Arc::new(Fake {
+        delay,
+        log: log.clone(),
+    });
+    let s = Scheduler::start(store.current(), store.clone(), prober, concurrency);
+    (store, s, log)
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_runs_are_spread_over_the_interval() {
+    let t0 = Instant::now();
+    let (store, s, log) = start(config(200, "10s", "1s", 1000), Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let starts = log.lock().unwrap().starts.clone();
+    assert_eq!(
+        starts.len(),
+        200,
+        "every instance ran exactly once in the first interval"
+    );
+    let mut per_second = [0usize; 10];
+    for (_, t) in &starts {
+        per_second[(*t - t0).as_secs() as usize] += 1;
+    }
+    // 20 per second on average; a herd would put them all in the first bucket.
+    assert!(
+        per_second.iter().all(|&n| (5..=40).contains(&n)),
+        "{per_second:?}"
+    );
+    assert!(store.is_ready());
+    s.stop(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_instance_runs_once_per_interval_and_never_overlaps_itself() {
+    // 3 probes of 4 s each through 1 slot of concurrency: they queue, ticks are skipped,
+    // and no instance ever has two runs in flight.
+    let (_store, s, log) = start(config(3, "10s", "5s", 1), Duration::from_secs(4));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    s.stop(Duration::from_millis(100)).await;
+    let l = log.lock().unwrap();
+    assert_eq!(l.max_in_flight_per_instance, 1);
+    assert_eq!(l.max_total_in_flight, 1, "the concurrency limit holds");
+    let mut by_instance: HashMap<&str, Vec<Instant>> = HashMap::new();
+    for (k, t) in &l.starts {
+        by_instance.entry(k).or_default().push(*t);
+    }
+    for (k, ts) in by_instance {
+        for w in ts.windows(2) {
+            assert!(
+                w[1] - w[0] >= Duration::from_secs(4),
+                "{k}: runs {:?} apart",
+                w[1] - w[0]
+            );
+        }
+        assert!(
+            (5..=6).contains(&ts.len()),
+            "{k}: {} runs in 60 s",
+            ts.len()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_longer_than_its_timeout_is_cut_and_reported() {
+    let (store, s, _log) = start(config(1, "10s", "2s", 10), Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let g = store.current();
+    let st = g.slots[0].state();
+    assert!(st.runs >= 1);
+    let last = st.last.unwrap();
+    assert_eq!(last.outcome.reason(), Some(FailureReason::Timeout));
+    assert_eq!(last.duration, Duration::from_secs(2));
+    assert_eq!(st.failures[FailureReason::Timeout.index()], st.runs);
+    s.stop(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_ends_every_task_promptly_even_with_probes_in_flight() {
+    let (_store, s, log) = start(config(50, "10s", "9s", 1000), Duration::from_secs(8));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        log.lock().unwrap().total_in_flight > 0,
+        "probes are in flight when stopping"
+    );
+    let t = Instant::now();
+    s.stop(Duration::from_millis(500)).await;
+    assert!(
+        t.elapsed() <= Duration::from_millis(500),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        log.lock().unwrap().total_in_flight,
+        0,
+        "in-flight probes were dropped"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_keeps_counters_of_unchanged_instances_and_drops_removed_ones() {
+    let (store, s, _log) = start(config(3, "10s", "1s", 10), Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    s.stop(Duration::from_millis(100)).await;
+    let before = store.current().slots[0].state().runs;
+    assert!(before >= 2);
+    let g = store.swap(config(1, "10s", "1s", 10));
+    assert_eq!(g.slots.len(), 1, "removed instances are gone");
+    assert_eq!(
+        g.slots[0].state().runs,
+        before,
+        "unchanged instance keeps its counters"
+    );
+}
