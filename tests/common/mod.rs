@@ -1,0 +1,262 @@
+//! Helpers shared by the integration tests: a real Knot DNS server and the agent binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free UDP+TCP port on 127.0.0.1 (taken then released; good enough for tests).
+pub fn free_port() -> u16 {
+    loop {
+        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Panics with an install hint when a required program is missing: these tests are
+/// meant to run against real peers, never to skip silently.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
+        let p = PathBuf::from(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{program} not found: install the Debian package {package} (.ci/run does)");
+}
+
+/// Knot DNS serving one zone from a temporary directory; killed on drop.
+pub struct Knot {
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+    child: Child,
+    zone: String,
+    serial: u32,
+}
+
+impl Knot {
+    /// Starts knotd authoritative for `zone` with the records in `body` (zone-file
+    /// lines relative to the origin; SOA and NS are added).
+    pub fn start(zone: &str, body: &str) -> Knot {
+        let knotd = require("knotd", "knot");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "server:\n    rundir: \"{d}\"\n    listen: 127.0.0.1@{port}\n\
+             control:\n    listen: \"{d}/knot.sock\"\n\
+             log:\n  - target: stderr\n    any: info\n\
+             database:\n    storage: \"{d}/db\"\n\
+             template:\n  - id: default\n    storage: \"{d}\"\n    zonefile-sync: -1\n    zonefile-load: whole\n    journal-content: none\n\
+             zone:\n  - domain: {zone}\n    file: \"zone.txt\"\n"
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+        let mut k = Knot {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            child: Command::new("/bin/true").spawn().unwrap(),
+            zone: zone.to_owned(),
+            serial: 0,
+        };
+        k.write_zone(body);
+        k.child = Command::new(knotd)
+            .arg("-c")
+            .arg(k.dir.path().join("knot.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start knotd");
+        // Wait until the zone is loaded (knotd logs it), at most 10 s.
+        let stderr = k.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("loaded, serial") || line.contains("error") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("knotd did not load the zone in 10 s");
+        assert!(line.contains("loaded"), "knotd: {line}");
+        k
+    }
+
+    fn write_zone(&mut self, body: &str) {
+        self.serial += 1;
+        let text = format!(
+            "$ORIGIN {z}.\n$TTL 60\n@ SOA ns1 hostmaster {s} 3600 600 86400 60\n@ NS ns1\nns1 A 127.0.0.1\n{body}\n",
+            z = self.zone,
+            s = self.serial
+        );
+        std::fs::write(self.dir.path().join("zone.txt"), text).unwrap();
+    }
+
+    /// Replaces the zone's records and makes knotd serve them (blocking reload).
+    pub fn set_records(&mut self, body: &str) {
+        self.write_zone(body);
+        let out = Command::new(require("knotc", "knot"))
+            .arg("-c")
+            .arg(self.dir.path().join("knot.conf"))
+            .args(["-b", "zone-reload", &self.zone])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "knotc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent binary, started with a config file; killed on drop unless stopped.
+pub struct Agent {
+    pub child: Child,
+    pub listen: SocketAddr,
+    pub config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Writes `config` (with `{listen}` replaced) and runs `coexistd run` on it.
+    pub fn start(config: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let path = dir.path().join("coexistd.toml");
+        std::fs::write(&path, config.replace("{listen}", &listen.to_string())).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let a = Agent {
+            child,
+            listen,
+            config: path,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http(a.listen, "GET", "/-/healthy").is_err() {
+            assert!(Instant::now() < deadline, "agent did not serve within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        a
+    }
+
+    /// GET a path; (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http(self.listen, "GET", path).unwrap()
+    }
+
+    /// Polls `/metrics` until `pred` holds, at most `within`; returns the last scrape.
+    pub fn wait_metrics(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, body) = self.get("/metrics");
+            if pred(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {within:?}; last scrape:\n{body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 client (tests only): one request, `Connection: close`.
+pub fn http(addr: SocketAddr, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    http_with(addr, method, path, &[])
+}
+
+/// Same, with extra request headers.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = match text.find("\r\n\r\n") {
+        Some(i) => dechunk(&text[..i], &text[i + 4..]),
+        None => String::new(),
+    };
+    Ok((status, body))
+}
+
+fn dechunk(head: &str, body: &str) -> String {
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some(i) = rest.find("\r\n") {
+        let n = usize::from_str_radix(rest[..i].trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[i + 2..i + 2 + n]);
+        rest = &rest[i + 2 + n + 2..];
+    }
+    out
+}
+
+/// The value of the first sample whose line starts with `series` (name and labels as
+/// written in the exposition, up to the closing brace).
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+            if n != name {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse().ok())?
+        })
+}
