@@ -1,0 +1,465 @@
+//! The binary end to end: a config against real peers (Knot DNS, TCP listeners),
+//! scraped over HTTP, checked with promtool; reloads; signals; exit codes.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{http, http_with, require, sample, Agent, Knot};
+
+const ZONE: &str = "\
+lyncpool A 127.0.31.1
+ocspool A 127.0.31.2
+_sipinternaltls._tcp SRV 0 0 5061 lyncpool
+";
+
+fn config(knot: &Knot, lync_port: u16, ocs_port: u16, extra: &str) -> String {
+    format!(
+        r#"[agent]
+listen = "{{listen}}"
+interval = "1s"
+timeout = "500ms"
+labels = {{ site = "lab" }}
+[dns]
+servers = ["{dns}"]
+[[pools]]
+name = "ocs"
+role = "legacy"
+fqdn = "ocspool.contoso.test"
+[[pools]]
+name = "lync"
+role = "new"
+fqdn = "lyncpool.contoso.test"
+[[checks]]
+name = "sip-port-lync"
+kind = "tcp"
+port = {lync_port}
+pools = ["lync"]
+[[checks]]
+name = "sip-port-ocs"
+kind = "tcp"
+port = {ocs_port}
+pools = ["ocs"]
+[[checks]]
+name = "signin"
+kind = "dns"
+pools = []
+record = "_sipinternaltls._tcp.contoso.test"
+type = "SRV"
+expect = ["0 0 5061 lyncpool.contoso.test."]
+{extra}"#,
+        dns = knot.addr
+    )
+}
+
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let mut child = Command::new(require("promtool", "prometheus"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn sigterm(agent: &mut Agent) -> (std::process::ExitStatus, Duration) {
+    let t = Instant::now();
+    let pid = agent.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            return (s, t.elapsed());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "agent still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn scraped_metrics_follow_real_peers_and_pass_promtool() {
+    let mut knot = Knot::start("contoso.test", ZONE);
+    let lync = std::net::TcpListener::bind("127.0.31.1:0").unwrap();
+    let lync_port = lync.local_addr().unwrap().port();
+    // The OCS port: nothing listens there.
+    let ocs_port = std::net::TcpListener::bind("127.0.31.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut agent = Agent::start(&config(&knot, lync_port, ocs_port, ""));
+
+    let (code, _) = agent.get("/-/ready");
+    assert!(code == 503 || code == 200);
+    let m = agent.wait_metrics(Duration::from_secs(5), |m| {
+        sample(m, "coexist_probe_success", &[("check", "sip-port-ocs")]).is_some()
+            && sample(m, "coexist_probe_success", &[("check", "sip-port-lync")]).is_some()
+            && sample(m, "coexist_probe_success", &[("check", "signin")]).is_some()
+    });
+    let lync_l = [
+        ("pool", "lync"),
+        ("role", "new"),
+        ("check", "sip-port-lync"),
+        ("kind", "tcp"),
+        ("site", "lab"),
+    ];
+    assert_eq!(sample(&m, "coexist_probe_success", &lync_l), Some(1.0));
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_probe_success",
+            &[
+                ("check", "sip-port-ocs"),
+                ("target", &format!("ocspool.contoso.test:{ocs_port}"))
+            ]
+        ),
+        Some(0.0)
+    );
+    assert!(
+        sample(
+            &m,
+            "coexist_probe_failures_total",
+            &[("check", "sip-port-ocs"), ("reason", "refused")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_probe_success",
+            &[("check", "signin"), ("pool", ""), ("kind", "dns")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "coexist_dns_answers", &[("check", "signin")]),
+        Some(1.0)
+    );
+    assert!(sample(
+        &m,
+        "coexist_probe_phase_seconds",
+        &[("check", "sip-port-lync"), ("phase", "connect")]
+    )
+    .is_some());
+    assert_eq!(
+        sample(&m, "coexist_pool_up", &[("pool", "lync")]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs")]), Some(0.0));
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_pool_checks",
+            &[("pool", "ocs"), ("state", "failing")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "coexist_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
+    promtool_check(&m);
+    assert_eq!(agent.get("/-/ready").0, 200);
+
+    // OpenMetrics on request.
+    let (code, om) = http_with(
+        agent.listen,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        om.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    assert!(om.contains("coexist_probe_runs_total{"));
+
+    // The status JSON.
+    let (code, body) = agent.get("/api/v1/status");
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let ocs = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["check"] == "sip-port-ocs")
+        .unwrap();
+    assert_eq!(ocs["success"], false);
+    assert_eq!(ocs["reason"], "refused");
+    assert_eq!(ocs["role"], "legacy");
+    assert!(ocs["last_run"].is_string() && ocs["last_change"].is_string());
+    assert_eq!(v["ready"], true);
+    let (code, page) = agent.get("/");
+    assert_eq!(code, 200);
+    assert!(page.contains("sip-port-ocs") && page.contains("refused"));
+
+    // The sign-in record moves (a rollback): the next probes see it.
+    knot.set_records(&ZONE.replace("5061 lyncpool", "5061 ocspool"));
+    let m = agent.wait_metrics(Duration::from_secs(4), |m| {
+        sample(m, "coexist_probe_success", &[("check", "signin")]) == Some(0.0)
+    });
+    assert!(sample(
+        &m,
+        "coexist_probe_failures_total",
+        &[("check", "signin"), ("reason", "dns_mismatch")]
+    )
+    .is_some());
+
+    // The listener goes away: refused on the next probe, pool down.
+    drop(lync);
+    agent.wait_metrics(Duration::from_secs(4), |m| {
+        sample(m, "coexist_pool_up", &[("pool", "lync")]) == Some(0.0)
+    });
+
+    let (status, took) = sigterm(&mut agent);
+    assert_eq!(status.code(), Some(0));
+    assert!(took < Duration::from_secs(2), "stopped in {took:?}");
+}
+
+#[test]
+fn reload_swaps_good_configs_and_keeps_the_old_one_on_a_bad_file() {
+    let knot = Knot::start("contoso.test", ZONE);
+    let lync = std::net::TcpListener::bind("127.0.31.1:0").unwrap();
+    let port = lync.local_addr().unwrap().port();
+    let extra = "[[checks]]\nname = \"extra\"\nkind = \"tcp\"\nport = 9\npools = [\"ocs\"]\n";
+    let agent = Agent::start(&config(&knot, port, port, extra));
+    agent.wait_metrics(Duration::from_secs(5), |m| {
+        sample(m, "coexist_probe_success", &[("check", "extra")]).is_some()
+    });
+
+    // GET is not allowed on the reload endpoint.
+    assert_eq!(http(agent.listen, "GET", "/-/reload").unwrap().0, 405);
+
+    // A bad file: rejected, old config keeps running, the gauge says so.
+    let good = std::fs::read_to_string(&agent.config).unwrap();
+    std::fs::write(
+        &agent.config,
+        good.replace("interval = \"1s\"", "interval = \"1 fortnight\""),
+    )
+    .unwrap();
+    let (code, body) = http(agent.listen, "POST", "/-/reload").unwrap();
+    assert_eq!(code, 500);
+    assert!(body.contains("invalid duration"), "{body}");
+    let m = agent.get("/metrics").1;
+    assert_eq!(
+        sample(&m, "coexist_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
+    assert!(
+        sample(&m, "coexist_probe_success", &[("check", "extra")]).is_some(),
+        "old config still runs"
+    );
+
+    // A good file without the extra check, via SIGHUP: its series disappear.
+    let listen_line = format!("listen = \"{}\"", agent.listen);
+    let new = config(&knot, port, port, "").replace("listen = \"{listen}\"", &listen_line);
+    std::fs::write(&agent.config, new).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &agent.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let m = agent.wait_metrics(Duration::from_secs(5), |m| {
+        sample(m, "coexist_config_last_reload_successful", &[]) == Some(1.0)
+    });
+    assert!(
+        !m.contains("check=\"extra\""),
+        "series of the removed check are gone"
+    );
+    assert!(sample(
+        &m,
+        "coexist_probe_runs_total",
+        &[("check", "sip-port-lync")]
+    )
+    .is_some());
+    drop(lync);
+}
+
+#[test]
+fn bad_config_exits_2_with_file_line_and_key_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[agent]\ninterval = \"5s\"\ntimeout = \"10s\"\n").unwrap();
+    for sub in ["run", "check", "validate"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+            .args([sub, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "{}:3:11: agent.timeout: must be shorter than agent.interval (10s >= 5s)",
+                path.display()
+            )),
+            "{sub}: {err}"
+        );
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["run", "--config", "/nonexistent/c.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("/nonexistent/c.toml: cannot read the configuration"));
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
+
+#[test]
+fn check_prints_a_table_or_json_and_exits_1_on_failure() {
+    let knot = Knot::start("contoso.test", ZONE);
+    let lync = std::net::TcpListener::bind("127.0.31.1:0").unwrap();
+    let port = lync.local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.31.2:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        config(&knot, port, closed, "").replace("{listen}", "127.0.0.1:1"),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_coexistd");
+
+    let out = Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().next().unwrap().starts_with("POOL"), "{table}");
+    let ocs_row = table.lines().find(|l| l.contains("sip-port-ocs")).unwrap();
+    assert!(
+        ocs_row.contains("FAIL") && ocs_row.contains("refused"),
+        "{ocs_row}"
+    );
+    assert!(
+        table.contains("pool lync (new, lyncpool.contoso.test): UP"),
+        "{table}"
+    );
+    assert!(
+        table.contains("pool ocs (legacy, ocspool.contoso.test): DOWN"),
+        "{table}"
+    );
+
+    let out = Command::new(bin)
+        .args(["check", "--pool", "lync", "--format", "json", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let instances = v["instances"].as_array().unwrap();
+    assert_eq!(instances.len(), 1);
+    assert_eq!(instances[0]["check"], "sip-port-lync");
+    assert_eq!(instances[0]["success"], true);
+
+    let out = Command::new(bin)
+        .args(["check", "--pool", "skype", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    drop(lync);
+}
+
+#[test]
+fn the_demo_serves_a_passing_lab() {
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // interval 10 s: every instance has run once within 10 s of the start.
+    loop {
+        if let Ok((200, _)) = http(addr, "GET", "/-/ready") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "demo not ready in 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, m) = http(addr, "GET", "/metrics").unwrap();
+    let successes: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("coexist_probe_success{"))
+        .collect();
+    assert_eq!(successes.len(), 11, "{m}");
+    assert!(
+        successes
+            .iter()
+            .all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")),
+        "{successes:#?}"
+    );
+    assert_eq!(
+        sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "coexist_pool_up", &[("pool", "lync2013")]),
+        Some(1.0)
+    );
+    promtool_check(&m);
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let t = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "demo did not stop on SIGINT within 2 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
