@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
+use crate::probe::dns::DnsClient;
 use crate::probe::ProbeContext;
 use crate::resolve::{self, Resolver};
 use crate::scheduler::{LiveProber, Scheduler};
@@ -51,16 +52,11 @@ pub enum AgentError {
 
 /// Builds what probes need from a configuration.
 pub fn probe_context(config: &Config) -> Result<ProbeContext, String> {
-    let servers = if config.dns.servers.is_empty() {
-        resolve::system_servers().map_err(|e| e.to_string())?
-    } else {
-        config.dns.servers.clone()
-    };
-    let resolver = Resolver::new(&servers, config.agent.timeout).map_err(|e| e.to_string())?;
-    Ok(ProbeContext {
-        resolver,
-        dns_servers: servers,
-    })
+    let servers =
+        if config.dns.servers.is_empty() { resolve::system_servers()? } else { config.dns.servers.clone() };
+    let dns = Arc::new(DnsClient::new(servers));
+    let resolver = Resolver::new(dns.clone(), config.agent.timeout);
+    Ok(ProbeContext { resolver, dns })
 }
 
 /// Time a stopping scheduler waits for probes in flight.
@@ -91,12 +87,8 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> Result<()
         }
     });
 
-    let mut scheduler = Scheduler::start(
-        store.current(),
-        store.clone(),
-        Arc::new(LiveProber(Arc::new(cx))),
-        concurrency,
-    );
+    let mut scheduler =
+        Scheduler::start(store.current(), store.clone(), Arc::new(LiveProber(Arc::new(cx))), concurrency);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| AgentError::Startup(format!("SIGHUP handler: {e}")))?;
     loop {
@@ -123,10 +115,7 @@ async fn reload(
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
 ) -> Result<(), String> {
-    let loaded = source
-        .load()
-        .map_err(|e| e.to_string())
-        .and_then(|c| probe_context(&c).map(|cx| (c, cx)));
+    let loaded = source.load().map_err(|e| e.to_string()).and_then(|c| probe_context(&c).map(|cx| (c, cx)));
     let (config, cx) = match loaded {
         Ok(v) => v,
         Err(e) => {
@@ -143,12 +132,7 @@ async fn reload(
     let old = std::mem::replace(scheduler, Scheduler::start_empty());
     old.stop(STOP_GRACE).await;
     let generation = store.swap(config);
-    *scheduler = Scheduler::start(
-        generation,
-        store.clone(),
-        Arc::new(LiveProber(Arc::new(cx))),
-        concurrency,
-    );
+    *scheduler = Scheduler::start(generation, store.clone(), Arc::new(LiveProber(Arc::new(cx))), concurrency);
     tracing::info!(instances, "configuration reloaded");
     Ok(())
 }

@@ -170,12 +170,7 @@ impl CheckInstance {
 
     /// Identity across reloads: an instance with the same key keeps its counters.
     pub fn key(&self) -> String {
-        format!(
-            "{}\u{0}{}\u{0}{}",
-            self.check,
-            self.pool_name(),
-            self.target
-        )
+        format!("{}\u{0}{}\u{0}{}", self.check, self.pool_name(), self.target)
     }
 
     /// A stable 64-bit hash of [`CheckInstance::key`] (FNV-1a), used to spread first
@@ -384,16 +379,15 @@ impl CheckCx<'_> {
         match (&raw.host, self.pool) {
             (Some(h), _) => {
                 let h = self.expand(h, "host")?;
-                check_hostname(&h).map_err(|m| {
-                    self.err(raw.host.as_ref().unwrap().span(), &format!("host: {m}"))
-                })?;
+                check_hostname(&h)
+                    .map_err(|m| self.err(raw.host.as_ref().unwrap().span(), &format!("host: {m}")))?;
                 Ok(h)
             }
             (None, Some(p)) => Ok(p.fqdn.clone()),
-            (None, None) => Err(self.err(
-                raw.name.span(),
-                "host: required when the check runs without a pool (pools = [])",
-            )),
+            (None, None) => {
+                Err(self
+                    .err(raw.name.span(), "host: required when the check runs without a pool (pools = [])"))
+            }
         }
     }
 
@@ -404,10 +398,7 @@ impl CheckCx<'_> {
             Some(p) => Ok(*p.get_ref()),
             None => Err(self.err(
                 raw.name.span(),
-                &format!(
-                    "port: required for kind \"{}\"",
-                    raw.kind.get_ref().as_str()
-                ),
+                &format!("port: required for kind \"{}\"", raw.kind.get_ref().as_str()),
             )),
         }
     }
@@ -420,13 +411,9 @@ pub struct HumanDuration(pub Duration);
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "invalid duration {s:?}: {e} (write e.g. \"30s\" or \"2m\")"
-                ))
-            })
+        humantime::parse_duration(&s).map(HumanDuration).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. \"30s\" or \"2m\")"))
+        })
     }
 }
 
@@ -439,21 +426,14 @@ impl Source<'_> {
     fn position(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
-        let col = before
-            .rfind('\n')
-            .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
-            + 1;
+        let col = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
         (line, col)
     }
 
     fn err(&self, span: std::ops::Range<usize>, message: &str) -> ConfigError {
         // Defaults carry the empty span 0..0: they have no place in the file.
         let position = (span != (0..0)).then(|| self.position(span.start));
-        ConfigError {
-            origin: self.origin.to_owned(),
-            position,
-            message: message.to_owned(),
-        }
+        ConfigError { origin: self.origin.to_owned(), position, message: message.to_owned() }
     }
 }
 
@@ -474,11 +454,7 @@ impl Config {
         let src = Source { origin, text };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let position = e.span().map(|s| src.position(s.start));
-            ConfigError {
-                origin: origin.to_owned(),
-                position,
-                message: e.message().trim().to_owned(),
-            }
+            ConfigError { origin: origin.to_owned(), position, message: e.message().trim().to_owned() }
         })?;
         build(raw, &src)
     }
@@ -503,9 +479,7 @@ fn check_hostname(h: &str) -> Result<(), String> {
     for label in name.split('.') {
         let ok = !label.is_empty()
             && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !ok {
             return Err(format!("{h:?} is not a valid host name"));
         }
@@ -527,16 +501,10 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     let interval = ra.interval.get_ref().0;
     let timeout = ra.timeout.get_ref().0;
     if interval.is_zero() {
-        return Err(src.err(
-            ra.interval.span(),
-            "agent.interval: must be greater than zero",
-        ));
+        return Err(src.err(ra.interval.span(), "agent.interval: must be greater than zero"));
     }
     if timeout.is_zero() {
-        return Err(src.err(
-            ra.timeout.span(),
-            "agent.timeout: must be greater than zero",
-        ));
+        return Err(src.err(ra.timeout.span(), "agent.timeout: must be greater than zero"));
     }
     if timeout >= interval {
         return Err(src.err(
@@ -561,43 +529,22 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
         labels.insert(k.into_inner(), v);
     }
     if *ra.concurrency.get_ref() == 0 {
-        return Err(src.err(
-            ra.concurrency.span(),
-            "agent.concurrency: must be at least 1",
-        ));
+        return Err(src.err(ra.concurrency.span(), "agent.concurrency: must be at least 1"));
     }
     let shard = match &ra.shard {
         None => None,
         Some(s) => Some(parse_shard(s.get_ref()).ok_or_else(|| {
-            src.err(
-                s.span(),
-                &format!(
-                    "agent.shard: {:?} is not \"K/N\" with 1 <= K <= N",
-                    s.get_ref()
-                ),
-            )
+            src.err(s.span(), &format!("agent.shard: {:?} is not \"K/N\" with 1 <= K <= N", s.get_ref()))
         })?),
     };
-    let agent = AgentConfig {
-        listen,
-        interval,
-        timeout,
-        labels,
-        concurrency: *ra.concurrency.get_ref(),
-        shard,
-    };
+    let agent =
+        AgentConfig { listen, interval, timeout, labels, concurrency: *ra.concurrency.get_ref(), shard };
 
     let rd = raw.dns.unwrap_or_default();
     let mut servers = Vec::new();
     for s in &rd.servers {
         let addr = parse_server(s.get_ref()).ok_or_else(|| {
-            src.err(
-                s.span(),
-                &format!(
-                    "dns.servers: {:?} is not an IP address or address:port",
-                    s.get_ref()
-                ),
-            )
+            src.err(s.span(), &format!("dns.servers: {:?} is not an IP address or address:port", s.get_ref()))
         })?;
         servers.push(addr);
     }
@@ -605,16 +552,8 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
 
     let rt = raw.tls.unwrap_or_default();
     if rt.client_cert.is_some() != rt.client_key.is_some() {
-        let span = rt
-            .client_cert
-            .as_ref()
-            .or(rt.client_key.as_ref())
-            .map(|s| s.span())
-            .unwrap_or(0..0);
-        return Err(src.err(
-            span,
-            "tls: client_cert and client_key must be given together",
-        ));
+        let span = rt.client_cert.as_ref().or(rt.client_key.as_ref()).map(|s| s.span()).unwrap_or(0..0);
+        return Err(src.err(span, "tls: client_cert and client_key must be given together"));
     }
     let tls = TlsConfig {
         ca_file: rt.ca_file.map(Spanned::into_inner),
@@ -626,16 +565,10 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     for (i, rp) in raw.pools.iter().enumerate() {
         let name = rp.name.get_ref();
         if name.is_empty() {
-            return Err(src.err(
-                rp.name.span(),
-                &format!("pools[{i}].name: must not be empty"),
-            ));
+            return Err(src.err(rp.name.span(), &format!("pools[{i}].name: must not be empty")));
         }
         if pools.iter().any(|p| &p.name == name) {
-            return Err(src.err(
-                rp.name.span(),
-                &format!("pools[{i}].name: duplicate pool name {name:?}"),
-            ));
+            return Err(src.err(rp.name.span(), &format!("pools[{i}].name: duplicate pool name {name:?}")));
         }
         check_hostname(rp.fqdn.get_ref())
             .map_err(|m| src.err(rp.fqdn.span(), &format!("pools[{i}].fqdn: {m}")))?;
@@ -655,31 +588,19 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             return Err(src.err(rc.name.span(), &format!("{path}.name: must not be empty")));
         }
         if !names.insert(name.clone()) {
-            return Err(src.err(
-                rc.name.span(),
-                &format!("{path}.name: duplicate check name {name:?}"),
-            ));
+            return Err(src.err(rc.name.span(), &format!("{path}.name: duplicate check name {name:?}")));
         }
         let check_interval = rc.interval.as_ref().map_or(interval, |d| d.get_ref().0);
         let check_timeout = rc.timeout.as_ref().map_or(timeout, |d| d.get_ref().0);
         if let Some(d) = rc.interval.as_ref().filter(|d| d.get_ref().0.is_zero()) {
-            return Err(src.err(
-                d.span(),
-                &format!("{path}.interval: must be greater than zero"),
-            ));
+            return Err(src.err(d.span(), &format!("{path}.interval: must be greater than zero")));
         }
         if let Some(d) = rc.timeout.as_ref().filter(|d| d.get_ref().0.is_zero()) {
-            return Err(src.err(
-                d.span(),
-                &format!("{path}.timeout: must be greater than zero"),
-            ));
+            return Err(src.err(d.span(), &format!("{path}.timeout: must be greater than zero")));
         }
         if check_timeout >= check_interval {
-            let span = rc
-                .timeout
-                .as_ref()
-                .or(rc.interval.as_ref())
-                .map_or_else(|| rc.name.span(), |d| d.span());
+            let span =
+                rc.timeout.as_ref().or(rc.interval.as_ref()).map_or_else(|| rc.name.span(), |d| d.span());
             return Err(src.err(
                 span,
                 &format!(
@@ -695,27 +616,16 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             Some(list) => {
                 let mut v = Vec::new();
                 for pname in list.get_ref() {
-                    let p = pools
-                        .iter()
-                        .find(|p| &p.name == pname.get_ref())
-                        .ok_or_else(|| {
-                            src.err(
-                                pname.span(),
-                                &format!("{path}.pools: unknown pool {:?}", pname.get_ref()),
-                            )
-                        })?;
+                    let p = pools.iter().find(|p| &p.name == pname.get_ref()).ok_or_else(|| {
+                        src.err(pname.span(), &format!("{path}.pools: unknown pool {:?}", pname.get_ref()))
+                    })?;
                     v.push(Some(p));
                 }
                 v
             }
         };
         for pool in targets {
-            let cx = CheckCx {
-                src,
-                path: path.clone(),
-                pool,
-                timeout: check_timeout,
-            };
+            let cx = CheckCx { src, path: path.clone(), pool, timeout: check_timeout };
             let (spec, target) = probe::build_spec(rc, &cx)?;
             instances.push(Arc::new(CheckInstance {
                 pool: pool.cloned(),
@@ -730,21 +640,12 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     if let Some(shard) = shard {
         instances.retain(|i| (i.stable_hash() % u64::from(shard.count)) as u32 == shard.index - 1);
     }
-    Ok(Config {
-        origin: src.origin.to_owned(),
-        agent,
-        dns,
-        tls,
-        pools,
-        instances,
-    })
+    Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, instances })
 }
 
 /// Label names the agent sets itself; `agent.labels` may not reuse them.
-const RESERVED_LABELS: &[&str] = &[
-    "pool", "role", "check", "kind", "target", "address", "reason", "phase", "state", "version",
-    "le",
-];
+const RESERVED_LABELS: &[&str] =
+    &["pool", "role", "check", "kind", "target", "address", "reason", "phase", "state", "version", "le"];
 
 fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -765,9 +666,7 @@ fn parse_server(s: &str) -> Option<SocketAddr> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Some(a);
     }
-    s.parse::<std::net::IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, 53))
+    s.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
 }
 
 #[cfg(test)]
@@ -776,10 +675,7 @@ mod tests {
 
     #[test]
     fn position_counts_lines_and_columns() {
-        let src = Source {
-            origin: "x",
-            text: "a\nbc\nd",
-        };
+        let src = Source { origin: "x", text: "a\nbc\nd" };
         assert_eq!(src.position(0), (1, 1));
         assert_eq!(src.position(3), (2, 2));
         assert_eq!(src.position(5), (3, 1));

@@ -82,26 +82,24 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("coexistd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Probing is I/O-bound: one I/O thread runs well over 1,000 probes a second, and
+    // cross-thread wake-ups cost more than they give (measured: docs/performance.md).
+    // Scrape encoding runs on the blocking pool. COEXISTD_WORKER_THREADS overrides.
+    let workers = std::env::var("COEXISTD_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let runtime =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("coexistd: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let code = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(ConfigSource::File(config)).await,
-            Command::Check {
-                config,
-                pools,
-                format,
-            } => check(&config, &pools, format).await,
+            Command::Check { config, pools, format } => check(&config, &pools, format).await,
             Command::Validate { config } => validate(&config),
-            Command::Demo {
-                listen,
-                print_config,
-            } => demo(listen, print_config).await,
+            Command::Demo { listen, print_config } => demo(listen, print_config).await,
         }
     });
     // Probes still in flight (e.g. a blackholed connect) must not delay the exit.
@@ -169,18 +167,8 @@ fn validate(path: &std::path::Path) -> ExitCode {
         config.agent.listen
     );
     for p in &config.pools {
-        let n = config
-            .instances
-            .iter()
-            .filter(|i| i.pool_name() == p.name)
-            .count();
-        println!(
-            "  pool {} ({}, {}): {} instances",
-            p.name,
-            p.role.as_str(),
-            p.fqdn,
-            n
-        );
+        let n = config.instances.iter().filter(|i| i.pool_name() == p.name).count();
+        println!("  pool {} ({}, {}): {} instances", p.name, p.role.as_str(), p.fqdn, n);
     }
     let poolless = config.instances.iter().filter(|i| i.pool.is_none()).count();
     if poolless > 0 {
@@ -201,9 +189,7 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
         }
     }
     if !pools.is_empty() {
-        config
-            .instances
-            .retain(|i| pools.iter().any(|p| p == i.pool_name()));
+        config.instances.retain(|i| pools.iter().any(|p| p == i.pool_name()));
     }
     let cx = match agent::probe_context(&config) {
         Ok(cx) => cx,
@@ -214,11 +200,8 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
     };
     let prober = Arc::new(LiveProber(Arc::new(cx)));
     let sem = Arc::new(tokio::sync::Semaphore::new(config.agent.concurrency));
-    let slots: Vec<Arc<Slot>> = config
-        .instances
-        .iter()
-        .map(|i| Arc::new(Slot::new(i.clone())))
-        .collect();
+    let slots: Vec<Arc<Slot>> =
+        config.instances.iter().map(|i| Arc::new(Slot::new(&config, i.clone()))).collect();
     let mut tasks = tokio::task::JoinSet::new();
     for slot in &slots {
         let (slot, prober, sem) = (slot.clone(), prober.clone(), sem.clone());
@@ -261,10 +244,9 @@ async fn demo(listen: SocketAddr, print_config: bool) -> ExitCode {
         print!("{text}");
         return ExitCode::SUCCESS;
     }
-    eprintln!("coexistd demo: lab DNS on {}; status page http://{listen}/ , metrics http://{listen}/metrics", lab.dns.addr);
-    run(ConfigSource::Text {
-        origin: "<demo>".into(),
-        text,
-    })
-    .await
+    eprintln!(
+        "coexistd demo: lab DNS on {}; status page http://{listen}/ , metrics http://{listen}/metrics",
+        lab.dns.addr
+    );
+    run(ConfigSource::Text { origin: "<demo>".into(), text }).await
 }

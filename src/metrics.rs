@@ -1,9 +1,23 @@
-//! `/metrics`: the current generation's results encoded at scrape time.
+//! `/metrics`: the current generation's results, encoded at scrape time.
 //!
-//! Nothing is registered ahead of time: each scrape builds the families from the
-//! results store, so a removed instance cannot leave a stale series behind, and the
-//! constant `agent.labels` always match the running configuration. prometheus-client
-//! does the encoding (Prometheus text 0.0.4, or OpenMetrics when asked).
+//! Nothing is registered ahead of time: each scrape encodes the current generation, so an
+//! instance removed by a reload cannot leave a stale series behind, and the constant
+//! `agent.labels` always match the running configuration.
+//!
+//! Two encoders share the work:
+//!
+//! - **Per-instance families** (`coexist_probe_*`, `coexist_dns_answers`) are most of the
+//!   output: about twenty samples per instance that all carry the same six or seven
+//!   labels. Each slot holds its label block rendered and escaped once, at load
+//!   ([`render_labels`]); a scrape writes sample lines around it. With 10,000 instances
+//!   this is several times faster than encoding every label of every sample through a
+//!   generic label-set encoder (see `docs/performance.md`). The `# HELP`/`# TYPE`
+//!   headers of these families still come from prometheus-client, per format.
+//! - **Everything else** (pools, build, reload, scheduler) is encoded by
+//!   prometheus-client's collector interface.
+//!
+//! The body is produced in chunks so that a scrape of a large agent does not hold the
+//! whole exposition in memory at once.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -11,13 +25,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, MetricEncoder, NoLabelSet,
-};
-use prometheus_client::metrics::exemplar::Exemplar;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::config::{CheckInstance, Config};
 use crate::probe::FailureReason;
 use crate::state::{
     Generation, Histogram, InstanceState, ReloadStatus, Store, DURATION_BUCKETS, LAG_BUCKETS,
@@ -26,11 +38,89 @@ use crate::state::{
 /// Content type of the Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 /// Content type of OpenMetrics text.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Encodes the store; OpenMetrics when `openmetrics`, else Prometheus text 0.0.4.
+/// Size at which a chunk of the body is handed on.
+const CHUNK: usize = 256 * 1024;
+
+/// The per-instance families, in exposition order: (name, help, type).
+const INSTANCE_FAMILIES: [(&str, &str, MetricType); 9] = [
+    ("coexist_probe_success", "1 if the last probe passed, 0 if it failed.", MetricType::Gauge),
+    ("coexist_probe_last_duration_seconds", "Duration of the last probe.", MetricType::Gauge),
+    ("coexist_probe_duration_seconds", "Probe durations.", MetricType::Histogram),
+    (
+        "coexist_probe_phase_seconds",
+        "Duration of each phase of the last probe (resolve, connect, tls, request).",
+        MetricType::Gauge,
+    ),
+    ("coexist_probe_runs", "Probes run.", MetricType::Counter),
+    (
+        "coexist_probe_failures",
+        "Failed probes by reason (a reason appears once it has occurred).",
+        MetricType::Counter,
+    ),
+    ("coexist_probe_consecutive_failures", "Failed probes since the last success.", MetricType::Gauge),
+    (
+        "coexist_probe_last_run_timestamp_seconds",
+        "Unix time at which the last probe finished.",
+        MetricType::Gauge,
+    ),
+    ("coexist_dns_answers", "Answer records in the last DNS response.", MetricType::Gauge),
+];
+
+/// The label block of an instance's series, without braces: the constant
+/// `agent.labels` first, then pool, role, check, kind, target; values escaped.
+pub fn render_labels(config: &Config, instance: &CheckInstance) -> String {
+    let mut s = String::with_capacity(128);
+    let mut push = |k: &str, v: &str| {
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(k);
+        s.push_str("=\"");
+        escape_label_value(&mut s, v);
+        s.push('"');
+    };
+    for (k, v) in &config.agent.labels {
+        push(k, v);
+    }
+    push("pool", instance.pool_name());
+    push("role", instance.role_name());
+    push("check", &instance.check);
+    push("kind", instance.kind().as_str());
+    push("target", &instance.target);
+    s
+}
+
+/// Escapes a label value as both text formats require: `\`, `"` and newline.
+fn escape_label_value(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Encodes the store into one string (tests, benchmarks, small agents).
 pub fn encode(store: &Store, openmetrics: bool) -> Result<String, fmt::Error> {
+    let mut out = String::new();
+    encode_chunks(store, openmetrics, |chunk| {
+        out.push_str(&chunk);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Encodes the store, handing the body to `sink` in chunks of about 256 KiB. `sink`
+/// returns false to stop early (the client went away).
+pub fn encode_chunks(
+    store: &Store,
+    openmetrics: bool,
+    mut sink: impl FnMut(String) -> bool,
+) -> Result<(), fmt::Error> {
     let generation = store.current();
     let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = generation
         .config
@@ -39,207 +129,181 @@ pub fn encode(store: &Store, openmetrics: bool) -> Result<String, fmt::Error> {
         .iter()
         .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
         .collect();
+    let headers = instance_headers(openmetrics)?;
+    let states: Vec<InstanceState> = generation.slots.iter().map(|s| s.state()).collect();
+    let mut out = String::with_capacity(CHUNK + 4096);
+    let mut w = Writer { out: &mut out };
+    let mut flush = |out: &mut String, force: bool| -> bool {
+        if out.len() >= CHUNK || (force && !out.is_empty()) {
+            let chunk = std::mem::replace(out, String::with_capacity(CHUNK + 4096));
+            return sink(chunk);
+        }
+        true
+    };
+    for (f, header) in headers.iter().enumerate() {
+        w.out.push_str(header);
+        for (slot, st) in generation.slots.iter().zip(&states) {
+            write_instance_family(&mut w, f, &slot.labels, st);
+            if !flush(w.out, false) {
+                return Ok(());
+            }
+        }
+    }
     let mut registry = Registry::with_labels(labels.into_iter());
-    let states = generation.slots.iter().map(|s| s.state()).collect();
-    registry.register_collector(Box::new(Snapshot {
-        generation,
+    registry.register_collector(Box::new(AgentFamilies {
+        generation: generation.clone(),
         states,
         reload: store.reload_status(),
         lag: store.lag(),
     }));
-    let mut out = String::with_capacity(1 << 16);
     if openmetrics {
-        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        prometheus_client::encoding::text::encode(w.out, &registry)?;
     } else {
-        prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)?;
+        prometheus_client::encoding::prometheus_text::encode(w.out, &registry)?;
     }
-    Ok(out)
+    flush(w.out, true);
+    Ok(())
 }
 
-/// Per-instance labels plus at most one extra (`phase`, `reason`).
-struct Labels<'a> {
-    base: [(&'static str, &'a str); 5],
-    extra: Option<(&'static str, &'a str)>,
-}
-
-impl EncodeLabelSet for Labels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
-        self.base.as_slice().encode(encoder)?;
-        if let Some(e) = self.extra {
-            [e].as_slice().encode(encoder)?;
+/// `# HELP`/`# TYPE` of each per-instance family, as prometheus-client writes them in
+/// the chosen format (counter names differ between the two).
+fn instance_headers(openmetrics: bool) -> Result<Vec<String>, fmt::Error> {
+    #[derive(Debug)]
+    struct Descriptor(&'static str, &'static str, MetricType);
+    impl Collector for Descriptor {
+        fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+            encoder.encode_descriptor(self.0, self.1, None, self.2).map(|_| ())
         }
-        Ok(())
+    }
+    INSTANCE_FAMILIES
+        .iter()
+        .map(|(name, help, kind)| {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(Descriptor(name, help, *kind)));
+            let mut s = String::new();
+            if openmetrics {
+                prometheus_client::encoding::text::encode_registry(&mut s, &registry)?;
+            } else {
+                prometheus_client::encoding::prometheus_text::encode(&mut s, &registry)?;
+            }
+            Ok(s)
+        })
+        .collect()
+}
+
+struct Writer<'a> {
+    out: &'a mut String,
+}
+
+impl Writer<'_> {
+    /// `name{labels[,k="v"]} value\n`; `extra` values are plain label values that
+    /// need no escaping (phase, reason and bucket names).
+    fn sample(&mut self, name: &str, suffix: &str, labels: &str, extra: Option<(&str, &str)>, value: Value) {
+        let o = &mut *self.out;
+        o.push_str(name);
+        o.push_str(suffix);
+        o.push('{');
+        o.push_str(labels);
+        if let Some((k, v)) = extra {
+            o.push(',');
+            o.push_str(k);
+            o.push_str("=\"");
+            o.push_str(v);
+            o.push('"');
+        }
+        o.push_str("} ");
+        match value {
+            Value::F(v) => o.push_str(dtoa::Buffer::new().format(v)),
+            Value::U(v) => o.push_str(itoa::Buffer::new().format(v)),
+        }
+        o.push('\n');
     }
 }
 
-struct Snapshot {
+#[derive(Clone, Copy)]
+enum Value {
+    F(f64),
+    U(u64),
+}
+
+fn unix(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Bucket bounds as label values, as Prometheus' Go client writes them.
+const DURATION_LE: [&str; DURATION_BUCKETS.len()] =
+    ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"];
+
+fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &InstanceState) {
+    let name = INSTANCE_FAMILIES[family].0;
+    let last = st.last.as_ref();
+    match family {
+        0 => {
+            if let Some(l) = last {
+                w.sample(name, "", labels, None, Value::U(l.outcome.result.is_ok() as u64));
+            }
+        }
+        1 => {
+            if let Some(l) = last {
+                w.sample(name, "", labels, None, Value::F(l.duration.as_secs_f64()));
+            }
+        }
+        2 => {
+            if st.runs == 0 {
+                return;
+            }
+            let mut acc = 0;
+            for (le, n) in DURATION_LE.iter().zip(st.durations.counts.iter()) {
+                acc += n;
+                w.sample(name, "_bucket", labels, Some(("le", le)), Value::U(acc));
+            }
+            w.sample(name, "_bucket", labels, Some(("le", "+Inf")), Value::U(st.durations.count()));
+            w.sample(name, "_sum", labels, None, Value::F(st.durations.sum));
+            w.sample(name, "_count", labels, None, Value::U(st.durations.count()));
+        }
+        3 => {
+            for (phase, d) in last.map(|l| l.outcome.phases.as_slice()).unwrap_or_default() {
+                w.sample(name, "", labels, Some(("phase", phase.as_str())), Value::F(d.as_secs_f64()));
+            }
+        }
+        4 => w.sample(name, "_total", labels, None, Value::U(st.runs)),
+        5 => {
+            for (r, n) in FailureReason::ALL.iter().zip(st.failures.iter()) {
+                if *n > 0 {
+                    w.sample(name, "_total", labels, Some(("reason", r.as_str())), Value::U(*n));
+                }
+            }
+        }
+        6 => {
+            if last.is_some() {
+                w.sample(name, "", labels, None, Value::U(st.consecutive_failures));
+            }
+        }
+        7 => {
+            if let Some(l) = last {
+                w.sample(name, "", labels, None, Value::F(unix(l.at)));
+            }
+        }
+        8 => {
+            if let Some(n) = last.and_then(|l| l.outcome.dns_answers) {
+                w.sample(name, "", labels, None, Value::U(n));
+            }
+        }
+        _ => unreachable!("INSTANCE_FAMILIES has 9 entries"),
+    }
+}
+
+/// Pool rollups and agent-level families, through prometheus-client.
+struct AgentFamilies {
     generation: Arc<Generation>,
     states: Vec<InstanceState>,
     reload: ReloadStatus,
     lag: Histogram<{ LAG_BUCKETS.len() + 1 }>,
 }
 
-impl fmt::Debug for Snapshot {
+impl fmt::Debug for AgentFamilies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Snapshot")
-            .field("instances", &self.states.len())
-            .finish()
-    }
-}
-
-type NoExemplar = Option<&'static Exemplar<NoLabelSet, f64>>;
-
-fn gauge(e: &mut MetricEncoder<'_>, labels: &Labels<'_>, v: f64) -> fmt::Result {
-    e.encode_family(labels)?.encode_gauge(&v)
-}
-
-fn counter(e: &mut MetricEncoder<'_>, labels: &Labels<'_>, v: u64) -> fmt::Result {
-    e.encode_family(labels)?
-        .encode_counter::<NoLabelSet, _, f64>(&v, None as NoExemplar)
-}
-
-fn unix(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-impl Snapshot {
-    fn labels(&self, i: usize) -> Labels<'_> {
-        let inst = &self.generation.slots[i].instance;
-        Labels {
-            base: [
-                ("pool", inst.pool_name()),
-                ("role", inst.role_name()),
-                ("check", inst.check.as_str()),
-                ("kind", inst.kind().as_str()),
-                ("target", inst.target.as_str()),
-            ],
-            extra: None,
-        }
-    }
-
-    /// Encodes one gauge family with a value per instance that has one.
-    fn per_instance_gauge(
-        &self,
-        encoder: &mut DescriptorEncoder<'_>,
-        name: &str,
-        help: &str,
-        value: impl Fn(&InstanceState) -> Option<f64>,
-    ) -> fmt::Result {
-        let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (i, st) in self.states.iter().enumerate() {
-            if let Some(v) = value(st) {
-                gauge(&mut e, &self.labels(i), v)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Collector for Snapshot {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        self.per_instance_gauge(
-            &mut encoder,
-            "coexist_probe_success",
-            "1 if the last probe passed, 0 if it failed.",
-            |s| s.success().map(|ok| if ok { 1.0 } else { 0.0 }),
-        )?;
-        self.per_instance_gauge(
-            &mut encoder,
-            "coexist_probe_last_duration_seconds",
-            "Duration of the last probe.",
-            |s| s.last.as_ref().map(|l| l.duration.as_secs_f64()),
-        )?;
-        {
-            let mut e = encoder.encode_descriptor(
-                "coexist_probe_duration_seconds",
-                "Probe durations.",
-                None,
-                MetricType::Histogram,
-            )?;
-            for (i, st) in self.states.iter().enumerate() {
-                if st.runs == 0 {
-                    continue;
-                }
-                let buckets = st.durations.buckets(&DURATION_BUCKETS);
-                e.encode_family(&self.labels(i))?
-                    .encode_histogram::<NoLabelSet>(
-                        st.durations.sum,
-                        st.durations.count(),
-                        &buckets,
-                        None,
-                    )?;
-            }
-        }
-        {
-            let mut e = encoder.encode_descriptor(
-                "coexist_probe_phase_seconds",
-                "Duration of each phase of the last probe (resolve, connect, tls, request).",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (i, st) in self.states.iter().enumerate() {
-                let Some(last) = &st.last else { continue };
-                for (phase, d) in &last.outcome.phases {
-                    let mut l = self.labels(i);
-                    l.extra = Some(("phase", phase.as_str()));
-                    gauge(&mut e, &l, d.as_secs_f64())?;
-                }
-            }
-        }
-        {
-            let mut e = encoder.encode_descriptor(
-                "coexist_probe_runs",
-                "Probes run.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, st) in self.states.iter().enumerate() {
-                counter(&mut e, &self.labels(i), st.runs)?;
-            }
-        }
-        {
-            let mut e = encoder.encode_descriptor(
-                "coexist_probe_failures",
-                "Failed probes by reason (a reason appears once it has occurred).",
-                None,
-                MetricType::Counter,
-            )?;
-            for (i, st) in self.states.iter().enumerate() {
-                for (r, n) in FailureReason::ALL.iter().zip(st.failures.iter()) {
-                    if *n > 0 {
-                        let mut l = self.labels(i);
-                        l.extra = Some(("reason", r.as_str()));
-                        counter(&mut e, &l, *n)?;
-                    }
-                }
-            }
-        }
-        self.per_instance_gauge(
-            &mut encoder,
-            "coexist_probe_consecutive_failures",
-            "Failed probes since the last success.",
-            |s| s.last.as_ref().map(|_| s.consecutive_failures as f64),
-        )?;
-        self.per_instance_gauge(
-            &mut encoder,
-            "coexist_probe_last_run_timestamp_seconds",
-            "Unix time at which the last probe finished.",
-            |s| s.last.as_ref().map(|l| unix(l.at)),
-        )?;
-        self.per_instance_gauge(
-            &mut encoder,
-            "coexist_dns_answers",
-            "Answer records in the last DNS response.",
-            |s| {
-                s.last
-                    .as_ref()
-                    .and_then(|l| l.outcome.dns_answers)
-                    .map(|n| n as f64)
-            },
-        )?;
-        self.encode_pools(&mut encoder)?;
-        self.encode_agent(&mut encoder)
+        f.debug_struct("AgentFamilies").field("instances", &self.states.len()).finish()
     }
 }
 
@@ -251,25 +315,21 @@ struct PoolTally {
     pending: u64,
 }
 
-impl Snapshot {
+impl Collector for AgentFamilies {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        self.encode_pools(&mut encoder)?;
+        self.encode_agent(&mut encoder)
+    }
+}
+
+impl AgentFamilies {
     fn encode_pools(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let mut pools: BTreeMap<&str, PoolTally> = BTreeMap::new();
         for p in &self.generation.config.pools {
-            pools.insert(
-                p.name.as_str(),
-                PoolTally {
-                    role: p.role.as_str(),
-                    ..Default::default()
-                },
-            );
+            pools.insert(p.name.as_str(), PoolTally { role: p.role.as_str(), ..Default::default() });
         }
         for (slot, st) in self.generation.slots.iter().zip(&self.states) {
-            let Some(t) = slot
-                .instance
-                .pool
-                .as_ref()
-                .and_then(|p| pools.get_mut(p.name.as_str()))
-            else {
+            let Some(t) = slot.instance.pool.as_ref().and_then(|p| pools.get_mut(p.name.as_str())) else {
                 continue;
             };
             match st.success() {
@@ -298,11 +358,7 @@ impl Snapshot {
             MetricType::Gauge,
         )?;
         for (name, t) in &pools {
-            for (state, n) in [
-                ("passing", t.passing),
-                ("failing", t.failing),
-                ("pending", t.pending),
-            ] {
+            for (state, n) in [("passing", t.passing), ("failing", t.failing), ("pending", t.pending)] {
                 e.encode_family(&[("pool", *name), ("role", t.role), ("state", state)].as_slice())?
                     .encode_gauge(&(n as i64))?;
             }
@@ -353,5 +409,51 @@ impl Snapshot {
                 MetricType::Gauge,
             )?
             .encode_gauge(&(self.states.len() as i64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    #[test]
+    fn duration_le_labels_match_the_bounds() {
+        for (le, b) in DURATION_LE.iter().zip(DURATION_BUCKETS.iter()) {
+            assert_eq!(le.parse::<f64>().unwrap(), *b);
+        }
+    }
+
+    /// The hand-rendered label block must escape exactly as prometheus-client does.
+    #[test]
+    fn label_escaping_matches_prometheus_client() {
+        let tricky = ["plain", "quo\"te", "back\\slash", "new\nline", "ünïcödé", "a=\"b\",c", ""];
+        for v in tricky {
+            let mut registry = Registry::default();
+            let fam: Family<Vec<(String, String)>, Gauge> = Family::default();
+            fam.get_or_create(&vec![("target".to_owned(), v.to_owned())]).set(1);
+            registry.register("x", "x", fam);
+            let mut theirs = String::new();
+            prometheus_client::encoding::prometheus_text::encode(&mut theirs, &registry).unwrap();
+            let mut ours = String::from("target=\"");
+            escape_label_value(&mut ours, v);
+            ours.push('"');
+            assert!(theirs.contains(&format!("x{{{ours}}} 1\n")), "{v:?}: ours {ours} / theirs {theirs}");
+        }
+    }
+
+    #[test]
+    fn label_block_has_constant_labels_first() {
+        let c = Config::parse(
+            "[agent]\nlabels = { site = \"hq\", dc = \"a\\\"b\" }\n[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"p.test\"\n\
+             [[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            render_labels(&c, &c.instances[0]),
+            "dc=\"a\\\"b\",site=\"hq\",pool=\"p\",role=\"new\",check=\"c\",kind=\"tcp\",target=\"p.test:1\""
+        );
     }
 }

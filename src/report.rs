@@ -76,20 +76,13 @@ fn rfc3339(t: SystemTime) -> String {
 
 impl Report {
     /// Builds the report from slots and a copy of their states.
-    pub fn build(
-        config: &Config,
-        slots: &[std::sync::Arc<Slot>],
-        states: &[InstanceState],
-    ) -> Report {
+    pub fn build(config: &Config, slots: &[std::sync::Arc<Slot>], states: &[InstanceState]) -> Report {
         let instances: Vec<InstanceReport> = slots
             .iter()
             .zip(states)
             .map(|(slot, st)| {
                 let i = &slot.instance;
-                let failure = st
-                    .last
-                    .as_ref()
-                    .and_then(|l| l.outcome.result.as_ref().err());
+                let failure = st.last.as_ref().and_then(|l| l.outcome.result.as_ref().err());
                 InstanceReport {
                     pool: i.pool_name().to_owned(),
                     role: i.role_name().to_owned(),
@@ -131,11 +124,7 @@ impl Report {
                 }
             })
             .collect();
-        Report {
-            config: config.origin.clone(),
-            pools,
-            instances,
-        }
+        Report { config: config.origin.clone(), pools, instances }
     }
 
     /// True when every instance passed.
@@ -145,24 +134,14 @@ impl Report {
 
     /// The plain-text table of `coexistd check`.
     pub fn table(&self) -> String {
-        let header = [
-            "POOL", "ROLE", "CHECK", "KIND", "TARGET", "RESULT", "REASON", "LATENCY", "DETAIL",
-        ];
+        let header = ["POOL", "ROLE", "CHECK", "KIND", "TARGET", "RESULT", "REASON", "LATENCY", "DETAIL"];
         let rows: Vec<[String; 9]> = self
             .instances
             .iter()
             .map(|i| {
                 [
-                    if i.pool.is_empty() {
-                        "-".into()
-                    } else {
-                        i.pool.clone()
-                    },
-                    if i.role.is_empty() {
-                        "-".into()
-                    } else {
-                        i.role.clone()
-                    },
+                    if i.pool.is_empty() { "-".into() } else { i.pool.clone() },
+                    if i.role.is_empty() { "-".into() } else { i.role.clone() },
                     i.check.clone(),
                     i.kind.clone(),
                     i.target.clone(),
@@ -172,8 +151,7 @@ impl Report {
                         None => "-".into(),
                     },
                     i.reason.clone().unwrap_or_else(|| "-".into()),
-                    i.last_duration_seconds
-                        .map_or("-".into(), |d| format!("{:.1}ms", d * 1000.0)),
+                    i.last_duration_seconds.map_or("-".into(), |d| format!("{:.1}ms", d * 1000.0)),
                     i.detail.clone().unwrap_or_default(),
                 ]
             })
@@ -213,11 +191,7 @@ impl Report {
                 if p.up { "UP" } else { "DOWN" },
                 p.passing,
                 p.failing,
-                if p.pending > 0 {
-                    format!(", {} not run", p.pending)
-                } else {
-                    String::new()
-                }
+                if p.pending > 0 { format!(", {} not run", p.pending) } else { String::new() }
             );
         }
         out
@@ -267,25 +241,13 @@ impl Report {
         }
         s.push_str("<table><tr><th>check</th>");
         for p in &pools {
-            let _ = write!(
-                s,
-                "<th>{}</th>",
-                if p.is_empty() {
-                    "(no pool)".to_owned()
-                } else {
-                    esc(p)
-                }
-            );
+            let _ = write!(s, "<th>{}</th>", if p.is_empty() { "(no pool)".to_owned() } else { esc(p) });
         }
         s.push_str("</tr>");
         for c in &checks {
             let _ = write!(s, "<tr><th>{}</th>", esc(c));
             for p in &pools {
-                match self
-                    .instances
-                    .iter()
-                    .find(|i| i.check == *c && i.pool == *p)
-                {
+                match self.instances.iter().find(|i| i.check == *c && i.pool == *p) {
                     None => s.push_str("<td></td>"),
                     Some(i) => {
                         let (class, word) = match i.success {
@@ -313,8 +275,5 @@ impl Report {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

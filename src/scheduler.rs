@@ -46,15 +46,11 @@ impl Prober for LiveProber {
 /// Runs one probe of `instance` with its timeout; a timeout becomes the kind's reason.
 pub async fn run_once(prober: &dyn Prober, instance: &Arc<CheckInstance>) -> (Outcome, Duration) {
     let t = Instant::now();
-    let outcome = match tokio::time::timeout(instance.timeout, prober.probe(instance.clone())).await
-    {
+    let outcome = match tokio::time::timeout(instance.timeout, prober.probe(instance.clone())).await {
         Ok(o) => o,
         Err(_) => Outcome::fail(
             instance.spec.timeout_reason(),
-            format!(
-                "no result within {}",
-                humantime::format_duration(instance.timeout)
-            ),
+            format!("no result within {}", humantime::format_duration(instance.timeout)),
             Vec::new(),
         ),
     };
@@ -87,13 +83,8 @@ impl Scheduler {
         let start = Instant::now();
         let mut tasks = JoinSet::new();
         for index in 0..generation.slots.len() {
-            let (generation, store, prober, sem, cancel) = (
-                generation.clone(),
-                store.clone(),
-                prober.clone(),
-                sem.clone(),
-                cancel.clone(),
-            );
+            let (generation, store, prober, sem, cancel) =
+                (generation.clone(), store.clone(), prober.clone(), sem.clone(), cancel.clone());
             tasks.spawn(async move {
                 let slot = generation.slots[index].clone();
                 let instance = slot.instance.clone();
@@ -128,10 +119,8 @@ impl Scheduler {
     /// Stops every task; waits at most `grace`, then aborts what is left.
     pub async fn stop(mut self, grace: Duration) {
         self.cancel.cancel();
-        let drained = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
+        let drained =
+            tokio::time::timeout(grace, async { while self.tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
@@ -140,10 +129,7 @@ impl Scheduler {
 
     /// A scheduler with no task (a placeholder while a reload swaps generations).
     pub fn start_empty() -> Scheduler {
-        Scheduler {
-            cancel: CancellationToken::new(),
-            tasks: JoinSet::new(),
-        }
+        Scheduler { cancel: CancellationToken::new(), tasks: JoinSet::new() }
     }
 
     /// Number of running tasks.

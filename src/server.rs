@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
@@ -47,23 +48,25 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let ct = if openmetrics {
+        crate::metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        crate::metrics::TEXT_CONTENT_TYPE
+    };
+    // Encoding thousands of instances takes milliseconds of CPU: it runs on the blocking
+    // pool and streams chunks, so neither the probes nor memory pay for a large scrape.
+    let (tx, rx) = mpsc::channel::<String>(2);
     let store = app.store.clone();
-    // Encoding 10,000 instances takes milliseconds: keep it off the I/O threads.
-    match tokio::task::spawn_blocking(move || crate::metrics::encode(&store, openmetrics)).await {
-        Ok(Ok(body)) => {
-            let ct = if openmetrics {
-                crate::metrics::OPENMETRICS_CONTENT_TYPE
-            } else {
-                crate::metrics::TEXT_CONTENT_TYPE
-            };
-            ([(header::CONTENT_TYPE, ct)], body).into_response()
+    tokio::task::spawn_blocking(move || {
+        let r = crate::metrics::encode_chunks(&store, openmetrics, |chunk| tx.blocking_send(chunk).is_ok());
+        if r.is_err() {
+            tracing::error!("metrics encoding failed");
         }
-        _ => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "metrics encoding failed\n",
-        )
-            .into_response(),
-    }
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (Ok::<_, std::convert::Infallible>(chunk), rx))
+    });
+    ([(header::CONTENT_TYPE, ct)], Body::from_stream(body)).into_response()
 }
 
 fn report(store: &Store) -> Report {
@@ -89,10 +92,7 @@ async fn ready(State(app): State<App>) -> Response {
     if app.store.is_ready() {
         (StatusCode::OK, "Ready.\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready: the first round of probes has not finished.\n",
-        )
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first round of probes has not finished.\n")
             .into_response()
     }
 }

@@ -15,9 +15,7 @@ use crate::config::{CheckInstance, Config};
 use crate::probe::{FailureReason, Outcome};
 
 /// Upper bounds of the `coexist_probe_duration_seconds` buckets.
-pub const DURATION_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+pub const DURATION_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Upper bounds of the `coexist_scheduler_lag_seconds` buckets.
 pub const LAG_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -33,10 +31,7 @@ pub struct Histogram<const N: usize> {
 
 impl<const N: usize> Default for Histogram<N> {
     fn default() -> Self {
-        Histogram {
-            counts: [0; N],
-            sum: 0.0,
-        }
+        Histogram { counts: [0; N], sum: 0.0 }
     }
 }
 
@@ -56,11 +51,7 @@ impl<const N: usize> Histogram<N> {
     /// `(upper bound, count in that bucket)` for the finite bounds, the shape
     /// prometheus-client's encoder takes (it accumulates and appends +Inf itself).
     pub fn buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
-        bounds
-            .iter()
-            .copied()
-            .zip(self.counts.iter().copied())
-            .collect()
+        bounds.iter().copied().zip(self.counts.iter().copied()).collect()
     }
 }
 
@@ -104,16 +95,20 @@ impl InstanceState {
 pub struct Slot {
     /// The instance as configured.
     pub instance: Arc<CheckInstance>,
+    /// The instance's series labels, rendered once (see [`crate::metrics::render_labels`]).
+    pub labels: String,
     state: Mutex<InstanceState>,
 }
 
 impl Slot {
     /// A slot with no run yet.
-    pub fn new(instance: Arc<CheckInstance>) -> Slot {
-        Slot {
-            instance,
-            state: Mutex::new(InstanceState::default()),
-        }
+    pub fn new(config: &Config, instance: Arc<CheckInstance>) -> Slot {
+        Slot::with_state(config, instance, InstanceState::default())
+    }
+
+    fn with_state(config: &Config, instance: Arc<CheckInstance>, state: InstanceState) -> Slot {
+        let labels = crate::metrics::render_labels(config, &instance);
+        Slot { instance, labels, state: Mutex::new(state) }
     }
 
     /// Records one run; returns true when it was the instance's first.
@@ -125,21 +120,12 @@ impl Slot {
         if let Some(r) = outcome.reason() {
             s.failures[r.index()] += 1;
         }
-        s.consecutive_failures = if passed {
-            0
-        } else {
-            s.consecutive_failures + 1
-        };
+        s.consecutive_failures = if passed { 0 } else { s.consecutive_failures + 1 };
         if s.success() != Some(passed) {
             s.last_change = Some(at);
         }
-        s.durations
-            .observe(&DURATION_BUCKETS, duration.as_secs_f64());
-        s.last = Some(LastRun {
-            outcome,
-            duration,
-            at,
-        });
+        s.durations.observe(&DURATION_BUCKETS, duration.as_secs_f64());
+        s.last = Some(LastRun { outcome, duration, at });
         first
     }
 
@@ -179,9 +165,7 @@ pub struct ReloadStatus {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Store {
@@ -192,45 +176,31 @@ impl Store {
         Store {
             current: RwLock::new(generation),
             ready: AtomicBool::new(ready),
-            reload: Mutex::new(ReloadStatus {
-                successful: true,
-                success_timestamp: unix_now(),
-            }),
+            reload: Mutex::new(ReloadStatus { successful: true, success_timestamp: unix_now() }),
             lag: Mutex::new(Histogram::default()),
         }
     }
 
     /// The current generation.
     pub fn current(&self) -> Arc<Generation> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Installs a new configuration, carrying over the state of unchanged instances.
     pub fn swap(&self, config: Config) -> Arc<Generation> {
         let mut cur = self.current.write().unwrap_or_else(|e| e.into_inner());
-        let old: HashMap<String, Arc<Slot>> = cur
-            .slots
-            .iter()
-            .map(|s| (s.instance.key(), s.clone()))
-            .collect();
+        let old: HashMap<String, Arc<Slot>> =
+            cur.slots.iter().map(|s| (s.instance.key(), s.clone())).collect();
         let generation = Arc::new(make_generation(Arc::new(config), &old));
         *cur = generation.clone();
-        *self.reload.lock().unwrap_or_else(|e| e.into_inner()) = ReloadStatus {
-            successful: true,
-            success_timestamp: unix_now(),
-        };
+        *self.reload.lock().unwrap_or_else(|e| e.into_inner()) =
+            ReloadStatus { successful: true, success_timestamp: unix_now() };
         generation
     }
 
     /// Notes a rejected reload: the running configuration stays.
     pub fn reload_failed(&self) {
-        self.reload
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .successful = false;
+        self.reload.lock().unwrap_or_else(|e| e.into_inner()).successful = false;
     }
 
     /// The last reload's outcome.
@@ -239,13 +209,7 @@ impl Store {
     }
 
     /// Records a run of `slot` (of generation `generation`).
-    pub fn record(
-        &self,
-        generation: &Generation,
-        slot: &Slot,
-        outcome: Outcome,
-        duration: Duration,
-    ) {
+    pub fn record(&self, generation: &Generation, slot: &Slot, outcome: Outcome, duration: Duration) {
         if slot.record(outcome, duration, SystemTime::now())
             && generation.pending.fetch_sub(1, Ordering::AcqRel) == 1
         {
@@ -260,10 +224,7 @@ impl Store {
 
     /// Notes how late a probe started compared with its plan.
     pub fn observe_lag(&self, lag: Duration) {
-        self.lag
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .observe(&LAG_BUCKETS, lag.as_secs_f64());
+        self.lag.lock().unwrap_or_else(|e| e.into_inner()).observe(&LAG_BUCKETS, lag.as_secs_f64());
     }
 
     /// Schedule lag so far.
@@ -281,24 +242,17 @@ fn make_generation(config: Arc<Config>, old: &HashMap<String, Arc<Slot>>) -> Gen
             // Same key, possibly a changed interval or expectation: keep the counters,
             // take the new instance.
             Some(s) => {
-                let slot = Slot {
-                    instance: inst.clone(),
-                    state: Mutex::new(s.state()),
-                };
-                if slot.state().runs == 0 {
+                let state = s.state();
+                if state.runs == 0 {
                     pending += 1;
                 }
-                Arc::new(slot)
+                Arc::new(Slot::with_state(&config, inst.clone(), state))
             }
             None => {
                 pending += 1;
-                Arc::new(Slot::new(inst.clone()))
+                Arc::new(Slot::new(&config, inst.clone()))
             }
         })
         .collect();
-    Generation {
-        config,
-        slots,
-        pending: AtomicUsize::new(pending),
-    }
+    Generation { config, slots, pending: AtomicUsize::new(pending) }
 }

@@ -184,11 +184,7 @@ fn every_invalid_fixture_gives_its_exact_message() {
 }
 
 fn example_text() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/coexistd.example.toml"
-    ))
-    .unwrap()
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/coexistd.example.toml")).unwrap()
 }
 
 #[test]
@@ -198,18 +194,10 @@ fn the_example_config_is_valid() {
     assert_eq!(c.pools[0].role.as_str(), "legacy");
     // 4 per-pool checks x 2 pools - 1 + 1 restricted + 6 pool-less = 15 (see the file).
     assert_eq!(c.instances.len(), 15);
-    let srv = c
-        .instances
-        .iter()
-        .find(|i| i.check == "sipinternaltls-srv")
-        .unwrap();
+    let srv = c.instances.iter().find(|i| i.check == "sipinternaltls-srv").unwrap();
     assert!(srv.pool.is_none());
     assert_eq!(srv.target, "_sipinternaltls._tcp.contoso.com");
-    let tcp = c
-        .instances
-        .iter()
-        .find(|i| i.check == "sip-tls-port" && i.pool_name() == "ocs2007r2")
-        .unwrap();
+    let tcp = c.instances.iter().find(|i| i.check == "sip-tls-port" && i.pool_name() == "ocs2007r2").unwrap();
     assert_eq!(tcp.target, "ocspool.contoso.com:5061");
     let meet = c.instances.iter().find(|i| i.check == "meet-url").unwrap();
     assert_eq!(meet.interval, std::time::Duration::from_secs(60));
@@ -219,26 +207,15 @@ fn the_example_config_is_valid() {
 fn an_unknown_key_in_any_table_of_the_example_is_rejected() {
     let text = example_text();
     let lines: Vec<&str> = text.lines().collect();
-    let headers: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with('['))
-        .map(|(i, _)| i)
-        .collect();
+    let headers: Vec<usize> =
+        lines.iter().enumerate().filter(|(_, l)| l.starts_with('[')).map(|(i, _)| i).collect();
     assert!(headers.len() >= 10, "the example has all its tables");
     for &h in &headers {
         let mut injected: Vec<&str> = lines.clone();
         injected.insert(h + 1, "bogus_key = 1");
-        let err = Config::parse(&injected.join("\n"), "example")
-            .expect_err(lines[h])
-            .to_string();
+        let err = Config::parse(&injected.join("\n"), "example").expect_err(lines[h]).to_string();
         let want_prefix = format!("example:{}:1: unknown field `bogus_key`", h + 2);
-        assert!(
-            err.starts_with(&want_prefix),
-            "table {} at line {}: {err}",
-            lines[h],
-            h + 1
-        );
+        assert!(err.starts_with(&want_prefix), "table {} at line {}: {err}", lines[h], h + 1);
     }
 }
 
@@ -253,17 +230,9 @@ fn pools_expand_checks_and_empty_pools_runs_once() {
         "t",
     )
     .unwrap();
-    let got: Vec<(String, String)> = c
-        .instances
-        .iter()
-        .map(|i| (i.check.clone(), i.pool_name().to_owned()))
-        .collect();
-    let want = [
-        ("every", "ocs"),
-        ("every", "lync"),
-        ("one", "lync"),
-        ("none", ""),
-    ];
+    let got: Vec<(String, String)> =
+        c.instances.iter().map(|i| (i.check.clone(), i.pool_name().to_owned())).collect();
+    let want = [("every", "ocs"), ("every", "lync"), ("one", "lync"), ("none", "")];
     assert_eq!(got, want.map(|(a, b)| (a.to_owned(), b.to_owned())));
     assert_eq!(c.instances[3].target, "edge.contoso.com:443");
 }
@@ -272,15 +241,9 @@ fn pools_expand_checks_and_empty_pools_runs_once() {
 fn shards_partition_the_instances() {
     let mut checks = String::new();
     for i in 0..40 {
-        checks.push_str(&format!(
-            "[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\nport = {}\n",
-            1000 + i
-        ));
+        checks.push_str(&format!("[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\nport = {}\n", 1000 + i));
     }
-    let all = Config::parse(&with_pools(&checks), "t")
-        .unwrap()
-        .instances
-        .len();
+    let all = Config::parse(&with_pools(&checks), "t").unwrap().instances.len();
     let mut seen = 0;
     for k in 1..=3 {
         let text = format!("[agent]\nshard = \"{k}/3\"\n{}", with_pools(&checks));

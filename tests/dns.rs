@@ -43,40 +43,18 @@ async fn knot_answers_a_cname_srv_txt_and_nxdomain() {
     let knot = Knot::start("contoso.test", ZONE);
     let s = knot.addr;
 
-    let o = probe(
-        s,
-        "lyncpool.contoso.test",
-        "A",
-        "expect = [\"127.0.20.2\", \"127.0.20.1\"]",
-        "2s",
-    )
-    .await;
+    let o = probe(s, "lyncpool.contoso.test", "A", "expect = [\"127.0.20.2\", \"127.0.20.1\"]", "2s").await;
     assert_eq!(o.result, Ok(()));
     assert_eq!(o.dns_answers, Some(2));
 
-    let o = probe(
-        s,
-        "lyncpool.contoso.test",
-        "A",
-        "expect = [\"127.0.20.1\"]",
-        "2s",
-    )
-    .await;
+    let o = probe(s, "lyncpool.contoso.test", "A", "expect = [\"127.0.20.1\"]", "2s").await;
     let f = o.result.unwrap_err();
     assert_eq!(f.reason, FailureReason::DnsMismatch);
-    assert_eq!(
-        f.detail,
-        "got [127.0.20.1, 127.0.20.2], expected [127.0.20.1]"
-    );
+    assert_eq!(f.detail, "got [127.0.20.1, 127.0.20.2], expected [127.0.20.1]");
 
-    let o = probe(
-        s,
-        "lyncdiscoverinternal.contoso.test",
-        "CNAME",
-        "expect = [\"lyncpool.contoso.test.\"]",
-        "2s",
-    )
-    .await;
+    let o =
+        probe(s, "lyncdiscoverinternal.contoso.test", "CNAME", "expect = [\"lyncpool.contoso.test.\"]", "2s")
+            .await;
     assert_eq!(o.result, Ok(()));
 
     let o = probe(
@@ -89,14 +67,7 @@ async fn knot_answers_a_cname_srv_txt_and_nxdomain() {
     .await;
     assert_eq!(o.result, Ok(()));
 
-    let o = probe(
-        s,
-        "_coexist.contoso.test",
-        "TXT",
-        "expect_contains = [\"migration wave 3\"]",
-        "2s",
-    )
-    .await;
+    let o = probe(s, "_coexist.contoso.test", "TXT", "expect_contains = [\"migration wave 3\"]", "2s").await;
     assert_eq!(o.result, Ok(()));
 
     let o = probe(s, "lync2010pool.contoso.test", "A", "", "2s").await;
@@ -114,35 +85,19 @@ async fn knot_answers_a_cname_srv_txt_and_nxdomain() {
 async fn a_zone_change_is_seen_on_the_next_probe() {
     let mut knot = Knot::start("contoso.test", ZONE);
     let expect = "expect = [\"0 0 5061 lyncpool.contoso.test.\"]";
-    let o = probe(
-        knot.addr,
-        "_sipinternaltls._tcp.contoso.test",
-        "SRV",
-        expect,
-        "2s",
-    )
-    .await;
+    let o = probe(knot.addr, "_sipinternaltls._tcp.contoso.test", "SRV", expect, "2s").await;
     assert_eq!(o.result, Ok(()));
     // Rollback: the sign-in record moves back to the legacy pool.
-    knot.set_records(&ZONE.replace(
-        "_sipinternaltls._tcp SRV 0 0 5061 lyncpool",
-        "_sipinternaltls._tcp SRV 0 0 5061 ocspool",
-    ));
-    let o = probe(
-        knot.addr,
-        "_sipinternaltls._tcp.contoso.test",
-        "SRV",
-        expect,
-        "2s",
-    )
-    .await;
+    knot.set_records(
+        &ZONE.replace(
+            "_sipinternaltls._tcp SRV 0 0 5061 lyncpool",
+            "_sipinternaltls._tcp SRV 0 0 5061 ocspool",
+        ),
+    );
+    let o = probe(knot.addr, "_sipinternaltls._tcp.contoso.test", "SRV", expect, "2s").await;
     let f = o.result.unwrap_err();
     assert_eq!(f.reason, FailureReason::DnsMismatch);
-    assert!(
-        f.detail.contains("0 0 5061 ocspool.contoso.test."),
-        "{}",
-        f.detail
-    );
+    assert!(f.detail.contains("0 0 5061 ocspool.contoso.test."), "{}", f.detail);
 }
 
 async fn responder() -> DnsServer {
@@ -175,25 +130,15 @@ async fn a_silent_server_is_a_dns_timeout_within_the_timeout() {
     let t = std::time::Instant::now();
     let o = probe(r.addr, "lyncpool.contoso.test", "A", "", "1s").await;
     assert_eq!(o.reason(), Some(FailureReason::DnsTimeout), "{o:?}");
-    assert!(
-        t.elapsed() < std::time::Duration::from_millis(1500),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < std::time::Duration::from_millis(1500), "{:?}", t.elapsed());
 }
 
 #[tokio::test]
 async fn a_truncated_udp_answer_is_retried_over_tcp() {
     let r = responder().await;
     r.set_fault(Fault::TruncateUdp);
-    let o = probe(
-        r.addr,
-        "_sip._tls.contoso.test",
-        "SRV",
-        "expect = [\"0 0 443 sip.contoso.test.\"]",
-        "2s",
-    )
-    .await;
+    let o = probe(r.addr, "_sip._tls.contoso.test", "SRV", "expect = [\"0 0 443 sip.contoso.test.\"]", "2s")
+        .await;
     assert_eq!(o.result, Ok(()), "the answer came over TCP");
     assert_eq!(o.dns_answers, Some(1));
 }
@@ -212,8 +157,5 @@ async fn the_second_server_answers_when_the_first_is_silent() {
     let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
     let (o, d) = run_once(&prober, &config.instances[0]).await;
     assert_eq!(o.result, Ok(()));
-    assert!(
-        d >= std::time::Duration::from_millis(900),
-        "the first server had its share: {d:?}"
-    );
+    assert!(d >= std::time::Duration::from_millis(900), "the first server had its share: {d:?}");
 }

@@ -62,12 +62,7 @@ fn promtool_check(metrics: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
@@ -80,19 +75,12 @@ fn promtool_check(metrics: &str) {
 fn sigterm(agent: &mut Agent) -> (std::process::ExitStatus, Duration) {
     let t = Instant::now();
     let pid = agent.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     loop {
         if let Some(s) = agent.child.try_wait().unwrap() {
             return (s, t.elapsed());
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "agent still running 5 s after SIGTERM"
-        );
+        assert!(t.elapsed() < Duration::from_secs(5), "agent still running 5 s after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -103,11 +91,7 @@ fn scraped_metrics_follow_real_peers_and_pass_promtool() {
     let lync = std::net::TcpListener::bind("127.0.31.1:0").unwrap();
     let lync_port = lync.local_addr().unwrap().port();
     // The OCS port: nothing listens there.
-    let ocs_port = std::net::TcpListener::bind("127.0.31.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let ocs_port = std::net::TcpListener::bind("127.0.31.2:0").unwrap().local_addr().unwrap().port();
     let mut agent = Agent::start(&config(&knot, lync_port, ocs_port, ""));
 
     let (code, _) = agent.get("/-/ready");
@@ -117,77 +101,34 @@ fn scraped_metrics_follow_real_peers_and_pass_promtool() {
             && sample(m, "coexist_probe_success", &[("check", "sip-port-lync")]).is_some()
             && sample(m, "coexist_probe_success", &[("check", "signin")]).is_some()
     });
-    let lync_l = [
-        ("pool", "lync"),
-        ("role", "new"),
-        ("check", "sip-port-lync"),
-        ("kind", "tcp"),
-        ("site", "lab"),
-    ];
+    let lync_l =
+        [("pool", "lync"), ("role", "new"), ("check", "sip-port-lync"), ("kind", "tcp"), ("site", "lab")];
     assert_eq!(sample(&m, "coexist_probe_success", &lync_l), Some(1.0));
     assert_eq!(
         sample(
             &m,
             "coexist_probe_success",
-            &[
-                ("check", "sip-port-ocs"),
-                ("target", &format!("ocspool.contoso.test:{ocs_port}"))
-            ]
+            &[("check", "sip-port-ocs"), ("target", &format!("ocspool.contoso.test:{ocs_port}"))]
         ),
         Some(0.0)
     );
     assert!(
-        sample(
-            &m,
-            "coexist_probe_failures_total",
-            &[("check", "sip-port-ocs"), ("reason", "refused")]
-        )
-        .unwrap()
+        sample(&m, "coexist_probe_failures_total", &[("check", "sip-port-ocs"), ("reason", "refused")])
+            .unwrap()
             >= 1.0
     );
     assert_eq!(
-        sample(
-            &m,
-            "coexist_probe_success",
-            &[("check", "signin"), ("pool", ""), ("kind", "dns")]
-        ),
+        sample(&m, "coexist_probe_success", &[("check", "signin"), ("pool", ""), ("kind", "dns")]),
         Some(1.0)
     );
-    assert_eq!(
-        sample(&m, "coexist_dns_answers", &[("check", "signin")]),
-        Some(1.0)
-    );
-    assert!(sample(
-        &m,
-        "coexist_probe_phase_seconds",
-        &[("check", "sip-port-lync"), ("phase", "connect")]
-    )
-    .is_some());
-    assert_eq!(
-        sample(&m, "coexist_pool_up", &[("pool", "lync")]),
-        Some(1.0)
-    );
+    assert_eq!(sample(&m, "coexist_dns_answers", &[("check", "signin")]), Some(1.0));
+    assert!(sample(&m, "coexist_probe_phase_seconds", &[("check", "sip-port-lync"), ("phase", "connect")])
+        .is_some());
+    assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs")]), Some(0.0));
-    assert_eq!(
-        sample(
-            &m,
-            "coexist_pool_checks",
-            &[("pool", "ocs"), ("state", "failing")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(
-            &m,
-            "coexist_build_info",
-            &[("version", env!("CARGO_PKG_VERSION"))]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&m, "coexist_config_last_reload_successful", &[]),
-        Some(1.0)
-    );
+    assert_eq!(sample(&m, "coexist_pool_checks", &[("pool", "ocs"), ("state", "failing")]), Some(1.0));
+    assert_eq!(sample(&m, "coexist_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    assert_eq!(sample(&m, "coexist_config_last_reload_successful", &[]), Some(1.0));
     promtool_check(&m);
     assert_eq!(agent.get("/-/ready").0, 200);
 
@@ -200,22 +141,14 @@ fn scraped_metrics_follow_real_peers_and_pass_promtool() {
     )
     .unwrap();
     assert_eq!(code, 200);
-    assert!(
-        om.trim_end().ends_with("# EOF"),
-        "OpenMetrics ends with # EOF"
-    );
+    assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
     assert!(om.contains("coexist_probe_runs_total{"));
 
     // The status JSON.
     let (code, body) = agent.get("/api/v1/status");
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let ocs = v["instances"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["check"] == "sip-port-ocs")
-        .unwrap();
+    let ocs = v["instances"].as_array().unwrap().iter().find(|i| i["check"] == "sip-port-ocs").unwrap();
     assert_eq!(ocs["success"], false);
     assert_eq!(ocs["reason"], "refused");
     assert_eq!(ocs["role"], "legacy");
@@ -230,12 +163,8 @@ fn scraped_metrics_follow_real_peers_and_pass_promtool() {
     let m = agent.wait_metrics(Duration::from_secs(4), |m| {
         sample(m, "coexist_probe_success", &[("check", "signin")]) == Some(0.0)
     });
-    assert!(sample(
-        &m,
-        "coexist_probe_failures_total",
-        &[("check", "signin"), ("reason", "dns_mismatch")]
-    )
-    .is_some());
+    assert!(sample(&m, "coexist_probe_failures_total", &[("check", "signin"), ("reason", "dns_mismatch")])
+        .is_some());
 
     // The listener goes away: refused on the next probe, pool down.
     drop(lync);
@@ -264,46 +193,24 @@ fn reload_swaps_good_configs_and_keeps_the_old_one_on_a_bad_file() {
 
     // A bad file: rejected, old config keeps running, the gauge says so.
     let good = std::fs::read_to_string(&agent.config).unwrap();
-    std::fs::write(
-        &agent.config,
-        good.replace("interval = \"1s\"", "interval = \"1 fortnight\""),
-    )
-    .unwrap();
+    std::fs::write(&agent.config, good.replace("interval = \"1s\"", "interval = \"1 fortnight\"")).unwrap();
     let (code, body) = http(agent.listen, "POST", "/-/reload").unwrap();
     assert_eq!(code, 500);
     assert!(body.contains("invalid duration"), "{body}");
     let m = agent.get("/metrics").1;
-    assert_eq!(
-        sample(&m, "coexist_config_last_reload_successful", &[]),
-        Some(0.0)
-    );
-    assert!(
-        sample(&m, "coexist_probe_success", &[("check", "extra")]).is_some(),
-        "old config still runs"
-    );
+    assert_eq!(sample(&m, "coexist_config_last_reload_successful", &[]), Some(0.0));
+    assert!(sample(&m, "coexist_probe_success", &[("check", "extra")]).is_some(), "old config still runs");
 
     // A good file without the extra check, via SIGHUP: its series disappear.
     let listen_line = format!("listen = \"{}\"", agent.listen);
     let new = config(&knot, port, port, "").replace("listen = \"{listen}\"", &listen_line);
     std::fs::write(&agent.config, new).unwrap();
-    assert!(Command::new("kill")
-        .args(["-HUP", &agent.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    assert!(Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap().success());
     let m = agent.wait_metrics(Duration::from_secs(5), |m| {
         sample(m, "coexist_config_last_reload_successful", &[]) == Some(1.0)
     });
-    assert!(
-        !m.contains("check=\"extra\""),
-        "series of the removed check are gone"
-    );
-    assert!(sample(
-        &m,
-        "coexist_probe_runs_total",
-        &[("check", "sip-port-lync")]
-    )
-    .is_some());
+    assert!(!m.contains("check=\"extra\""), "series of the removed check are gone");
+    assert!(sample(&m, "coexist_probe_runs_total", &[("check", "sip-port-lync")]).is_some());
     drop(lync);
 }
 
@@ -313,11 +220,8 @@ fn bad_config_exits_2_with_file_line_and_key_before_binding() {
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[agent]\ninterval = \"5s\"\ntimeout = \"10s\"\n").unwrap();
     for sub in ["run", "check", "validate"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
-            .args([sub, "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_coexistd")).args([sub, "--config"]).arg(&path).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{sub}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -333,12 +237,10 @@ fn bad_config_exits_2_with_file_line_and_key_before_binding() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("/nonexistent/c.toml: cannot read the configuration"));
-    let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
-        .args(["frobnicate"])
-        .output()
-        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/c.toml: cannot read the configuration")
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd")).args(["frobnicate"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "usage error");
 }
 
@@ -347,64 +249,34 @@ fn check_prints_a_table_or_json_and_exits_1_on_failure() {
     let knot = Knot::start("contoso.test", ZONE);
     let lync = std::net::TcpListener::bind("127.0.31.1:0").unwrap();
     let port = lync.local_addr().unwrap().port();
-    let closed = std::net::TcpListener::bind("127.0.31.2:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = std::net::TcpListener::bind("127.0.31.2:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.toml");
-    std::fs::write(
-        &path,
-        config(&knot, port, closed, "").replace("{listen}", "127.0.0.1:1"),
-    )
-    .unwrap();
+    std::fs::write(&path, config(&knot, port, closed, "").replace("{listen}", "127.0.0.1:1")).unwrap();
     let bin = env!("CARGO_BIN_EXE_coexistd");
 
-    let out = Command::new(bin)
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(bin).args(["check", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.lines().next().unwrap().starts_with("POOL"), "{table}");
     let ocs_row = table.lines().find(|l| l.contains("sip-port-ocs")).unwrap();
-    assert!(
-        ocs_row.contains("FAIL") && ocs_row.contains("refused"),
-        "{ocs_row}"
-    );
-    assert!(
-        table.contains("pool lync (new, lyncpool.contoso.test): UP"),
-        "{table}"
-    );
-    assert!(
-        table.contains("pool ocs (legacy, ocspool.contoso.test): DOWN"),
-        "{table}"
-    );
+    assert!(ocs_row.contains("FAIL") && ocs_row.contains("refused"), "{ocs_row}");
+    assert!(table.contains("pool lync (new, lyncpool.contoso.test): UP"), "{table}");
+    assert!(table.contains("pool ocs (legacy, ocspool.contoso.test): DOWN"), "{table}");
 
     let out = Command::new(bin)
         .args(["check", "--pool", "lync", "--format", "json", "--config"])
         .arg(&path)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let instances = v["instances"].as_array().unwrap();
     assert_eq!(instances.len(), 1);
     assert_eq!(instances[0]["check"], "sip-port-lync");
     assert_eq!(instances[0]["success"], true);
 
-    let out = Command::new(bin)
-        .args(["check", "--pool", "skype", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(bin).args(["check", "--pool", "skype", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     drop(lync);
 }
@@ -429,36 +301,16 @@ fn the_demo_serves_a_passing_lab() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
-    let successes: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("coexist_probe_success{"))
-        .collect();
+    let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
     assert_eq!(successes.len(), 11, "{m}");
-    assert!(
-        successes
-            .iter()
-            .all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")),
-        "{successes:#?}"
-    );
-    assert_eq!(
-        sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&m, "coexist_pool_up", &[("pool", "lync2013")]),
-        Some(1.0)
-    );
+    assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
+    assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
+    assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
     promtool_check(&m);
-    Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let t = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "demo did not stop on SIGINT within 2 s"
-        );
+        assert!(t.elapsed() < Duration::from_secs(2), "demo did not stop on SIGINT within 2 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(child.wait().unwrap().code(), Some(0));

@@ -65,10 +65,7 @@ fn config(n: usize, interval: &str, timeout: &str, concurrency: usize) -> Config
          [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n"
     );
     for i in 0..n {
-        t.push_str(&format!(
-            "[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\nport = {}\n",
-            1000 + i
-        ));
+        t.push_str(&format!("[[checks]]\nname = \"c{i}\"\nkind = \"tcp\"\nport = {}\n", 1000 + i));
     }
     Config::parse(&t, "test").unwrap()
 }
@@ -77,10 +74,7 @@ fn start(config: Config, delay: Duration) -> (Arc<Store>, Scheduler, Arc<Mutex<L
     let concurrency = config.agent.concurrency;
     let store = Arc::new(Store::new(config));
     let log = Arc::new(Mutex::new(Log::default()));
-    let prober = Arc::new(Fake {
-        delay,
-        log: log.clone(),
-    });
+    let prober = Arc::new(Fake { delay, log: log.clone() });
     let s = Scheduler::start(store.current(), store.clone(), prober, concurrency);
     (store, s, log)
 }
@@ -91,20 +85,13 @@ async fn first_runs_are_spread_over_the_interval() {
     let (store, s, log) = start(config(200, "10s", "1s", 1000), Duration::from_millis(10));
     tokio::time::sleep(Duration::from_secs(10)).await;
     let starts = log.lock().unwrap().starts.clone();
-    assert_eq!(
-        starts.len(),
-        200,
-        "every instance ran exactly once in the first interval"
-    );
+    assert_eq!(starts.len(), 200, "every instance ran exactly once in the first interval");
     let mut per_second = [0usize; 10];
     for (_, t) in &starts {
         per_second[(*t - t0).as_secs() as usize] += 1;
     }
     // 20 per second on average; a herd would put them all in the first bucket.
-    assert!(
-        per_second.iter().all(|&n| (5..=40).contains(&n)),
-        "{per_second:?}"
-    );
+    assert!(per_second.iter().all(|&n| (5..=40).contains(&n)), "{per_second:?}");
     assert!(store.is_ready());
     s.stop(Duration::from_millis(100)).await;
 }
@@ -125,17 +112,9 @@ async fn each_instance_runs_once_per_interval_and_never_overlaps_itself() {
     }
     for (k, ts) in by_instance {
         for w in ts.windows(2) {
-            assert!(
-                w[1] - w[0] >= Duration::from_secs(4),
-                "{k}: runs {:?} apart",
-                w[1] - w[0]
-            );
+            assert!(w[1] - w[0] >= Duration::from_secs(4), "{k}: runs {:?} apart", w[1] - w[0]);
         }
-        assert!(
-            (5..=6).contains(&ts.len()),
-            "{k}: {} runs in 60 s",
-            ts.len()
-        );
+        assert!((5..=6).contains(&ts.len()), "{k}: {} runs in 60 s", ts.len());
     }
 }
 
@@ -157,22 +136,11 @@ async fn a_probe_longer_than_its_timeout_is_cut_and_reported() {
 async fn stop_ends_every_task_promptly_even_with_probes_in_flight() {
     let (_store, s, log) = start(config(50, "10s", "9s", 1000), Duration::from_secs(8));
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert!(
-        log.lock().unwrap().total_in_flight > 0,
-        "probes are in flight when stopping"
-    );
+    assert!(log.lock().unwrap().total_in_flight > 0, "probes are in flight when stopping");
     let t = Instant::now();
     s.stop(Duration::from_millis(500)).await;
-    assert!(
-        t.elapsed() <= Duration::from_millis(500),
-        "stopped in {:?}",
-        t.elapsed()
-    );
-    assert_eq!(
-        log.lock().unwrap().total_in_flight,
-        0,
-        "in-flight probes were dropped"
-    );
+    assert!(t.elapsed() <= Duration::from_millis(500), "stopped in {:?}", t.elapsed());
+    assert_eq!(log.lock().unwrap().total_in_flight, 0, "in-flight probes were dropped");
 }
 
 #[tokio::test(start_paused = true)]
@@ -184,9 +152,5 @@ async fn a_reload_keeps_counters_of_unchanged_instances_and_drops_removed_ones()
     assert!(before >= 2);
     let g = store.swap(config(1, "10s", "1s", 10));
     assert_eq!(g.slots.len(), 1, "removed instances are gone");
-    assert_eq!(
-        g.slots[0].state().runs,
-        before,
-        "unchanged instance keeps its counters"
-    );
+    assert_eq!(g.slots[0].state().runs, before, "unchanged instance keeps its counters");
 }

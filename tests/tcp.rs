@@ -78,9 +78,7 @@ async fn a_blackholed_port_times_out() {
     let addr = l.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..4 {
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
-        {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
             fillers.push(s);
         }
     }
@@ -88,9 +86,6 @@ async fn a_blackholed_port_times_out() {
     let o = run(&dns, "hole.contoso.test", addr.port(), "1s").await;
     assert_eq!(o.reason(), Some(FailureReason::Timeout), "{o:?}");
     let took = t.elapsed();
-    assert!(
-        took >= Duration::from_millis(950) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1500), "{took:?}");
     drop(l);
 }

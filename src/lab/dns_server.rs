@@ -57,20 +57,12 @@ pub fn name(s: &str) -> Name {
 
 /// An A record.
 pub fn a(owner: &str, ip: &str) -> Record {
-    Record::from_rdata(
-        name(owner),
-        60,
-        RData::A(A(ip.parse().expect("IPv4 literal"))),
-    )
+    Record::from_rdata(name(owner), 60, RData::A(A(ip.parse().expect("IPv4 literal"))))
 }
 
 /// An AAAA record.
 pub fn aaaa(owner: &str, ip: &str) -> Record {
-    Record::from_rdata(
-        name(owner),
-        60,
-        RData::AAAA(AAAA(ip.parse().expect("IPv6 literal"))),
-    )
+    Record::from_rdata(name(owner), 60, RData::AAAA(AAAA(ip.parse().expect("IPv6 literal"))))
 }
 
 /// A CNAME record.
@@ -80,11 +72,7 @@ pub fn cname(owner: &str, target: &str) -> Record {
 
 /// An SRV record.
 pub fn srv(owner: &str, priority: u16, weight: u16, port: u16, target: &str) -> Record {
-    Record::from_rdata(
-        name(owner),
-        60,
-        RData::SRV(SRV::new(priority, weight, port, name(target))),
-    )
+    Record::from_rdata(name(owner), 60, RData::SRV(SRV::new(priority, weight, port, name(target))))
 }
 
 /// A TXT record with one string.
@@ -110,10 +98,7 @@ impl DnsServer {
             }
         };
         let addr = udp.local_addr()?;
-        let shared = Arc::new(Shared {
-            records: Mutex::new(records),
-            fault: Mutex::new(Fault::None),
-        });
+        let shared = Arc::new(Shared { records: Mutex::new(records), fault: Mutex::new(Fault::None) });
         let s1 = shared.clone();
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -155,20 +140,12 @@ impl DnsServer {
                 });
             }
         });
-        Ok(DnsServer {
-            addr,
-            shared,
-            tasks: vec![udp_task, tcp_task],
-        })
+        Ok(DnsServer { addr, shared, tasks: vec![udp_task, tcp_task] })
     }
 
     /// Replaces every record.
     pub fn set_records(&self, records: Vec<Record>) {
-        *self
-            .shared
-            .records
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = records;
+        *self.shared.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
     }
 
     /// Changes how the responder behaves from the next query on.
@@ -200,26 +177,16 @@ fn respond(shared: &Shared, query: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
         }
         Fault::TruncateUdp | Fault::None => {}
     }
-    let records = shared
-        .records
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let records = shared.records.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let qtype = question.query_type();
     let mut owner = question.name().to_lowercase();
     let mut found_name = false;
     // Follow a CNAME chain inside the zone, as an authoritative server does.
     for _ in 0..8 {
-        let at: Vec<&Record> = records
-            .iter()
-            .filter(|r| r.name.to_lowercase() == owner)
-            .collect();
+        let at: Vec<&Record> = records.iter().filter(|r| r.name.to_lowercase() == owner).collect();
         found_name |= !at.is_empty();
-        let direct: Vec<Record> = at
-            .iter()
-            .filter(|r| r.record_type() == qtype)
-            .map(|r| (*r).clone())
-            .collect();
+        let direct: Vec<Record> =
+            at.iter().filter(|r| r.record_type() == qtype).map(|r| (*r).clone()).collect();
         if !direct.is_empty() {
             resp.add_answers(direct);
             break;

@@ -42,11 +42,8 @@ impl Drop for Lab {
 }
 
 /// (address, ports) of every pool member.
-const MEMBERS: &[(&str, &[u16])] = &[
-    ("127.0.10.1", &[5060, 5061, 4443]),
-    ("127.0.20.1", &[5061, 4443]),
-    ("127.0.20.2", &[5061, 4443]),
-];
+const MEMBERS: &[(&str, &[u16])] =
+    &[("127.0.10.1", &[5060, 5061, 4443]), ("127.0.20.1", &[5061, 4443]), ("127.0.20.2", &[5061, 4443])];
 
 /// The lab zone.
 pub fn zone() -> Vec<Record> {
@@ -54,20 +51,8 @@ pub fn zone() -> Vec<Record> {
         a("ocspool.contoso.test", "127.0.10.1"),
         a("lyncpool.contoso.test", "127.0.20.1"),
         a("lyncpool.contoso.test", "127.0.20.2"),
-        srv(
-            "_sipinternaltls._tcp.contoso.test",
-            0,
-            0,
-            5061,
-            "lyncpool.contoso.test",
-        ),
-        srv(
-            "_sipinternal._tcp.contoso.test",
-            0,
-            0,
-            5060,
-            "ocspool.contoso.test",
-        ),
+        srv("_sipinternaltls._tcp.contoso.test", 0, 0, 5061, "lyncpool.contoso.test"),
+        srv("_sipinternal._tcp.contoso.test", 0, 0, 5060, "ocspool.contoso.test"),
         cname("lyncdiscoverinternal.contoso.test", "lyncpool.contoso.test"),
         txt("_coexist.contoso.test", "migration wave 3 of 5"),
     ]

@@ -6,8 +6,9 @@
 //! a resolver hides SERVFAIL and REFUSED behind retries on other servers and caches
 //! answers. Nothing is cached; UDP first, TCP when the answer is truncated.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -91,60 +92,39 @@ impl DnsSpec {
             .ok_or_else(|| cx.err(raw.name.span(), "record: required for kind \"dns\""))?;
         let text = cx.expand(record, "record")?;
         let text = text.trim_end_matches('.').to_owned();
-        let name = Name::from_ascii(format!("{text}.")).map_err(|e| {
-            cx.err(
-                record.span(),
-                &format!("record: {text:?} is not a DNS name: {e}"),
-            )
-        })?;
+        let name = Name::from_ascii(format!("{text}."))
+            .map_err(|e| cx.err(record.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;
         let rtype = match &raw.record_type {
             None => DnsType::A,
             Some(t) => DnsType::parse(t.get_ref()).ok_or_else(|| {
-                cx.err(
-                    t.span(),
-                    &format!(
-                        "type: {:?} is not one of A, AAAA, CNAME, SRV, TXT",
-                        t.get_ref()
-                    ),
-                )
+                cx.err(t.span(), &format!("type: {:?} is not one of A, AAAA, CNAME, SRV, TXT", t.get_ref()))
             })?,
         };
-        let parse_set =
-            |v: &toml::Spanned<Vec<String>>, key: &str| -> Result<BTreeSet<String>, ConfigError> {
-                let mut set = BTreeSet::new();
-                for item in v.get_ref() {
-                    let item = if item.contains("{fqdn}") {
-                        cx.expand(&toml::Spanned::new(v.span(), item.clone()), key)?
-                    } else {
-                        item.clone()
-                    };
-                    set.insert(
-                        normalise_expected(rtype, &item)
-                            .map_err(|m| cx.err(v.span(), &format!("{key}: {m}")))?,
-                    );
-                }
-                Ok(set)
-            };
+        let parse_set = |v: &toml::Spanned<Vec<String>>,
+                         key: &str|
+         -> Result<BTreeSet<String>, ConfigError> {
+            let mut set = BTreeSet::new();
+            for item in v.get_ref() {
+                let item = if item.contains("{fqdn}") {
+                    cx.expand(&toml::Spanned::new(v.span(), item.clone()), key)?
+                } else {
+                    item.clone()
+                };
+                set.insert(
+                    normalise_expected(rtype, &item).map_err(|m| cx.err(v.span(), &format!("{key}: {m}")))?,
+                );
+            }
+            Ok(set)
+        };
         let expect = match (&raw.expect, &raw.expect_contains) {
             (Some(a), Some(_)) => {
-                return Err(cx.err(
-                    a.span(),
-                    "expect: give either expect or expect_contains, not both",
-                ));
+                return Err(cx.err(a.span(), "expect: give either expect or expect_contains, not both"));
             }
             (Some(v), None) => Expectation::Exact(parse_set(v, "expect")?),
             (None, Some(v)) => Expectation::Contains(parse_set(v, "expect_contains")?),
             (None, None) => Expectation::AnyAnswer,
         };
-        Ok((
-            DnsSpec {
-                name,
-                rtype,
-                expect,
-                budget: cx.timeout,
-            },
-            text,
-        ))
+        Ok((DnsSpec { name, rtype, expect, budget: cx.timeout }, text))
     }
 }
 
@@ -169,13 +149,7 @@ fn normalise_expected(rtype: DnsType, s: &str) -> Result<String, String> {
             }
             let nums: Result<Vec<u16>, _> = parts[..3].iter().map(|p| p.parse::<u16>()).collect();
             let nums = nums.map_err(|_| bad())?;
-            Ok(format!(
-                "{} {} {} {}",
-                nums[0],
-                nums[1],
-                nums[2],
-                normalise_name(parts[3])?
-            ))
+            Ok(format!("{} {} {} {}", nums[0], nums[1], nums[2], normalise_name(parts[3])?))
         }
         DnsType::Txt => Ok(s.to_owned()),
     }
@@ -193,19 +167,10 @@ pub fn answer_text(data: &RData) -> Option<String> {
         RData::A(a) => a.0.to_string(),
         RData::AAAA(a) => a.0.to_string(),
         RData::CNAME(c) => lower_fqdn(&c.0),
-        RData::SRV(s) => format!(
-            "{} {} {} {}",
-            s.priority,
-            s.weight,
-            s.port,
-            lower_fqdn(&s.target)
-        ),
-        RData::TXT(t) => t
-            .txt_data
-            .iter()
-            .map(|b| String::from_utf8_lossy(b).into_owned())
-            .collect::<Vec<_>>()
-            .join(""),
+        RData::SRV(s) => format!("{} {} {} {}", s.priority, s.weight, s.port, lower_fqdn(&s.target)),
+        RData::TXT(t) => {
+            t.txt_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().join("")
+        }
         _ => return None,
     })
 }
@@ -241,41 +206,109 @@ pub enum QueryError {
     Other(String),
 }
 
-/// Largest DNS message over TCP (the 2-byte length prefix bounds it).
-const TCP_MAX: usize = 65_535;
+/// Sends queries to the configured servers, keeping a few idle UDP sockets per server
+/// between probes: opening, connecting and closing a socket for every lookup was a
+/// tenth of the CPU of a tcp probe. A socket goes back to the pool only after a
+/// complete exchange; one that timed out or failed is closed. Replies are matched by
+/// their random 16-bit id, stray datagrams are ignored.
+#[derive(Debug)]
+pub struct DnsClient {
+    servers: Vec<SocketAddr>,
+    idle: Mutex<HashMap<SocketAddr, Vec<UdpSocket>>>,
+}
 
-/// Queries `servers` in order, each given an equal share of `budget`; the first
-/// response (of any rcode) wins.
-pub async fn query(
-    servers: &[SocketAddr],
-    name: &Name,
-    rtype: RecordType,
-    budget: Duration,
-) -> Result<Answer, QueryError> {
-    if servers.is_empty() {
-        return Err(QueryError::Other(
-            "no DNS servers configured or found in /etc/resolv.conf".into(),
-        ));
+/// Idle sockets kept per server.
+const IDLE_PER_SERVER: usize = 32;
+
+impl DnsClient {
+    /// A client for `servers`, asked in order.
+    pub fn new(servers: Vec<SocketAddr>) -> DnsClient {
+        DnsClient { servers, idle: Mutex::new(HashMap::new()) }
     }
-    let share = budget / servers.len() as u32;
-    let mut errors = Vec::new();
-    for &server in servers {
-        match tokio::time::timeout(share, query_one(server, name, rtype)).await {
-            Ok(Ok(a)) => return Ok(a),
-            Ok(Err(e)) => errors.push(format!("{server}: {e}")),
-            Err(_) => errors.push(format!(
-                "{server}: no response within {}",
-                humantime::format_duration(share)
-            )),
+
+    /// The servers, in the order they are asked.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// Queries the servers in order, each given an equal share of `budget`; the first
+    /// response (of any rcode) wins.
+    pub async fn query(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+        budget: Duration,
+    ) -> Result<Answer, QueryError> {
+        let mut answers = self.query_types(name, &[rtype], budget).await?;
+        Ok(answers.remove(0))
+    }
+
+    /// Like [`DnsClient::query`] for several types of one name at once (A and AAAA of
+    /// a target): one socket, the queries sent together, one answer per type in
+    /// `rtypes` order, all from the same server.
+    pub async fn query_types(
+        &self,
+        name: &Name,
+        rtypes: &[RecordType],
+        budget: Duration,
+    ) -> Result<Vec<Answer>, QueryError> {
+        if self.servers.is_empty() {
+            return Err(QueryError::Other("no DNS servers configured or found in /etc/resolv.conf".into()));
+        }
+        let share = budget / self.servers.len() as u32;
+        let mut errors = Vec::new();
+        let mut all_timeouts = true;
+        for &server in &self.servers {
+            match tokio::time::timeout(share, self.query_one(server, name, rtypes)).await {
+                Ok(Ok(a)) => return Ok(a),
+                Ok(Err(e)) => {
+                    all_timeouts = false;
+                    errors.push(format!("{server}: {e}"));
+                }
+                Err(_) => {
+                    errors.push(format!("{server}: no response within {}", humantime::format_duration(share)))
+                }
+            }
+        }
+        let joined = errors.join("; ");
+        Err(if all_timeouts { QueryError::Timeout(joined) } else { QueryError::Other(joined) })
+    }
+
+    async fn socket(&self, server: SocketAddr) -> Result<UdpSocket, String> {
+        if let Some(s) =
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&server).and_then(Vec::pop)
+        {
+            return Ok(s);
+        }
+        let bind: SocketAddr = if server.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+        };
+        let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+        sock.connect(server).await.map_err(|e| e.to_string())?;
+        Ok(sock)
+    }
+
+    fn give_back(&self, server: SocketAddr, sock: UdpSocket) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let v = idle.entry(server).or_default();
+        if v.len() < IDLE_PER_SERVER {
+            v.push(sock);
         }
     }
-    let all_timeouts = errors.iter().all(|e| e.contains("no response"));
-    let joined = errors.join("; ");
-    Err(if all_timeouts {
-        QueryError::Timeout(joined)
-    } else {
-        QueryError::Other(joined)
-    })
+
+    async fn query_one(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        rtypes: &[RecordType],
+    ) -> Result<Vec<Answer>, String> {
+        let sock = self.socket(server).await?;
+        let answers = exchange(&sock, server, name, rtypes).await?;
+        self.give_back(server, sock);
+        Ok(answers)
+    }
 }
 
 fn build_query(name: &Name, rtype: RecordType) -> Message {
@@ -285,34 +318,48 @@ fn build_query(name: &Name, rtype: RecordType) -> Message {
     msg
 }
 
-async fn query_one(server: SocketAddr, name: &Name, rtype: RecordType) -> Result<Answer, String> {
-    let msg = build_query(name, rtype);
-    let id = msg.metadata.id;
-    let bytes = msg.to_vec().map_err(|e| e.to_string())?;
-    let bind: SocketAddr = if server.is_ipv4() {
-        "0.0.0.0:0".parse().unwrap()
-    } else {
-        "[::]:0".parse().unwrap()
-    };
-    let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-    sock.connect(server).await.map_err(|e| e.to_string())?;
-    sock.send(&bytes).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    let resp = loop {
+/// Largest UDP response read: without EDNS a server sends at most 512 bytes.
+const UDP_MAX: usize = 4096;
+
+async fn exchange(
+    sock: &UdpSocket,
+    server: SocketAddr,
+    name: &Name,
+    rtypes: &[RecordType],
+) -> Result<Vec<Answer>, String> {
+    let mut pending = Vec::with_capacity(rtypes.len());
+    for &rtype in rtypes {
+        let msg = build_query(name, rtype);
+        let bytes = msg.to_vec().map_err(|e| e.to_string())?;
+        sock.send(&bytes).await.map_err(|e| e.to_string())?;
+        pending.push((msg.metadata.id, rtype, bytes, None::<Message>));
+    }
+    let mut buf = vec![0u8; UDP_MAX];
+    while pending.iter().any(|p| p.3.is_none()) {
         let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
         // Stray or forged datagrams (wrong id, not a response, unparseable) are ignored,
         // as a stub resolver does; the deadline bounds the wait.
-        match Message::from_vec(&buf[..n]) {
-            Ok(m) if m.metadata.id == id && is_response(&m) => break m,
-            _ => continue,
+        let Ok(m) = Message::from_vec(&buf[..n]) else { continue };
+        if !is_response(&m) {
+            continue;
         }
-    };
-    let resp = if resp.metadata.truncation {
-        query_tcp(server, &bytes, id).await?
-    } else {
-        resp
-    };
-    Ok(to_answer(resp, rtype, server))
+        // Match on id and question type: two queries of a lookup may draw the same id.
+        let qtype = m.queries.first().map(|q| q.query_type());
+        if let Some(slot) =
+            pending.iter_mut().find(|p| p.0 == m.metadata.id && Some(p.1) == qtype && p.3.is_none())
+        {
+            slot.3 = Some(m);
+        }
+    }
+    let mut answers = Vec::with_capacity(rtypes.len());
+    for (id, rtype, bytes, resp) in pending {
+        let mut resp = resp.expect("loop ends when every query has its response");
+        if resp.metadata.truncation {
+            resp = query_tcp(server, &bytes, id).await?;
+        }
+        answers.push(to_answer(resp, rtype, server));
+    }
+    Ok(answers)
 }
 
 fn is_response(m: &Message) -> bool {
@@ -320,23 +367,16 @@ fn is_response(m: &Message) -> bool {
 }
 
 async fn query_tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, String> {
-    let mut s = TcpStream::connect(server)
-        .await
-        .map_err(|e| format!("TCP retry after truncation: {e}"))?;
+    let mut s = TcpStream::connect(server).await.map_err(|e| format!("TCP retry after truncation: {e}"))?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
     framed.extend_from_slice(query);
     s.write_all(&framed).await.map_err(|e| e.to_string())?;
     let mut len = [0u8; 2];
-    s.read_exact(&mut len)
-        .await
-        .map_err(|e| format!("TCP: {e}"))?;
+    s.read_exact(&mut len).await.map_err(|e| format!("TCP: {e}"))?;
     let len = usize::from(u16::from_be_bytes(len));
-    debug_assert!(len <= TCP_MAX);
     let mut buf = vec![0u8; len];
-    s.read_exact(&mut buf)
-        .await
-        .map_err(|e| format!("TCP: {e}"))?;
+    s.read_exact(&mut buf).await.map_err(|e| format!("TCP: {e}"))?;
     let m = Message::from_vec(&buf).map_err(|e| format!("TCP: unparseable response: {e}"))?;
     if m.metadata.id != id || !is_response(&m) {
         return Err("TCP: response does not match the query".into());
@@ -351,12 +391,7 @@ fn to_answer(resp: Message, rtype: RecordType, server: SocketAddr) -> Answer {
         .filter(|r| r.record_type() == rtype)
         .filter_map(|r| answer_text(&r.data))
         .collect();
-    Answer {
-        rcode: resp.metadata.response_code,
-        records,
-        answer_count: resp.answers.len(),
-        server,
-    }
+    Answer { rcode: resp.metadata.response_code, records, answer_count: resp.answers.len(), server }
 }
 
 /// Compares an answer with the expectation; `Ok` or the failure reason and detail.
@@ -374,10 +409,7 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
     if answer.records.is_empty() {
         return Err((
             FailureReason::DnsNoAnswer,
-            format!(
-                "{} answered NOERROR with no record of the type asked",
-                answer.server
-            ),
+            format!("{} answered NOERROR with no record of the type asked", answer.server),
         ));
     }
     let got: BTreeSet<String> = answer.records.iter().cloned().collect();
@@ -387,11 +419,7 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
         Expectation::Exact(want) if &got == want => Ok(()),
         Expectation::Exact(want) => Err((
             FailureReason::DnsMismatch,
-            format!(
-                "got [{}], expected [{}]",
-                shown(),
-                want.iter().cloned().collect::<Vec<_>>().join(", ")
-            ),
+            format!("got [{}], expected [{}]", shown(), want.iter().cloned().collect::<Vec<_>>().join(", ")),
         )),
         Expectation::Contains(want) => {
             let missing: Vec<String> = want.difference(&got).cloned().collect();
@@ -410,13 +438,7 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
 /// Runs a dns probe.
 pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
     let t = Instant::now();
-    let res = query(
-        &cx.dns_servers,
-        &spec.name,
-        spec.rtype.record_type(),
-        spec.budget,
-    )
-    .await;
+    let res = cx.dns.query(&spec.name, spec.rtype.record_type(), spec.budget).await;
     let phases = vec![(Phase::Request, t.elapsed())];
     match res {
         Err(QueryError::Timeout(d)) => Outcome::fail(FailureReason::DnsTimeout, d, phases),
@@ -453,33 +475,20 @@ mod tests {
     fn rcodes_map_to_reasons() {
         let any = Expectation::AnyAnswer;
         assert_eq!(
-            judge(&answer(ResponseCode::NXDomain, &[]), &any)
-                .unwrap_err()
-                .0,
+            judge(&answer(ResponseCode::NXDomain, &[]), &any).unwrap_err().0,
             FailureReason::DnsNxdomain
         );
         assert_eq!(
-            judge(&answer(ResponseCode::ServFail, &[]), &any)
-                .unwrap_err()
-                .0,
+            judge(&answer(ResponseCode::ServFail, &[]), &any).unwrap_err().0,
             FailureReason::DnsServfail
         );
         assert_eq!(
-            judge(&answer(ResponseCode::Refused, &[]), &any)
-                .unwrap_err()
-                .0,
+            judge(&answer(ResponseCode::Refused, &[]), &any).unwrap_err().0,
             FailureReason::DnsRefused
         );
+        assert_eq!(judge(&answer(ResponseCode::FormErr, &[]), &any).unwrap_err().0, FailureReason::DnsError);
         assert_eq!(
-            judge(&answer(ResponseCode::FormErr, &[]), &any)
-                .unwrap_err()
-                .0,
-            FailureReason::DnsError
-        );
-        assert_eq!(
-            judge(&answer(ResponseCode::NoError, &[]), &any)
-                .unwrap_err()
-                .0,
+            judge(&answer(ResponseCode::NoError, &[]), &any).unwrap_err().0,
             FailureReason::DnsNoAnswer
         );
         assert!(judge(&answer(ResponseCode::NoError, &["1.2.3.4"]), &any).is_ok());
@@ -504,10 +513,7 @@ mod tests {
             "0 0 5061 lyncpool.contoso.com."
         );
         assert_eq!(normalise_expected(DnsType::Cname, "a.b.").unwrap(), "a.b.");
-        assert_eq!(
-            normalise_expected(DnsType::Aaaa, "2001:db8:0::1").unwrap(),
-            "2001:db8::1"
-        );
+        assert_eq!(normalise_expected(DnsType::Aaaa, "2001:db8:0::1").unwrap(), "2001:db8::1");
         assert!(normalise_expected(DnsType::A, "::1").is_err());
         assert!(normalise_expected(DnsType::Srv, "0 0 lyncpool.contoso.com").is_err());
         assert!(normalise_expected(DnsType::Srv, "0 0 99999 x.").is_err());

@@ -75,8 +75,8 @@ pub fn build_spec(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(CheckSpec, String
 pub struct ProbeContext {
     /// Resolves target names through the configured `[dns]` servers.
     pub resolver: Resolver,
-    /// The configured `[dns]` servers (system ones when the config names none).
-    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Queries the configured `[dns]` servers (system ones when the config names none).
+    pub dns: std::sync::Arc<dns::DnsClient>,
 }
 
 /// Runs one probe, without a deadline of its own.
@@ -154,10 +154,7 @@ impl FailureReason {
 
     /// Index into [`FailureReason::ALL`], for per-reason counters.
     pub fn index(self) -> usize {
-        FailureReason::ALL
-            .iter()
-            .position(|r| *r == self)
-            .unwrap_or(0)
+        FailureReason::ALL.iter().position(|r| *r == self).unwrap_or(0)
     }
 }
 
@@ -207,27 +204,12 @@ pub struct Outcome {
 impl Outcome {
     /// A passing outcome.
     pub fn pass(phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome {
-            result: Ok(()),
-            phases,
-            dns_answers: None,
-        }
+        Outcome { result: Ok(()), phases, dns_answers: None }
     }
 
     /// A failing outcome.
-    pub fn fail(
-        reason: FailureReason,
-        detail: impl Into<String>,
-        phases: Vec<(Phase, Duration)>,
-    ) -> Outcome {
-        Outcome {
-            result: Err(Failure {
-                reason,
-                detail: detail.into(),
-            }),
-            phases,
-            dns_answers: None,
-        }
+    pub fn fail(reason: FailureReason, detail: impl Into<String>, phases: Vec<(Phase, Duration)>) -> Outcome {
+        Outcome { result: Err(Failure { reason, detail: detail.into() }), phases, dns_answers: None }
     }
 
     /// The failure reason, if any.
@@ -242,9 +224,7 @@ pub fn connect_reason(e: &std::io::Error) -> FailureReason {
     match e.kind() {
         K::ConnectionRefused => FailureReason::Refused,
         K::TimedOut => FailureReason::Timeout,
-        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => {
-            FailureReason::Unreachable
-        }
+        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => FailureReason::Unreachable,
         _ => match e.raw_os_error() {
             // EHOSTUNREACH, ENETUNREACH, ENETDOWN on Linux.
             Some(113) | Some(101) | Some(100) => FailureReason::Unreachable,

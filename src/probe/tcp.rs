@@ -50,11 +50,7 @@ pub async fn connect(
     phases: &mut Vec<(Phase, std::time::Duration)>,
 ) -> Result<TcpStream, (FailureReason, String)> {
     let t = Instant::now();
-    let addrs = cx
-        .resolver
-        .lookup_ip(host)
-        .await
-        .map_err(|e| (FailureReason::Resolve, e))?;
+    let addrs = cx.resolver.lookup_ip(host).await.map_err(|e| (FailureReason::Resolve, e))?;
     phases.push((Phase::Resolve, t.elapsed()));
     let t = Instant::now();
     let mut last = None;

@@ -81,9 +81,7 @@ impl Knot {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("knotd did not load the zone in 10 s");
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("knotd did not load the zone in 10 s");
         assert!(line.contains("loaded"), "knotd: {line}");
         k
     }
@@ -107,11 +105,7 @@ impl Knot {
             .args(["-b", "zone-reload", &self.zone])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "knotc: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "knotc: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
 
@@ -145,12 +139,7 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let a = Agent {
-            child,
-            listen,
-            config: path,
-            _dir: dir,
-        };
+        let a = Agent { child, listen, config: path, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while http(a.listen, "GET", "/-/healthy").is_err() {
             assert!(Instant::now() < deadline, "agent did not serve within 10 s");
@@ -172,10 +161,7 @@ impl Agent {
             if pred(&body) {
                 return body;
             }
-            assert!(
-                Instant::now() < deadline,
-                "condition not met within {within:?}; last scrape:\n{body}"
-            );
+            assert!(Instant::now() < deadline, "condition not met within {within:?}; last scrape:\n{body}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -203,9 +189,8 @@ pub fn http_with(
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
-    );
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -223,10 +208,7 @@ pub fn http_with(
 }
 
 fn dechunk(head: &str, body: &str) -> String {
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         return body.to_owned();
     }
     let mut out = String::new();
@@ -245,18 +227,12 @@ fn dechunk(head: &str, body: &str) -> String {
 /// The value of the first sample whose line starts with `series` (name and labels as
 /// written in the exposition, up to the closing brace).
 pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (n, rest) = series.split_once('{').unwrap_or((series, ""));
-            if n != name {
-                return None;
-            }
-            labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
-                .then(|| value.parse().ok())?
-        })
+    metrics.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (n, rest) = series.split_once('{').unwrap_or((series, ""));
+        if n != name {
+            return None;
+        }
+        labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
+    })
 }

@@ -1,0 +1,220 @@
+//! Benchmark of the agent at scale (not a test): N tcp check instances against loopback
+//! listeners, the agent binary in its own process, measured from outside.
+//!
+//! ```text
+//! cargo build --release && cargo run --release --example bench_agent -- [options]
+//!   --pools 500 --checks-per-pool 20   (10,000 instances)
+//!   --interval 10s --warmup 15s --window 60s
+//!   --literal                          (target 127.0.0.1 directly: no DNS lookup per probe)
+//! ```
+//!
+//! This process runs the peers: a DNS responder that resolves every pool FQDN to
+//! 127.0.0.1, and one listener per check port. It starts `target/release/coexistd run`,
+//! waits for the warm-up, then over a window without scrapes reads the agent's CPU time
+//! (/proc/PID/stat), its RSS (/proc/PID/status), the probes it ran
+//! (`coexist_probe_runs_total`), its schedule lag histogram
+//! (`coexist_scheduler_lag_seconds`); then it times ten `/metrics` scrapes.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coexistd::lab::dns_server::{a, DnsServer};
+
+struct Opts {
+    pools: usize,
+    checks: usize,
+    interval: String,
+    warmup: Duration,
+    window: Duration,
+    literal: bool,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        pools: 500,
+        checks: 20,
+        interval: "10s".into(),
+        warmup: Duration::from_secs(15),
+        window: Duration::from_secs(60),
+        literal: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < args.len() {
+        let v = args.get(i + 1).cloned().unwrap_or_default();
+        match args[i].as_str() {
+            "--pools" => o.pools = v.parse().expect("--pools N"),
+            "--checks-per-pool" => o.checks = v.parse().expect("--checks-per-pool N"),
+            "--interval" => o.interval = v,
+            "--warmup" => o.warmup = humantime::parse_duration(&v).expect("--warmup 15s"),
+            "--window" => o.window = humantime::parse_duration(&v).expect("--window 60s"),
+            "--literal" => {
+                o.literal = true;
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown option {other}"),
+        }
+        i += 2;
+    }
+    o
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+fn lag_buckets(text: &str) -> Vec<(f64, f64)> {
+    text.lines()
+        .filter(|l| l.starts_with("coexist_scheduler_lag_seconds_bucket{"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, l.rsplit_once(' ')?.1.parse().ok()?))
+        })
+        .collect()
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let o = opts();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let records = (0..o.pools).map(|p| a(&format!("pool{p}.bench.test"), "127.0.0.1")).collect();
+    let dns = rt.block_on(DnsServer::start("127.0.0.1:0".parse().unwrap(), records)).unwrap();
+    let mut ports = Vec::new();
+    for _ in 0..o.checks {
+        let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        rt.spawn(async move {
+            loop {
+                let _ = l.accept().await;
+            }
+        });
+    }
+    let listen: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut cfg = format!(
+        "[agent]\nlisten = \"{listen}\"\ninterval = \"{}\"\ntimeout = \"5s\"\nlabels = {{ site = \"bench\" }}\n[dns]\nservers = [\"{}\"]\n",
+        o.interval, dns.addr
+    );
+    for p in 0..o.pools {
+        cfg.push_str(&format!(
+            "[[pools]]\nname = \"pool{p}\"\nrole = \"{}\"\nfqdn = \"pool{p}.bench.test\"\n",
+            if p % 2 == 0 { "legacy" } else { "new" }
+        ));
+    }
+    for (c, port) in ports.iter().enumerate() {
+        let host = if o.literal { "host = \"127.0.0.1\"\n" } else { "" };
+        cfg.push_str(&format!("[[checks]]\nname = \"check{c}\"\nkind = \"tcp\"\nport = {port}\n{host}"));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/coexistd");
+    let mut child = Command::new(bin)
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("build the release binary first: cargo build --release");
+    let pid = child.id();
+    let instances = o.pools * o.checks;
+    eprintln!("{instances} instances, interval {}, DNS per probe: {}", o.interval, !o.literal);
+    std::thread::sleep(o.warmup);
+
+    // Window 1: probes only, no scrape, for CPU per probe and schedule lag.
+    let m0 = http_get(listen, "/metrics");
+    let (runs0, lag0, cpu0, t0) =
+        (sum_metric(&m0, "coexist_probe_runs_total"), lag_buckets(&m0), cpu_seconds(pid), Instant::now());
+    std::thread::sleep(o.window);
+    let cpu1 = cpu_seconds(pid);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let m1 = http_get(listen, "/metrics");
+    let runs1 = sum_metric(&m1, "coexist_probe_runs_total");
+    let failures = sum_metric(&m1, "coexist_probe_failures_total");
+    let lag1 = lag_buckets(&m1);
+    // Window 2: one scrape every 2 s (Prometheus scrapes every 15-60 s), timed.
+    let mut scrape_times = Vec::new();
+    let mut body_len = 0;
+    let cpu_s0 = cpu_seconds(pid);
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_secs(2));
+        let t = Instant::now();
+        body_len = http_get(listen, "/metrics").len();
+        scrape_times.push(t.elapsed());
+    }
+    let scrape_cpu = (cpu_seconds(pid) - cpu_s0 - 20.0 * (cpu1 - cpu0) / elapsed) / 10.0;
+    let rss = status_kib(pid, "VmRSS:");
+    let hwm = status_kib(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let probes = runs1 - runs0;
+    let cpu = cpu1 - cpu0;
+    // Lag percentiles from the histogram delta: the upper bound of the bucket that holds p.
+    let prev: HashMap<String, f64> = lag0.iter().map(|(le, c)| (le.to_string(), *c)).collect();
+    let delta: Vec<(f64, f64)> =
+        lag1.iter().map(|(le, c)| (*le, c - prev.get(&le.to_string()).copied().unwrap_or(0.0))).collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    let pct = |p: f64| delta.iter().find(|(_, c)| *c >= p * total).map_or(f64::NAN, |d| d.0);
+    scrape_times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!("instances                 {instances}");
+    println!("window                    {elapsed:.1} s");
+    println!(
+        "probes run                {probes:.0} ({:.0}/s), failures in total {failures:.0}",
+        probes / elapsed
+    );
+    println!("agent CPU                 {cpu:.2} s ({:.1}% of one core)", 100.0 * cpu / elapsed);
+    println!("CPU per probe             {:.3} ms", 1000.0 * cpu / probes);
+    println!(
+        "RSS                       {:.1} MiB (peak {:.1} MiB)",
+        rss as f64 / 1024.0,
+        hwm as f64 / 1024.0
+    );
+    println!("schedule lag p50 / p99    <= {} s / <= {} s (histogram bucket bounds)", pct(0.5), pct(0.99));
+    println!(
+        "/metrics                  median {:.1} ms, max {:.1} ms over {} scrapes ({:.1} MiB)",
+        ms(scrape_times[scrape_times.len() / 2]),
+        ms(*scrape_times.last().unwrap()),
+        scrape_times.len(),
+        body_len as f64 / (1024.0 * 1024.0)
+    );
+    println!(
+        "CPU per scrape            {:.1} ms (agent CPU during scrapes minus the probing rate)",
+        scrape_cpu * 1000.0
+    );
+    drop(dns);
+}
