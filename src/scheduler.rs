@@ -90,18 +90,20 @@ impl Scheduler {
                 let instance = slot.instance.clone();
                 let mut ticker = tokio::time::interval_at(first_run(&instance, start), instance.interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                // One registration with the token for the task's life, not one per await.
+                let mut cancelled = std::pin::pin!(cancel.cancelled());
                 loop {
                     let planned = tokio::select! {
-                        _ = cancel.cancelled() => return,
+                        _ = &mut cancelled => return,
                         t = ticker.tick() => t,
                     };
                     let permit = tokio::select! {
-                        _ = cancel.cancelled() => return,
+                        _ = &mut cancelled => return,
                         p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     };
                     store.observe_lag(Instant::now().saturating_duration_since(planned));
                     let (outcome, duration) = tokio::select! {
-                        _ = cancel.cancelled() => return,
+                        _ = &mut cancelled => return,
                         r = run_once(prober.as_ref(), &instance) => r,
                     };
                     drop(permit);
