@@ -65,10 +65,19 @@ pub struct Scheduler {
 }
 
 /// When an instance first runs after `start`.
+///
+/// Offsets are whole multiples of [`SLOT`] so that instances due within the same few
+/// milliseconds start together and share the runtime's wake-ups, instead of waking an
+/// idle thread a thousand times a second.
 pub fn first_run(instance: &CheckInstance, start: Instant) -> Instant {
+    let slot = SLOT.as_nanos() as u64;
     let nanos = instance.interval.as_nanos().max(1) as u64;
-    start + Duration::from_nanos(instance.stable_hash() % nanos)
+    let offset = instance.stable_hash() % nanos;
+    start + Duration::from_nanos(if nanos > slot { offset - offset % slot } else { offset })
 }
+
+/// Granularity of first-run offsets.
+pub const SLOT: Duration = Duration::from_millis(10);
 
 impl Scheduler {
     /// Starts one task per slot of `generation`.
