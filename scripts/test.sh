@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real peers (Knot DNS, promtool from
 # Prometheus); this script installs them from Debian's packages when they are missing
-# (needs root or sudo), then runs `cargo test`.
+# (needs root or sudo), then runs `cargo test` and prints one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +18,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-cargo test --all-targets "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# One line for the whole run: cargo prints one "test result" per test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit $status
