@@ -20,7 +20,6 @@
 //! whole exposition in memory at once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -307,14 +306,6 @@ impl fmt::Debug for AgentFamilies {
     }
 }
 
-#[derive(Default)]
-struct PoolTally {
-    role: &'static str,
-    passing: u64,
-    failing: u64,
-    pending: u64,
-}
-
 impl Collector for AgentFamilies {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         self.encode_pools(&mut encoder)?;
@@ -324,20 +315,9 @@ impl Collector for AgentFamilies {
 
 impl AgentFamilies {
     fn encode_pools(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        let mut pools: BTreeMap<&str, PoolTally> = BTreeMap::new();
-        for p in &self.generation.config.pools {
-            pools.insert(p.name.as_str(), PoolTally { role: p.role.as_str(), ..Default::default() });
-        }
-        for (slot, st) in self.generation.slots.iter().zip(&self.states) {
-            let Some(t) = slot.instance.pool.as_ref().and_then(|p| pools.get_mut(p.name.as_str())) else {
-                continue;
-            };
-            match st.success() {
-                Some(true) => t.passing += 1,
-                Some(false) => t.failing += 1,
-                None => t.pending += 1,
-            }
-        }
+        let g = &self.generation;
+        let mut pools = crate::report::pool_reports(&g.config, &g.slots, &self.states);
+        pools.sort_by(|a, b| a.name.cmp(&b.name));
         {
             let mut e = encoder.encode_descriptor(
                 "coexist_pool_up",
@@ -345,10 +325,9 @@ impl AgentFamilies {
                 None,
                 MetricType::Gauge,
             )?;
-            for (name, t) in &pools {
-                let up = t.failing == 0 && t.pending == 0;
-                e.encode_family(&[("pool", *name), ("role", t.role)].as_slice())?
-                    .encode_gauge(&(up as i64))?;
+            for p in &pools {
+                e.encode_family(&[("pool", p.name.as_str()), ("role", p.role.as_str())].as_slice())?
+                    .encode_gauge(&(p.up as i64))?;
             }
         }
         let mut e = encoder.encode_descriptor(
@@ -357,10 +336,12 @@ impl AgentFamilies {
             None,
             MetricType::Gauge,
         )?;
-        for (name, t) in &pools {
-            for (state, n) in [("passing", t.passing), ("failing", t.failing), ("pending", t.pending)] {
-                e.encode_family(&[("pool", *name), ("role", t.role), ("state", state)].as_slice())?
-                    .encode_gauge(&(n as i64))?;
+        for p in &pools {
+            for (state, n) in [("passing", p.passing), ("failing", p.failing), ("pending", p.pending)] {
+                e.encode_family(
+                    &[("pool", p.name.as_str()), ("role", p.role.as_str()), ("state", state)].as_slice(),
+                )?
+                .encode_gauge(&(n as i64))?;
             }
         }
         Ok(())

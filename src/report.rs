@@ -100,30 +100,7 @@ impl Report {
                 }
             })
             .collect();
-        let pools = config
-            .pools
-            .iter()
-            .map(|p| {
-                let mine = instances.iter().filter(|i| i.pool == p.name);
-                let (mut passing, mut failing, mut pending) = (0, 0, 0);
-                for i in mine {
-                    match i.success {
-                        Some(true) => passing += 1,
-                        Some(false) => failing += 1,
-                        None => pending += 1,
-                    }
-                }
-                PoolReport {
-                    name: p.name.clone(),
-                    role: p.role.as_str().to_owned(),
-                    fqdn: p.fqdn.clone(),
-                    up: failing == 0 && pending == 0,
-                    passing,
-                    failing,
-                    pending,
-                }
-            })
-            .collect();
+        let pools = pool_reports(config, slots, states);
         Report { config: config.origin.clone(), pools, instances }
     }
 
@@ -272,6 +249,42 @@ impl Report {
         s.push_str("</table></body></html>\n");
         s
     }
+}
+
+/// Per pool of `config`: its instances passing, failing and not yet run. The one place
+/// pool rollups are computed (status, `check` and `coexist_pool_*` metrics).
+pub fn pool_reports(
+    config: &Config,
+    slots: &[std::sync::Arc<Slot>],
+    states: &[InstanceState],
+) -> Vec<PoolReport> {
+    let mut pools: Vec<PoolReport> = config
+        .pools
+        .iter()
+        .map(|p| PoolReport {
+            name: p.name.clone(),
+            role: p.role.as_str().to_owned(),
+            fqdn: p.fqdn.clone(),
+            up: false,
+            passing: 0,
+            failing: 0,
+            pending: 0,
+        })
+        .collect();
+    let index: std::collections::HashMap<&str, usize> =
+        config.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
+    for (slot, st) in slots.iter().zip(states) {
+        let Some(&i) = slot.instance.pool.as_ref().and_then(|p| index.get(p.name.as_str())) else { continue };
+        match st.success() {
+            Some(true) => pools[i].passing += 1,
+            Some(false) => pools[i].failing += 1,
+            None => pools[i].pending += 1,
+        }
+    }
+    for p in &mut pools {
+        p.up = p.failing == 0 && p.pending == 0;
+    }
+    pools
 }
 
 fn esc(s: &str) -> String {
