@@ -50,13 +50,24 @@ pub enum AgentError {
     Startup(String),
 }
 
-/// Builds what probes need from a configuration.
-pub fn probe_context(config: &Config) -> Result<ProbeContext, String> {
-    let servers =
-        if config.dns.servers.is_empty() { resolve::system_servers()? } else { config.dns.servers.clone() };
+/// Builds what probes need from a configuration. Unreadable TLS material is a
+/// configuration error; a missing system resolver configuration a start-up error.
+pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
+    let servers = if config.dns.servers.is_empty() {
+        resolve::system_servers().map_err(AgentError::Startup)?
+    } else {
+        config.dns.servers.clone()
+    };
     let dns = Arc::new(DnsClient::new(servers));
     let resolver = Resolver::new(dns.clone(), config.agent.timeout);
-    Ok(ProbeContext { resolver, dns })
+    let tls = crate::tls::TlsClient::new(&config.tls).map_err(|e| {
+        AgentError::Config(ConfigError {
+            origin: config.origin.clone(),
+            position: None,
+            message: e.to_string(),
+        })
+    })?;
+    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls) })
 }
 
 /// Time a stopping scheduler waits for probes in flight.
@@ -67,7 +78,7 @@ const STOP_GRACE: Duration = Duration::from_millis(500);
 pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> Result<(), AgentError> {
     let config = source.load()?;
     let listen = config.agent.listen;
-    let cx = probe_context(&config).map_err(AgentError::Startup)?;
+    let cx = probe_context(&config)?;
     let concurrency = config.agent.concurrency;
     let listener = TcpListener::bind(listen)
         .await
@@ -115,7 +126,10 @@ async fn reload(
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
 ) -> Result<(), String> {
-    let loaded = source.load().map_err(|e| e.to_string()).and_then(|c| probe_context(&c).map(|cx| (c, cx)));
+    let loaded = source
+        .load()
+        .map_err(|e| e.to_string())
+        .and_then(|c| probe_context(&c).map(|cx| (c, cx)).map_err(|e| e.to_string()));
     let (config, cx) = match loaded {
         Ok(v) => v,
         Err(e) => {

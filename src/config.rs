@@ -18,6 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::probe::{self, CheckSpec, Kind};
+use crate::tls::{TlsOptions, TlsVersion};
 
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +134,8 @@ pub struct Pool {
     pub role: Role,
     /// The pool FQDN clients use; the default target of every check of the pool.
     pub fqdn: String,
+    /// Lowest TLS version the pool speaks; below 1.2 its TLS checks use OpenSSL.
+    pub tls_min_version: Option<TlsVersion>,
 }
 
 /// One check as it runs: a `[[checks]]` table applied to one pool (or to none).
@@ -272,6 +275,7 @@ struct RawPool {
     name: Spanned<String>,
     role: Role,
     fqdn: Spanned<String>,
+    tls_min_version: Option<Spanned<String>>,
 }
 
 /// A `[[checks]]` table as written. Keys of every kind live here; the kind's own
@@ -302,6 +306,20 @@ pub struct RawCheck {
     pub expect: Option<Spanned<Vec<String>>>,
     /// dns: answers that must be among those returned.
     pub expect_contains: Option<Spanned<Vec<String>>>,
+    /// TLS kinds: lowest TLS version (overrides the pool's).
+    pub tls_min_version: Option<Spanned<String>>,
+    /// TLS kinds: record the chain but do not verify it.
+    pub tls_skip_verify: Option<Spanned<bool>>,
+    /// TLS kinds: fail with `cert_expiring` when the leaf expires within this many days.
+    pub min_days_valid: Option<Spanned<u32>>,
+    /// http: full URL (`https://host[:port]/path`); `{fqdn}` allowed.
+    pub url: Option<Spanned<String>>,
+    /// http: path on the target host (with `port`, default 443).
+    pub path: Option<Spanned<String>>,
+    /// http: accepted status codes (default: any 2xx).
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    /// http: text the body must contain.
+    pub body_contains: Option<Spanned<String>>,
 }
 
 impl RawCheck {
@@ -321,6 +339,13 @@ impl RawCheck {
         key!(record_type, "type");
         key!(expect, "expect");
         key!(expect_contains, "expect_contains");
+        key!(tls_min_version, "tls_min_version");
+        key!(tls_skip_verify, "tls_skip_verify");
+        key!(min_days_valid, "min_days_valid");
+        key!(url, "url");
+        key!(path, "path");
+        key!(expect_status, "expect_status");
+        key!(body_contains, "body_contains");
         keys
     }
 
@@ -389,6 +414,20 @@ impl CheckCx<'_> {
                     .err(raw.name.span(), "host: required when the check runs without a pool (pools = [])"))
             }
         }
+    }
+
+    /// The TLS options of the instance: the check's `tls_min_version`, else the pool's,
+    /// else 1.2.
+    pub fn tls_options(&self, raw: &RawCheck) -> Result<TlsOptions, ConfigError> {
+        let min_version = match &raw.tls_min_version {
+            Some(v) => parse_tls_version(v).map_err(|m| self.err(v.span(), &m))?,
+            None => self.pool.and_then(|p| p.tls_min_version).unwrap_or(TlsVersion::V1_2),
+        };
+        Ok(TlsOptions {
+            min_version,
+            skip_verify: raw.tls_skip_verify.as_ref().is_some_and(|v| *v.get_ref()),
+            min_days_valid: raw.min_days_valid.as_ref().map(|v| *v.get_ref()),
+        })
     }
 
     /// The target port, required.
@@ -572,10 +611,15 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
         }
         check_hostname(rp.fqdn.get_ref())
             .map_err(|m| src.err(rp.fqdn.span(), &format!("pools[{i}].fqdn: {m}")))?;
+        let tls_min_version = match &rp.tls_min_version {
+            None => None,
+            Some(v) => Some(parse_tls_version(v).map_err(|m| src.err(v.span(), &format!("pools[{i}].{m}")))?),
+        };
         pools.push(Pool {
             name: name.clone(),
             role: rp.role,
             fqdn: rp.fqdn.get_ref().trim_end_matches('.').to_owned(),
+            tls_min_version,
         });
     }
 
@@ -641,6 +685,12 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
         instances.retain(|i| (i.stable_hash() % u64::from(shard.count)) as u32 == shard.index - 1);
     }
     Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, instances })
+}
+
+fn parse_tls_version(v: &Spanned<String>) -> Result<TlsVersion, String> {
+    TlsVersion::parse(v.get_ref()).ok_or_else(|| {
+        format!("tls_min_version: {:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"", v.get_ref())
+    })
 }
 
 /// Label names the agent sets itself; `agent.labels` may not reuse them.

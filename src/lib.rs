@@ -38,3 +38,4 @@ pub mod resolve;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod tls;

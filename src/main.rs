@@ -156,6 +156,10 @@ fn validate(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Err(e) = coexistd::tls::TlsClient::new(&config.tls) {
+        eprintln!("coexistd: {}: {e}", config.origin);
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let checks: std::collections::BTreeSet<&str> =
         config.instances.iter().map(|i| i.check.as_str()).collect();
     println!(
@@ -195,7 +199,8 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
         Ok(cx) => cx,
         Err(e) => {
             eprintln!("coexistd: {e}");
-            return ExitCode::FAILURE;
+            let config_error = matches!(e, AgentError::Config(_));
+            return if config_error { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE };
         }
     };
     let prober = Arc::new(LiveProber(Arc::new(cx)));

@@ -43,7 +43,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 const CHUNK: usize = 256 * 1024;
 
 /// The per-instance families, in exposition order: (name, help, type).
-const INSTANCE_FAMILIES: [(&str, &str, MetricType); 9] = [
+const INSTANCE_FAMILIES: [(&str, &str, MetricType); 13] = [
     ("coexist_probe_success", "1 if the last probe passed, 0 if it failed.", MetricType::Gauge),
     ("coexist_probe_last_duration_seconds", "Duration of the last probe.", MetricType::Gauge),
     ("coexist_probe_duration_seconds", "Probe durations.", MetricType::Histogram),
@@ -65,6 +65,22 @@ const INSTANCE_FAMILIES: [(&str, &str, MetricType); 9] = [
         MetricType::Gauge,
     ),
     ("coexist_dns_answers", "Answer records in the last DNS response.", MetricType::Gauge),
+    ("coexist_tls_version_info", "1 for the TLS version the last handshake negotiated.", MetricType::Gauge),
+    (
+        "coexist_tls_cert_not_after_timestamp_seconds",
+        "NotAfter of the leaf certificate the peer sent last (unix time).",
+        MetricType::Gauge,
+    ),
+    (
+        "coexist_tls_chain_earliest_not_after_timestamp_seconds",
+        "Earliest NotAfter in the chain the peer sent last (unix time).",
+        MetricType::Gauge,
+    ),
+    (
+        "coexist_tls_cert_info",
+        "1, labelled with the leaf certificate the peer sent last (a SHA-1 signature shows here).",
+        MetricType::Gauge,
+    ),
 ];
 
 /// The label block of an instance's series, without braces: the constant
@@ -196,19 +212,25 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// `name{labels[,k="v"]} value\n`; `extra` values are plain label values that
-    /// need no escaping (phase, reason and bucket names).
+    /// need no escaping (phase, reason, version and bucket names), or with an empty key
+    /// a pre-rendered `,k="v",...` run.
     fn sample(&mut self, name: &str, suffix: &str, labels: &str, extra: Option<(&str, &str)>, value: Value) {
         let o = &mut *self.out;
         o.push_str(name);
         o.push_str(suffix);
         o.push('{');
         o.push_str(labels);
-        if let Some((k, v)) = extra {
-            o.push(',');
-            o.push_str(k);
-            o.push_str("=\"");
-            o.push_str(v);
-            o.push('"');
+        match extra {
+            // A pre-rendered, escaped `,k="v",...` run of labels.
+            Some(("", raw)) => o.push_str(raw),
+            Some((k, v)) => {
+                o.push(',');
+                o.push_str(k);
+                o.push_str("=\"");
+                o.push_str(v);
+                o.push('"');
+            }
+            None => {}
         }
         o.push_str("} ");
         match value {
@@ -236,6 +258,7 @@ const DURATION_LE: [&str; DURATION_BUCKETS.len()] =
 fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &InstanceState) {
     let name = INSTANCE_FAMILIES[family].0;
     let last = st.last.as_ref();
+    let tls = last.and_then(|l| l.outcome.tls.as_deref());
     match family {
         0 => {
             if let Some(l) = last {
@@ -288,7 +311,42 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
                 w.sample(name, "", labels, None, Value::U(n));
             }
         }
-        _ => unreachable!("INSTANCE_FAMILIES has 9 entries"),
+        9 => {
+            if let Some(v) = tls.filter(|t| !t.version.is_empty()) {
+                w.sample(name, "", labels, Some(("version", &v.version)), Value::U(1));
+            }
+        }
+        10 => {
+            if let Some(leaf) = tls.and_then(|t| t.leaf()) {
+                w.sample(name, "", labels, None, Value::F(leaf.not_after as f64));
+            }
+        }
+        11 => {
+            if let Some(t) = tls.and_then(|t| t.earliest_not_after()) {
+                w.sample(name, "", labels, None, Value::F(t as f64));
+            }
+        }
+        12 => {
+            if let Some(c) = tls.and_then(|t| t.leaf()) {
+                let mut extra = String::with_capacity(256);
+                for (k, v) in [
+                    ("subject", c.subject.as_str()),
+                    ("issuer", &c.issuer),
+                    ("serial", &c.serial),
+                    ("sans", &c.sans),
+                    ("signature_algorithm", &c.signature_algorithm),
+                    ("fingerprint_sha256", &c.fingerprint_sha256),
+                ] {
+                    extra.push(',');
+                    extra.push_str(k);
+                    extra.push_str("=\"");
+                    escape_label_value(&mut extra, v);
+                    extra.push('"');
+                }
+                w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
+            }
+        }
+        _ => unreachable!("INSTANCE_FAMILIES has 13 entries"),
     }
 }
 

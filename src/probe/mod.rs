@@ -6,7 +6,9 @@
 //! timeout and turns an elapsed deadline into [`CheckSpec::timeout_reason`].
 
 pub mod dns;
+pub mod http;
 pub mod tcp;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -23,6 +25,10 @@ pub enum Kind {
     Tcp,
     /// DNS query and answer comparison.
     Dns,
+    /// TLS handshake and certificate checks.
+    Tls,
+    /// HTTPS GET.
+    Http,
 }
 
 impl Kind {
@@ -31,6 +37,8 @@ impl Kind {
         match self {
             Kind::Tcp => "tcp",
             Kind::Dns => "dns",
+            Kind::Tls => "tls",
+            Kind::Http => "http",
         }
     }
 }
@@ -42,6 +50,10 @@ pub enum CheckSpec {
     Tcp(tcp::TcpSpec),
     /// See [`dns::DnsSpec`].
     Dns(dns::DnsSpec),
+    /// See [`tls::TlsSpec`].
+    Tls(tls::TlsSpec),
+    /// See [`http::HttpSpec`].
+    Http(http::HttpSpec),
 }
 
 impl CheckSpec {
@@ -50,6 +62,8 @@ impl CheckSpec {
         match self {
             CheckSpec::Tcp(_) => Kind::Tcp,
             CheckSpec::Dns(_) => Kind::Dns,
+            CheckSpec::Tls(_) => Kind::Tls,
+            CheckSpec::Http(_) => Kind::Http,
         }
     }
 
@@ -58,6 +72,7 @@ impl CheckSpec {
         match self {
             CheckSpec::Tcp(_) => FailureReason::Timeout,
             CheckSpec::Dns(_) => FailureReason::DnsTimeout,
+            CheckSpec::Tls(_) | CheckSpec::Http(_) => FailureReason::Timeout,
         }
     }
 }
@@ -67,6 +82,8 @@ pub fn build_spec(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(CheckSpec, String
     match raw.kind.get_ref() {
         Kind::Tcp => tcp::TcpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tcp(s), t)),
         Kind::Dns => dns::DnsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Dns(s), t)),
+        Kind::Tls => tls::TlsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tls(s), t)),
+        Kind::Http => http::HttpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Http(s), t)),
     }
 }
 
@@ -77,6 +94,8 @@ pub struct ProbeContext {
     pub resolver: Resolver,
     /// Queries the configured `[dns]` servers (system ones when the config names none).
     pub dns: std::sync::Arc<dns::DnsClient>,
+    /// Both TLS engines with the configured trust anchors and client identity.
+    pub tls: std::sync::Arc<crate::tls::TlsClient>,
 }
 
 /// Runs one probe, without a deadline of its own.
@@ -84,6 +103,8 @@ pub async fn run(spec: &CheckSpec, cx: &ProbeContext) -> Outcome {
     match spec {
         CheckSpec::Tcp(s) => tcp::probe(s, cx).await,
         CheckSpec::Dns(s) => dns::probe(s, cx).await,
+        CheckSpec::Tls(s) => tls::probe(s, cx).await,
+        CheckSpec::Http(s) => http::probe(s, cx).await,
     }
 }
 
@@ -115,11 +136,29 @@ pub enum FailureReason {
     DnsMismatch,
     /// Any other DNS response code or an unparseable response.
     DnsError,
+    /// The TLS handshake failed (other than for the reasons below).
+    TlsHandshake,
+    /// No protocol version in common (e.g. a TLS 1.0-only server and a TLS 1.2 client).
+    TlsVersion,
+    /// A certificate of the chain has expired.
+    CertExpired,
+    /// A certificate of the chain is not valid yet.
+    CertNotYetValid,
+    /// The chain does not lead to a trusted root (self-signed, unknown CA, bad signature).
+    CertUntrusted,
+    /// The certificate does not cover the name asked for.
+    CertNameMismatch,
+    /// The leaf expires within `min_days_valid` days.
+    CertExpiring,
+    /// The HTTP status is not one of those expected.
+    HttpStatus,
+    /// The HTTP body does not contain the expected text.
+    HttpBody,
 }
 
 impl FailureReason {
     /// Every reason, in label order.
-    pub const ALL: [FailureReason; 12] = [
+    pub const ALL: [FailureReason; 21] = [
         FailureReason::Timeout,
         FailureReason::Refused,
         FailureReason::Unreachable,
@@ -132,6 +171,15 @@ impl FailureReason {
         FailureReason::DnsNoAnswer,
         FailureReason::DnsMismatch,
         FailureReason::DnsError,
+        FailureReason::TlsHandshake,
+        FailureReason::TlsVersion,
+        FailureReason::CertExpired,
+        FailureReason::CertNotYetValid,
+        FailureReason::CertUntrusted,
+        FailureReason::CertNameMismatch,
+        FailureReason::CertExpiring,
+        FailureReason::HttpStatus,
+        FailureReason::HttpBody,
     ];
 
     /// The `reason` label value.
@@ -149,6 +197,15 @@ impl FailureReason {
             FailureReason::DnsNoAnswer => "dns_no_answer",
             FailureReason::DnsMismatch => "dns_mismatch",
             FailureReason::DnsError => "dns_error",
+            FailureReason::TlsHandshake => "tls_handshake",
+            FailureReason::TlsVersion => "tls_version",
+            FailureReason::CertExpired => "cert_expired",
+            FailureReason::CertNotYetValid => "cert_not_yet_valid",
+            FailureReason::CertUntrusted => "cert_untrusted",
+            FailureReason::CertNameMismatch => "cert_name_mismatch",
+            FailureReason::CertExpiring => "cert_expiring",
+            FailureReason::HttpStatus => "http_status",
+            FailureReason::HttpBody => "http_body",
         }
     }
 
@@ -166,6 +223,8 @@ pub enum Phase {
     Resolve,
     /// TCP connect.
     Connect,
+    /// TLS handshake and certificate verification.
+    Tls,
     /// Request and response (a DNS query and its answer).
     Request,
 }
@@ -176,6 +235,7 @@ impl Phase {
         match self {
             Phase::Resolve => "resolve",
             Phase::Connect => "connect",
+            Phase::Tls => "tls",
             Phase::Request => "request",
         }
     }
@@ -199,17 +259,24 @@ pub struct Outcome {
     pub phases: Vec<(Phase, Duration)>,
     /// dns: number of answer records in the last response.
     pub dns_answers: Option<u64>,
+    /// TLS-speaking kinds: what the handshake showed (also on failure, when it got that far).
+    pub tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
 }
 
 impl Outcome {
     /// A passing outcome.
     pub fn pass(phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome { result: Ok(()), phases, dns_answers: None }
+        Outcome { result: Ok(()), phases, dns_answers: None, tls: None }
     }
 
     /// A failing outcome.
     pub fn fail(reason: FailureReason, detail: impl Into<String>, phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome { result: Err(Failure { reason, detail: detail.into() }), phases, dns_answers: None }
+        Outcome {
+            result: Err(Failure { reason, detail: detail.into() }),
+            phases,
+            dns_answers: None,
+            tls: None,
+        }
     }
 
     /// The failure reason, if any.

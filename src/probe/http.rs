@@ -1,0 +1,196 @@
+//! `kind = "http"`: GET over TLS — Lync web services, `lyncdiscover` and
+//! `lyncdiscoverinternal` autodiscover, meet and dial-in URLs.
+//!
+//! The request runs over the project's own TLS stream (hyper's client connection on
+//! it), so the same engines, certificate checks and phase timings apply as for the tls
+//! kind: resolve, connect, tls, request.
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::{tcp, tls, FailureReason, Outcome, Phase, ProbeContext};
+use crate::config::{CheckCx, ConfigError, RawCheck};
+use crate::tls::TlsOptions;
+
+/// Largest body read for `body_contains`.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// An http check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSpec {
+    /// Host connected to, sent as SNI and `Host`, checked against the certificate.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Path and query.
+    pub path: String,
+    /// Accepted status codes; empty: any 2xx.
+    pub expect_status: Vec<u16>,
+    /// Text the body must contain.
+    pub body_contains: Option<String>,
+    /// TLS engine, version floor, verification, expiry margin.
+    pub opts: TlsOptions,
+}
+
+impl HttpSpec {
+    /// Validates the http keys of `raw`; the target label is the URL.
+    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(HttpSpec, String), ConfigError> {
+        raw.reject_foreign(
+            cx,
+            &[
+                "host",
+                "port",
+                "url",
+                "path",
+                "expect_status",
+                "body_contains",
+                "tls_min_version",
+                "tls_skip_verify",
+                "min_days_valid",
+            ],
+        )?;
+        let (host, port, path) = match (&raw.url, &raw.path) {
+            (Some(u), None) => {
+                if raw.host.is_some() || raw.port.is_some() {
+                    return Err(cx.err(u.span(), "url: give either url, or host/port/path, not both"));
+                }
+                let text = cx.expand(u, "url")?;
+                parse_url(&text).map_err(|m| cx.err(u.span(), &format!("url: {m}")))?
+            }
+            (None, Some(p)) => {
+                let path = cx.expand(p, "path")?;
+                if !path.starts_with('/') {
+                    return Err(cx.err(p.span(), &format!("path: {path:?} must start with /")));
+                }
+                let port = if raw.port.is_some() { cx.port(raw)? } else { 443 };
+                (cx.host(raw)?, port, path)
+            }
+            (Some(u), Some(_)) => return Err(cx.err(u.span(), "url: give either url or path, not both")),
+            (None, None) => return Err(cx.err(raw.name.span(), "url: required for kind \"http\" (or path)")),
+        };
+        let expect_status = match &raw.expect_status {
+            None => Vec::new(),
+            Some(v) => {
+                if let Some(bad) = v.get_ref().iter().find(|c| !(100..=599).contains(*c)) {
+                    return Err(cx.err(v.span(), &format!("expect_status: {bad} is not an HTTP status code")));
+                }
+                v.get_ref().clone()
+            }
+        };
+        let target = if port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{}{path}", tcp::host_port(&host, port))
+        };
+        let spec = HttpSpec {
+            host,
+            port,
+            path,
+            expect_status,
+            body_contains: raw.body_contains.as_ref().map(|b| b.get_ref().clone()),
+            opts: cx.tls_options(raw)?,
+        };
+        Ok((spec, target))
+    }
+}
+
+/// `https://host[:port]/path` → (host, port, path).
+fn parse_url(u: &str) -> Result<(String, u16, String), String> {
+    let uri: hyper::Uri = u.parse().map_err(|e| format!("{u:?} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("{u:?}: only https:// URLs are probed"));
+    }
+    let host = uri.host().ok_or_else(|| format!("{u:?} has no host"))?.trim_matches(['[', ']']).to_owned();
+    let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
+    Ok((host, uri.port_u16().unwrap_or(443), path))
+}
+
+/// Runs an http probe.
+pub async fn probe(spec: &HttpSpec, cx: &ProbeContext) -> Outcome {
+    let mut phases = Vec::with_capacity(4);
+    let (stream, info) = match tls::open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
+        Ok(v) => v,
+        Err(o) => return o,
+    };
+    let t = Instant::now();
+    let result = request(spec, stream).await;
+    phases.push((Phase::Request, t.elapsed()));
+    let mut o = match result {
+        Ok(()) => Outcome::pass(phases),
+        Err((reason, detail)) => Outcome::fail(reason, detail, phases),
+    };
+    o.tls = Some(info);
+    o
+}
+
+async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (FailureReason, String)> {
+    let io_err = |e: hyper::Error| (FailureReason::Io, format!("HTTP: {e}"));
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io_err)?;
+    // The connection task ends when the sender is dropped at the end of this probe.
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let host = if spec.port == 443 { spec.host.clone() } else { tcp::host_port(&spec.host, spec.port) };
+    let req = Request::get(spec.path.as_str())
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, concat!("coexistd/", env!("CARGO_PKG_VERSION")))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| (FailureReason::Io, format!("HTTP request: {e}")))?;
+    let resp = sender.send_request(req).await.map_err(io_err)?;
+    let status = resp.status().as_u16();
+    let expected = if spec.expect_status.is_empty() {
+        (200..300).contains(&status)
+    } else {
+        spec.expect_status.contains(&status)
+    };
+    let result = if !expected {
+        let want = if spec.expect_status.is_empty() {
+            "2xx".to_owned()
+        } else {
+            format!("{:?}", spec.expect_status)
+        };
+        Err((FailureReason::HttpStatus, format!("GET {} answered {status}, expected {want}", spec.path)))
+    } else if let Some(needle) = &spec.body_contains {
+        match Limited::new(resp.into_body(), BODY_LIMIT).collect().await {
+            Ok(body) => {
+                let body = body.to_bytes();
+                if String::from_utf8_lossy(&body).contains(needle.as_str()) {
+                    Ok(())
+                } else {
+                    Err((
+                        FailureReason::HttpBody,
+                        format!("body ({} bytes) does not contain {needle:?}", body.len()),
+                    ))
+                }
+            }
+            Err(e) => {
+                Err((FailureReason::HttpBody, format!("body not read: {e} (limit {BODY_LIMIT} bytes)")))
+            }
+        }
+    } else {
+        Ok(())
+    };
+    drop(sender);
+    conn.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("https://lyncdiscoverinternal.contoso.com/?sipuri=a@b").unwrap(),
+            ("lyncdiscoverinternal.contoso.com".into(), 443, "/?sipuri=a@b".into())
+        );
+        assert_eq!(parse_url("https://h:4443").unwrap(), ("h".into(), 4443, "/".into()));
+        assert!(parse_url("http://h/").is_err());
+        assert!(parse_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! `kind = "tls"`: connect, handshake with SNI = the target name, verify chain and name,
+//! report the chain. Phases: resolve, connect, tls.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{tcp, FailureReason, Outcome, Phase, ProbeContext};
+use crate::config::{CheckCx, ConfigError, RawCheck};
+use crate::tls::{TlsOptions, TlsStream};
+
+/// A tls check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSpec {
+    /// Host to connect to; also the SNI and the name the certificate must cover.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Engine, version floor, verification, expiry margin.
+    pub opts: TlsOptions,
+}
+
+impl TlsSpec {
+    /// Validates the tls keys of `raw`; the target label is `host:port`.
+    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(TlsSpec, String), ConfigError> {
+        raw.reject_foreign(cx, &["host", "port", "tls_min_version", "tls_skip_verify", "min_days_valid"])?;
+        let host = cx.host(raw)?;
+        let port = cx.port(raw)?;
+        let target = tcp::host_port(&host, port);
+        Ok((TlsSpec { host, port, opts: cx.tls_options(raw)? }, target))
+    }
+}
+
+/// How long to wait for a TLS 1.3 server's verdict on our client certificate.
+const CONFIRM_GRACE: Duration = Duration::from_millis(250);
+
+/// Connects and handshakes; shared by every TLS-speaking kind. On failure the outcome
+/// is returned ready to report (with whatever chain was seen).
+pub async fn open(
+    host: &str,
+    port: u16,
+    opts: &TlsOptions,
+    cx: &ProbeContext,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<(TlsStream, Arc<crate::tls::TlsInfo>), Outcome> {
+    let tcp =
+        tcp::connect(host, port, cx, phases).await.map_err(|(r, d)| Outcome::fail(r, d, phases.clone()))?;
+    let t = Instant::now();
+    match cx.tls.handshake(tcp, host, opts).await {
+        Ok((stream, info)) => {
+            phases.push((Phase::Tls, t.elapsed()));
+            Ok((stream, Arc::new(info)))
+        }
+        Err(f) => {
+            phases.push((Phase::Tls, t.elapsed()));
+            let mut o = Outcome::fail(f.reason, f.detail, phases.clone());
+            o.tls = f.info.map(Arc::new);
+            Err(o)
+        }
+    }
+}
+
+/// Runs a tls probe.
+pub async fn probe(spec: &TlsSpec, cx: &ProbeContext) -> Outcome {
+    let mut phases = Vec::with_capacity(3);
+    let (stream, info) = match open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
+        Ok(v) => v,
+        Err(o) => return o,
+    };
+    // TLS 1.3 servers reject a missing or bad client certificate only after the
+    // client's handshake is over: close and listen for that verdict.
+    if info.version == "TLS 1.3" {
+        let t = Instant::now();
+        let confirmed = stream.close_and_confirm(CONFIRM_GRACE).await;
+        if let Some((Phase::Tls, d)) = phases.last_mut() {
+            *d += t.elapsed();
+        }
+        if let Err(detail) = confirmed {
+            let mut o = Outcome::fail(FailureReason::TlsHandshake, detail, phases);
+            o.tls = Some(info);
+            return o;
+        }
+    }
+    let mut o = Outcome::pass(phases);
+    o.tls = Some(info);
+    o
+}

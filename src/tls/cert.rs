@@ -1,0 +1,112 @@
+//! Certificate summaries for metrics and status: what an operator needs to see on a
+//! dashboard (subject, issuer, names, signature algorithm — a SHA-1 signature shows —
+//! validity) without opening the certificate.
+
+use openssl::asn1::{Asn1Time, Asn1TimeRef};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::stack::StackRef;
+use openssl::x509::{X509NameRef, X509Ref, X509};
+use rustls::pki_types::CertificateDer;
+
+/// One certificate of a peer's chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Subject, e.g. `CN=lyncpool.contoso.com,O=Contoso`.
+    pub subject: String,
+    /// Issuer, same form.
+    pub issuer: String,
+    /// Serial number, upper-case hex.
+    pub serial: String,
+    /// Subject alternative names (DNS names and IP addresses), comma-separated.
+    pub sans: String,
+    /// Signature algorithm, e.g. `sha1WithRSAEncryption`, `ecdsa-with-SHA256`.
+    pub signature_algorithm: String,
+    /// SHA-256 fingerprint of the DER, lower-case hex.
+    pub fingerprint_sha256: String,
+    /// NotBefore, unix seconds.
+    pub not_before: i64,
+    /// NotAfter, unix seconds.
+    pub not_after: i64,
+}
+
+/// Summarises certificates given as DER (rustls' view of the chain); unparseable ones
+/// are skipped.
+pub fn summarize_der(chain: &[CertificateDer<'_>]) -> Vec<CertSummary> {
+    chain.iter().filter_map(|der| X509::from_der(der.as_ref()).ok()).map(|x| summarize(&x)).collect()
+}
+
+/// Summarises an OpenSSL chain.
+pub fn summarize_stack(chain: &StackRef<X509>) -> Vec<CertSummary> {
+    chain.iter().map(summarize).collect()
+}
+
+/// Summarises one certificate.
+pub fn summarize(x: &X509Ref) -> CertSummary {
+    let sans = x
+        .subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.dnsname().map(str::to_owned).or_else(|| n.ipaddress().and_then(ip_text)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    CertSummary {
+        subject: name_text(x.subject_name()),
+        issuer: name_text(x.issuer_name()),
+        serial: x
+            .serial_number()
+            .to_bn()
+            .ok()
+            .and_then(|b| b.to_hex_str().ok())
+            .map(|s| s.to_string())
+            .unwrap_or_default(),
+        sans,
+        signature_algorithm: x
+            .signature_algorithm()
+            .object()
+            .nid()
+            .long_name()
+            .unwrap_or("unknown")
+            .to_owned(),
+        fingerprint_sha256: x.digest(MessageDigest::sha256()).map(|d| hex(&d)).unwrap_or_default(),
+        not_before: unix(x.not_before()),
+        not_after: unix(x.not_after()),
+    }
+}
+
+fn ip_text(b: &[u8]) -> Option<String> {
+    match b.len() {
+        4 => Some(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+        16 => <[u8; 16]>::try_from(b).ok().map(|a| std::net::Ipv6Addr::from(a).to_string()),
+        _ => None,
+    }
+}
+
+#[allow(deprecated)] // as_utf8: NUL truncation is harmless for display
+fn name_text(n: &X509NameRef) -> String {
+    n.entries()
+        .map(|e| {
+            let key = match e.object().nid() {
+                Nid::UNDEF => e.object().to_string(),
+                nid => nid.short_name().unwrap_or("?").to_owned(),
+            };
+            let value = e.data().as_utf8().map(|s| s.to_string()).unwrap_or_default();
+            format!("{key}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unix(t: &Asn1TimeRef) -> i64 {
+    Asn1Time::from_unix(0)
+        .ok()
+        .and_then(|epoch| epoch.diff(t).ok())
+        .map_or(0, |d| i64::from(d.days) * 86_400 + i64::from(d.secs))
+}
