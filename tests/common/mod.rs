@@ -236,3 +236,53 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
         labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))).then(|| value.parse().ok())?
     })
 }
+
+pub mod pki;
+
+/// `openssl s_server` on 127.0.0.1, started with `args`; killed on drop.
+pub struct SServer {
+    pub port: u16,
+    child: Child,
+}
+
+impl SServer {
+    /// Starts `openssl s_server -accept 127.0.0.1:PORT ARGS...` in `dir` and waits for
+    /// it to accept.
+    pub fn start(dir: &std::path::Path, args: &[&str]) -> SServer {
+        let openssl = require("openssl", "openssl");
+        let port = free_port();
+        let mut child = Command::new(openssl)
+            .arg("s_server")
+            .arg("-accept")
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start openssl s_server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("ACCEPT") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("s_server {args:?} did not start: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        SServer { port, child }
+    }
+}
+
+impl Drop for SServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
