@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real peers (Knot DNS, promtool from
-# Prometheus); this script installs them from Debian's packages when they are missing
-# (needs root or sudo), then runs `cargo test` and prints one summary line.
+# Prometheus, openssl s_server, Python's HTTPS server); this script installs them
+# from Debian's packages when they are missing (needs root or sudo), then runs
+# `cargo test` and prints one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

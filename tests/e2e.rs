@@ -315,3 +315,79 @@ fn the_demo_serves_a_passing_lab() {
     }
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn tls_metrics_show_the_real_certificate_and_pass_promtool() {
+    use common::pki::{self, Ca, KeyKind, Leaf};
+    use openssl::hash::MessageDigest;
+    let dir = tempfile::tempdir().unwrap();
+    let knot = Knot::start("contoso.test", &format!("{ZONE}ocs-fe1 A 127.0.0.1\n"));
+    let ca = Ca::new("Contoso Test Root", KeyKind::Rsa2048, MessageDigest::sha1());
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca);
+    let leaf = ca.issue(&Leaf {
+        cn: "ocs-fe1.contoso.test",
+        sans: &["ocs-fe1.contoso.test"],
+        digest: MessageDigest::sha1(),
+        key: KeyKind::Rsa2048,
+        to_days: 40,
+        ..Leaf::default()
+    });
+    let (cert, key) = leaf.write(dir.path(), "leaf", &[]);
+    let s = common::SServer::start(
+        dir.path(),
+        &[
+            "-cert",
+            cert.to_str().unwrap(),
+            "-key",
+            key.to_str().unwrap(),
+            "-tls1",
+            "-cipher",
+            "ALL:@SECLEVEL=0",
+        ],
+    );
+    let text = config(&knot, 9, 9, &format!(
+        "[[checks]]\nname = \"sip-tls\"\nkind = \"tls\"\npools = [\"ocs\"]\nhost = \"ocs-fe1.contoso.test\"\nport = {}\ntls_min_version = \"1.0\"\nmin_days_valid = 14\n",
+        s.port
+    ))
+    .replace("[[pools]]\nname = \"ocs\"", &format!("[tls]\nca_file = \"{}\"\n[[pools]]\nname = \"ocs\"", ca_file.display()));
+    let agent = Agent::start(&text);
+    let m = agent.wait_metrics(Duration::from_secs(5), |m| {
+        sample(m, "coexist_probe_success", &[("check", "sip-tls")]).is_some()
+    });
+    assert_eq!(sample(&m, "coexist_probe_success", &[("check", "sip-tls")]), Some(1.0), "{m}");
+    assert_eq!(
+        sample(&m, "coexist_tls_version_info", &[("check", "sip-tls"), ("version", "TLS 1.0")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&m, "coexist_tls_cert_not_after_timestamp_seconds", &[("check", "sip-tls")]),
+        Some(leaf.not_after_unix() as f64)
+    );
+    assert_eq!(
+        sample(&m, "coexist_tls_chain_earliest_not_after_timestamp_seconds", &[("check", "sip-tls")]),
+        Some(leaf.not_after_unix() as f64)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_tls_cert_info",
+            &[
+                ("check", "sip-tls"),
+                ("signature_algorithm", "sha1WithRSAEncryption"),
+                ("subject", "CN=ocs-fe1.contoso.test")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert!(sample(&m, "coexist_probe_phase_seconds", &[("check", "sip-tls"), ("phase", "tls")]).is_some());
+    promtool_check(&m);
+    let (code, om) = http_with(
+        agent.listen,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .unwrap();
+    assert_eq!(code, 200);
+    assert!(om.contains("coexist_tls_cert_info{"));
+}
