@@ -318,21 +318,23 @@ fn the_demo_serves_a_passing_lab() {
 
 #[test]
 fn tls_metrics_show_the_real_certificate_and_pass_promtool() {
-    use common::pki::{self, Ca, KeyKind, Leaf};
+    use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
     use openssl::hash::MessageDigest;
     let dir = tempfile::tempdir().unwrap();
     let knot = Knot::start("contoso.test", &format!("{ZONE}ocs-fe1 A 127.0.0.1\n"));
-    let ca = Ca::new("Contoso Test Root", KeyKind::Rsa2048, MessageDigest::sha1());
-    let ca_file = pki::write_ca(dir.path(), "ca", &ca);
-    let leaf = ca.issue(&Leaf {
-        cn: "ocs-fe1.contoso.test",
-        sans: &["ocs-fe1.contoso.test"],
-        digest: MessageDigest::sha1(),
-        key: KeyKind::Rsa2048,
-        to_days: 40,
-        ..Leaf::default()
-    });
-    let (cert, key) = leaf.write(dir.path(), "leaf", &[]);
+    let ca = Ca::new("Contoso Test Root", KeyKind::Rsa2048, MessageDigest::sha1()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
+    let leaf = ca
+        .issue(&Leaf {
+            cn: "ocs-fe1.contoso.test",
+            sans: &["ocs-fe1.contoso.test"],
+            digest: MessageDigest::sha1(),
+            key: KeyKind::Rsa2048,
+            to_days: 40,
+            ..Leaf::default()
+        })
+        .unwrap();
+    let (cert, key) = leaf.write(dir.path(), "leaf", &[]).unwrap();
     let s = common::SServer::start(
         dir.path(),
         &[

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
 use coexistd::lab::dns_server::{a, DnsServer};
+use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
 use coexistd::probe::{FailureReason, Outcome, Phase};
 use coexistd::scheduler::{run_once, LiveProber};
-use common::pki::{self, Ca, KeyKind, Leaf};
 use openssl::hash::MessageDigest;
 
 const NAME: &str = "lyncdiscoverinternal.contoso.test";
@@ -38,10 +38,10 @@ struct Lab {
 
 async fn lab() -> Lab {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("Contoso Test Root", KeyKind::P256, MessageDigest::sha256());
-    let ca_file = pki::write_ca(dir.path(), "ca", &ca);
-    let leaf = ca.issue(&Leaf { cn: NAME, sans: &[NAME], ..Leaf::default() });
-    let (cert, key) = leaf.write(dir.path(), "leaf", &[]);
+    let ca = Ca::new("Contoso Test Root", KeyKind::P256, MessageDigest::sha256()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
+    let leaf = ca.issue(&Leaf { cn: NAME, sans: &[NAME], ..Leaf::default() }).unwrap();
+    let (cert, key) = leaf.write(dir.path(), "leaf", &[]).unwrap();
     let root = dir.path().join("www");
     std::fs::create_dir_all(root.join("autodiscover")).unwrap();
     std::fs::write(

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
 use coexistd::lab::dns_server::{a, DnsServer};
+use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
 use coexistd::probe::{FailureReason, Outcome, Phase};
 use coexistd::scheduler::{run_once, LiveProber};
-use common::pki::{self, Ca, KeyKind, Leaf};
 use common::SServer;
 use openssl::hash::MessageDigest;
 
@@ -32,15 +32,15 @@ async fn lab() -> Lab {
     )
     .await
     .unwrap();
-    let ca = Ca::new("Contoso Test Root", KeyKind::P256, MessageDigest::sha256());
-    let ca_file = pki::write_ca(dir.path(), "ca", &ca);
+    let ca = Ca::new("Contoso Test Root", KeyKind::P256, MessageDigest::sha256()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
     Lab { dir, dns, ca, ca_file }
 }
 
 impl Lab {
     /// Serves `leaf` with s_server and `extra` arguments.
     fn serve(&self, leaf: &pki::Issued, extra: &[&str]) -> SServer {
-        let (cert, key) = leaf.write(self.dir.path(), "leaf", &[]);
+        let (cert, key) = leaf.write(self.dir.path(), "leaf", &[]).unwrap();
         let mut args = vec!["-cert", cert.to_str().unwrap(), "-key", key.to_str().unwrap()];
         args.extend_from_slice(extra);
         SServer::start(self.dir.path(), &args)
@@ -67,7 +67,7 @@ fn leaf<'a>(sans: &'a [&'a str]) -> Leaf<'a> {
 #[tokio::test]
 async fn a_valid_chain_passes_over_tls_1_3_and_reports_the_real_not_after() {
     let lab = lab().await;
-    let l = lab.ca.issue(&leaf(&[NAME]));
+    let l = lab.ca.issue(&leaf(&[NAME])).unwrap();
     let s = lab.serve(&l, &[]);
     let o = lab.probe(s.port, "", "").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
@@ -89,10 +89,16 @@ async fn a_valid_chain_passes_over_tls_1_3_and_reports_the_real_not_after() {
 async fn expired_not_yet_valid_wrong_name_and_self_signed_are_told_apart() {
     let lab = lab().await;
     let cases: Vec<(pki::Issued, FailureReason)> = vec![
-        (lab.ca.issue(&Leaf { from_days: -30, to_days: -1, ..leaf(&[NAME]) }), FailureReason::CertExpired),
-        (lab.ca.issue(&Leaf { from_days: 2, to_days: 30, ..leaf(&[NAME]) }), FailureReason::CertNotYetValid),
-        (lab.ca.issue(&leaf(&["other.contoso.test"])), FailureReason::CertNameMismatch),
-        (pki::self_signed(&leaf(&[NAME])), FailureReason::CertUntrusted),
+        (
+            lab.ca.issue(&Leaf { from_days: -30, to_days: -1, ..leaf(&[NAME]) }).unwrap(),
+            FailureReason::CertExpired,
+        ),
+        (
+            lab.ca.issue(&Leaf { from_days: 2, to_days: 30, ..leaf(&[NAME]) }).unwrap(),
+            FailureReason::CertNotYetValid,
+        ),
+        (lab.ca.issue(&leaf(&["other.contoso.test"])).unwrap(), FailureReason::CertNameMismatch),
+        (pki::self_signed(&leaf(&[NAME])).unwrap(), FailureReason::CertUntrusted),
     ];
     for (cert, want) in cases {
         let s = lab.serve(&cert, &[]);
@@ -108,7 +114,7 @@ async fn expired_not_yet_valid_wrong_name_and_self_signed_are_told_apart() {
 #[tokio::test]
 async fn a_certificate_expiring_in_6_days_fails_min_days_valid_14_only() {
     let lab = lab().await;
-    let l = lab.ca.issue(&Leaf { to_days: 6, ..leaf(&[NAME]) });
+    let l = lab.ca.issue(&Leaf { to_days: 6, ..leaf(&[NAME]) }).unwrap();
     let s = lab.serve(&l, &[]);
     let o = lab.probe(s.port, "min_days_valid = 14", "").await;
     assert_eq!(o.reason(), Some(FailureReason::CertExpiring), "{o:?}");
@@ -120,9 +126,10 @@ async fn a_certificate_expiring_in_6_days_fails_min_days_valid_14_only() {
 #[tokio::test]
 async fn a_tls_1_0_only_server_with_a_sha1_certificate_needs_the_legacy_engine() {
     let lab = lab().await;
-    let ca = Ca::new("Contoso Legacy Root", KeyKind::Rsa2048, MessageDigest::sha1());
-    let ca_file = pki::write_ca(lab.dir.path(), "legacy-ca", &ca);
-    let l = ca.issue(&Leaf { digest: MessageDigest::sha1(), key: KeyKind::Rsa2048, ..leaf(&[NAME]) });
+    let ca = Ca::new("Contoso Legacy Root", KeyKind::Rsa2048, MessageDigest::sha1()).unwrap();
+    let ca_file = pki::write_ca(lab.dir.path(), "legacy-ca", &ca).unwrap();
+    let l =
+        ca.issue(&Leaf { digest: MessageDigest::sha1(), key: KeyKind::Rsa2048, ..leaf(&[NAME]) }).unwrap();
     // Debian's OpenSSL refuses TLS 1.0 and SHA-1 by default: the server needs level 0 too.
     let s = lab.serve(&l, &["-tls1", "-cipher", "ALL:@SECLEVEL=0"]);
     let lab = Lab { ca_file, ..lab };
@@ -145,11 +152,11 @@ async fn the_legacy_engine_still_verifies_chain_name_and_dates() {
     let sha1 = |l: Leaf<'static>| Leaf { digest: MessageDigest::sha1(), key: KeyKind::Rsa2048, ..l };
     let cases: Vec<(pki::Issued, FailureReason)> = vec![
         (
-            lab.ca.issue(&sha1(Leaf { from_days: -30, to_days: -1, ..leaf(&[NAME]) })),
+            lab.ca.issue(&sha1(Leaf { from_days: -30, to_days: -1, ..leaf(&[NAME]) })).unwrap(),
             FailureReason::CertExpired,
         ),
-        (lab.ca.issue(&sha1(leaf(&["other.contoso.test"]))), FailureReason::CertNameMismatch),
-        (pki::self_signed(&sha1(leaf(&[NAME]))), FailureReason::CertUntrusted),
+        (lab.ca.issue(&sha1(leaf(&["other.contoso.test"]))).unwrap(), FailureReason::CertNameMismatch),
+        (pki::self_signed(&sha1(leaf(&[NAME]))).unwrap(), FailureReason::CertUntrusted),
     ];
     for (cert, want) in cases {
         let s = lab.serve(&cert, &legacy);
@@ -158,7 +165,7 @@ async fn the_legacy_engine_still_verifies_chain_name_and_dates() {
         assert_eq!(o.tls.as_ref().unwrap().leaf().unwrap().not_after, cert.not_after_unix());
     }
     // tls_skip_verify: the same untrusted certificate passes and is still reported.
-    let cert = pki::self_signed(&sha1(leaf(&[NAME])));
+    let cert = pki::self_signed(&sha1(leaf(&[NAME]))).unwrap();
     let s = lab.serve(&cert, &legacy);
     let o = lab.probe(s.port, "tls_min_version = \"1.0\"\ntls_skip_verify = true", "").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
@@ -166,20 +173,23 @@ async fn the_legacy_engine_still_verifies_chain_name_and_dates() {
 }
 
 fn client_identity(lab: &Lab) -> String {
-    let c = lab.ca.issue(&Leaf {
-        cn: "probe.contoso.test",
-        sans: &["probe.contoso.test"],
-        client: true,
-        ..Leaf::default()
-    });
-    let (cert, key) = c.write(lab.dir.path(), "client", &[]);
+    let c = lab
+        .ca
+        .issue(&Leaf {
+            cn: "probe.contoso.test",
+            sans: &["probe.contoso.test"],
+            client: true,
+            ..Leaf::default()
+        })
+        .unwrap();
+    let (cert, key) = c.write(lab.dir.path(), "client", &[]).unwrap();
     format!("client_cert = \"{}\"\nclient_key = \"{}\"", cert.display(), key.display())
 }
 
 #[tokio::test]
 async fn a_server_requiring_a_client_certificate_over_tls_1_3() {
     let lab = lab().await;
-    let l = lab.ca.issue(&leaf(&[NAME]));
+    let l = lab.ca.issue(&leaf(&[NAME])).unwrap();
     let ca = lab.ca_file.to_str().unwrap().to_owned();
     let s = lab.serve(&l, &["-Verify", "1", "-CAfile", &ca, "-tls1_3"]);
     // Without one: TLS 1.3 reports it after the handshake; the probe must notice.
@@ -193,7 +203,7 @@ async fn a_server_requiring_a_client_certificate_over_tls_1_3() {
 #[tokio::test]
 async fn a_server_requiring_a_client_certificate_over_tls_1_2_and_1_0() {
     let lab = lab().await;
-    let l = lab.ca.issue(&Leaf { key: KeyKind::Rsa2048, ..leaf(&[NAME]) });
+    let l = lab.ca.issue(&Leaf { key: KeyKind::Rsa2048, ..leaf(&[NAME]) }).unwrap();
     let ca = lab.ca_file.to_str().unwrap().to_owned();
     for (server, check) in
         [(vec!["-tls1_2"], ""), (vec!["-tls1", "-cipher", "ALL:@SECLEVEL=0"], "tls_min_version = \"1.0\"")]

@@ -13,6 +13,7 @@
 //! checks need. The agent then runs against the lab with [`Lab::config_text`].
 
 pub mod dns_server;
+pub mod pki;
 
 use std::net::SocketAddr;
 

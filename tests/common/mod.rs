@@ -237,8 +237,6 @@ pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64>
     })
 }
 
-pub mod pki;
-
 /// `openssl s_server` on 127.0.0.1, started with `args`; killed on drop.
 pub struct SServer {
     pub port: u16,
