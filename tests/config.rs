@@ -110,7 +110,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"icmp\"\n"),
-            "t.toml:13:8: unknown variant `icmp`, expected `tcp` or `dns`",
+            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`",
         ),
         (
             "port out of range",
@@ -161,6 +161,36 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "key of another kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nrecord = \"x.contoso.com\"\n"),
             "t.toml:15:10: checks[0].record: not a key of kind \"tcp\" (its keys: host, port)",
+        ),
+        (
+            "bad TLS version on a pool",
+            "[[pools]]\nname = \"a\"\nrole = \"legacy\"\nfqdn = \"a.contoso.com\"\ntls_min_version = \"1\"\n".into(),
+            "t.toml:5:19: pools[0].tls_min_version: \"1\" is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
+        ),
+        (
+            "bad TLS version on a check",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tls\"\nport = 5061\ntls_min_version = \"SSLv3\"\n"),
+            "t.toml:15:19: checks[0].tls_min_version: \"SSLv3\" is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"",
+        ),
+        (
+            "http check without url or path",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\n"),
+            "t.toml:12:8: checks[0].url: required for kind \"http\" (or path)",
+        ),
+        (
+            "http check with a plain-http URL",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\nurl = \"http://{fqdn}/\"\n"),
+            "t.toml:14:7: checks[0].url: \"http://ocspool.contoso.com/\" is not probed: only https:// URLs are",
+        ),
+        (
+            "http status out of range",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\npath = \"/\"\nexpect_status = [200, 999]\n"),
+            "t.toml:15:17: checks[0].expect_status: 999 is not an HTTP status code",
+        ),
+        (
+            "dns key on a tls check",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tls\"\nport = 5061\nexpect = [\"x\"]\n"),
+            "t.toml:15:10: checks[0].expect: not a key of kind \"tls\" (its keys: host, port, tls_min_version, tls_skip_verify, min_days_valid)",
         ),
         (
             "bad host",

@@ -302,10 +302,27 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
-    assert_eq!(successes.len(), 11, "{m}");
+    assert_eq!(successes.len(), 12, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
+    // The legacy pool is reached over TLS 1.0 with its SHA-1 certificate, the new one over TLS 1.3.
+    let legacy = [("pool", "ocs2007r2"), ("check", "sip-tls")];
+    assert_eq!(
+        sample(&m, "coexist_tls_version_info", &[legacy[0], legacy[1], ("version", "TLS 1.0")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_tls_cert_info",
+            &[legacy[0], legacy[1], ("signature_algorithm", "sha1WithRSAEncryption")]
+        ),
+        Some(1.0)
+    );
+    let new = [("pool", "lync2013"), ("check", "sip-tls"), ("version", "TLS 1.3")];
+    assert_eq!(sample(&m, "coexist_tls_version_info", &new), Some(1.0));
+    assert_eq!(sample(&m, "coexist_probe_success", &[("check", "autodiscover")]), Some(1.0));
     promtool_check(&m);
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let t = Instant::now();

@@ -1,24 +1,42 @@
 //! `coexistd demo`: a coexistence lab inside the process, on loopback.
 //!
 //! Two pools of the fictitious `contoso.test` (the `.test` TLD is reserved, RFC 2606):
-//! the legacy OCS 2007 R2 pool `ocspool` on 127.0.10.1 and the new Lync 2013 pool
-//! `lyncpool` with two Front Ends on 127.0.20.1 and 127.0.20.2. A DNS responder on a
-//! free loopback port serves their A records and the sign-in records of a migration
-//! in progress: `_sipinternaltls._tcp` already points at the new pool, the legacy
-//! `_sipinternal._tcp` still at the old one. Each pool member listens on 5061 (SIP
-//! over TLS) and 4443 (web services; 443 in production, moved so the demo needs no
-//! privilege); the legacy pool also on 5060 (SIP over TCP).
 //!
-//! The listeners accept and close connections: the lab is what the tcp and dns
-//! checks need. The agent then runs against the lab with [`Lab::config_text`].
+//! - the legacy OCS 2007 R2 pool `ocspool` on 127.0.10.1: SIP over TLS on 5061 and web
+//!   services on 4443 speaking **TLS 1.0 only** with an RSA certificate signed with
+//!   **SHA-1** (the legacy TLS engine is needed to probe it), SIP over TCP on 5060;
+//! - the new Lync 2013 pool `lyncpool` with two Front Ends, 127.0.20.1 and 127.0.20.2:
+//!   SIP over TLS on 5061 and HTTPS web services on 4443 (TLS 1.2/1.3, ECDSA
+//!   certificate), answering the `lyncdiscoverinternal` autodiscover request.
+//!
+//! Port 4443 stands for 443 so that the demo needs no privilege. Certificates come from a
+//! CA made at start-up ([`pki`]); its certificate is written to a temporary file that
+//! the generated configuration names as `[tls] ca_file`. A DNS responder on a free
+//! loopback port serves the pools' A records and the sign-in records of a migration in
+//! progress: `_sipinternaltls._tcp` already points at the new pool, the legacy
+//! `_sipinternal._tcp` still at the old one.
+//!
+//! The agent then runs against the lab with [`Lab::config_text`].
 
 pub mod dns_server;
 pub mod pki;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use openssl::hash::MessageDigest;
+use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslOptions, SslVersion};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+use pki::{Ca, Issued, KeyKind, Leaf};
 
 use dns_server::{a, cname, srv, txt, DnsServer};
 use hickory_proto::rr::Record;
@@ -31,6 +49,8 @@ pub const DOMAIN: &str = "contoso.test";
 pub struct Lab {
     /// The DNS responder serving the lab zone.
     pub dns: DnsServer,
+    /// The lab CA's certificate (PEM), named by the generated configuration.
+    pub ca_file: PathBuf,
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -39,12 +59,121 @@ impl Drop for Lab {
         for l in &self.listeners {
             l.abort();
         }
+        let _ = std::fs::remove_file(&self.ca_file);
     }
 }
 
-/// (address, ports) of every pool member.
-const MEMBERS: &[(&str, &[u16])] =
-    &[("127.0.10.1", &[5060, 5061, 4443]), ("127.0.20.1", &[5061, 4443]), ("127.0.20.2", &[5061, 4443])];
+/// What a lab port speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// Accept and close.
+    Tcp,
+    /// TLS, then wait for the client to close.
+    SipTls,
+    /// TLS, then HTTP/1.1 (autodiscover).
+    Https,
+}
+
+/// A pool member: address, whether it belongs to the legacy pool, its ports.
+type Member = (&'static str, bool, &'static [(u16, Service)]);
+
+/// Every pool member of the lab.
+const MEMBERS: &[Member] = &[
+    ("127.0.10.1", true, &[(5060, Service::Tcp), (5061, Service::SipTls), (4443, Service::Https)]),
+    ("127.0.20.1", false, &[(5061, Service::SipTls), (4443, Service::Https)]),
+    ("127.0.20.2", false, &[(5061, Service::SipTls), (4443, Service::Https)]),
+];
+
+/// The lab's certificates: the CA, the legacy pool's (RSA, SHA-1) and the new pool's
+/// (ECDSA, covering the autodiscover name).
+struct LabPki {
+    ca: Ca,
+    legacy: Issued,
+    new: Issued,
+}
+
+fn lab_pki() -> Result<LabPki, openssl::error::ErrorStack> {
+    let ca = Ca::new("Contoso Lab Root CA", KeyKind::Rsa2048, MessageDigest::sha256())?;
+    let legacy = ca.issue(&Leaf {
+        cn: "ocspool.contoso.test",
+        sans: &["ocspool.contoso.test", "ocsweb.contoso.test"],
+        to_days: 365,
+        digest: MessageDigest::sha1(),
+        key: KeyKind::Rsa2048,
+        ..Leaf::default()
+    })?;
+    let new = ca.issue(&Leaf {
+        cn: "lyncpool.contoso.test",
+        sans: &["lyncpool.contoso.test", "lyncdiscoverinternal.contoso.test", "lyncweb.contoso.test"],
+        to_days: 365,
+        ..Leaf::default()
+    })?;
+    Ok(LabPki { ca, legacy, new })
+}
+
+fn acceptor(cert: &Issued, legacy: bool) -> Result<SslAcceptor, openssl::error::ErrorStack> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())?;
+    if legacy {
+        // What OCS 2007 R2 offers: TLS 1.0 and nothing else. Level 0 first: a SHA-1
+        // certificate is refused at load time above it.
+        b.set_security_level(0);
+        b.clear_options(SslOptions::NO_TLSV1 | SslOptions::NO_TLSV1_1);
+        b.set_cipher_list("ALL:@SECLEVEL=0")?;
+        b.set_min_proto_version(Some(SslVersion::TLS1))?;
+        b.set_max_proto_version(Some(SslVersion::TLS1))?;
+    }
+    b.set_private_key(&cert.key)?;
+    b.set_certificate(&cert.cert)?;
+    Ok(b.build())
+}
+
+/// Serves one accepted connection.
+async fn serve(tcp: TcpStream, service: Service, acceptor: Arc<SslAcceptor>) {
+    if service == Service::Tcp {
+        return;
+    }
+    let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
+    let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+    if Pin::new(&mut tls).accept().await.is_err() {
+        return;
+    }
+    match service {
+        Service::SipTls => {
+            // Hold the connection until the client closes (bounded read).
+            let mut buf = [0u8; 4096];
+            let mut total = 0;
+            while let Ok(n) = tls.read(&mut buf).await {
+                total += n;
+                if n == 0 || total > 65_536 {
+                    break;
+                }
+            }
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        }
+        Service::Https => {
+            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                Ok::<_, std::convert::Infallible>(web(req.uri().path()))
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+        }
+        Service::Tcp => {}
+    }
+}
+
+/// The lab's web services: the Lync 2013 autodiscover root, 404 elsewhere.
+fn web(path: &str) -> Response<Full<Bytes>> {
+    if path.eq_ignore_ascii_case("/autodiscover/autodiscoverservice.svc/root") {
+        let body = r#"{"AccessLocation":"Internal","Root":{"Links":[{"token":"Domain","href":"https://lyncweb.contoso.test/Autodiscover/AutodiscoverService.svc/root/domain"},{"token":"User","href":"https://lyncweb.contoso.test/Autodiscover/AutodiscoverService.svc/root/oauth/user"}]}}"#;
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        r.headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        r
+    } else {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"not found\n")));
+        *r.status_mut() = StatusCode::NOT_FOUND;
+        r
+    }
+}
 
 /// The lab zone.
 pub fn zone() -> Vec<Record> {
@@ -62,23 +191,30 @@ pub fn zone() -> Vec<Record> {
 impl Lab {
     /// Starts the DNS responder and every member's listeners.
     pub async fn start() -> std::io::Result<Lab> {
+        let pki = lab_pki().map_err(std::io::Error::other)?;
+        let ca_file = std::env::temp_dir().join(format!("coexistd-demo-ca-{}.pem", std::process::id()));
+        std::fs::write(&ca_file, pki.ca.issued.cert.to_pem().map_err(std::io::Error::other)?)?;
+        let legacy = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
+        let new = Arc::new(acceptor(&pki.new, false).map_err(std::io::Error::other)?);
         let dns = DnsServer::start("127.0.0.1:0".parse().expect("literal"), zone()).await?;
-        let mut listeners = Vec::new();
-        for (ip, ports) in MEMBERS {
-            for port in *ports {
+        let mut lab = Lab { dns, ca_file, listeners: Vec::new() };
+        for (ip, is_legacy, ports) in MEMBERS {
+            for &(port, service) in *ports {
                 let addr: SocketAddr = format!("{ip}:{port}").parse().expect("literal");
                 let l = TcpListener::bind(addr).await.map_err(|e| {
                     std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))
                 })?;
-                listeners.push(tokio::spawn(async move {
+                let acceptor = if *is_legacy { legacy.clone() } else { new.clone() };
+                lab.listeners.push(tokio::spawn(async move {
                     loop {
-                        // Accept and close: a tcp check needs a completed handshake only.
-                        let _ = l.accept().await;
+                        if let Ok((tcp, _)) = l.accept().await {
+                            tokio::spawn(serve(tcp, service, acceptor.clone()));
+                        }
                     }
                 }));
             }
         }
-        Ok(Lab { dns, listeners })
+        Ok(lab)
     }
 
     /// The agent configuration for this lab, answering HTTP on `listen`.
@@ -94,25 +230,31 @@ labels = {{ site = "demo-lab" }}
 [dns]
 servers = ["{dns}"]
 
+[tls]
+ca_file = "{ca}"
+
 [[pools]]
 name = "ocs2007r2"
 role = "legacy"
 fqdn = "ocspool.{DOMAIN}"
+tls_min_version = "1.0"
 
 [[pools]]
 name = "lync2013"
 role = "new"
 fqdn = "lyncpool.{DOMAIN}"
 
-# Every pool: the SIP/TLS port and the web services port accept connections.
+# Every pool: SIP over TLS answers with a trusted certificate for the pool FQDN that is
+# valid for 14 more days at least. The legacy pool speaks TLS 1.0 only (see its pool).
 [[checks]]
-name = "sip-tls-port"
-kind = "tcp"
+name = "sip-tls"
+kind = "tls"
 port = 5061
+min_days_valid = 14
 
 [[checks]]
-name = "web-services-port"
-kind = "tcp"
+name = "web-services-tls"
+kind = "tls"
 port = 4443
 
 # Only the legacy pool still offers SIP over TCP.
@@ -121,6 +263,14 @@ name = "sip-tcp-port"
 kind = "tcp"
 port = 5060
 pools = ["ocs2007r2"]
+
+# Lync 2013 autodiscover, as internal clients ask for it.
+[[checks]]
+name = "autodiscover"
+kind = "http"
+pools = ["lync2013"]
+url = "https://lyncdiscoverinternal.{DOMAIN}:4443/autodiscover/autodiscoverservice.svc/root"
+body_contains = "AutodiscoverService.svc/root/domain"
 
 # The pool FQDN resolves (any A record).
 [[checks]]
@@ -163,6 +313,7 @@ type = "A"
 expect = ["127.0.20.1", "127.0.20.2"]
 "#,
             dns = self.dns.addr,
+            ca = self.ca_file.display(),
         )
     }
 }

@@ -101,7 +101,7 @@ impl HttpSpec {
 fn parse_url(u: &str) -> Result<(String, u16, String), String> {
     let uri: hyper::Uri = u.parse().map_err(|e| format!("{u:?} is not a URL: {e}"))?;
     if uri.scheme_str() != Some("https") {
-        return Err(format!("{u:?}: only https:// URLs are probed"));
+        return Err(format!("{u:?} is not probed: only https:// URLs are"));
     }
     let host = uri.host().ok_or_else(|| format!("{u:?} has no host"))?.trim_matches(['[', ']']).to_owned();
     let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());

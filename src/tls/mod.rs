@@ -377,8 +377,8 @@ fn classify_openssl(e: &openssl::ssl::Error) -> (FailureReason, String) {
     } else {
         FailureReason::TlsHandshake
     };
-    let detail = if stack.is_empty() { text } else { format!("{text}: {stack}") };
-    (reason, detail)
+    // The error's text already includes the OpenSSL error stack when there is one.
+    (reason, text)
 }
 
 /// Finds the rustls error inside an I/O error from the handshake.
