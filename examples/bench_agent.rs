@@ -6,6 +6,7 @@
 //!   --pools 500 --checks-per-pool 20   (10,000 instances)
 //!   --interval 10s --warmup 15s --window 60s
 //!   --literal                          (target 127.0.0.1 directly: no DNS lookup per probe)
+//!   --kind tls                         (tls checks: TLS 1.3, ECDSA P-256 chain from a test CA)
 //! ```
 //!
 //! This process runs the peers: a DNS responder that resolves every pool FQDN to
@@ -21,7 +22,29 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use coexistd::lab::dns_server::{a, DnsServer};
+use coexistd::lab::pki;
+use openssl::hash::MessageDigest;
+use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Completes the handshake, then waits for the client to close.
+async fn tls_serve(tcp: tokio::net::TcpStream, acceptor: Arc<SslAcceptor>) {
+    let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
+    let Ok(mut s) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
+    if std::pin::Pin::new(&mut s).accept().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = s.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+    let _ = s.shutdown().await;
+}
 
 struct Opts {
     pools: usize,
@@ -30,6 +53,7 @@ struct Opts {
     warmup: Duration,
     window: Duration,
     literal: bool,
+    tls: bool,
 }
 
 fn opts() -> Opts {
@@ -40,6 +64,7 @@ fn opts() -> Opts {
         warmup: Duration::from_secs(15),
         window: Duration::from_secs(60),
         literal: false,
+        tls: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -49,6 +74,7 @@ fn opts() -> Opts {
             "--pools" => o.pools = v.parse().expect("--pools N"),
             "--checks-per-pool" => o.checks = v.parse().expect("--checks-per-pool N"),
             "--interval" => o.interval = v,
+            "--kind" => o.tls = v == "tls",
             "--warmup" => o.warmup = humantime::parse_duration(&v).expect("--warmup 15s"),
             "--window" => o.window = humantime::parse_duration(&v).expect("--window 60s"),
             "--literal" => {
@@ -121,13 +147,30 @@ fn main() {
     let _guard = rt.enter();
     let records = (0..o.pools).map(|p| a(&format!("pool{p}.bench.test"), "127.0.0.1")).collect();
     let dns = rt.block_on(DnsServer::start("127.0.0.1:0".parse().unwrap(), records)).unwrap();
+    // TLS: a P-256 CA and a P-256 leaf covering every pool name, served by OpenSSL here.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki::Ca::new("Bench Root", pki::KeyKind::P256, MessageDigest::sha256()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
+    let leaf = ca
+        .issue(&pki::Leaf { cn: "*.bench.test", sans: &["*.bench.test", "127.0.0.1"], ..Default::default() })
+        .unwrap();
+    let acceptor = {
+        let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+        b.set_private_key(&leaf.key).unwrap();
+        b.set_certificate(&leaf.cert).unwrap();
+        Arc::new(b.build())
+    };
     let mut ports = Vec::new();
     for _ in 0..o.checks {
         let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         ports.push(l.local_addr().unwrap().port());
+        let (acceptor, tls) = (acceptor.clone(), o.tls);
         rt.spawn(async move {
             loop {
-                let _ = l.accept().await;
+                let Ok((tcp, _)) = l.accept().await else { continue };
+                if tls {
+                    tokio::spawn(tls_serve(tcp, acceptor.clone()));
+                }
             }
         });
     }
@@ -136,8 +179,10 @@ fn main() {
         l.local_addr().unwrap()
     };
     let mut cfg = format!(
-        "[agent]\nlisten = \"{listen}\"\ninterval = \"{}\"\ntimeout = \"5s\"\nlabels = {{ site = \"bench\" }}\n[dns]\nservers = [\"{}\"]\n",
-        o.interval, dns.addr
+        "[agent]\nlisten = \"{listen}\"\ninterval = \"{}\"\ntimeout = \"5s\"\nlabels = {{ site = \"bench\" }}\n[dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n",
+        o.interval,
+        dns.addr,
+        ca_file.display()
     );
     for p in 0..o.pools {
         cfg.push_str(&format!(
@@ -147,9 +192,9 @@ fn main() {
     }
     for (c, port) in ports.iter().enumerate() {
         let host = if o.literal { "host = \"127.0.0.1\"\n" } else { "" };
-        cfg.push_str(&format!("[[checks]]\nname = \"check{c}\"\nkind = \"tcp\"\nport = {port}\n{host}"));
+        let kind = if o.tls { "tls" } else { "tcp" };
+        cfg.push_str(&format!("[[checks]]\nname = \"check{c}\"\nkind = \"{kind}\"\nport = {port}\n{host}"));
     }
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, cfg).unwrap();
     let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/coexistd");
@@ -162,7 +207,12 @@ fn main() {
         .expect("build the release binary first: cargo build --release");
     let pid = child.id();
     let instances = o.pools * o.checks;
-    eprintln!("{instances} instances, interval {}, DNS per probe: {}", o.interval, !o.literal);
+    eprintln!(
+        "{instances} {} instances, interval {}, DNS per probe: {}",
+        if o.tls { "tls" } else { "tcp" },
+        o.interval,
+        !o.literal
+    );
     std::thread::sleep(o.warmup);
 
     // Window 1: probes only, no scrape, for CPU per probe and schedule lag.

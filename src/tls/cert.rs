@@ -2,6 +2,9 @@
 //! dashboard (subject, issuer, names, signature algorithm — a SHA-1 signature shows —
 //! validity) without opening the certificate.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
@@ -32,13 +35,36 @@ pub struct CertSummary {
 
 /// Summarises certificates given as DER (rustls' view of the chain); unparseable ones
 /// are skipped.
-pub fn summarize_der(chain: &[CertificateDer<'_>]) -> Vec<CertSummary> {
-    chain.iter().filter_map(|der| X509::from_der(der.as_ref()).ok()).map(|x| summarize(&x)).collect()
+pub fn summarize_der(chain: &[CertificateDer<'_>]) -> Vec<Arc<CertSummary>> {
+    chain.iter().filter_map(|der| cached(der.as_ref())).collect()
 }
 
 /// Summarises an OpenSSL chain.
-pub fn summarize_stack(chain: &StackRef<X509>) -> Vec<CertSummary> {
-    chain.iter().map(summarize).collect()
+pub fn summarize_stack(chain: &StackRef<X509>) -> Vec<Arc<CertSummary>> {
+    chain.iter().filter_map(|x| x.to_der().ok()).filter_map(|der| cached(&der)).collect()
+}
+
+/// Summaries by SHA-256 of the DER. A pool presents the same certificate probe after
+/// probe; parsing it with OpenSSL 3 every time cost a fifth of a TLS probe's CPU.
+static CACHE: Mutex<Option<HashMap<[u8; 32], Arc<CertSummary>>>> = Mutex::new(None);
+
+/// Entries kept at most; the cache starts over when full.
+const CACHE_MAX: usize = 4096;
+
+fn cached(der: &[u8]) -> Option<Arc<CertSummary>> {
+    let fp: [u8; 32] = ring::digest::digest(&ring::digest::SHA256, der).as_ref().try_into().ok()?;
+    if let Some(s) = CACHE.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|c| c.get(&fp)) {
+        return Some(s.clone());
+    }
+    let x509 = X509::from_der(der).ok()?;
+    let summary = Arc::new(summarize(&x509));
+    let mut guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = guard.get_or_insert_with(HashMap::new);
+    if cache.len() >= CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(fp, summary.clone());
+    Some(summary)
 }
 
 /// Summarises one certificate.
