@@ -222,13 +222,24 @@ fn the_example_config_is_valid() {
     let c = Config::parse(&example_text(), "example").expect("example config must parse");
     assert_eq!(c.pools.len(), 2);
     assert_eq!(c.pools[0].role.as_str(), "legacy");
-    // 4 per-pool checks x 2 pools - 1 + 1 restricted + 6 pool-less = 15 (see the file).
-    assert_eq!(c.instances.len(), 15);
+    // per pool: 2 tls + 1 dns + 1 http x 2 pools = 8; restricted to one pool: 3; pool-less: 8.
+    assert_eq!(c.instances.len(), 19);
     let srv = c.instances.iter().find(|i| i.check == "sipinternaltls-srv").unwrap();
     assert!(srv.pool.is_none());
     assert_eq!(srv.target, "_sipinternaltls._tcp.contoso.com");
-    let tcp = c.instances.iter().find(|i| i.check == "sip-tls-port" && i.pool_name() == "ocs2007r2").unwrap();
-    assert_eq!(tcp.target, "ocspool.contoso.com:5061");
+    let tls = c.instances.iter().find(|i| i.check == "sip-tls" && i.pool_name() == "ocs2007r2").unwrap();
+    assert_eq!(tls.target, "ocspool.contoso.com:5061");
+    match &tls.spec {
+        coexistd::probe::CheckSpec::Tls(t) => {
+            assert_eq!(
+                t.opts.min_version,
+                coexistd::tls::TlsVersion::V1_0,
+                "the pool's tls_min_version applies"
+            );
+            assert_eq!(t.opts.min_days_valid, Some(14));
+        }
+        other => panic!("{other:?}"),
+    }
     let meet = c.instances.iter().find(|i| i.check == "meet-url").unwrap();
     assert_eq!(meet.interval, std::time::Duration::from_secs(60));
 }
