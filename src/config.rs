@@ -316,8 +316,12 @@ pub struct RawCheck {
     pub url: Option<Spanned<String>>,
     /// http: path on the target host (with `port`, default 443).
     pub path: Option<Spanned<String>>,
-    /// http: accepted status codes (default: any 2xx).
+    /// http, sip: accepted status codes (default: any 2xx).
     pub expect_status: Option<Spanned<Vec<u16>>>,
+    /// sip: udp, tcp or tls.
+    pub transport: Option<Spanned<String>>,
+    /// sip: Request-URI user part.
+    pub user: Option<Spanned<String>>,
     /// http: text the body must contain.
     pub body_contains: Option<Spanned<String>>,
 }
@@ -346,6 +350,8 @@ impl RawCheck {
         key!(path, "path");
         key!(expect_status, "expect_status");
         key!(body_contains, "body_contains");
+        key!(transport, "transport");
+        key!(user, "user");
         keys
     }
 

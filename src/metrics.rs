@@ -43,7 +43,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 const CHUNK: usize = 256 * 1024;
 
 /// The per-instance families, in exposition order: (name, help, type).
-const INSTANCE_FAMILIES: [(&str, &str, MetricType); 13] = [
+const INSTANCE_FAMILIES: [(&str, &str, MetricType); 15] = [
     ("coexist_probe_success", "1 if the last probe passed, 0 if it failed.", MetricType::Gauge),
     ("coexist_probe_last_duration_seconds", "Duration of the last probe.", MetricType::Gauge),
     ("coexist_probe_duration_seconds", "Probe durations.", MetricType::Histogram),
@@ -79,6 +79,12 @@ const INSTANCE_FAMILIES: [(&str, &str, MetricType); 13] = [
     (
         "coexist_tls_cert_info",
         "1, labelled with the leaf certificate the peer sent last (a SHA-1 signature shows here).",
+        MetricType::Gauge,
+    ),
+    ("coexist_sip_status_code", "Final SIP status of the last OPTIONS transaction.", MetricType::Gauge),
+    (
+        "coexist_sip_server_info",
+        "1, labelled with the Server (or User-Agent) header of the last SIP response.",
         MetricType::Gauge,
     ),
 ];
@@ -346,7 +352,20 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
                 w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
             }
         }
-        _ => unreachable!("INSTANCE_FAMILIES has 13 entries"),
+        13 => {
+            if let Some(code) = last.and_then(|l| l.outcome.sip_status) {
+                w.sample(name, "", labels, None, Value::U(u64::from(code)));
+            }
+        }
+        14 => {
+            if let Some(server) = last.and_then(|l| l.outcome.sip_server.as_deref()) {
+                let mut extra = String::from(",server=\"");
+                escape_label_value(&mut extra, server);
+                extra.push('"');
+                w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
+            }
+        }
+        _ => unreachable!("INSTANCE_FAMILIES has 15 entries"),
     }
 }
 

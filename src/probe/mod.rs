@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod sip;
 pub mod tcp;
 pub mod tls;
 
@@ -29,6 +30,8 @@ pub enum Kind {
     Tls,
     /// HTTPS GET.
     Http,
+    /// SIP OPTIONS over UDP, TCP or TLS.
+    Sip,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Dns => "dns",
             Kind::Tls => "tls",
             Kind::Http => "http",
+            Kind::Sip => "sip",
         }
     }
 }
@@ -54,6 +58,8 @@ pub enum CheckSpec {
     Tls(tls::TlsSpec),
     /// See [`http::HttpSpec`].
     Http(http::HttpSpec),
+    /// See [`sip::SipSpec`].
+    Sip(sip::SipSpec),
 }
 
 impl CheckSpec {
@@ -64,6 +70,7 @@ impl CheckSpec {
             CheckSpec::Dns(_) => Kind::Dns,
             CheckSpec::Tls(_) => Kind::Tls,
             CheckSpec::Http(_) => Kind::Http,
+            CheckSpec::Sip(_) => Kind::Sip,
         }
     }
 
@@ -72,7 +79,7 @@ impl CheckSpec {
         match self {
             CheckSpec::Tcp(_) => FailureReason::Timeout,
             CheckSpec::Dns(_) => FailureReason::DnsTimeout,
-            CheckSpec::Tls(_) | CheckSpec::Http(_) => FailureReason::Timeout,
+            CheckSpec::Tls(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) => FailureReason::Timeout,
         }
     }
 }
@@ -84,6 +91,7 @@ pub fn build_spec(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(CheckSpec, String
         Kind::Dns => dns::DnsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Dns(s), t)),
         Kind::Tls => tls::TlsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tls(s), t)),
         Kind::Http => http::HttpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Http(s), t)),
+        Kind::Sip => sip::SipSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Sip(s), t)),
     }
 }
 
@@ -105,6 +113,7 @@ pub async fn run(spec: &CheckSpec, cx: &ProbeContext) -> Outcome {
         CheckSpec::Dns(s) => dns::probe(s, cx).await,
         CheckSpec::Tls(s) => tls::probe(s, cx).await,
         CheckSpec::Http(s) => http::probe(s, cx).await,
+        CheckSpec::Sip(s) => sip::probe(s, cx).await,
     }
 }
 
@@ -154,11 +163,15 @@ pub enum FailureReason {
     HttpStatus,
     /// The HTTP body does not contain the expected text.
     HttpBody,
+    /// The final SIP status is not one of those expected.
+    SipStatus,
+    /// What came back is not a well-formed SIP response (or is larger than 64 KiB).
+    SipMalformed,
 }
 
 impl FailureReason {
     /// Every reason, in label order.
-    pub const ALL: [FailureReason; 21] = [
+    pub const ALL: [FailureReason; 23] = [
         FailureReason::Timeout,
         FailureReason::Refused,
         FailureReason::Unreachable,
@@ -180,6 +193,8 @@ impl FailureReason {
         FailureReason::CertExpiring,
         FailureReason::HttpStatus,
         FailureReason::HttpBody,
+        FailureReason::SipStatus,
+        FailureReason::SipMalformed,
     ];
 
     /// The `reason` label value.
@@ -206,6 +221,8 @@ impl FailureReason {
             FailureReason::CertExpiring => "cert_expiring",
             FailureReason::HttpStatus => "http_status",
             FailureReason::HttpBody => "http_body",
+            FailureReason::SipStatus => "sip_status",
+            FailureReason::SipMalformed => "sip_malformed",
         }
     }
 
@@ -261,22 +278,25 @@ pub struct Outcome {
     pub dns_answers: Option<u64>,
     /// TLS-speaking kinds: what the handshake showed (also on failure, when it got that far).
     pub tls: Option<std::sync::Arc<crate::tls::TlsInfo>>,
+    /// sip: the final status code received.
+    pub sip_status: Option<u16>,
+    /// sip: the peer's `Server` (or `User-Agent`) header.
+    pub sip_server: Option<String>,
 }
 
 impl Outcome {
     /// A passing outcome.
     pub fn pass(phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome { result: Ok(()), phases, dns_answers: None, tls: None }
+        Outcome { result: Ok(()), phases, dns_answers: None, tls: None, sip_status: None, sip_server: None }
+    }
+
+    fn with_result(result: Result<(), Failure>, phases: Vec<(Phase, Duration)>) -> Outcome {
+        Outcome { result, ..Outcome::pass(phases) }
     }
 
     /// A failing outcome.
     pub fn fail(reason: FailureReason, detail: impl Into<String>, phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome {
-            result: Err(Failure { reason, detail: detail.into() }),
-            phases,
-            dns_answers: None,
-            tls: None,
-        }
+        Outcome::with_result(Err(Failure { reason, detail: detail.into() }), phases)
     }
 
     /// The failure reason, if any.

@@ -527,6 +527,14 @@ impl AsyncWrite for TlsStream {
 }
 
 impl TlsStream {
+    /// The local address of the underlying TCP connection.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            TlsStream::Rustls(s) => s.get_ref().0.local_addr().ok(),
+            TlsStream::OpenSsl(s) => s.get_ref().local_addr().ok(),
+        }
+    }
+
     /// Closes the connection and waits briefly for the peer's last word.
     ///
     /// In TLS 1.3 the client's handshake ends before the server has checked the client

@@ -1,0 +1,632 @@
+//! SIP messages on the wire, without sockets: the OPTIONS request a probe sends
+//! (RFC 3261 §8.1.1) and a parser for what comes back.
+//!
+//! The parser takes bytes and says: a complete message (and how many bytes it used),
+//! more bytes needed, or malformed. It never reads past [`MAX_MESSAGE`] bytes, so a peer
+//! cannot make the probe buffer without bound; header names in compact form (`v`, `i`,
+//! `l`, `f`, `t`, `m`, …) are expanded and folded header lines are joined.
+
+use std::fmt::Write;
+
+/// Upper bound of one SIP message, headers and body (64 KiB).
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The RFC 3261 magic cookie every branch starts with.
+pub const BRANCH_COOKIE: &str = "z9hG4bK";
+
+/// Transport named in the Via header and the Request-URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+}
+
+impl Transport {
+    /// `UDP`, `TCP`, `TLS` as in `Via: SIP/2.0/TLS`.
+    pub fn via_token(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// `udp`, `tcp`, `tls` as in `;transport=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+}
+
+/// The identity of one OPTIONS transaction: what a response must echo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// Via branch, `z9hG4bK…`.
+    pub branch: String,
+    /// Call-ID.
+    pub call_id: String,
+    /// CSeq number (the method is OPTIONS).
+    pub cseq: u32,
+}
+
+/// Everything an OPTIONS request is built from.
+#[derive(Debug, Clone)]
+pub struct OptionsParams<'a> {
+    /// Transport of the Via header.
+    pub transport: Transport,
+    /// Host of the Request-URI and To (the pool FQDN).
+    pub host: &'a str,
+    /// Port of the Request-URI.
+    pub port: u16,
+    /// Optional user part of the Request-URI and To.
+    pub user: Option<&'a str>,
+    /// `host:port` of the local socket, the Via sent-by.
+    pub sent_by: &'a str,
+    /// The transaction's identifiers.
+    pub tx: &'a Transaction,
+    /// From tag.
+    pub from_tag: &'a str,
+}
+
+/// `host` with brackets when it is an IPv6 literal.
+fn uri_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// Builds the OPTIONS request bytes.
+pub fn options_request(p: &OptionsParams<'_>) -> Vec<u8> {
+    let host = uri_host(p.host);
+    let user = p.user.map(|u| format!("{u}@")).unwrap_or_default();
+    let transport_param = match p.transport {
+        Transport::Udp => String::new(),
+        t => format!(";transport={}", t.as_str()),
+    };
+    let sent_by_host = p.sent_by.rsplit_once(':').map_or(p.sent_by, |(h, _)| h);
+    let mut s = String::with_capacity(512);
+    let _ = write!(s, "OPTIONS sip:{user}{host}:{}{transport_param} SIP/2.0\r\n", p.port);
+    let _ =
+        write!(s, "Via: SIP/2.0/{} {};branch={};rport\r\n", p.transport.via_token(), p.sent_by, p.tx.branch);
+    s.push_str("Max-Forwards: 70\r\n");
+    let _ = write!(s, "From: <sip:coexistd@{sent_by_host}>;tag={}\r\n", p.from_tag);
+    let _ = write!(s, "To: <sip:{user}{host}>\r\n");
+    let _ = write!(s, "Call-ID: {}\r\n", p.tx.call_id);
+    let _ = write!(s, "CSeq: {} OPTIONS\r\n", p.tx.cseq);
+    let _ = write!(s, "Contact: <sip:coexistd@{}{transport_param}>\r\n", p.sent_by);
+    s.push_str("Accept: application/sdp\r\n");
+    s.push_str(concat!("User-Agent: coexistd/", env!("CARGO_PKG_VERSION"), "\r\n"));
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s.into_bytes()
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    /// `METHOD uri SIP/2.0`.
+    Request {
+        /// Method, e.g. `OPTIONS`.
+        method: String,
+        /// Request-URI.
+        uri: String,
+    },
+    /// `SIP/2.0 code reason`.
+    Response {
+        /// Status code, 100-699.
+        code: u16,
+        /// Reason phrase (may be empty).
+        reason: String,
+    },
+}
+
+/// A parsed SIP message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Request or status line.
+    pub start: StartLine,
+    /// Headers in order, names in their long lower-case form, folded lines joined.
+    pub headers: Vec<(String, String)>,
+    /// The body (Content-Length bytes).
+    pub body: Vec<u8>,
+}
+
+impl Message {
+    /// The first value of header `name` (long form, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name`, comma-separated values split (for Via).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| split_commas(v))
+    }
+
+    /// The status code of a response.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code, .. } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The `branch` parameter of the topmost Via.
+    pub fn top_via_branch(&self) -> Option<&str> {
+        let via = self.header_values("via").next()?;
+        param(via, "branch")
+    }
+
+    /// The CSeq number and method.
+    pub fn cseq(&self) -> Option<(u32, &str)> {
+        let mut it = self.header("cseq")?.split_whitespace();
+        let n = it.next()?.parse().ok()?;
+        Some((n, it.next()?))
+    }
+
+    /// Whether this is the response to transaction `tx` (branch, Call-ID, CSeq).
+    pub fn answers(&self, tx: &Transaction) -> bool {
+        self.status().is_some()
+            && self.top_via_branch() == Some(tx.branch.as_str())
+            && self.header("call-id").map(str::trim) == Some(tx.call_id.as_str())
+            && self.cseq().is_some_and(|(n, m)| n == tx.cseq && m.eq_ignore_ascii_case("OPTIONS"))
+    }
+
+    /// What the peer calls itself: `Server`, else `User-Agent`.
+    pub fn software(&self) -> Option<&str> {
+        self.header("server").or_else(|| self.header("user-agent"))
+    }
+}
+
+/// Splits a header value at commas that are not inside quotes or angle brackets.
+fn split_commas(v: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    for (i, c) in v.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            '<' if !quoted => depth += 1,
+            '>' if !quoted => depth -= 1,
+            ',' if !quoted && depth <= 0 => {
+                out.push(v[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(v[start..].trim());
+    out
+}
+
+/// The value of `;name=value` in a header value.
+fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+    value.split(';').skip(1).find_map(|p| {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The long form of a compact header name (RFC 3261 §7.3.3 and RFC 3841, 4028, …).
+fn long_name(name: &str) -> String {
+    let lower = name.to_ascii_lowercase();
+    let long = match lower.as_str() {
+        "v" => "via",
+        "i" => "call-id",
+        "l" => "content-length",
+        "f" => "from",
+        "t" => "to",
+        "m" => "contact",
+        "c" => "content-type",
+        "e" => "content-encoding",
+        "k" => "supported",
+        "s" => "subject",
+        "o" => "event",
+        "u" => "allow-events",
+        "r" => "refer-to",
+        "x" => "session-expires",
+        _ => return lower,
+    };
+    long.to_owned()
+}
+
+/// Why bytes are not a SIP message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The first line is neither a request line nor a SIP/2.0 status line.
+    #[error("bad start line: {0:?}")]
+    StartLine(String),
+    /// A header line without a colon, or not text.
+    #[error("bad header line: {0:?}")]
+    Header(String),
+    /// Content-Length missing on a stream, not a number, or past the limit.
+    #[error("bad Content-Length: {0}")]
+    ContentLength(String),
+    /// Headers and body exceed [`MAX_MESSAGE`].
+    #[error("message larger than {MAX_MESSAGE} bytes")]
+    TooLarge,
+}
+
+/// The outcome of feeding bytes to the parser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    /// A message and the number of bytes it took.
+    Complete(Message, usize),
+    /// More bytes are needed.
+    Incomplete,
+}
+
+/// Parses one message from the start of `buf`.
+///
+/// `stream` is true on TCP/TLS, where Content-Length frames the message and is
+/// required (RFC 3261 §18.3); over UDP the datagram is the message and a missing
+/// Content-Length means the rest of it.
+pub fn parse(buf: &[u8], stream: bool) -> Result<Parsed, ParseError> {
+    // Leading CRLFs are keep-alives (RFC 5626); skip them.
+    let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+    let buf = &buf[skip..];
+    let Some(head_end) = find(buf, b"\r\n\r\n") else {
+        if buf.len() > MAX_MESSAGE {
+            return Err(ParseError::TooLarge);
+        }
+        return Ok(Parsed::Incomplete);
+    };
+    if head_end > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| ParseError::Header("not UTF-8".into()))?;
+    let mut lines = head.split("\r\n");
+    let first = lines.next().unwrap_or_default();
+    let start = start_line(first)?;
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in lines {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            // Folding: the line continues the previous header's value.
+            let Some(last) = headers.last_mut() else {
+                return Err(ParseError::Header(line.chars().take(80).collect()));
+            };
+            last.1.push(' ');
+            last.1.push_str(line.trim());
+            continue;
+        }
+        let (name, value) =
+            line.split_once(':').ok_or_else(|| ParseError::Header(line.chars().take(80).collect()))?;
+        let name = name.trim_end();
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ParseError::Header(line.chars().take(80).collect()));
+        }
+        headers.push((long_name(name), value.trim().to_owned()));
+    }
+    let body_start = head_end + 4;
+    let length = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.as_str());
+    let body_len = match length {
+        Some(v) => v.parse::<usize>().map_err(|_| ParseError::ContentLength(format!("{v:?}")))?,
+        None if stream => return Err(ParseError::ContentLength("missing on a stream transport".into())),
+        None => buf.len() - body_start,
+    };
+    if body_start + body_len > MAX_MESSAGE {
+        return Err(ParseError::TooLarge);
+    }
+    if buf.len() < body_start + body_len {
+        if !stream {
+            return Err(ParseError::ContentLength(format!(
+                "{body_len} but the datagram has {} body bytes",
+                buf.len() - body_start
+            )));
+        }
+        return Ok(Parsed::Incomplete);
+    }
+    let body = buf[body_start..body_start + body_len].to_vec();
+    Ok(Parsed::Complete(Message { start, headers, body }, skip + body_start + body_len))
+}
+
+fn start_line(line: &str) -> Result<StartLine, ParseError> {
+    let bad = || ParseError::StartLine(line.chars().take(80).collect());
+    if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code: u16 = code.parse().map_err(|_| bad())?;
+        if !(100..=699).contains(&code) || code.to_string().len() != 3 {
+            return Err(bad());
+        }
+        return Ok(StartLine::Response { code, reason: reason.to_owned() });
+    }
+    let mut parts = line.splitn(3, ' ');
+    let (method, uri, version) = (parts.next(), parts.next(), parts.next());
+    match (method, uri, version) {
+        (Some(m), Some(u), Some("SIP/2.0"))
+            if !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase()) && !u.is_empty() =>
+        {
+            Ok(StartLine::Request { method: m.to_owned(), uri: u.to_owned() })
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A fresh random token of `n` hex digits (branch, tag, Call-ID).
+pub fn token(n: usize) -> String {
+    let mut bytes = vec![0u8; n.div_ceil(2)];
+    // ring's system RNG: unpredictable identifiers, so stray or forged responses do not match.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+        let t =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        bytes.iter_mut().enumerate().for_each(|(i, b)| *b = (t >> ((i % 16) * 8)) as u8);
+    }
+    let mut s: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    s.truncate(n);
+    s
+}
+
+/// A new transaction with random identifiers.
+pub fn new_transaction() -> Transaction {
+    Transaction {
+        branch: format!("{BRANCH_COOKIE}{}", token(16)),
+        call_id: format!("{}@coexistd", token(24)),
+        cseq: 1,
+    }
+}
+
+/// Builds the response a lab responder sends to `req` (Via, From, To, Call-ID and CSeq
+/// echoed, a tag added to To).
+pub fn response_to(req: &Message, code: u16, reason: &str, server: &str) -> Vec<u8> {
+    let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+    for (name, value) in &req.headers {
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" => {
+                let _ = write!(s, "{}: {value}\r\n", canonical(name));
+            }
+            "to" if !value.contains(";tag=") => {
+                let _ = write!(s, "To: {value};tag={}\r\n", token(8));
+            }
+            "to" => {
+                let _ = write!(s, "To: {value}\r\n");
+            }
+            _ => {}
+        }
+    }
+    let _ = write!(
+        s,
+        "Server: {server}\r\nAllow: INVITE, ACK, CANCEL, OPTIONS, BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    s.into_bytes()
+}
+
+fn canonical(name: &str) -> &'static str {
+    match name {
+        "via" => "Via",
+        "from" => "From",
+        "call-id" => "Call-ID",
+        "cseq" => "CSeq",
+        _ => "X",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx() -> Transaction {
+        Transaction { branch: "z9hG4bK1a2b3c".into(), call_id: "c0ffee@coexistd".into(), cseq: 1 }
+    }
+
+    #[test]
+    fn options_request_is_rfc3261_shaped() {
+        let t = tx();
+        let req = options_request(&OptionsParams {
+            transport: Transport::Tls,
+            host: "lyncpool.contoso.com",
+            port: 5061,
+            user: None,
+            sent_by: "10.0.0.5:50432",
+            tx: &t,
+            from_tag: "f00d",
+        });
+        let want = "OPTIONS sip:lyncpool.contoso.com:5061;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS 10.0.0.5:50432;branch=z9hG4bK1a2b3c;rport\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:coexistd@10.0.0.5>;tag=f00d\r\n\
+To: <sip:lyncpool.contoso.com>\r\n\
+Call-ID: c0ffee@coexistd\r\n\
+CSeq: 1 OPTIONS\r\n\
+Contact: <sip:coexistd@10.0.0.5:50432;transport=tls>\r\n\
+Accept: application/sdp\r\n"
+            .to_owned()
+            + concat!("User-Agent: coexistd/", env!("CARGO_PKG_VERSION"), "\r\n")
+            + "Content-Length: 0\r\n\r\n";
+        assert_eq!(String::from_utf8(req).unwrap(), want);
+    }
+
+    #[test]
+    fn udp_request_with_user_and_ipv6() {
+        let t = tx();
+        let req = options_request(&OptionsParams {
+            transport: Transport::Udp,
+            host: "2001:db8::1",
+            port: 5060,
+            user: Some("ping"),
+            sent_by: "[2001:db8::5]:5070",
+            tx: &t,
+            from_tag: "x",
+        });
+        let text = String::from_utf8(req).unwrap();
+        assert!(text.starts_with(
+            "OPTIONS sip:ping@[2001:db8::1]:5060 SIP/2.0\r\nVia: SIP/2.0/UDP [2001:db8::5]:5070;branch="
+        ));
+        assert!(text.contains("From: <sip:coexistd@[2001:db8::5]>;tag=x\r\n"));
+        assert!(text.contains("To: <sip:ping@[2001:db8::1]>\r\n"));
+    }
+
+    fn complete(bytes: &[u8], stream: bool) -> (Message, usize) {
+        match parse(bytes, stream).unwrap() {
+            Parsed::Complete(m, n) => (m, n),
+            Parsed::Incomplete => panic!("incomplete"),
+        }
+    }
+
+    const LYNC_200: &[u8] = b"SIP/2.0 200 OK\r\n\
+Via: SIP/2.0/TLS 10.0.0.5:50432;branch=z9hG4bK1a2b3c;rport=50432;received=10.0.0.5;ms-received-port=50432;ms-received-cid=1D3F00\r\n\
+From: <sip:coexistd@10.0.0.5>;tag=f00d\r\n\
+To: <sip:lyncpool.contoso.com>;tag=8A1B2C3D4E\r\n\
+Call-ID: c0ffee@coexistd\r\n\
+CSeq: 1 OPTIONS\r\n\
+Allow: INVITE, BYE, ACK, CANCEL, INFO, UPDATE, REFER, NOTIFY, BENOTIFY, OPTIONS\r\n\
+Supported: ms-dialog-route-set-update, timer\r\n\
+Server: RTC/5.0\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_lync_200_matches_its_transaction() {
+        let (m, n) = complete(LYNC_200, true);
+        assert_eq!(n, LYNC_200.len());
+        assert_eq!(m.status(), Some(200));
+        assert_eq!(m.software(), Some("RTC/5.0"));
+        assert!(m.answers(&tx()));
+        let mut other = tx();
+        other.branch = "z9hG4bKdifferent".into();
+        assert!(!m.answers(&other));
+        other = tx();
+        other.call_id = "other@x".into();
+        assert!(!m.answers(&other));
+        other = tx();
+        other.cseq = 2;
+        assert!(!m.answers(&other));
+    }
+
+    #[test]
+    fn a_401_ntlm_challenge_and_ms_diagnostics() {
+        let raw = b"SIP/2.0 401 Unauthorized\r\n\
+Date: Thu, 26 Nov 2026 04:13:09 GMT\r\n\
+WWW-Authenticate: NTLM realm=\"SIP Communications Service\", targetname=\"lyncfe1.contoso.com\", version=4\r\n\
+WWW-Authenticate: Kerberos realm=\"SIP Communications Service\", targetname=\"sip/lyncfe1.contoso.com\", version=4\r\n\
+From: <sip:coexistd@10.0.0.5>;tag=f00d\r\n\
+To: <sip:lyncpool.contoso.com>;tag=ABC\r\n\
+Call-ID: c0ffee@coexistd\r\n\
+CSeq: 1 OPTIONS\r\n\
+Via: SIP/2.0/TLS 10.0.0.5:50432;branch=z9hG4bK1a2b3c;ms-received-port=50432;ms-received-cid=1D3F00\r\n\
+ms-diagnostics: 1000;reason=\"Final handshake failed\";source=\"lyncfe1.contoso.com\"\r\n\
+Server: RTC/5.0\r\n\
+Content-Length: 0\r\n\r\n";
+        let (m, _) = complete(raw, true);
+        assert_eq!(m.status(), Some(401));
+        assert!(m.answers(&tx()));
+        assert_eq!(m.header_values("www-authenticate").count(), 2 + 4, "comma-separated values are split");
+        assert!(m.header("ms-diagnostics").unwrap().starts_with("1000;reason="));
+    }
+
+    #[test]
+    fn a_403_and_a_503_with_ms_via_parameters() {
+        let raw = b"SIP/2.0 503 Service Unavailable\r\n\
+Via: SIP/2.0/TLS 10.0.0.5:50432;branch=z9hG4bK1a2b3c;ms-received-port=50432;ms-received-cid=AB00\r\n\
+Via: SIP/2.0/TLS 10.0.0.9:5061;branch=z9hG4bKouter\r\n\
+From: <sip:coexistd@10.0.0.5>;tag=f00d\r\n\
+To: <sip:lyncpool.contoso.com>;tag=1\r\n\
+Call-ID: c0ffee@coexistd\r\n\
+CSeq: 1 OPTIONS\r\n\
+ms-diagnostics: 1008;reason=\"Unable to resolve DNS SRV record\"\r\n\
+Content-Length: 0\r\n\r\n";
+        let (m, _) = complete(raw, true);
+        assert_eq!(m.status(), Some(503));
+        assert_eq!(m.top_via_branch(), Some("z9hG4bK1a2b3c"));
+        assert!(m.answers(&tx()));
+        let raw403 = b"SIP/2.0 403 Forbidden\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1a2b3c\r\ni: c0ffee@coexistd\r\nCSeq: 1 OPTIONS\r\nl: 0\r\n\r\n";
+        let (m, _) = complete(raw403, true);
+        assert_eq!(m.status(), Some(403));
+        assert!(m.answers(&tx()), "compact Via, Call-ID and Content-Length");
+    }
+
+    #[test]
+    fn compact_forms_and_folding() {
+        let raw = b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP 10.0.0.5:5060\r\n ;branch=z9hG4bK1a2b3c\r\ni: c0ffee@coexistd\r\nf: <sip:a@b>;tag=1\r\nt: <sip:c@d>\r\nCSeq: 1\r\n\tOPTIONS\r\nl: 4\r\n\r\nbodyEXTRA";
+        let (m, n) = complete(raw, true);
+        assert_eq!(m.header("via"), Some("SIP/2.0/UDP 10.0.0.5:5060 ;branch=z9hG4bK1a2b3c"));
+        assert_eq!(m.cseq(), Some((1, "OPTIONS")));
+        assert_eq!(m.body, b"body");
+        assert_eq!(n, raw.len() - 5, "the next message starts after the body");
+        assert!(m.answers(&tx()));
+    }
+
+    #[test]
+    fn incomplete_messages_ask_for_more() {
+        assert_eq!(parse(&LYNC_200[..40], true).unwrap(), Parsed::Incomplete);
+        let with_body = b"SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\n12345";
+        assert_eq!(parse(with_body, true).unwrap(), Parsed::Incomplete);
+        assert!(matches!(parse(with_body, false), Err(ParseError::ContentLength(_))), "a datagram is whole");
+        assert_eq!(parse(b"", true).unwrap(), Parsed::Incomplete);
+    }
+
+    #[test]
+    fn malformed_messages_are_errors() {
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"[..],
+            b"SIP/2.0 OK\r\nContent-Length: 0\r\n\r\n",
+            b"SIP/2.0 99 Low\r\nContent-Length: 0\r\n\r\n",
+            b"SIP/2.0 700 High\r\nContent-Length: 0\r\n\r\n",
+            b"SIP/2.0 2000 OK\r\nContent-Length: 0\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nno colon here\r\n\r\n",
+            b"SIP/2.0 200 OK\r\n continuation first\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nContent-Length: lots\r\n\r\n",
+            b"SIP/2.0 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"\xff\xfe\x00garbage\r\n\r\n",
+            b"options sip:x SIP/2.0\r\nl: 0\r\n\r\n",
+        ] {
+            assert!(parse(bad, true).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+        assert!(matches!(parse(b"SIP/2.0 200 OK\r\n\r\n", true), Err(ParseError::ContentLength(_))));
+        assert!(parse(b"SIP/2.0 200 OK\r\n\r\n", false).is_ok(), "over UDP Content-Length may be missing");
+    }
+
+    #[test]
+    fn oversize_is_refused_before_it_is_buffered() {
+        let mut big = b"SIP/2.0 200 OK\r\nX-Filler: ".to_vec();
+        big.resize(MAX_MESSAGE + 10, b'a');
+        assert_eq!(parse(&big, true), Err(ParseError::TooLarge), "a header that never ends");
+        let huge_body = format!("SIP/2.0 200 OK\r\nContent-Length: {}\r\n\r\n", 10 * 1024 * 1024);
+        assert_eq!(parse(huge_body.as_bytes(), true), Err(ParseError::TooLarge), "a 10 MB announced body");
+    }
+
+    #[test]
+    fn requests_parse_and_responses_echo_them() {
+        let t = tx();
+        let req = options_request(&OptionsParams {
+            transport: Transport::Udp,
+            host: "ocspool.contoso.test",
+            port: 5060,
+            user: None,
+            sent_by: "127.0.0.1:40000",
+            tx: &t,
+            from_tag: "f",
+        });
+        let (m, n) = complete(&req, false);
+        assert_eq!(n, req.len());
+        assert_eq!(
+            m.start,
+            StartLine::Request { method: "OPTIONS".into(), uri: "sip:ocspool.contoso.test:5060".into() }
+        );
+        let resp = response_to(&m, 200, "OK", "lab");
+        let (r, _) = complete(&resp, true);
+        assert!(r.answers(&t));
+        assert!(r.header("to").unwrap().contains(";tag="));
+        assert_eq!(r.software(), Some("lab"));
+    }
+
+    #[test]
+    fn tokens_are_random_hex() {
+        let a = token(16);
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(a, token(16));
+        assert!(new_transaction().branch.starts_with(BRANCH_COOKIE));
+    }
+}

@@ -1,0 +1,367 @@
+//! `kind = "sip"`: an OPTIONS transaction over UDP, TCP or TLS — a real SIP client, not
+//! a regular expression on a TCP stream.
+//!
+//! - **UDP**: the request is retransmitted as RFC 3261 §17.1.2 asks of a non-INVITE
+//!   client transaction (timer E: T1 = 500 ms, doubling, capped at T2 = 4 s) until a
+//!   final response or the deadline; provisional responses are skipped.
+//! - **TCP/TLS**: one request on a fresh connection; responses are framed by
+//!   Content-Length. TLS goes through the project's TLS layer (both engines: the
+//!   legacy pool's SIP is TLS 1.0; mutual TLS with the configured client certificate).
+//!
+//! A response counts only if it answers our transaction (top Via branch, Call-ID,
+//! CSeq); stray and mismatched messages are skipped. Nothing past 64 KiB is read.
+
+pub mod message;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::{tcp, tls, FailureReason, Outcome, Phase, ProbeContext};
+use crate::config::{CheckCx, ConfigError, RawCheck};
+use crate::tls::TlsOptions;
+use message::{Message, OptionsParams, ParseError, Parsed, Transaction, Transport, MAX_MESSAGE};
+
+/// RFC 3261 T1: the first retransmission interval.
+pub const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 T2: the longest retransmission interval of a non-INVITE request.
+pub const T2: Duration = Duration::from_secs(4);
+
+/// A sip check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipSpec {
+    /// Host connected to; Request-URI host, SNI and certificate name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// udp, tcp or tls.
+    pub transport: Transport,
+    /// Optional Request-URI user.
+    pub user: Option<String>,
+    /// Final codes that pass; empty: any 2xx.
+    pub expect_status: Vec<u16>,
+    /// TLS options (tls transport).
+    pub opts: TlsOptions,
+    /// The instance's timeout: the probe ends a little before it, with its own reason.
+    pub budget: Duration,
+}
+
+impl SipSpec {
+    /// Validates the sip keys of `raw`; the target label is `host:port`.
+    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(SipSpec, String), ConfigError> {
+        raw.reject_foreign(
+            cx,
+            &[
+                "host",
+                "port",
+                "transport",
+                "user",
+                "expect_status",
+                "tls_min_version",
+                "tls_skip_verify",
+                "min_days_valid",
+            ],
+        )?;
+        let transport = match &raw.transport {
+            None => Transport::Tls,
+            Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                "tls" => Transport::Tls,
+                other => {
+                    return Err(
+                        cx.err(t.span(), &format!("transport: {other:?} is not one of udp, tcp, tls"))
+                    );
+                }
+            },
+        };
+        let port = match &raw.port {
+            Some(_) => cx.port(raw)?,
+            None if transport == Transport::Tls => 5061,
+            None => 5060,
+        };
+        let expect_status = match &raw.expect_status {
+            None => Vec::new(),
+            Some(v) => {
+                if let Some(bad) = v.get_ref().iter().find(|c| !(200..=699).contains(*c)) {
+                    return Err(
+                        cx.err(v.span(), &format!("expect_status: {bad} is not a final SIP status code"))
+                    );
+                }
+                v.get_ref().clone()
+            }
+        };
+        let user = raw.user.as_ref().map(|u| u.get_ref().clone());
+        if let Some(u) = &raw.user {
+            if u.get_ref().is_empty() || u.get_ref().contains(['@', ' ', '<', '>', ':']) {
+                return Err(cx.err(u.span(), &format!("user: {:?} is not a SIP user part", u.get_ref())));
+            }
+        }
+        let host = cx.host(raw)?;
+        let target = tcp::host_port(&host, port);
+        let spec = SipSpec {
+            host,
+            port,
+            transport,
+            user,
+            expect_status,
+            opts: cx.tls_options(raw)?,
+            budget: cx.timeout,
+        };
+        Ok((spec, target))
+    }
+}
+
+/// Why a transaction produced no usable final response: the reason and a detail.
+#[derive(Debug)]
+pub struct TxError(pub FailureReason, pub String);
+
+/// Runs a sip probe.
+pub async fn probe(spec: &SipSpec, cx: &ProbeContext) -> Outcome {
+    // End a little before the scheduler's deadline so the probe reports its own reason
+    // (a malformed answer, a stall) rather than a bare timeout.
+    let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
+    let mut phases = Vec::with_capacity(4);
+    let tx = message::new_transaction();
+    let result = match spec.transport {
+        Transport::Udp => over_udp(spec, cx, &tx, deadline, &mut phases).await,
+        Transport::Tcp => match tcp::connect(&spec.host, spec.port, cx, &mut phases).await {
+            Err((r, d)) => return Outcome::fail(r, d, phases),
+            Ok(s) => over_stream(spec, s, &tx, deadline, &mut phases).await,
+        },
+        Transport::Tls => {
+            let (stream, info) = match tls::open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
+                Ok(v) => v,
+                Err(o) => return o,
+            };
+            let local = stream.local_addr();
+            let mut o =
+                finish(spec, over_stream_with(spec, stream, local, &tx, deadline, &mut phases).await, phases);
+            o.tls = Some(info);
+            return o;
+        }
+    };
+    finish(spec, result, phases)
+}
+
+fn finish(spec: &SipSpec, result: Result<Message, TxError>, phases: Vec<(Phase, Duration)>) -> Outcome {
+    match result {
+        Err(TxError(reason, detail)) => Outcome::fail(reason, detail, phases),
+        Ok(resp) => {
+            let code = resp.status().unwrap_or(0);
+            let ok = if spec.expect_status.is_empty() {
+                (200..300).contains(&code)
+            } else {
+                spec.expect_status.contains(&code)
+            };
+            let mut o = if ok {
+                Outcome::pass(phases)
+            } else {
+                let reason = match &resp.start {
+                    message::StartLine::Response { reason, .. } => reason.clone(),
+                    message::StartLine::Request { .. } => String::new(),
+                };
+                let diag = resp
+                    .header("ms-diagnostics")
+                    .map(|d| format!(" (ms-diagnostics: {d})"))
+                    .unwrap_or_default();
+                let want = if spec.expect_status.is_empty() {
+                    "2xx".into()
+                } else {
+                    format!("{:?}", spec.expect_status)
+                };
+                Outcome::fail(
+                    FailureReason::SipStatus,
+                    format!("answered {code} {reason}{diag}, expected {want}"),
+                    phases,
+                )
+            };
+            o.sip_status = Some(code);
+            o.sip_server = resp.software().map(|s| s.chars().take(128).collect());
+            o
+        }
+    }
+}
+
+fn params<'a>(spec: &'a SipSpec, sent_by: &'a str, tx: &'a Transaction, tag: &'a str) -> OptionsParams<'a> {
+    OptionsParams {
+        transport: spec.transport,
+        host: &spec.host,
+        port: spec.port,
+        user: spec.user.as_deref(),
+        sent_by,
+        tx,
+        from_tag: tag,
+    }
+}
+
+fn sent_by(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "0.0.0.0:0".into(), |a| a.to_string())
+}
+
+async fn over_udp(
+    spec: &SipSpec,
+    cx: &ProbeContext,
+    tx: &Transaction,
+    deadline: Instant,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<Message, TxError> {
+    let t = Instant::now();
+    let addrs = cx.resolver.lookup_ip(&spec.host).await.map_err(|e| TxError(FailureReason::Resolve, e))?;
+    phases.push((Phase::Resolve, t.elapsed()));
+    let target = SocketAddr::new(addrs[0], spec.port);
+    let bind: SocketAddr = if target.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let io = |e: std::io::Error| TxError(super::connect_reason(&e), format!("UDP {target}: {e}"));
+    let sock = UdpSocket::bind(bind).await.map_err(io)?;
+    sock.connect(target).await.map_err(io)?;
+    let tag = message::token(8);
+    let via = sent_by(sock.local_addr().ok());
+    let request = message::options_request(&params(spec, &via, tx, &tag));
+    let t = Instant::now();
+    let r = udp_transaction(&sock, &request, tx, deadline).await;
+    phases.push((Phase::Request, t.elapsed()));
+    r
+}
+
+/// A socket that sends and receives datagrams: the real one, or a recorder in tests.
+pub trait Datagrams {
+    /// Sends one datagram.
+    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+    /// Receives one datagram.
+    fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl Datagrams for UdpSocket {
+    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::send(self, buf)
+    }
+    fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::recv(self, buf)
+    }
+}
+
+/// The UDP client transaction: send, retransmit on timer E, wait for the final response.
+pub async fn udp_transaction<S: Datagrams + Sync>(
+    sock: &S,
+    request: &[u8],
+    tx: &Transaction,
+    deadline: Instant,
+) -> Result<Message, TxError> {
+    let io = |e: std::io::Error| TxError(super::connect_reason(&e), format!("UDP: {e}"));
+    sock.send(request).await.map_err(io)?;
+    let mut interval = T1;
+    let mut next = Instant::now() + interval;
+    let mut buf = vec![0u8; MAX_MESSAGE];
+    let mut malformed: Option<ParseError> = None;
+    let mut sends = 1u32;
+    loop {
+        tokio::select! {
+            r = sock.recv(&mut buf) => {
+                let n = r.map_err(io)?;
+                match message::parse(&buf[..n], false) {
+                    Ok(Parsed::Complete(m, _)) if m.answers(tx) => {
+                        if m.status().is_some_and(|c| c >= 200) {
+                            return Ok(m);
+                        }
+                        // Provisional: the server has the request; retransmit at T2.
+                        interval = T2;
+                    }
+                    Ok(_) => {}
+                    Err(e) => malformed = Some(e),
+                }
+            }
+            _ = tokio::time::sleep_until(next.min(deadline)) => {
+                if Instant::now() >= deadline {
+                    return Err(match malformed {
+                        Some(e) => TxError(FailureReason::SipMalformed, format!("no valid response; received: {e}")),
+                        None => TxError(FailureReason::Timeout, format!("no final response to {sends} transmissions")),
+                    });
+                }
+                sock.send(request).await.map_err(io)?;
+                sends += 1;
+                interval = (interval * 2).min(T2);
+                next = Instant::now() + interval;
+            }
+        }
+    }
+}
+
+async fn over_stream(
+    spec: &SipSpec,
+    stream: tokio::net::TcpStream,
+    tx: &Transaction,
+    deadline: Instant,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<Message, TxError> {
+    let local = stream.local_addr().ok();
+    over_stream_with(spec, stream, local, tx, deadline, phases).await
+}
+
+async fn over_stream_with<S: AsyncRead + AsyncWrite + Unpin>(
+    spec: &SipSpec,
+    mut stream: S,
+    local: Option<SocketAddr>,
+    tx: &Transaction,
+    deadline: Instant,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<Message, TxError> {
+    let tag = message::token(8);
+    let via = sent_by(local);
+    let request = message::options_request(&params(spec, &via, tx, &tag));
+    let t = Instant::now();
+    let r = match tokio::time::timeout_at(deadline, stream_transaction(&mut stream, &request, tx)).await {
+        Ok(r) => r,
+        Err(_) => Err(TxError(FailureReason::Timeout, "no final response before the deadline".into())),
+    };
+    phases.push((Phase::Request, t.elapsed()));
+    let _ = tokio::time::timeout(Duration::from_millis(50), stream.shutdown()).await;
+    r
+}
+
+/// The stream client transaction: write, then read and frame until our final response.
+pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+    tx: &Transaction,
+) -> Result<Message, TxError> {
+    let io = |e: std::io::Error| TxError(FailureReason::Io, format!("{e}"));
+    stream.write_all(request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Frame and drop every complete message already buffered.
+        loop {
+            match message::parse(&buf, true) {
+                Ok(Parsed::Complete(m, used)) => {
+                    buf.drain(..used);
+                    if m.answers(tx) && m.status().is_some_and(|c| c >= 200) {
+                        return Ok(m);
+                    }
+                }
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => return Err(TxError(FailureReason::SipMalformed, e.to_string())),
+            }
+        }
+        let room = (MAX_MESSAGE + 4).saturating_sub(buf.len()).clamp(1, chunk.len());
+        let n = stream.read(&mut chunk[..room]).await.map_err(io)?;
+        if n == 0 {
+            return Err(if buf.is_empty() {
+                TxError(FailureReason::Io, "connection closed without a response".into())
+            } else {
+                TxError(
+                    FailureReason::SipMalformed,
+                    format!("connection closed after {} bytes of a message", buf.len()),
+                )
+            });
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
