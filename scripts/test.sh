@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real peers (Knot DNS, promtool from
-# Prometheus, openssl s_server, Python's HTTPS server); this script installs them
+# Prometheus, openssl s_server, Python's HTTPS server, Kamailio); this script installs them
 # from Debian's packages when they are missing (needs root or sudo), then runs
 # `cargo test` and prints one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(knot knot-dnsutils prometheus openssl python3)
+packages=(knot knot-dnsutils prometheus openssl python3 kamailio kamailio-tls-modules)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

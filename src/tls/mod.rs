@@ -393,6 +393,19 @@ fn classify_openssl(e: &openssl::ssl::Error) -> (FailureReason, String) {
     (reason, text)
 }
 
+/// The reason for an I/O error on an established connection: a TLS alert from the peer
+/// (e.g. a TLS 1.3 server rejecting the client certificate after the handshake) is a
+/// handshake failure, anything else plain I/O.
+pub fn io_reason(e: &io::Error) -> FailureReason {
+    let alert = matches!(rustls_error(e), Some(rustls::Error::AlertReceived(_)))
+        || e.to_string().to_ascii_lowercase().contains("alert");
+    if alert {
+        FailureReason::TlsHandshake
+    } else {
+        FailureReason::Io
+    }
+}
+
 /// Finds the rustls error inside an I/O error from the handshake.
 fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
     e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())

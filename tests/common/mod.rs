@@ -284,3 +284,159 @@ impl Drop for SServer {
         let _ = self.child.wait();
     }
 }
+
+/// What a test Kamailio does with OPTIONS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KamailioMode {
+    /// 200 OK.
+    Ok,
+    /// 403 Forbidden.
+    Forbidden,
+    /// 200 OK after 3 s.
+    Slow,
+    /// Never answers.
+    Drop,
+}
+
+/// TLS settings of a test Kamailio.
+pub struct KamailioTls<'a> {
+    pub cert: &'a std::path::Path,
+    pub key: &'a std::path::Path,
+    pub ca: &'a std::path::Path,
+    /// `TLSv1.2+`, or `TLSv1` for a legacy (TLS 1.0-only, security level 0) server.
+    pub method: &'a str,
+    /// Require a client certificate signed by `ca`.
+    pub require_client_cert: bool,
+}
+
+/// A real Kamailio (Debian's package, with its TLS module) listening on UDP and TCP
+/// `port` and TLS `tls_port` on 127.0.0.1; killed on drop.
+pub struct Kamailio {
+    pub port: u16,
+    pub tls_port: u16,
+    child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Kamailio {
+    pub fn start(mode: KamailioMode, tls: Option<KamailioTls<'_>>) -> Kamailio {
+        let kamailio = require("kamailio", "kamailio and kamailio-tls-modules");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let tls_port = loop {
+            let p = free_port();
+            if p != port {
+                break p;
+            }
+        };
+        let reply = match mode {
+            KamailioMode::Ok => "sl_send_reply(\"200\", \"OK\");",
+            KamailioMode::Forbidden => "sl_send_reply(\"403\", \"Forbidden\");",
+            KamailioMode::Slow => "usleep(\"3000000\"); sl_send_reply(\"200\", \"OK\");",
+            KamailioMode::Drop => "drop;",
+        };
+        let mut cfg = format!(
+            "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nchildren=2\ntcp_children=2\nauto_aliases=no\n\
+             server_header=\"Server: kamailio-test ({mode:?})\"\n\
+             listen=udp:127.0.0.1:{port}\nlisten=tcp:127.0.0.1:{port}\n\
+             mpath=\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"\n\
+             loadmodule \"sl.so\"\nloadmodule \"cfgutils.so\"\n"
+        );
+        if let Some(t) = &tls {
+            let verify = if t.require_client_cert { "yes" } else { "no" };
+            let legacy = if t.method == "TLSv1" { "cipher_list = ALL:@SECLEVEL=0\n" } else { "" };
+            let tls_cfg = format!(
+                "[server:default]\nmethod = {}\nverify_certificate = {verify}\nrequire_certificate = {verify}\n\
+                 private_key = {}\ncertificate = {}\nca_list = {}\n{legacy}\n\
+                 [client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+                t.method,
+                t.key.display(),
+                t.cert.display(),
+                t.ca.display()
+            );
+            std::fs::write(dir.path().join("tls.cfg"), tls_cfg).unwrap();
+            cfg.push_str(&format!(
+                "enable_tls=yes\nlisten=tls:127.0.0.1:{tls_port}\nloadmodule \"tls.so\"\n\
+                 modparam(\"tls\", \"config\", \"{}\")\n",
+                dir.path().join("tls.cfg").display()
+            ));
+        }
+        cfg.push_str(&format!(
+            "request_route {{\n  if (method == \"OPTIONS\") {{\n    {reply}\n    exit;\n  }}\n  sl_send_reply(\"405\", \"Method Not Allowed\");\n}}\n"
+        ));
+        let path = dir.path().join("kamailio.cfg");
+        std::fs::write(&path, cfg).unwrap();
+        // A legacy server: Debian's OpenSSL refuses TLS 1.0 and SHA-1 signatures by
+        // default, and Kamailio loads its certificate before applying cipher_list, so
+        // the process-wide default goes to security level 0.
+        let openssl_conf = dir.path().join("openssl.cnf");
+        std::fs::write(
+            &openssl_conf,
+            "openssl_conf = default_conf\n[default_conf]\nssl_conf = ssl_sect\n[ssl_sect]\n\
+             system_default = system_default_sect\n[system_default_sect]\nMinProtocol = TLSv1\n\
+             CipherString = DEFAULT@SECLEVEL=0\n",
+        )
+        .unwrap();
+        let legacy = tls.as_ref().is_some_and(|t| t.method == "TLSv1");
+        let mut command = Command::new(kamailio);
+        if legacy {
+            command.env("OPENSSL_CONF", &openssl_conf);
+        }
+        let child = command
+            .arg("-f")
+            .arg(&path)
+            .args(["-DD", "-E", "-Y"])
+            .arg(dir.path())
+            .arg("-w")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start kamailio");
+        let mut k = Kamailio { port, tls_port, child, log: Default::default(), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ready = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        while !(ready(port) && (tls.is_none() || ready(tls_port))) {
+            if let Ok(Some(status)) = k.child.try_wait() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(k.child.stderr.as_mut().unwrap(), &mut err);
+                panic!("kamailio exited ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "kamailio did not listen within 10 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Keep its log (and drain the pipe so that it never blocks).
+        let stderr = k.child.stderr.take().unwrap();
+        let log = k.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        k
+    }
+
+    /// Its log so far (errors and warnings), for assertion messages.
+    pub fn log(&self) -> String {
+        let lines = self.log.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("CRIT"))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops it (as a member failure would).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -331,7 +331,7 @@ pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     request: &[u8],
     tx: &Transaction,
 ) -> Result<Message, TxError> {
-    let io = |e: std::io::Error| TxError(FailureReason::Io, format!("{e}"));
+    let io = |e: std::io::Error| TxError(crate::tls::io_reason(&e), format!("{e}"));
     stream.write_all(request).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);

@@ -1,0 +1,187 @@
+//! sip probes against a real Kamailio (UDP, TCP, TLS; 200, 403, slow, silent; a TLS
+//! 1.0-only server through the legacy engine; a client certificate required).
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use coexistd::agent::probe_context;
+use coexistd::config::Config;
+use coexistd::lab::dns_server::{a, DnsServer};
+use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
+use coexistd::probe::{FailureReason, Outcome, Phase};
+use coexistd::scheduler::{run_once, LiveProber};
+use common::{Kamailio, KamailioMode, KamailioTls};
+use openssl::hash::MessageDigest;
+
+const NAME: &str = "sip.contoso.test";
+
+struct Lab {
+    dir: tempfile::TempDir,
+    dns: DnsServer,
+    ca: Ca,
+    ca_file: PathBuf,
+}
+
+async fn lab() -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = DnsServer::start("127.0.0.1:0".parse().unwrap(), vec![a(NAME, "127.0.0.1")]).await.unwrap();
+    let ca = Ca::new("Contoso SIP Root", KeyKind::Rsa2048, MessageDigest::sha256()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
+    Lab { dir, dns, ca, ca_file }
+}
+
+impl Lab {
+    async fn probe(&self, check: &str, tls: &str, timeout: &str) -> Outcome {
+        let text = format!(
+            "[agent]\ntimeout = \"{timeout}\"\ninterval = \"10s\"\n[dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n{tls}\n\
+             [[checks]]\nname = \"s\"\nkind = \"sip\"\npools = []\nhost = \"{NAME}\"\n{check}\n",
+            self.dns.addr,
+            self.ca_file.display()
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
+        run_once(&prober, &config.instances[0]).await.0
+    }
+
+    fn server_cert(&self, legacy: bool) -> (PathBuf, PathBuf) {
+        let leaf = if legacy {
+            Leaf {
+                cn: NAME,
+                sans: &[NAME],
+                digest: MessageDigest::sha1(),
+                key: KeyKind::Rsa2048,
+                ..Leaf::default()
+            }
+        } else {
+            Leaf { cn: NAME, sans: &[NAME], ..Leaf::default() }
+        };
+        self.ca
+            .issue(&leaf)
+            .unwrap()
+            .write(self.dir.path(), if legacy { "legacy" } else { "server" }, &[])
+            .unwrap()
+    }
+
+    fn client_tls(&self) -> String {
+        let c = self
+            .ca
+            .issue(&Leaf {
+                cn: "probe.contoso.test",
+                sans: &["probe.contoso.test"],
+                client: true,
+                ..Leaf::default()
+            })
+            .unwrap();
+        let (cert, key) = c.write(self.dir.path(), "client", &[]).unwrap();
+        format!("client_cert = \"{}\"\nclient_key = \"{}\"", cert.display(), key.display())
+    }
+}
+
+#[tokio::test]
+async fn kamailio_answers_200_over_udp_tcp_and_tls() {
+    let lab = lab().await;
+    let (cert, key) = lab.server_cert(false);
+    let k = Kamailio::start(
+        KamailioMode::Ok,
+        Some(KamailioTls {
+            cert: &cert,
+            key: &key,
+            ca: &lab.ca_file,
+            method: "TLSv1.2+",
+            require_client_cert: false,
+        }),
+    );
+    for (transport, port) in [("udp", k.port), ("tcp", k.port), ("tls", k.tls_port)] {
+        let o = lab.probe(&format!("transport = \"{transport}\"\nport = {port}"), "", "2s").await;
+        assert_eq!(o.result, Ok(()), "{transport}: {o:?}");
+        assert_eq!(o.sip_status, Some(200), "{transport}");
+        assert_eq!(o.sip_server.as_deref(), Some("kamailio-test (Ok)"), "{transport}");
+        assert!(o.phases.iter().any(|p| p.0 == Phase::Request), "{transport}");
+        if transport == "tls" {
+            assert!(o.phases.iter().any(|p| p.0 == Phase::Tls));
+            assert!(o.tls.is_some());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_403_fails_by_default_and_passes_when_expected() {
+    let lab = lab().await;
+    let k = Kamailio::start(KamailioMode::Forbidden, None);
+    for transport in ["udp", "tcp"] {
+        let o = lab.probe(&format!("transport = \"{transport}\"\nport = {}", k.port), "", "2s").await;
+        let f = o.result.as_ref().unwrap_err();
+        assert_eq!(f.reason, FailureReason::SipStatus, "{transport}: {o:?}");
+        assert_eq!(f.detail, "answered 403 Forbidden, expected 2xx");
+        assert_eq!(o.sip_status, Some(403));
+        let o = lab
+            .probe(
+                &format!("transport = \"{transport}\"\nport = {}\nexpect_status = [200, 403]", k.port),
+                "",
+                "2s",
+            )
+            .await;
+        assert_eq!(o.result, Ok(()), "{transport}");
+    }
+}
+
+#[tokio::test]
+async fn slower_than_the_timeout_and_silent_servers_time_out() {
+    let lab = lab().await;
+    for mode in [KamailioMode::Slow, KamailioMode::Drop] {
+        let k = Kamailio::start(mode, None);
+        for transport in ["udp", "tcp"] {
+            let t = std::time::Instant::now();
+            let o = lab.probe(&format!("transport = \"{transport}\"\nport = {}", k.port), "", "1500ms").await;
+            assert_eq!(o.reason(), Some(FailureReason::Timeout), "{mode:?} {transport}: {o:?}");
+            assert!(t.elapsed() < std::time::Duration::from_millis(1600), "{:?}", t.elapsed());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_tls_1_0_only_kamailio_is_reached_through_the_legacy_engine() {
+    let lab = lab().await;
+    let (cert, key) = lab.server_cert(true);
+    let k = Kamailio::start(
+        KamailioMode::Ok,
+        Some(KamailioTls {
+            cert: &cert,
+            key: &key,
+            ca: &lab.ca_file,
+            method: "TLSv1",
+            require_client_cert: false,
+        }),
+    );
+    let check = format!("transport = \"tls\"\nport = {}", k.tls_port);
+    let o = lab.probe(&format!("{check}\ntls_min_version = \"1.0\""), "", "2s").await;
+    assert_eq!(o.result, Ok(()), "{o:?}\nkamailio: {}", k.log());
+    let info = o.tls.as_ref().unwrap();
+    assert_eq!(info.version, "TLS 1.0");
+    assert_eq!(info.leaf().unwrap().signature_algorithm, "sha1WithRSAEncryption");
+    let o = lab.probe(&check, "", "2s").await;
+    assert_eq!(o.reason(), Some(FailureReason::TlsVersion), "{o:?}");
+}
+
+#[tokio::test]
+async fn a_kamailio_requiring_a_client_certificate() {
+    let lab = lab().await;
+    let (cert, key) = lab.server_cert(false);
+    let k = Kamailio::start(
+        KamailioMode::Ok,
+        Some(KamailioTls {
+            cert: &cert,
+            key: &key,
+            ca: &lab.ca_file,
+            method: "TLSv1.2+",
+            require_client_cert: true,
+        }),
+    );
+    let check = format!("transport = \"tls\"\nport = {}", k.tls_port);
+    let o = lab.probe(&check, "", "2s").await;
+    assert_eq!(o.reason(), Some(FailureReason::TlsHandshake), "without a client certificate: {o:?}");
+    let o = lab.probe(&check, &lab.client_tls(), "2s").await;
+    assert_eq!(o.result, Ok(()), "{o:?}");
+}
