@@ -383,6 +383,8 @@ impl Kamailio {
         if legacy {
             command.env("OPENSSL_CONF", &openssl_conf);
         }
+        // Its own process group: Kamailio forks workers, and all of them must go on drop.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
             .arg("-f")
             .arg(&path)
@@ -428,8 +430,10 @@ impl Kamailio {
             .join("\n")
     }
 
-    /// Stops it (as a member failure would).
+    /// Stops it and its workers (as a member failure would).
     pub fn stop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
