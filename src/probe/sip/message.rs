@@ -254,6 +254,9 @@ pub enum ParseError {
     /// Headers and body exceed [`MAX_MESSAGE`].
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,
+    /// A datagram that ends before its headers do.
+    #[error("datagram ends inside the headers")]
+    Truncated,
 }
 
 /// The outcome of feeding bytes to the parser.
@@ -278,7 +281,8 @@ pub fn parse(buf: &[u8], stream: bool) -> Result<Parsed, ParseError> {
         if buf.len() > MAX_MESSAGE {
             return Err(ParseError::TooLarge);
         }
-        return Ok(Parsed::Incomplete);
+        // A datagram is the whole message: there is no more to wait for.
+        return if stream || buf.is_empty() { Ok(Parsed::Incomplete) } else { Err(ParseError::Truncated) };
     };
     if head_end > MAX_MESSAGE {
         return Err(ParseError::TooLarge);
@@ -560,6 +564,7 @@ Content-Length: 0\r\n\r\n";
     #[test]
     fn incomplete_messages_ask_for_more() {
         assert_eq!(parse(&LYNC_200[..40], true).unwrap(), Parsed::Incomplete);
+        assert_eq!(parse(&LYNC_200[..40], false), Err(ParseError::Truncated), "a datagram cut short");
         let with_body = b"SIP/2.0 200 OK\r\nContent-Length: 10\r\n\r\n12345";
         assert_eq!(parse(with_body, true).unwrap(), Parsed::Incomplete);
         assert!(matches!(parse(with_body, false), Err(ParseError::ContentLength(_))), "a datagram is whole");
