@@ -200,11 +200,10 @@ async fn udp_retransmits_on_timer_e_within_the_timeout() {
     let t0 = Instant::now();
     let r = udp_transaction(&rec, b"OPTIONS sip:x SIP/2.0\r\n\r\n", &tx, t0 + Duration::from_secs(2)).await;
     assert_eq!(r.unwrap_err().0, FailureReason::Timeout);
-    let sends = rec.0.lock().unwrap();
+    let sends = rec.0.lock().unwrap().clone();
     let at: Vec<Duration> = sends.iter().map(|(t, _)| *t - t0).collect();
     assert_eq!(at, [Duration::ZERO, Duration::from_millis(500), Duration::from_millis(1500)]);
     assert!(sends.iter().all(|(_, b)| b == &sends[0].1), "every transmission is the same request");
-    drop(sends);
     // A longer deadline: intervals double up to T2 = 4 s.
     let rec = Recorder(Mutex::new(Vec::new()));
     let t0 = Instant::now();
