@@ -302,7 +302,7 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
-    assert_eq!(successes.len(), 12, "{m}");
+    assert_eq!(successes.len(), 17, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
@@ -323,6 +323,21 @@ fn the_demo_serves_a_passing_lab() {
     let new = [("pool", "lync2013"), ("check", "sip-tls"), ("version", "TLS 1.3")];
     assert_eq!(sample(&m, "coexist_tls_version_info", &new), Some(1.0));
     assert_eq!(sample(&m, "coexist_probe_success", &[("check", "autodiscover")]), Some(1.0));
+    // SIP OPTIONS over TLS 1.0 to the legacy pool and over UDP to the new one.
+    assert_eq!(
+        sample(&m, "coexist_sip_status_code", &[("pool", "ocs2007r2"), ("check", "sip-options-tls")]),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(&m, "coexist_sip_status_code", &[("pool", "lync2013"), ("check", "sip-options-udp")]),
+        Some(200.0)
+    );
+    assert!(sample(
+        &m,
+        "coexist_sip_server_info",
+        &[("pool", "ocs2007r2"), ("server", "RTC/3.0 (coexistd lab: OCS 2007 R2)")]
+    )
+    .is_some());
     promtool_check(&m);
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let t = Instant::now();

@@ -32,10 +32,11 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use openssl::hash::MessageDigest;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod, SslOptions, SslVersion};
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
+use crate::probe::sip::message;
 use pki::{Ca, Issued, KeyKind, Leaf};
 
 use dns_server::{a, cname, srv, txt, DnsServer};
@@ -66,23 +67,34 @@ impl Drop for Lab {
 /// What a lab port speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Service {
-    /// Accept and close.
-    Tcp,
-    /// TLS, then wait for the client to close.
+    /// SIP over UDP.
+    SipUdp,
+    /// SIP over TCP.
+    SipTcp,
+    /// SIP over TLS.
     SipTls,
-    /// TLS, then HTTP/1.1 (autodiscover).
+    /// HTTPS (autodiscover).
     Https,
 }
 
 /// A pool member: address, whether it belongs to the legacy pool, its ports.
 type Member = (&'static str, bool, &'static [(u16, Service)]);
 
+const PORTS: &[(u16, Service)] =
+    &[(5060, Service::SipUdp), (5060, Service::SipTcp), (5061, Service::SipTls), (4443, Service::Https)];
+
 /// Every pool member of the lab.
-const MEMBERS: &[Member] = &[
-    ("127.0.10.1", true, &[(5060, Service::Tcp), (5061, Service::SipTls), (4443, Service::Https)]),
-    ("127.0.20.1", false, &[(5061, Service::SipTls), (4443, Service::Https)]),
-    ("127.0.20.2", false, &[(5061, Service::SipTls), (4443, Service::Https)]),
-];
+const MEMBERS: &[Member] =
+    &[("127.0.10.1", true, PORTS), ("127.0.20.1", false, PORTS), ("127.0.20.2", false, PORTS)];
+
+/// What the lab's SIP servers call themselves.
+fn server_name(legacy: bool) -> &'static str {
+    if legacy {
+        "RTC/3.0 (coexistd lab: OCS 2007 R2)"
+    } else {
+        "RTC/5.0 (coexistd lab: Lync Server 2013)"
+    }
+}
 
 /// The lab's certificates: the CA, the legacy pool's (RSA, SHA-1) and the new pool's
 /// (ECDSA, covering the autodiscover name).
@@ -127,36 +139,58 @@ fn acceptor(cert: &Issued, legacy: bool) -> Result<SslAcceptor, openssl::error::
     Ok(b.build())
 }
 
+/// Answers SIP OPTIONS on a stream (TCP or TLS) until the client closes.
+async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, legacy: bool) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Ok(message::Parsed::Complete(req, used)) = message::parse(&buf, true) {
+            buf.drain(..used);
+            if matches!(req.start, message::StartLine::Request { .. }) {
+                let resp = message::response_to(&req, 200, "OK", server_name(legacy));
+                if s.write_all(&resp).await.is_err() {
+                    return;
+                }
+            }
+        }
+        match s.read(&mut chunk).await {
+            Ok(n) if n > 0 && buf.len() + n <= message::MAX_MESSAGE => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let _ = s.shutdown().await;
+}
+
 /// Serves one accepted connection.
-async fn serve(tcp: TcpStream, service: Service, acceptor: Arc<SslAcceptor>) {
-    if service == Service::Tcp {
-        return;
+async fn serve(tcp: TcpStream, service: Service, legacy: bool, acceptor: Arc<SslAcceptor>) {
+    if service == Service::SipTcp {
+        return sip_stream(tcp, legacy).await;
     }
     let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
     let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
     if Pin::new(&mut tls).accept().await.is_err() {
         return;
     }
-    match service {
-        Service::SipTls => {
-            // Hold the connection until the client closes (bounded read).
-            let mut buf = [0u8; 4096];
-            let mut total = 0;
-            while let Ok(n) = tls.read(&mut buf).await {
-                total += n;
-                if n == 0 || total > 65_536 {
-                    break;
-                }
+    if service == Service::Https {
+        let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+            Ok::<_, std::convert::Infallible>(web(req.uri().path()))
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+    } else {
+        sip_stream(tls, legacy).await;
+    }
+}
+
+/// Answers SIP OPTIONS datagrams.
+async fn sip_udp(sock: UdpSocket, legacy: bool) {
+    let mut buf = vec![0u8; message::MAX_MESSAGE];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        if let Ok(message::Parsed::Complete(req, _)) = message::parse(&buf[..n], false) {
+            if matches!(req.start, message::StartLine::Request { .. }) {
+                let _ = sock.send_to(&message::response_to(&req, 200, "OK", server_name(legacy)), peer).await;
             }
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
         }
-        Service::Https => {
-            let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                Ok::<_, std::convert::Infallible>(web(req.uri().path()))
-            });
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
-        }
-        Service::Tcp => {}
     }
 }
 
@@ -194,21 +228,27 @@ impl Lab {
         let pki = lab_pki().map_err(std::io::Error::other)?;
         let ca_file = std::env::temp_dir().join(format!("coexistd-demo-ca-{}.pem", std::process::id()));
         std::fs::write(&ca_file, pki.ca.issued.cert.to_pem().map_err(std::io::Error::other)?)?;
-        let legacy = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
-        let new = Arc::new(acceptor(&pki.new, false).map_err(std::io::Error::other)?);
+        let legacy_tls = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
+        let new_tls = Arc::new(acceptor(&pki.new, false).map_err(std::io::Error::other)?);
         let dns = DnsServer::start("127.0.0.1:0".parse().expect("literal"), zone()).await?;
         let mut lab = Lab { dns, ca_file, listeners: Vec::new() };
-        for (ip, is_legacy, ports) in MEMBERS {
-            for &(port, service) in *ports {
+        for &(ip, legacy, ports) in MEMBERS {
+            for &(port, service) in ports {
                 let addr: SocketAddr = format!("{ip}:{port}").parse().expect("literal");
-                let l = TcpListener::bind(addr).await.map_err(|e| {
+                let busy = |e: std::io::Error| {
                     std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))
-                })?;
-                let acceptor = if *is_legacy { legacy.clone() } else { new.clone() };
+                };
+                if service == Service::SipUdp {
+                    let sock = UdpSocket::bind(addr).await.map_err(busy)?;
+                    lab.listeners.push(tokio::spawn(sip_udp(sock, legacy)));
+                    continue;
+                }
+                let l = TcpListener::bind(addr).await.map_err(busy)?;
+                let acceptor = if legacy { legacy_tls.clone() } else { new_tls.clone() };
                 lab.listeners.push(tokio::spawn(async move {
                     loop {
                         if let Ok((tcp, _)) = l.accept().await {
-                            tokio::spawn(serve(tcp, service, acceptor.clone()));
+                            tokio::spawn(serve(tcp, service, legacy, acceptor.clone()));
                         }
                     }
                 }));
@@ -257,11 +297,28 @@ name = "web-services-tls"
 kind = "tls"
 port = 4443
 
-# Only the legacy pool still offers SIP over TCP.
+# SIP OPTIONS: every pool answers over TLS (5061) and UDP (5060).
+[[checks]]
+name = "sip-options-tls"
+kind = "sip"
+transport = "tls"
+
+[[checks]]
+name = "sip-options-udp"
+kind = "sip"
+transport = "udp"
+
+# Only the legacy pool still offers SIP over TCP: the port, then an OPTIONS over it.
 [[checks]]
 name = "sip-tcp-port"
 kind = "tcp"
 port = 5060
+pools = ["ocs2007r2"]
+
+[[checks]]
+name = "sip-options-tcp"
+kind = "sip"
+transport = "tcp"
 pools = ["ocs2007r2"]
 
 # Lync 2013 autodiscover, as internal clients ask for it.
