@@ -7,6 +7,7 @@
 //!   --interval 10s --warmup 15s --window 60s
 //!   --literal                          (target 127.0.0.1 directly: no DNS lookup per probe)
 //!   --kind tls                         (tls checks: TLS 1.3, ECDSA P-256 chain from a test CA)
+//!   --kind sip-udp | sip-tls           (sip OPTIONS checks against in-process responders)
 //! ```
 //!
 //! This process runs the peers: a DNS responder that resolves every pool FQDN to
@@ -30,12 +31,15 @@ use openssl::hash::MessageDigest;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Completes the handshake, then waits for the client to close.
-async fn tls_serve(tcp: tokio::net::TcpStream, acceptor: Arc<SslAcceptor>) {
+/// Completes the handshake, then answers SIP (`sip`) or waits for the client to close.
+async fn tls_serve(tcp: tokio::net::TcpStream, acceptor: Arc<SslAcceptor>, sip: bool) {
     let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
     let Ok(mut s) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
     if std::pin::Pin::new(&mut s).accept().await.is_err() {
         return;
+    }
+    if sip {
+        return coexistd::lab::sip_stream(s, "bench").await;
     }
     let mut buf = [0u8; 1024];
     while let Ok(n) = s.read(&mut buf).await {
@@ -53,7 +57,7 @@ struct Opts {
     warmup: Duration,
     window: Duration,
     literal: bool,
-    tls: bool,
+    kind: String,
 }
 
 fn opts() -> Opts {
@@ -64,7 +68,7 @@ fn opts() -> Opts {
         warmup: Duration::from_secs(15),
         window: Duration::from_secs(60),
         literal: false,
-        tls: false,
+        kind: "tcp".into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -74,7 +78,7 @@ fn opts() -> Opts {
             "--pools" => o.pools = v.parse().expect("--pools N"),
             "--checks-per-pool" => o.checks = v.parse().expect("--checks-per-pool N"),
             "--interval" => o.interval = v,
-            "--kind" => o.tls = v == "tls",
+            "--kind" => o.kind = v,
             "--warmup" => o.warmup = humantime::parse_duration(&v).expect("--warmup 15s"),
             "--window" => o.window = humantime::parse_duration(&v).expect("--window 60s"),
             "--literal" => {
@@ -162,14 +166,22 @@ fn main() {
     };
     let mut ports = Vec::new();
     for _ in 0..o.checks {
+        if o.kind == "sip-udp" {
+            let u = rt.block_on(tokio::net::UdpSocket::bind("127.0.0.1:0")).unwrap();
+            ports.push(u.local_addr().unwrap().port());
+            rt.spawn(coexistd::lab::sip_udp(u, "bench"));
+            continue;
+        }
         let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
         ports.push(l.local_addr().unwrap().port());
-        let (acceptor, tls) = (acceptor.clone(), o.tls);
+        let (acceptor, kind) = (acceptor.clone(), o.kind.clone());
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = l.accept().await else { continue };
-                if tls {
-                    tokio::spawn(tls_serve(tcp, acceptor.clone()));
+                match kind.as_str() {
+                    "tls" => drop(tokio::spawn(tls_serve(tcp, acceptor.clone(), false))),
+                    "sip-tls" => drop(tokio::spawn(tls_serve(tcp, acceptor.clone(), true))),
+                    _ => {}
                 }
             }
         });
@@ -192,7 +204,11 @@ fn main() {
     }
     for (c, port) in ports.iter().enumerate() {
         let host = if o.literal { "host = \"127.0.0.1\"\n" } else { "" };
-        let kind = if o.tls { "tls" } else { "tcp" };
+        let kind = match o.kind.as_str() {
+            "sip-udp" => "sip\"\ntransport = \"udp",
+            "sip-tls" => "sip\"\ntransport = \"tls",
+            k => k,
+        };
         cfg.push_str(&format!("[[checks]]\nname = \"check{c}\"\nkind = \"{kind}\"\nport = {port}\n{host}"));
     }
     let path = dir.path().join("bench.toml");
@@ -207,12 +223,7 @@ fn main() {
         .expect("build the release binary first: cargo build --release");
     let pid = child.id();
     let instances = o.pools * o.checks;
-    eprintln!(
-        "{instances} {} instances, interval {}, DNS per probe: {}",
-        if o.tls { "tls" } else { "tcp" },
-        o.interval,
-        !o.literal
-    );
+    eprintln!("{instances} {} instances, interval {}, DNS per probe: {}", o.kind, o.interval, !o.literal);
     std::thread::sleep(o.warmup);
 
     // Window 1: probes only, no scrape, for CPU per probe and schedule lag.

@@ -77,7 +77,7 @@ pub fn first_run(instance: &CheckInstance, start: Instant) -> Instant {
 }
 
 /// Granularity of first-run offsets.
-pub const SLOT: Duration = Duration::from_millis(10);
+pub const SLOT: Duration = Duration::from_millis(25);
 
 impl Scheduler {
     /// Starts one task per slot of `generation`.

@@ -188,7 +188,7 @@ impl Datagrams for Recorder {
         self.0.lock().unwrap().push((Instant::now(), buf.to_vec()));
         std::future::ready(Ok(buf.len()))
     }
-    fn recv(&self, _buf: &mut [u8]) -> impl Future<Output = std::io::Result<usize>> + Send {
+    fn recv_buf(&self, _buf: &mut Vec<u8>) -> impl Future<Output = std::io::Result<usize>> + Send {
         std::future::pending()
     }
 }

@@ -139,15 +139,16 @@ fn acceptor(cert: &Issued, legacy: bool) -> Result<SslAcceptor, openssl::error::
     Ok(b.build())
 }
 
-/// Answers SIP OPTIONS on a stream (TCP or TLS) until the client closes.
-async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, legacy: bool) {
+/// Answers SIP requests with 200 OK on a stream (TCP or TLS) until the client closes,
+/// as `server` (also used by the benchmarks as a responder).
+pub async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, server: &str) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         while let Ok(message::Parsed::Complete(req, used)) = message::parse(&buf, true) {
             buf.drain(..used);
             if matches!(req.start, message::StartLine::Request { .. }) {
-                let resp = message::response_to(&req, 200, "OK", server_name(legacy));
+                let resp = message::response_to(&req, 200, "OK", server);
                 if s.write_all(&resp).await.is_err() {
                     return;
                 }
@@ -164,7 +165,7 @@ async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut
 /// Serves one accepted connection.
 async fn serve(tcp: TcpStream, service: Service, legacy: bool, acceptor: Arc<SslAcceptor>) {
     if service == Service::SipTcp {
-        return sip_stream(tcp, legacy).await;
+        return sip_stream(tcp, server_name(legacy)).await;
     }
     let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
     let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
@@ -177,18 +178,18 @@ async fn serve(tcp: TcpStream, service: Service, legacy: bool, acceptor: Arc<Ssl
         });
         let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
     } else {
-        sip_stream(tls, legacy).await;
+        sip_stream(tls, server_name(legacy)).await;
     }
 }
 
-/// Answers SIP OPTIONS datagrams.
-async fn sip_udp(sock: UdpSocket, legacy: bool) {
+/// Answers SIP request datagrams with 200 OK as `server`.
+pub async fn sip_udp(sock: UdpSocket, server: &'static str) {
     let mut buf = vec![0u8; message::MAX_MESSAGE];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
         if let Ok(message::Parsed::Complete(req, _)) = message::parse(&buf[..n], false) {
             if matches!(req.start, message::StartLine::Request { .. }) {
-                let _ = sock.send_to(&message::response_to(&req, 200, "OK", server_name(legacy)), peer).await;
+                let _ = sock.send_to(&message::response_to(&req, 200, "OK", server), peer).await;
             }
         }
     }
@@ -240,7 +241,7 @@ impl Lab {
                 };
                 if service == Service::SipUdp {
                     let sock = UdpSocket::bind(addr).await.map_err(busy)?;
-                    lab.listeners.push(tokio::spawn(sip_udp(sock, legacy)));
+                    lab.listeners.push(tokio::spawn(sip_udp(sock, server_name(legacy))));
                     continue;
                 }
                 let l = TcpListener::bind(addr).await.map_err(busy)?;

@@ -234,16 +234,20 @@ async fn over_udp(
 pub trait Datagrams {
     /// Sends one datagram.
     fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
-    /// Receives one datagram.
-    fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+    /// Receives one datagram into the spare capacity of `buf` (which starts empty).
+    fn recv_buf(&self, buf: &mut Vec<u8>)
+        -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
 }
 
 impl Datagrams for UdpSocket {
     fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
         UdpSocket::send(self, buf)
     }
-    fn recv(&self, buf: &mut [u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
-        UdpSocket::recv(self, buf)
+    fn recv_buf(
+        &self,
+        buf: &mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::recv_buf(self, buf)
     }
 }
 
@@ -258,12 +262,13 @@ pub async fn udp_transaction<S: Datagrams + Sync>(
     sock.send(request).await.map_err(io)?;
     let mut interval = T1;
     let mut next = Instant::now() + interval;
-    let mut buf = vec![0u8; MAX_MESSAGE];
+    // Capacity, not zeroed length: the datagram is written straight into it.
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
     let mut malformed: Option<ParseError> = None;
     let mut sends = 1u32;
     loop {
         tokio::select! {
-            r = sock.recv(&mut buf) => {
+            r = { buf.clear(); sock.recv_buf(&mut buf) } => {
                 let n = r.map_err(io)?;
                 match message::parse(&buf[..n], false) {
                     Ok(Parsed::Complete(m, _)) if m.answers(tx) => {
