@@ -110,7 +110,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"icmp\"\n"),
-            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`",
+            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`",
         ),
         (
             "port out of range",
@@ -193,6 +193,21 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "t.toml:15:10: checks[0].expect: not a key of kind \"tls\" (its keys: host, port, tls_min_version, tls_skip_verify, min_days_valid)",
         ),
         (
+            "sip check with an unknown transport",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"sip\"\ntransport = \"sctp\"\n"),
+            "t.toml:14:13: checks[0].transport: \"sctp\" is not one of udp, tcp, tls",
+        ),
+        (
+            "sip check expecting a provisional status",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"sip\"\nexpect_status = [100, 200]\n"),
+            "t.toml:14:17: checks[0].expect_status: 100 is not a final SIP status code",
+        ),
+        (
+            "sip check with a bad user part",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"sip\"\nuser = \"ping@contoso.com\"\n"),
+            "t.toml:14:8: checks[0].user: \"ping@contoso.com\" is not a SIP user part",
+        ),
+        (
             "bad host",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nhost = \"exa mple.com\"\n"),
             "t.toml:15:8: checks[0].host: \"exa mple.com\" is not a valid host name",
@@ -222,8 +237,9 @@ fn the_example_config_is_valid() {
     let c = Config::parse(&example_text(), "example").expect("example config must parse");
     assert_eq!(c.pools.len(), 2);
     assert_eq!(c.pools[0].role.as_str(), "legacy");
-    // per pool: 2 tls + 1 dns + 1 http x 2 pools = 8; restricted to one pool: 3; pool-less: 8.
-    assert_eq!(c.instances.len(), 19);
+    // per pool: 2 tls + 1 sip + 1 dns + 1 http x 2 pools = 10; restricted to one pool: 4;
+    // pool-less: 8.
+    assert_eq!(c.instances.len(), 22);
     let srv = c.instances.iter().find(|i| i.check == "sipinternaltls-srv").unwrap();
     assert!(srv.pool.is_none());
     assert_eq!(srv.target, "_sipinternaltls._tcp.contoso.com");
