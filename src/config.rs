@@ -136,6 +136,17 @@ pub struct Pool {
     pub fqdn: String,
     /// Lowest TLS version the pool speaks; below 1.2 its TLS checks use OpenSSL.
     pub tls_min_version: Option<TlsVersion>,
+    /// Host names of the pool's members (Front Ends): DNS answers naming one of them
+    /// point at this pool, as answers naming the FQDN do.
+    pub members: Vec<String>,
+}
+
+impl Pool {
+    /// Whether `name` (any case, trailing dot or not) is the pool FQDN or a member.
+    pub fn owns_name(&self, name: &str) -> bool {
+        let n = name.trim_end_matches('.');
+        n.eq_ignore_ascii_case(&self.fqdn) || self.members.iter().any(|m| n.eq_ignore_ascii_case(m))
+    }
 }
 
 /// One check as it runs: a `[[checks]]` table applied to one pool (or to none).
@@ -276,6 +287,8 @@ struct RawPool {
     role: Role,
     fqdn: Spanned<String>,
     tls_min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    members: Vec<Spanned<String>>,
 }
 
 /// A `[[checks]]` table as written. Keys of every kind live here; the kind's own
@@ -322,6 +335,8 @@ pub struct RawCheck {
     pub transport: Option<Spanned<String>>,
     /// sip: Request-URI user part.
     pub user: Option<Spanned<String>>,
+    /// dns: the pool the answer must belong to.
+    pub expect_pool: Option<Spanned<String>>,
     /// http: text the body must contain.
     pub body_contains: Option<Spanned<String>>,
 }
@@ -352,6 +367,7 @@ impl RawCheck {
         key!(body_contains, "body_contains");
         key!(transport, "transport");
         key!(user, "user");
+        key!(expect_pool, "expect_pool");
         keys
     }
 
@@ -382,6 +398,8 @@ pub struct CheckCx<'a> {
     pub pool: Option<&'a Pool>,
     /// The instance's timeout.
     pub timeout: Duration,
+    /// Every pool of the configuration (for `expect_pool` and `points_to`).
+    pub pools: &'a [Pool],
 }
 
 impl CheckCx<'_> {
@@ -621,11 +639,18 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             None => None,
             Some(v) => Some(parse_tls_version(v).map_err(|m| src.err(v.span(), &format!("pools[{i}].{m}")))?),
         };
+        let mut members = Vec::new();
+        for m in &rp.members {
+            check_hostname(m.get_ref())
+                .map_err(|e| src.err(m.span(), &format!("pools[{i}].members: {e}")))?;
+            members.push(m.get_ref().trim_end_matches('.').to_owned());
+        }
         pools.push(Pool {
             name: name.clone(),
             role: rp.role,
             fqdn: rp.fqdn.get_ref().trim_end_matches('.').to_owned(),
             tls_min_version,
+            members,
         });
     }
 
@@ -675,7 +700,7 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             }
         };
         for pool in targets {
-            let cx = CheckCx { src, path: path.clone(), pool, timeout: check_timeout };
+            let cx = CheckCx { src, path: path.clone(), pool, timeout: check_timeout, pools: &pools };
             let (spec, target) = probe::build_spec(rc, &cx)?;
             instances.push(Arc::new(CheckInstance {
                 pool: pool.cloned(),

@@ -43,7 +43,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 const CHUNK: usize = 256 * 1024;
 
 /// The per-instance families, in exposition order: (name, help, type).
-const INSTANCE_FAMILIES: [(&str, &str, MetricType); 15] = [
+const INSTANCE_FAMILIES: [(&str, &str, MetricType); 16] = [
     ("coexist_probe_success", "1 if the last probe passed, 0 if it failed.", MetricType::Gauge),
     ("coexist_probe_last_duration_seconds", "Duration of the last probe.", MetricType::Gauge),
     ("coexist_probe_duration_seconds", "Probe durations.", MetricType::Histogram),
@@ -85,6 +85,11 @@ const INSTANCE_FAMILIES: [(&str, &str, MetricType); 15] = [
     (
         "coexist_sip_server_info",
         "1, labelled with the Server (or User-Agent) header of the last SIP response.",
+        MetricType::Gauge,
+    ),
+    (
+        "coexist_dns_points_to",
+        "1 for the pool the record points at now (unknown: none of the configured pools).",
         MetricType::Gauge,
     ),
 ];
@@ -365,7 +370,15 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
                 w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
             }
         }
-        _ => unreachable!("INSTANCE_FAMILIES has 15 entries"),
+        15 => {
+            if let Some(p) = last.and_then(|l| l.outcome.points_to.as_deref()) {
+                let mut extra = String::from(",points_to=\"");
+                escape_label_value(&mut extra, p);
+                extra.push('"');
+                w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
+            }
+        }
+        _ => unreachable!("INSTANCE_FAMILIES has 16 entries"),
     }
 }
 

@@ -38,6 +38,8 @@ pub struct InstanceReport {
     pub runs: u64,
     /// Failures since the last success.
     pub consecutive_failures: u64,
+    /// dns: the pool the record points at now.
+    pub points_to: Option<String>,
 }
 
 /// A pool's rollup.
@@ -97,6 +99,7 @@ impl Report {
                     last_change: st.last_change.map(rfc3339),
                     runs: st.runs,
                     consecutive_failures: st.consecutive_failures,
+                    points_to: st.last.as_ref().and_then(|l| l.outcome.points_to.clone()),
                 }
             })
             .collect();
@@ -158,6 +161,15 @@ impl Report {
             line(&mut out, &cells);
         }
         out.push('\n');
+        for i in self.instances.iter().filter(|i| i.points_to.is_some()) {
+            let _ = writeln!(
+                out,
+                "record {} ({}) points to {}",
+                i.target,
+                i.check,
+                i.points_to.as_deref().unwrap_or_default()
+            );
+        }
         for p in &self.pools {
             let _ = writeln!(
                 out,

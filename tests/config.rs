@@ -208,6 +208,21 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "t.toml:14:8: checks[0].user: \"ping@contoso.com\" is not a SIP user part",
         ),
         (
+            "expect_pool names an unknown pool",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\npools = []\nrecord = \"_sip._tls.contoso.com\"\ntype = \"SRV\"\nexpect_pool = \"skype\"\n"),
+            "t.toml:17:15: checks[0].expect_pool: unknown pool \"skype\"",
+        ),
+        (
+            "expect_pool with expect",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\npools = []\nrecord = \"x.contoso.com\"\nexpect = [\"10.0.0.1\"]\nexpect_pool = \"ocs\"\n"),
+            "t.toml:17:15: checks[0].expect_pool: give either expect_pool or expect/expect_contains",
+        ),
+        (
+            "bad member name",
+            "[[pools]]\nname = \"a\"\nrole = \"new\"\nfqdn = \"a.contoso.com\"\nmembers = [\"fe 1\"]\n".into(),
+            "t.toml:5:12: pools[0].members: \"fe 1\" is not a valid host name",
+        ),
+        (
             "bad host",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nhost = \"exa mple.com\"\n"),
             "t.toml:15:8: checks[0].host: \"exa mple.com\" is not a valid host name",

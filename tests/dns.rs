@@ -159,3 +159,67 @@ async fn the_second_server_answers_when_the_first_is_silent() {
     assert_eq!(o.result, Ok(()));
     assert!(d >= std::time::Duration::from_millis(900), "the first server had its share: {d:?}");
 }
+
+async fn probe_pools(server: std::net::SocketAddr, record: &str, rtype: &str, expect_pool: &str) -> Outcome {
+    let text = format!(
+        "[agent]\ntimeout = \"2s\"\n[dns]\nservers = [\"{server}\"]\n\
+         [[pools]]\nname = \"ocs\"\nrole = \"legacy\"\nfqdn = \"ocspool.contoso.test\"\n\
+         [[pools]]\nname = \"lync\"\nrole = \"new\"\nfqdn = \"lyncpool.contoso.test\"\nmembers = [\"lyncfe1.contoso.test\", \"lyncfe2.contoso.test\"]\n\
+         [[checks]]\nname = \"d\"\nkind = \"dns\"\npools = []\nrecord = \"{record}\"\ntype = \"{rtype}\"\n{expect_pool}\n"
+    );
+    let config = Config::parse(&text, "t").unwrap();
+    let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
+    run_once(&prober, &config.instances[0]).await.0
+}
+
+const POOL_ZONE: &str = "\
+lyncpool A 127.0.20.1
+lyncpool A 127.0.20.2
+lyncfe1 A 127.0.20.1
+lyncfe2 A 127.0.20.2
+ocspool A 127.0.10.1
+lyncdiscoverinternal CNAME lyncpool
+_sipinternaltls._tcp SRV 0 0 5061 lyncpool
+_sipfederationtls._tcp SRV 0 0 5061 lyncfe1
+_sipfederationtls._tcp SRV 0 0 5061 lyncfe2
+sip A 127.0.20.2
+meet A 127.0.99.9
+";
+
+#[tokio::test]
+async fn points_to_names_the_pool_behind_srv_cname_and_a_records() {
+    let knot = Knot::start("contoso.test", POOL_ZONE);
+    let s = knot.addr;
+    for (record, rtype, want) in [
+        ("_sipinternaltls._tcp.contoso.test", "SRV", "lync"),
+        ("_sipfederationtls._tcp.contoso.test", "SRV", "lync"), // members count as the pool
+        ("lyncdiscoverinternal.contoso.test", "CNAME", "lync"),
+        ("sip.contoso.test", "A", "lync"), // an address of the pool
+        ("ocspool.contoso.test", "A", "ocs"),
+        ("meet.contoso.test", "A", "unknown"),
+    ] {
+        let o = probe_pools(s, record, rtype, "").await;
+        assert_eq!(o.result, Ok(()), "{record}: {o:?}");
+        assert_eq!(o.points_to.as_deref(), Some(want), "{record}");
+    }
+}
+
+#[tokio::test]
+async fn a_sign_in_record_moved_to_the_other_pool_is_dns_wrong_pool() {
+    let mut knot = Knot::start("contoso.test", POOL_ZONE);
+    let record = "_sipinternaltls._tcp.contoso.test";
+    let o = probe_pools(knot.addr, record, "SRV", "expect_pool = \"lync\"").await;
+    assert_eq!(o.result, Ok(()), "{o:?}");
+    // A rollback (or a mistake): the record now sends clients to the legacy pool.
+    knot.set_records(
+        &POOL_ZONE.replace(
+            "_sipinternaltls._tcp SRV 0 0 5061 lyncpool",
+            "_sipinternaltls._tcp SRV 0 0 5061 ocspool",
+        ),
+    );
+    let o = probe_pools(knot.addr, record, "SRV", "expect_pool = \"lync\"").await;
+    let f = o.result.as_ref().unwrap_err();
+    assert_eq!(f.reason, FailureReason::DnsWrongPool);
+    assert_eq!(f.detail, "points to ocs [0 0 5061 ocspool.contoso.test.], expected pool lync");
+    assert_eq!(o.points_to.as_deref(), Some("ocs"));
+}

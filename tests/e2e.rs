@@ -323,6 +323,11 @@ fn the_demo_serves_a_passing_lab() {
     let new = [("pool", "lync2013"), ("check", "sip-tls"), ("version", "TLS 1.3")];
     assert_eq!(sample(&m, "coexist_tls_version_info", &new), Some(1.0));
     assert_eq!(sample(&m, "coexist_probe_success", &[("check", "autodiscover")]), Some(1.0));
+    // The sign-in record points at the new pool.
+    assert_eq!(
+        sample(&m, "coexist_dns_points_to", &[("check", "sipinternaltls-srv"), ("points_to", "lync2013")]),
+        Some(1.0)
+    );
     // SIP OPTIONS over TLS 1.0 to the legacy pool and over UDP to the new one.
     assert_eq!(
         sample(&m, "coexist_sip_status_code", &[("pool", "ocs2007r2"), ("check", "sip-options-tls")]),

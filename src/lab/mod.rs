@@ -338,13 +338,15 @@ record = "{{fqdn}}"
 type = "A"
 
 # Sign-in records: where clients are sent now.
+# expect_pool: the answer must point at that pool (its FQDN, a member, or their
+# addresses); coexist_dns_points_to says where it points now.
 [[checks]]
 name = "sipinternaltls-srv"
 kind = "dns"
 pools = []
 record = "_sipinternaltls._tcp.{DOMAIN}"
 type = "SRV"
-expect = ["0 0 5061 lyncpool.{DOMAIN}."]
+expect_pool = "lync2013"
 
 [[checks]]
 name = "sipinternal-srv"
@@ -360,7 +362,7 @@ kind = "dns"
 pools = []
 record = "lyncdiscoverinternal.{DOMAIN}"
 type = "CNAME"
-expect = ["lyncpool.{DOMAIN}."]
+expect_pool = "lync2013"
 
 [[checks]]
 name = "new-pool-members"

@@ -80,12 +80,16 @@ pub struct DnsSpec {
     pub expect: Expectation,
     /// The instance's timeout, shared out between the servers when there are several.
     pub budget: Duration,
+    /// Every pool of the configuration: the answer is attributed to one of them.
+    pub pools: Vec<crate::config::Pool>,
+    /// The pool the answer must belong to (`expect_pool`).
+    pub expect_pool: Option<String>,
 }
 
 impl DnsSpec {
     /// Validates the dns keys of `raw`; the target label is the record name.
     pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(DnsSpec, String), ConfigError> {
-        raw.reject_foreign(cx, &["record", "type", "expect", "expect_contains"])?;
+        raw.reject_foreign(cx, &["record", "type", "expect", "expect_contains", "expect_pool"])?;
         let record = raw
             .record
             .as_ref()
@@ -124,7 +128,22 @@ impl DnsSpec {
             (None, Some(v)) => Expectation::Contains(parse_set(v, "expect_contains")?),
             (None, None) => Expectation::AnyAnswer,
         };
-        Ok((DnsSpec { name, rtype, expect, budget: cx.timeout }, text))
+        let expect_pool = match &raw.expect_pool {
+            None => None,
+            Some(p) => {
+                if raw.expect.is_some() || raw.expect_contains.is_some() {
+                    return Err(
+                        cx.err(p.span(), "expect_pool: give either expect_pool or expect/expect_contains")
+                    );
+                }
+                if !cx.pools.iter().any(|x| &x.name == p.get_ref()) {
+                    return Err(cx.err(p.span(), &format!("expect_pool: unknown pool {:?}", p.get_ref())));
+                }
+                Some(p.get_ref().clone())
+            }
+        };
+        let spec = DnsSpec { name, rtype, expect, budget: cx.timeout, pools: cx.pools.to_vec(), expect_pool };
+        Ok((spec, text))
     }
 }
 
@@ -435,6 +454,39 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
     }
 }
 
+/// The `points_to` value of an answer that belongs to no configured pool.
+pub const UNKNOWN: &str = "unknown";
+
+/// Which pool the answer points at: SRV targets and CNAME targets by name (the pool FQDN
+/// or a member), A/AAAA answers by address (every address must be one the pool FQDN or a
+/// member resolves to now). `unknown` when no pool owns every answer; `None` for TXT.
+async fn points_to(spec: &DnsSpec, answer: &Answer, cx: &ProbeContext) -> Option<String> {
+    if spec.pools.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = match spec.rtype {
+        DnsType::Srv => answer.records.iter().filter_map(|r| r.split_whitespace().nth(3)).collect(),
+        DnsType::Cname => answer.records.iter().map(String::as_str).collect(),
+        DnsType::A | DnsType::Aaaa => {
+            for pool in &spec.pools {
+                let mut addrs = std::collections::HashSet::new();
+                for host in std::iter::once(&pool.fqdn).chain(&pool.members) {
+                    if let Ok(ips) = cx.resolver.lookup_ip(host).await {
+                        addrs.extend(ips.into_iter().map(|ip| ip.to_string()));
+                    }
+                }
+                if answer.records.iter().all(|r| addrs.contains(r)) {
+                    return Some(pool.name.clone());
+                }
+            }
+            return Some(UNKNOWN.to_owned());
+        }
+        DnsType::Txt => return None,
+    };
+    let owner = spec.pools.iter().find(|p| names.iter().all(|n| p.owns_name(n)));
+    Some(owner.map_or_else(|| UNKNOWN.to_owned(), |p| p.name.clone()))
+}
+
 /// Runs a dns probe.
 pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
     let t = Instant::now();
@@ -444,11 +496,23 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
         Err(QueryError::Timeout(d)) => Outcome::fail(FailureReason::DnsTimeout, d, phases),
         Err(QueryError::Other(d)) => Outcome::fail(FailureReason::DnsError, d, phases),
         Ok(answer) => {
-            let mut o = match judge(&answer, &spec.expect) {
+            let mut verdict = judge(&answer, &spec.expect);
+            let points_to = if answer.records.is_empty() { None } else { points_to(spec, &answer, cx).await };
+            if let (Ok(()), Some(want)) = (&verdict, &spec.expect_pool) {
+                let got = points_to.as_deref().unwrap_or(UNKNOWN);
+                if got != want {
+                    verdict = Err((
+                        FailureReason::DnsWrongPool,
+                        format!("points to {got} [{}], expected pool {want}", answer.records.join(", ")),
+                    ));
+                }
+            }
+            let mut o = match verdict {
                 Ok(()) => Outcome::pass(phases),
                 Err((r, d)) => Outcome::fail(r, d, phases),
             };
             o.dns_answers = Some(answer.answer_count as u64);
+            o.points_to = points_to;
             o
         }
     }

@@ -143,6 +143,8 @@ pub enum FailureReason {
     DnsNoAnswer,
     /// The answer differs from what the check expects.
     DnsMismatch,
+    /// The answer belongs to another pool than `expect_pool` (or to none).
+    DnsWrongPool,
     /// Any other DNS response code or an unparseable response.
     DnsError,
     /// The TLS handshake failed (other than for the reasons below).
@@ -171,7 +173,7 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason, in label order.
-    pub const ALL: [FailureReason; 23] = [
+    pub const ALL: [FailureReason; 24] = [
         FailureReason::Timeout,
         FailureReason::Refused,
         FailureReason::Unreachable,
@@ -183,6 +185,7 @@ impl FailureReason {
         FailureReason::DnsTimeout,
         FailureReason::DnsNoAnswer,
         FailureReason::DnsMismatch,
+        FailureReason::DnsWrongPool,
         FailureReason::DnsError,
         FailureReason::TlsHandshake,
         FailureReason::TlsVersion,
@@ -211,6 +214,7 @@ impl FailureReason {
             FailureReason::DnsTimeout => "dns_timeout",
             FailureReason::DnsNoAnswer => "dns_no_answer",
             FailureReason::DnsMismatch => "dns_mismatch",
+            FailureReason::DnsWrongPool => "dns_wrong_pool",
             FailureReason::DnsError => "dns_error",
             FailureReason::TlsHandshake => "tls_handshake",
             FailureReason::TlsVersion => "tls_version",
@@ -282,12 +286,22 @@ pub struct Outcome {
     pub sip_status: Option<u16>,
     /// sip: the peer's `Server` (or `User-Agent`) header.
     pub sip_server: Option<String>,
+    /// dns: the pool the answer points at (`unknown` when none).
+    pub points_to: Option<String>,
 }
 
 impl Outcome {
     /// A passing outcome.
     pub fn pass(phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome { result: Ok(()), phases, dns_answers: None, tls: None, sip_status: None, sip_server: None }
+        Outcome {
+            result: Ok(()),
+            phases,
+            dns_answers: None,
+            tls: None,
+            sip_status: None,
+            sip_server: None,
+            points_to: None,
+        }
     }
 
     fn with_result(result: Result<(), Failure>, phases: Vec<(Phase, Duration)>) -> Outcome {
