@@ -67,7 +67,7 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
             message: e.to_string(),
         })
     })?;
-    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls) })
+    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None })
 }
 
 /// Time a stopping scheduler waits for probes in flight.

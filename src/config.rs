@@ -164,6 +164,8 @@ pub struct CheckInstance {
     pub timeout: Duration,
     /// The kind-specific probe description.
     pub spec: CheckSpec,
+    /// Probe every address behind the target name, one set of series per address.
+    pub each_address: bool,
 }
 
 impl CheckInstance {
@@ -337,6 +339,8 @@ pub struct RawCheck {
     pub user: Option<Spanned<String>>,
     /// dns: the pool the answer must belong to.
     pub expect_pool: Option<Spanned<String>>,
+    /// Connecting kinds: probe every address behind the target name.
+    pub each_address: Option<Spanned<bool>>,
     /// http: text the body must contain.
     pub body_contains: Option<Spanned<String>>,
 }
@@ -368,6 +372,7 @@ impl RawCheck {
         key!(transport, "transport");
         key!(user, "user");
         key!(expect_pool, "expect_pool");
+        key!(each_address, "each_address");
         keys
     }
 
@@ -709,6 +714,7 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
                 interval: check_interval,
                 timeout: check_timeout,
                 spec,
+                each_address: rc.each_address.as_ref().is_some_and(|v| *v.get_ref()),
             }));
         }
     }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use coexistd::agent::{self, AgentError, ConfigSource};
 use coexistd::config::{self, Config};
 use coexistd::report::Report;
-use coexistd::scheduler::{run_once, LiveProber};
+use coexistd::scheduler::{run_round, LiveProber, Prober};
 use coexistd::state::Slot;
 
 /// Exit code: a check failed.
@@ -203,7 +203,7 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
             return if config_error { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE };
         }
     };
-    let prober = Arc::new(LiveProber(Arc::new(cx)));
+    let prober: Arc<dyn Prober> = Arc::new(LiveProber(Arc::new(cx)));
     let sem = Arc::new(tokio::sync::Semaphore::new(config.agent.concurrency));
     let slots: Vec<Arc<Slot>> =
         config.instances.iter().map(|i| Arc::new(Slot::new(&config, i.clone()))).collect();
@@ -212,13 +212,13 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
         let (slot, prober, sem) = (slot.clone(), prober.clone(), sem.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let (outcome, duration) = run_once(prober.as_ref(), &slot.instance).await;
-            slot.record(outcome, duration, std::time::SystemTime::now());
+            let round = run_round(&prober, &slot.instance).await;
+            slot.record_round(round, std::time::SystemTime::now());
         });
     }
     while tasks.join_next().await.is_some() {}
-    let states: Vec<_> = slots.iter().map(|s| s.state()).collect();
-    let report = Report::build(&config, &slots, &states);
+    let units = coexistd::state::units(&slots);
+    let report = Report::build(&config, &slots, &units);
     match format {
         Format::Table => print!("{}", report.table()),
         Format::Json => match serde_json::to_string_pretty(&report) {

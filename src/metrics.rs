@@ -156,7 +156,7 @@ pub fn encode_chunks(
         .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
         .collect();
     let headers = instance_headers(openmetrics)?;
-    let states: Vec<InstanceState> = generation.slots.iter().map(|s| s.state()).collect();
+    let units = crate::state::units(&generation.slots);
     let mut out = String::with_capacity(CHUNK + 4096);
     let mut w = Writer { out: &mut out };
     let mut flush = |out: &mut String, force: bool| -> bool {
@@ -168,8 +168,9 @@ pub fn encode_chunks(
     };
     for (f, header) in headers.iter().enumerate() {
         w.out.push_str(header);
-        for (slot, st) in generation.slots.iter().zip(&states) {
-            write_instance_family(&mut w, f, &slot.labels, st);
+        for (i, unit) in &units {
+            let labels = unit.labels.as_deref().unwrap_or(&generation.slots[*i].labels);
+            write_instance_family(&mut w, f, labels, &unit.state);
             if !flush(w.out, false) {
                 return Ok(());
             }
@@ -178,7 +179,7 @@ pub fn encode_chunks(
     let mut registry = Registry::with_labels(labels.into_iter());
     registry.register_collector(Box::new(AgentFamilies {
         generation: generation.clone(),
-        states,
+        units,
         reload: store.reload_status(),
         lag: store.lag(),
     }));
@@ -385,14 +386,14 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
 /// Pool rollups and agent-level families, through prometheus-client.
 struct AgentFamilies {
     generation: Arc<Generation>,
-    states: Vec<InstanceState>,
+    units: Vec<(usize, crate::state::Unit)>,
     reload: ReloadStatus,
     lag: Histogram<{ LAG_BUCKETS.len() + 1 }>,
 }
 
 impl fmt::Debug for AgentFamilies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AgentFamilies").field("instances", &self.states.len()).finish()
+        f.debug_struct("AgentFamilies").field("units", &self.units.len()).finish()
     }
 }
 
@@ -406,7 +407,7 @@ impl Collector for AgentFamilies {
 impl AgentFamilies {
     fn encode_pools(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let g = &self.generation;
-        let mut pools = crate::report::pool_reports(&g.config, &g.slots, &self.states);
+        let mut pools = crate::report::pool_reports(&g.config, &g.slots, &self.units);
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         {
             let mut e = encoder.encode_descriptor(
@@ -479,7 +480,7 @@ impl AgentFamilies {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&(self.states.len() as i64))
+            .encode_gauge(&(self.generation.slots.len() as i64))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{InstanceState, Slot};
+use crate::state::{Slot, Unit};
 
 /// One check instance's last result.
 #[derive(Debug, Clone, Serialize)]
@@ -22,6 +22,8 @@ pub struct InstanceReport {
     pub kind: String,
     /// `host:port` or record.
     pub target: String,
+    /// The address probed, for `each_address` checks.
+    pub address: Option<String>,
     /// Last result; `null` before the first run.
     pub success: Option<bool>,
     /// Failure reason of the last run.
@@ -78,12 +80,12 @@ fn rfc3339(t: SystemTime) -> String {
 
 impl Report {
     /// Builds the report from slots and a copy of their states.
-    pub fn build(config: &Config, slots: &[std::sync::Arc<Slot>], states: &[InstanceState]) -> Report {
-        let instances: Vec<InstanceReport> = slots
+    pub fn build(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize, Unit)]) -> Report {
+        let instances: Vec<InstanceReport> = units
             .iter()
-            .zip(states)
-            .map(|(slot, st)| {
-                let i = &slot.instance;
+            .map(|(index, unit)| {
+                let st = &unit.state;
+                let i = &slots[*index].instance;
                 let failure = st.last.as_ref().and_then(|l| l.outcome.result.as_ref().err());
                 InstanceReport {
                     pool: i.pool_name().to_owned(),
@@ -91,6 +93,7 @@ impl Report {
                     check: i.check.clone(),
                     kind: i.kind().as_str().to_owned(),
                     target: i.target.clone(),
+                    address: unit.address.map(|a| a.to_string()),
                     success: st.success(),
                     reason: failure.map(|f| f.reason.as_str().to_owned()),
                     detail: failure.map(|f| f.detail.clone()),
@@ -103,7 +106,7 @@ impl Report {
                 }
             })
             .collect();
-        let pools = pool_reports(config, slots, states);
+        let pools = pool_reports(config, slots, units);
         Report { config: config.origin.clone(), pools, instances }
     }
 
@@ -124,7 +127,10 @@ impl Report {
                     if i.role.is_empty() { "-".into() } else { i.role.clone() },
                     i.check.clone(),
                     i.kind.clone(),
-                    i.target.clone(),
+                    match &i.address {
+                        Some(a) => format!("{} @{a}", i.target),
+                        None => i.target.clone(),
+                    },
                     match i.success {
                         Some(true) => "PASS".into(),
                         Some(false) => "FAIL".into(),
@@ -236,25 +242,40 @@ impl Report {
         for c in &checks {
             let _ = write!(s, "<tr><th>{}</th>", esc(c));
             for p in &pools {
-                match self.instances.iter().find(|i| i.check == *c && i.pool == *p) {
-                    None => s.push_str("<td></td>"),
-                    Some(i) => {
-                        let (class, word) = match i.success {
-                            Some(true) => ("pass", "PASS"),
-                            Some(false) => ("fail", "FAIL"),
-                            None => ("pending", "not run"),
-                        };
-                        let _ = write!(
-                            s,
-                            "<td class=\"{class}\" title=\"{}\"><b>{word}</b> {}<br><small>{} &middot; {} &middot; changed {}</small></td>",
-                            esc(i.detail.as_deref().unwrap_or("")),
-                            esc(i.reason.as_deref().unwrap_or("")),
-                            esc(&i.target),
-                            i.last_duration_seconds.map_or("-".into(), |d| format!("{:.1} ms", d * 1000.0)),
-                            esc(i.last_change.as_deref().unwrap_or("-")),
-                        );
-                    }
+                // An each_address check has one row per address: one line each in the cell.
+                let rows: Vec<&InstanceReport> =
+                    self.instances.iter().filter(|i| i.check == *c && i.pool == *p).collect();
+                if rows.is_empty() {
+                    s.push_str("<td></td>");
+                    continue;
                 }
+                let class = if rows.iter().any(|i| i.success == Some(false)) {
+                    "fail"
+                } else if rows.iter().all(|i| i.success == Some(true)) {
+                    "pass"
+                } else {
+                    "pending"
+                };
+                let _ = write!(s, "<td class=\"{class}\">");
+                for i in rows {
+                    let word = match i.success {
+                        Some(true) => "PASS",
+                        Some(false) => "FAIL",
+                        None => "not run",
+                    };
+                    let at = i.address.as_deref().map(|a| format!(" @{a}")).unwrap_or_default();
+                    let _ = write!(
+                        s,
+                        "<div title=\"{}\"><b>{word}</b> {}<br><small>{}{} &middot; {} &middot; changed {}</small></div>",
+                        esc(i.detail.as_deref().unwrap_or("")),
+                        esc(i.reason.as_deref().unwrap_or("")),
+                        esc(&i.target),
+                        esc(&at),
+                        i.last_duration_seconds.map_or("-".into(), |d| format!("{:.1} ms", d * 1000.0)),
+                        esc(i.last_change.as_deref().unwrap_or("-")),
+                    );
+                }
+                s.push_str("</td>");
             }
             s.push_str("</tr>");
         }
@@ -268,7 +289,7 @@ impl Report {
 pub fn pool_reports(
     config: &Config,
     slots: &[std::sync::Arc<Slot>],
-    states: &[InstanceState],
+    units: &[(usize, Unit)],
 ) -> Vec<PoolReport> {
     let mut pools: Vec<PoolReport> = config
         .pools
@@ -285,9 +306,9 @@ pub fn pool_reports(
         .collect();
     let index: std::collections::HashMap<&str, usize> =
         config.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
-    for (slot, st) in slots.iter().zip(states) {
+    for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
         let Some(&i) = slot.instance.pool.as_ref().and_then(|p| index.get(p.name.as_str())) else { continue };
-        match st.success() {
+        match unit.state.success() {
             Some(true) => pools[i].passing += 1,
             Some(false) => pools[i].failing += 1,
             None => pools[i].pending += 1,

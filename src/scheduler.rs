@@ -22,14 +22,31 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CheckInstance;
-use crate::probe::{self, Outcome, ProbeContext};
-use crate::state::{Generation, Store};
+use std::net::IpAddr;
+
+use crate::probe::{self, Outcome, Phase, ProbeContext};
+use crate::state::{Generation, Round, Store};
 
 /// Runs the probe of an instance. The live implementation is [`LiveProber`]; tests
 /// substitute their own to drive the scheduler with paused time.
 pub trait Prober: Send + Sync + 'static {
     /// One run of `instance`'s probe, without a deadline (the scheduler adds it).
     fn probe(&self, instance: Arc<CheckInstance>) -> Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+    /// One run against address `ip` of the target (`each_address`).
+    fn probe_at(
+        &self,
+        instance: Arc<CheckInstance>,
+        ip: IpAddr,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let _ = ip;
+        self.probe(instance)
+    }
+
+    /// Every address of `host` (`each_address`).
+    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send>> {
+        Box::pin(async move { Err(format!("{host}: no resolver")) })
+    }
 }
 
 /// Probes for real, over the network.
@@ -41,6 +58,74 @@ impl Prober for LiveProber {
         let cx = self.0.clone();
         Box::pin(async move { probe::run(&instance.spec, &cx).await })
     }
+
+    fn probe_at(
+        &self,
+        instance: Arc<CheckInstance>,
+        ip: IpAddr,
+    ) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        let cx = ProbeContext { address: Some(ip), ..(*self.0).clone() };
+        Box::pin(async move { probe::run(&instance.spec, &cx).await })
+    }
+
+    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send>> {
+        let cx = self.0.clone();
+        Box::pin(async move { cx.resolver.lookup_ip(&host).await })
+    }
+}
+
+/// One scheduled run: the probe, or for `each_address` one probe per address behind
+/// the target name, all within the instance's timeout.
+pub async fn run_round(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) -> Round {
+    let host = match (instance.each_address, instance.spec.host()) {
+        (true, Some(h)) => h.to_owned(),
+        _ => {
+            let (o, d) = run_once(prober.as_ref(), instance).await;
+            return Round::Single(o, d);
+        }
+    };
+    let t = Instant::now();
+    let deadline = t + instance.timeout;
+    let addrs = match tokio::time::timeout_at(deadline, prober.resolve(host)).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            let o =
+                Outcome::fail(crate::probe::FailureReason::Resolve, e, vec![(Phase::Resolve, t.elapsed())]);
+            return Round::Single(o, t.elapsed());
+        }
+        Err(_) => {
+            let o = Outcome::fail(instance.spec.timeout_reason(), "name resolution timed out", Vec::new());
+            return Round::Single(o, t.elapsed());
+        }
+    };
+    let resolved = t.elapsed();
+    let mut set = JoinSet::new();
+    for ip in addrs {
+        let (prober, instance) = (prober.clone(), instance.clone());
+        set.spawn(async move {
+            let start = Instant::now();
+            let o = match tokio::time::timeout_at(deadline, prober.probe_at(instance.clone(), ip)).await {
+                Ok(mut o) => {
+                    o.phases.insert(0, (Phase::Resolve, resolved));
+                    o
+                }
+                Err(_) => Outcome::fail(
+                    instance.spec.timeout_reason(),
+                    format!("no result within {}", humantime::format_duration(instance.timeout)),
+                    Vec::new(),
+                ),
+            };
+            (ip, o, resolved + start.elapsed())
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok(r) = r {
+            results.push(r);
+        }
+    }
+    results.sort_by_key(|r| r.0);
+    Round::Members(results)
 }
 
 /// Runs one probe of `instance` with its timeout; a timeout becomes the kind's reason.
@@ -111,16 +196,16 @@ impl Scheduler {
                         p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     };
                     store.observe_lag(Instant::now().saturating_duration_since(planned));
-                    let (outcome, duration) = tokio::select! {
+                    let round = tokio::select! {
                         _ = &mut cancelled => return,
-                        r = run_once(prober.as_ref(), &instance) => r,
+                        r = run_round(&prober, &instance) => r,
                     };
                     drop(permit);
-                    if let Err(f) = &outcome.result {
+                    if let Round::Single(Outcome { result: Err(f), .. }, _) = &round {
                         tracing::debug!(check = %instance.check, pool = instance.pool_name(), target = %instance.target,
                             reason = f.reason.as_str(), detail = %f.detail, "probe failed");
                     }
-                    store.record(&generation, &slot, outcome, duration);
+                    store.record(&generation, &slot, round);
                 }
             });
         }

@@ -71,8 +71,8 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
 
 fn report(store: &Store) -> Report {
     let g = store.current();
-    let states: Vec<_> = g.slots.iter().map(|s| s.state()).collect();
-    Report::build(&g.config, &g.slots, &states)
+    let units = crate::state::units(&g.slots);
+    Report::build(&g.config, &g.slots, &units)
 }
 
 async fn status_page(State(app): State<App>) -> Html<String> {

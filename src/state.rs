@@ -6,7 +6,8 @@
 //! A reload carries the state of instances whose key is unchanged, so counters of
 //! unchanged checks keep counting.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -90,6 +91,41 @@ impl InstanceState {
     }
 }
 
+impl InstanceState {
+    /// Adds one run.
+    fn record(&mut self, outcome: Outcome, duration: Duration, at: SystemTime) {
+        let passed = outcome.result.is_ok();
+        self.runs += 1;
+        if let Some(r) = outcome.reason() {
+            self.failures[r.index()] += 1;
+        }
+        self.consecutive_failures = if passed { 0 } else { self.consecutive_failures + 1 };
+        if self.success() != Some(passed) {
+            self.last_change = Some(at);
+        }
+        self.durations.observe(&DURATION_BUCKETS, duration.as_secs_f64());
+        self.last = Some(LastRun { outcome, duration, at });
+    }
+}
+
+/// One address of an `each_address` instance: its series labels and state.
+#[derive(Debug, Clone)]
+struct Member {
+    labels: String,
+    state: InstanceState,
+}
+
+/// One set of series: an instance, or one address of an `each_address` instance.
+#[derive(Debug, Clone)]
+pub struct Unit {
+    /// The address, for a fanned-out instance.
+    pub address: Option<IpAddr>,
+    /// The series labels when they differ from the slot's (with `address`).
+    pub labels: Option<String>,
+    /// Its results.
+    pub state: InstanceState,
+}
+
 /// One instance and its state.
 #[derive(Debug)]
 pub struct Slot {
@@ -97,42 +133,106 @@ pub struct Slot {
     pub instance: Arc<CheckInstance>,
     /// The instance's series labels, rendered once (see [`crate::metrics::render_labels`]).
     pub labels: String,
+    /// Results of the instance itself (for `each_address`: of the resolution step, shown
+    /// only while no address is known).
     state: Mutex<InstanceState>,
+    /// `each_address`: results per address seen in the last round.
+    members: Mutex<BTreeMap<IpAddr, Member>>,
 }
 
 impl Slot {
     /// A slot with no run yet.
     pub fn new(config: &Config, instance: Arc<CheckInstance>) -> Slot {
-        Slot::with_state(config, instance, InstanceState::default())
+        Slot::with_state(config, instance, InstanceState::default(), BTreeMap::new())
     }
 
-    fn with_state(config: &Config, instance: Arc<CheckInstance>, state: InstanceState) -> Slot {
+    fn with_state(
+        config: &Config,
+        instance: Arc<CheckInstance>,
+        state: InstanceState,
+        members: BTreeMap<IpAddr, Member>,
+    ) -> Slot {
         let labels = crate::metrics::render_labels(config, &instance);
-        Slot { instance, labels, state: Mutex::new(state) }
+        let mut members = members;
+        for (ip, m) in members.iter_mut() {
+            // Constant labels may have changed with a reload.
+            m.labels = format!("{labels},address=\"{ip}\"");
+        }
+        Slot { instance, labels, state: Mutex::new(state), members: Mutex::new(members) }
     }
 
-    /// Records one run; returns true when it was the instance's first.
+    fn ran(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).runs > 0
+            || !self.members.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Records one run; returns true when it was the instance's first. Clears the
+    /// per-address results (the name did not resolve, or the instance has no fan-out).
     pub fn record(&self, outcome: Outcome, duration: Duration, at: SystemTime) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let first = s.runs == 0;
-        let passed = outcome.result.is_ok();
-        s.runs += 1;
-        if let Some(r) = outcome.reason() {
-            s.failures[r.index()] += 1;
-        }
-        s.consecutive_failures = if passed { 0 } else { s.consecutive_failures + 1 };
-        if s.success() != Some(passed) {
-            s.last_change = Some(at);
-        }
-        s.durations.observe(&DURATION_BUCKETS, duration.as_secs_f64());
-        s.last = Some(LastRun { outcome, duration, at });
+        let first = !self.ran();
+        self.members.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).record(outcome, duration, at);
         first
     }
 
-    /// A copy of the state, for encoding without holding the lock.
+    /// Records one `each_address` round: one result per address now behind the name.
+    /// Addresses that are gone lose their series; new ones get theirs.
+    pub fn record_members(&self, results: Vec<(IpAddr, Outcome, Duration)>, at: SystemTime) -> bool {
+        let first = !self.ran();
+        let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.retain(|ip, _| results.iter().any(|(r, _, _)| r == ip));
+        for (ip, outcome, duration) in results {
+            let m = members.entry(ip).or_insert_with(|| Member {
+                labels: format!("{},address=\"{ip}\"", self.labels),
+                state: InstanceState::default(),
+            });
+            m.state.record(outcome, duration, at);
+        }
+        first
+    }
+
+    /// Records a round; returns true when it was the instance's first.
+    pub fn record_round(&self, round: Round, at: SystemTime) -> bool {
+        match round {
+            Round::Single(outcome, duration) => self.record(outcome, duration, at),
+            Round::Members(results) => self.record_members(results, at),
+        }
+    }
+
+    /// A copy of the instance's own state, for encoding without holding the lock.
     pub fn state(&self) -> InstanceState {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// The slot's series sets: one per address while addresses are known, else one.
+    pub fn units(&self) -> Vec<Unit> {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        if members.is_empty() {
+            return vec![Unit { address: None, labels: None, state: self.state() }];
+        }
+        members
+            .iter()
+            .map(|(ip, m)| Unit {
+                address: Some(*ip),
+                labels: Some(m.labels.clone()),
+                state: m.state.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Every unit of `slots`, with the index of its slot.
+pub fn units(slots: &[Arc<Slot>]) -> Vec<(usize, Unit)> {
+    slots.iter().enumerate().flat_map(|(i, s)| s.units().into_iter().map(move |u| (i, u))).collect()
+}
+
+/// What one scheduled run of an instance produced.
+#[derive(Debug)]
+pub enum Round {
+    /// One outcome: a plain instance, or an `each_address` one whose name did not resolve.
+    Single(Outcome, Duration),
+    /// One outcome per address behind the name.
+    Members(Vec<(IpAddr, Outcome, Duration)>),
 }
 
 /// One loaded configuration and its slots.
@@ -208,9 +308,9 @@ impl Store {
         *self.reload.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a run of `slot` (of generation `generation`).
-    pub fn record(&self, generation: &Generation, slot: &Slot, outcome: Outcome, duration: Duration) {
-        if slot.record(outcome, duration, SystemTime::now())
+    /// Records a round of `slot` (of generation `generation`).
+    pub fn record(&self, generation: &Generation, slot: &Slot, round: Round) {
+        if slot.record_round(round, SystemTime::now())
             && generation.pending.fetch_sub(1, Ordering::AcqRel) == 1
         {
             self.ready.store(true, Ordering::Release);
@@ -242,11 +342,11 @@ fn make_generation(config: Arc<Config>, old: &HashMap<String, Arc<Slot>>) -> Gen
             // Same key, possibly a changed interval or expectation: keep the counters,
             // take the new instance.
             Some(s) => {
-                let state = s.state();
-                if state.runs == 0 {
+                if !s.ran() {
                     pending += 1;
                 }
-                Arc::new(Slot::with_state(&config, inst.clone(), state))
+                let members = s.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Arc::new(Slot::with_state(&config, inst.clone(), s.state(), members))
             }
             None => {
                 pending += 1;

@@ -160,7 +160,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "key of another kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nrecord = \"x.contoso.com\"\n"),
-            "t.toml:15:10: checks[0].record: not a key of kind \"tcp\" (its keys: host, port)",
+            "t.toml:15:10: checks[0].record: not a key of kind \"tcp\" (its keys: host, port, each_address)",
         ),
         (
             "bad TLS version on a pool",
@@ -190,7 +190,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "dns key on a tls check",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tls\"\nport = 5061\nexpect = [\"x\"]\n"),
-            "t.toml:15:10: checks[0].expect: not a key of kind \"tls\" (its keys: host, port, tls_min_version, tls_skip_verify, min_days_valid)",
+            "t.toml:15:10: checks[0].expect: not a key of kind \"tls\" (its keys: host, port, tls_min_version, tls_skip_verify, min_days_valid, each_address)",
         ),
         (
             "sip check with an unknown transport",
@@ -221,6 +221,11 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "bad member name",
             "[[pools]]\nname = \"a\"\nrole = \"new\"\nfqdn = \"a.contoso.com\"\nmembers = [\"fe 1\"]\n".into(),
             "t.toml:5:12: pools[0].members: \"fe 1\" is not a valid host name",
+        ),
+        (
+            "each_address on a dns check",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"dns\"\nrecord = \"{fqdn}\"\neach_address = true\n"),
+            "t.toml:15:16: checks[0].each_address: not a key of kind \"dns\" (its keys: record, type, expect, expect_contains, expect_pool)",
         ),
         (
             "bad host",

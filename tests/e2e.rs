@@ -430,3 +430,52 @@ fn tls_metrics_show_the_real_certificate_and_pass_promtool() {
     assert_eq!(code, 200);
     assert!(om.contains("coexist_tls_cert_info{"));
 }
+
+#[test]
+fn each_address_fans_out_over_the_pool_members_as_dns_changes() {
+    use common::{Kamailio, KamailioMode};
+    let zone = "lyncpool A 127.0.41.1\nlyncpool A 127.0.41.2\nocspool A 127.0.31.2\n";
+    let mut knot = Knot::start("contoso.test", zone);
+    let port = common::free_port();
+    let mut fe1 = Kamailio::start_at("127.0.41.1", port, KamailioMode::Ok, None);
+    let _fe2 = Kamailio::start_at("127.0.41.2", port, KamailioMode::Ok, None);
+    let extra = format!(
+        "[[checks]]\nname = \"sip-udp\"\nkind = \"sip\"\ntransport = \"udp\"\nport = {port}\npools = [\"lync\"]\neach_address = true\n"
+    );
+    // Only the fan-out check counts for the pool: the tcp checks of `config` go to ocs.
+    let text = config(&knot, 9, 9, &extra).replace(
+        "pools = [\"lync\"]\n[[checks]]\nname = \"sip-port-ocs\"",
+        "pools = [\"ocs\"]\n[[checks]]\nname = \"sip-port-ocs\"",
+    );
+    let agent = Agent::start(&text);
+    let ok = |m: &str, ip: &str| sample(m, "coexist_probe_success", &[("check", "sip-udp"), ("address", ip)]);
+    let m = agent.wait_metrics(Duration::from_secs(5), |m| {
+        ok(m, "127.0.41.1").is_some() && ok(m, "127.0.41.2").is_some()
+    });
+    assert_eq!(ok(&m, "127.0.41.1"), Some(1.0), "{m}");
+    assert_eq!(ok(&m, "127.0.41.2"), Some(1.0));
+    assert_eq!(sample(&m, "coexist_pool_checks", &[("pool", "lync"), ("state", "passing")]), Some(2.0));
+    assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync")]), Some(1.0));
+    promtool_check(&m);
+
+    // One Front End stops: only its address fails, the pool is down.
+    fe1.stop();
+    let m = agent.wait_metrics(Duration::from_secs(4), |m| ok(m, "127.0.41.1") == Some(0.0));
+    assert_eq!(ok(&m, "127.0.41.2"), Some(1.0));
+    assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync")]), Some(0.0));
+
+    // A third member appears in DNS (nothing listens there), then leaves.
+    knot.set_records(&format!("{zone}lyncpool A 127.0.41.3\n"));
+    let m = agent.wait_metrics(Duration::from_secs(4), |m| ok(m, "127.0.41.3").is_some());
+    assert_eq!(ok(&m, "127.0.41.3"), Some(0.0), "nothing listens on the new member");
+    knot.set_records(zone);
+    let m = agent.wait_metrics(Duration::from_secs(4), |m| ok(m, "127.0.41.3").is_none());
+    assert!(!m.contains("address=\"127.0.41.3\""), "the removed member's series are gone");
+    assert_eq!(ok(&m, "127.0.41.2"), Some(1.0));
+    let (_, body) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let rows: Vec<&serde_json::Value> =
+        v["instances"].as_array().unwrap().iter().filter(|i| i["check"] == "sip-udp").collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["address"], "127.0.41.1");
+}

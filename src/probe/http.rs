@@ -50,6 +50,7 @@ impl HttpSpec {
                 "tls_min_version",
                 "tls_skip_verify",
                 "min_days_valid",
+                "each_address",
             ],
         )?;
         let (host, port, path) = match (&raw.url, &raw.path) {

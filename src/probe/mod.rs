@@ -74,6 +74,18 @@ impl CheckSpec {
         }
     }
 
+    /// The host a connecting kind resolves and connects to (`each_address` fans out over
+    /// its addresses); `None` for dns.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            CheckSpec::Tcp(s) => Some(&s.host),
+            CheckSpec::Tls(s) => Some(&s.host),
+            CheckSpec::Http(s) => Some(&s.host),
+            CheckSpec::Sip(s) => Some(&s.host),
+            CheckSpec::Dns(_) => None,
+        }
+    }
+
     /// The reason recorded when the probe does not finish within its timeout.
     pub fn timeout_reason(&self) -> FailureReason {
         match self {
@@ -104,6 +116,9 @@ pub struct ProbeContext {
     pub dns: std::sync::Arc<dns::DnsClient>,
     /// Both TLS engines with the configured trust anchors and client identity.
     pub tls: std::sync::Arc<crate::tls::TlsClient>,
+    /// `each_address`: connect to this address instead of resolving the target name
+    /// (SNI, certificate name and SIP Request-URI stay the name).
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// Runs one probe, without a deadline of its own.

@@ -24,7 +24,7 @@ pub struct TcpSpec {
 impl TcpSpec {
     /// Validates the tcp keys of `raw`; the target label is `host:port`.
     pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(TcpSpec, String), ConfigError> {
-        raw.reject_foreign(cx, &["host", "port"])?;
+        raw.reject_foreign(cx, &["host", "port", "each_address"])?;
         let host = cx.host(raw)?;
         let port = cx.port(raw)?;
         let target = host_port(&host, port);
@@ -49,9 +49,16 @@ pub async fn connect(
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, std::time::Duration)>,
 ) -> Result<TcpStream, (FailureReason, String)> {
-    let t = Instant::now();
-    let addrs = cx.resolver.lookup_ip(host).await.map_err(|e| (FailureReason::Resolve, e))?;
-    phases.push((Phase::Resolve, t.elapsed()));
+    let addrs = match cx.address {
+        // each_address: the scheduler resolved the name and pinned one address.
+        Some(ip) => vec![ip],
+        None => {
+            let t = Instant::now();
+            let addrs = cx.resolver.lookup_ip(host).await.map_err(|e| (FailureReason::Resolve, e))?;
+            phases.push((Phase::Resolve, t.elapsed()));
+            addrs
+        }
+    };
     let t = Instant::now();
     let mut last = None;
     for ip in addrs {

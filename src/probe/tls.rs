@@ -24,7 +24,10 @@ pub struct TlsSpec {
 impl TlsSpec {
     /// Validates the tls keys of `raw`; the target label is `host:port`.
     pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(TlsSpec, String), ConfigError> {
-        raw.reject_foreign(cx, &["host", "port", "tls_min_version", "tls_skip_verify", "min_days_valid"])?;
+        raw.reject_foreign(
+            cx,
+            &["host", "port", "tls_min_version", "tls_skip_verify", "min_days_valid", "each_address"],
+        )?;
         let host = cx.host(raw)?;
         let port = cx.port(raw)?;
         let target = tcp::host_port(&host, port);

@@ -321,9 +321,13 @@ pub struct Kamailio {
 
 impl Kamailio {
     pub fn start(mode: KamailioMode, tls: Option<KamailioTls<'_>>) -> Kamailio {
+        Kamailio::start_at("127.0.0.1", free_port(), mode, tls)
+    }
+
+    /// Listens on `ip` (a loopback address) and `port` for UDP and TCP.
+    pub fn start_at(ip: &str, port: u16, mode: KamailioMode, tls: Option<KamailioTls<'_>>) -> Kamailio {
         let kamailio = require("kamailio", "kamailio and kamailio-tls-modules");
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let tls_port = loop {
             let p = free_port();
             if p != port {
@@ -339,7 +343,7 @@ impl Kamailio {
         let mut cfg = format!(
             "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nchildren=2\ntcp_children=2\nauto_aliases=no\n\
              server_header=\"Server: kamailio-test ({mode:?})\"\n\
-             listen=udp:127.0.0.1:{port}\nlisten=tcp:127.0.0.1:{port}\n\
+             listen=udp:{ip}:{port}\nlisten=tcp:{ip}:{port}\n\
              mpath=\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"\n\
              loadmodule \"sl.so\"\nloadmodule \"cfgutils.so\"\n"
         );
@@ -357,7 +361,7 @@ impl Kamailio {
             );
             std::fs::write(dir.path().join("tls.cfg"), tls_cfg).unwrap();
             cfg.push_str(&format!(
-                "enable_tls=yes\nlisten=tls:127.0.0.1:{tls_port}\nloadmodule \"tls.so\"\n\
+                "enable_tls=yes\nlisten=tls:{ip}:{tls_port}\nloadmodule \"tls.so\"\n\
                  modparam(\"tls\", \"config\", \"{}\")\n",
                 dir.path().join("tls.cfg").display()
             ));
@@ -398,7 +402,7 @@ impl Kamailio {
             .expect("start kamailio");
         let mut k = Kamailio { port, tls_port, child, log: Default::default(), _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
-        let ready = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+        let ready = |p: u16| std::net::TcpStream::connect((ip, p)).is_ok();
         while !(ready(port) && (tls.is_none() || ready(tls_port))) {
             if let Ok(Some(status)) = k.child.try_wait() {
                 let mut err = String::new();

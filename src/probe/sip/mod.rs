@@ -63,6 +63,7 @@ impl SipSpec {
                 "tls_min_version",
                 "tls_skip_verify",
                 "min_days_valid",
+                "each_address",
             ],
         )?;
         let transport = match &raw.transport {
@@ -209,9 +210,16 @@ async fn over_udp(
     deadline: Instant,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<Message, TxError> {
-    let t = Instant::now();
-    let addrs = cx.resolver.lookup_ip(&spec.host).await.map_err(|e| TxError(FailureReason::Resolve, e))?;
-    phases.push((Phase::Resolve, t.elapsed()));
+    let addrs = match cx.address {
+        Some(ip) => vec![ip],
+        None => {
+            let t = Instant::now();
+            let addrs =
+                cx.resolver.lookup_ip(&spec.host).await.map_err(|e| TxError(FailureReason::Resolve, e))?;
+            phases.push((Phase::Resolve, t.elapsed()));
+            addrs
+        }
+    };
     let target = SocketAddr::new(addrs[0], spec.port);
     let bind: SocketAddr = if target.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
