@@ -86,6 +86,6 @@ async fn a_blackholed_port_times_out() {
     let o = run(&dns, "hole.contoso.test", addr.port(), "1s").await;
     assert_eq!(o.reason(), Some(FailureReason::Timeout), "{o:?}");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1500), "{took:?}");
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(2500), "{took:?}");
     drop(l);
 }
