@@ -110,7 +110,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"icmp\"\n"),
-            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`",
+            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`, `sip_discovery`",
         ),
         (
             "port out of range",
@@ -258,8 +258,8 @@ fn the_example_config_is_valid() {
     assert_eq!(c.pools.len(), 2);
     assert_eq!(c.pools[0].role.as_str(), "legacy");
     // per pool: 2 tls + 1 sip + 1 dns + 1 http x 2 pools = 10; restricted to one pool: 4;
-    // pool-less: 8.
-    assert_eq!(c.instances.len(), 22);
+    // pool-less: 9.
+    assert_eq!(c.instances.len(), 23);
     let srv = c.instances.iter().find(|i| i.check == "sipinternaltls-srv").unwrap();
     assert!(srv.pool.is_none());
     assert_eq!(srv.target, "_sipinternaltls._tcp.contoso.com");

@@ -302,7 +302,7 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
-    assert_eq!(successes.len(), 17, "{m}");
+    assert_eq!(successes.len(), 18, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
@@ -323,7 +323,11 @@ fn the_demo_serves_a_passing_lab() {
     let new = [("pool", "lync2013"), ("check", "sip-tls"), ("version", "TLS 1.3")];
     assert_eq!(sample(&m, "coexist_tls_version_info", &new), Some(1.0));
     assert_eq!(sample(&m, "coexist_probe_success", &[("check", "autodiscover")]), Some(1.0));
-    // The sign-in record points at the new pool.
+    // The sign-in record, and the sign-in path, point at the new pool.
+    assert_eq!(
+        sample(&m, "coexist_dns_points_to", &[("check", "signin-path"), ("points_to", "lync2013")]),
+        Some(1.0)
+    );
     assert_eq!(
         sample(&m, "coexist_dns_points_to", &[("check", "sipinternaltls-srv"), ("points_to", "lync2013")]),
         Some(1.0)

@@ -185,3 +185,63 @@ async fn a_kamailio_requiring_a_client_certificate() {
     let o = lab.probe(&check, &lab.client_tls(), "2s").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
 }
+
+#[tokio::test]
+async fn sip_discovery_follows_the_sign_in_srv_record_to_a_pool() {
+    use common::Knot;
+    let lab = lab().await;
+    let leaf = lab
+        .ca
+        .issue(&Leaf { cn: "lyncpool.contoso.test", sans: &["lyncpool.contoso.test"], ..Leaf::default() })
+        .unwrap();
+    let (cert, key) = leaf.write(lab.dir.path(), "lyncpool", &[]).unwrap();
+    let k = Kamailio::start(
+        KamailioMode::Ok,
+        Some(KamailioTls {
+            cert: &cert,
+            key: &key,
+            ca: &lab.ca_file,
+            method: "TLSv1.2+",
+            require_client_cert: false,
+        }),
+    );
+    let zone = format!(
+        "lyncpool A 127.0.0.1\nocspool A 127.0.0.1\n_sipinternaltls._tcp SRV 0 0 {} lyncpool\n",
+        k.tls_port
+    );
+    let mut knot = Knot::start("contoso.test", &zone);
+    let dns = knot.addr;
+    let probe = |expect: &'static str| {
+        let text = format!(
+            "[agent]\ntimeout = \"3s\"\n[dns]\nservers = [\"{}\"]\n[tls]\nca_file = \"{}\"\n\
+             [[pools]]\nname = \"ocs\"\nrole = \"legacy\"\nfqdn = \"ocspool.contoso.test\"\n\
+             [[pools]]\nname = \"lync\"\nrole = \"new\"\nfqdn = \"lyncpool.contoso.test\"\n\
+             [[checks]]\nname = \"signin\"\nkind = \"sip_discovery\"\npools = []\nrecord = \"_sipinternaltls._tcp.contoso.test\"\n{expect}\n",
+            dns,
+            lab.ca_file.display()
+        );
+        async move {
+            let config = Config::parse(&text, "t").unwrap();
+            let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
+            run_once(&prober, &config.instances[0]).await.0
+        }
+    };
+    let o = probe("expect_pool = \"lync\"").await;
+    assert_eq!(o.result, Ok(()), "{o:?}");
+    assert_eq!(o.points_to.as_deref(), Some("lync"));
+    assert_eq!(o.sip_status, Some(200));
+    assert_eq!(o.tls.as_ref().unwrap().leaf().unwrap().subject, "CN=lyncpool.contoso.test");
+    let phases: Vec<Phase> = o.phases.iter().map(|p| p.0).collect();
+    assert_eq!(phases, [Phase::Resolve, Phase::Connect, Phase::Tls, Phase::Request]);
+
+    // The record moves to the legacy pool.
+    knot.set_records(&zone.replace(" lyncpool\n", " ocspool\n"));
+    let o = probe("expect_pool = \"lync\"").await;
+    assert_eq!(o.reason(), Some(FailureReason::DnsWrongPool), "{o:?}");
+    assert_eq!(o.points_to.as_deref(), Some("ocs"));
+    // Without expect_pool the client's path is followed: the certificate does not cover
+    // the host the record now names.
+    let o = probe("").await;
+    assert_eq!(o.reason(), Some(FailureReason::CertNameMismatch), "{o:?}");
+    assert_eq!(o.points_to.as_deref(), Some("ocs"));
+}

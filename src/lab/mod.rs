@@ -356,6 +356,14 @@ record = "_sipinternal._tcp.{DOMAIN}"
 type = "SRV"
 expect = ["0 0 5060 ocspool.{DOMAIN}."]
 
+# The sign-in path of an internal client: SRV -> host:port -> TLS -> OPTIONS.
+[[checks]]
+name = "signin-path"
+kind = "sip_discovery"
+pools = []
+record = "_sipinternaltls._tcp.{DOMAIN}"
+expect_pool = "lync2013"
+
 [[checks]]
 name = "lyncdiscoverinternal"
 kind = "dns"

@@ -8,6 +8,7 @@
 pub mod dns;
 pub mod http;
 pub mod sip;
+pub mod sip_discovery;
 pub mod tcp;
 pub mod tls;
 
@@ -32,6 +33,8 @@ pub enum Kind {
     Http,
     /// SIP OPTIONS over UDP, TCP or TLS.
     Sip,
+    /// SRV record → host → TLS → OPTIONS, as a client signs in.
+    SipDiscovery,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Tls => "tls",
             Kind::Http => "http",
             Kind::Sip => "sip",
+            Kind::SipDiscovery => "sip_discovery",
         }
     }
 }
@@ -60,6 +64,8 @@ pub enum CheckSpec {
     Http(http::HttpSpec),
     /// See [`sip::SipSpec`].
     Sip(sip::SipSpec),
+    /// See [`sip_discovery::SipDiscoverySpec`].
+    SipDiscovery(sip_discovery::SipDiscoverySpec),
 }
 
 impl CheckSpec {
@@ -71,6 +77,7 @@ impl CheckSpec {
             CheckSpec::Tls(_) => Kind::Tls,
             CheckSpec::Http(_) => Kind::Http,
             CheckSpec::Sip(_) => Kind::Sip,
+            CheckSpec::SipDiscovery(_) => Kind::SipDiscovery,
         }
     }
 
@@ -82,7 +89,7 @@ impl CheckSpec {
             CheckSpec::Tls(s) => Some(&s.host),
             CheckSpec::Http(s) => Some(&s.host),
             CheckSpec::Sip(s) => Some(&s.host),
-            CheckSpec::Dns(_) => None,
+            CheckSpec::Dns(_) | CheckSpec::SipDiscovery(_) => None,
         }
     }
 
@@ -91,7 +98,9 @@ impl CheckSpec {
         match self {
             CheckSpec::Tcp(_) => FailureReason::Timeout,
             CheckSpec::Dns(_) => FailureReason::DnsTimeout,
-            CheckSpec::Tls(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) => FailureReason::Timeout,
+            CheckSpec::Tls(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) | CheckSpec::SipDiscovery(_) => {
+                FailureReason::Timeout
+            }
         }
     }
 }
@@ -104,6 +113,9 @@ pub fn build_spec(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(CheckSpec, String
         Kind::Tls => tls::TlsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tls(s), t)),
         Kind::Http => http::HttpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Http(s), t)),
         Kind::Sip => sip::SipSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Sip(s), t)),
+        Kind::SipDiscovery => {
+            sip_discovery::SipDiscoverySpec::build(raw, cx).map(|(s, t)| (CheckSpec::SipDiscovery(s), t))
+        }
     }
 }
 
@@ -129,6 +141,7 @@ pub async fn run(spec: &CheckSpec, cx: &ProbeContext) -> Outcome {
         CheckSpec::Tls(s) => tls::probe(s, cx).await,
         CheckSpec::Http(s) => http::probe(s, cx).await,
         CheckSpec::Sip(s) => sip::probe(s, cx).await,
+        CheckSpec::SipDiscovery(s) => sip_discovery::probe(s, cx).await,
     }
 }
 
