@@ -8,6 +8,7 @@
 //!   --literal                          (target 127.0.0.1 directly: no DNS lookup per probe)
 //!   --kind tls                         (tls checks: TLS 1.3, ECDSA P-256 chain from a test CA)
 //!   --kind sip-udp | sip-tls           (sip OPTIONS checks against in-process responders)
+//!   --members N                        (N A records per pool, 127.0.0.1..N, each_address = true)
 //! ```
 //!
 //! This process runs the peers: a DNS responder that resolves every pool FQDN to
@@ -58,6 +59,7 @@ struct Opts {
     window: Duration,
     literal: bool,
     kind: String,
+    members: u8,
 }
 
 fn opts() -> Opts {
@@ -69,6 +71,7 @@ fn opts() -> Opts {
         window: Duration::from_secs(60),
         literal: false,
         kind: "tcp".into(),
+        members: 1,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -79,6 +82,7 @@ fn opts() -> Opts {
             "--checks-per-pool" => o.checks = v.parse().expect("--checks-per-pool N"),
             "--interval" => o.interval = v,
             "--kind" => o.kind = v,
+            "--members" => o.members = v.parse().expect("--members N (1-250)"),
             "--warmup" => o.warmup = humantime::parse_duration(&v).expect("--warmup 15s"),
             "--window" => o.window = humantime::parse_duration(&v).expect("--window 60s"),
             "--literal" => {
@@ -149,7 +153,11 @@ fn main() {
     let o = opts();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
-    let records = (0..o.pools).map(|p| a(&format!("pool{p}.bench.test"), "127.0.0.1")).collect();
+    let records = (0..o.pools)
+        .flat_map(|p| {
+            (1..=o.members).map(move |m| a(&format!("pool{p}.bench.test"), &format!("127.0.0.{m}")))
+        })
+        .collect();
     let dns = rt.block_on(DnsServer::start("127.0.0.1:0".parse().unwrap(), records)).unwrap();
     // TLS: a P-256 CA and a P-256 leaf covering every pool name, served by OpenSSL here.
     let dir = tempfile::tempdir().unwrap();
@@ -172,19 +180,29 @@ fn main() {
             rt.spawn(coexistd::lab::sip_udp(u, "bench"));
             continue;
         }
-        let l = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-        ports.push(l.local_addr().unwrap().port());
-        let (acceptor, kind) = (acceptor.clone(), o.kind.clone());
-        rt.spawn(async move {
-            loop {
-                let Ok((tcp, _)) = l.accept().await else { continue };
-                match kind.as_str() {
-                    "tls" => drop(tokio::spawn(tls_serve(tcp, acceptor.clone(), false))),
-                    "sip-tls" => drop(tokio::spawn(tls_serve(tcp, acceptor.clone(), true))),
-                    _ => {}
+        let first = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let port = first.local_addr().unwrap().port();
+        ports.push(port);
+        let mut listeners = vec![first];
+        for m in 2..=o.members {
+            listeners.push(
+                rt.block_on(tokio::net::TcpListener::bind(("127.0.0.".to_owned() + &m.to_string(), port)))
+                    .unwrap(),
+            );
+        }
+        for l in listeners {
+            let (acceptor, kind) = (acceptor.clone(), o.kind.clone());
+            rt.spawn(async move {
+                loop {
+                    let Ok((tcp, _)) = l.accept().await else { continue };
+                    match kind.as_str() {
+                        "tls" => drop(tokio::spawn(tls_serve(tcp, acceptor.clone(), false))),
+                        "sip-tls" => drop(tokio::spawn(tls_serve(tcp, acceptor.clone(), true))),
+                        _ => {}
+                    }
                 }
-            }
-        });
+            });
+        }
     }
     let listen: SocketAddr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -203,7 +221,13 @@ fn main() {
         ));
     }
     for (c, port) in ports.iter().enumerate() {
-        let host = if o.literal { "host = \"127.0.0.1\"\n" } else { "" };
+        let host = if o.literal {
+            "host = \"127.0.0.1\"\n"
+        } else if o.members > 1 {
+            "each_address = true\n"
+        } else {
+            ""
+        };
         let kind = match o.kind.as_str() {
             "sip-udp" => "sip\"\ntransport = \"udp",
             "sip-tls" => "sip\"\ntransport = \"tls",
@@ -222,7 +246,7 @@ fn main() {
         .spawn()
         .expect("build the release binary first: cargo build --release");
     let pid = child.id();
-    let instances = o.pools * o.checks;
+    let instances = o.pools * o.checks * usize::from(o.members);
     eprintln!("{instances} {} instances, interval {}, DNS per probe: {}", o.kind, o.interval, !o.literal);
     std::thread::sleep(o.warmup);
 

@@ -447,7 +447,9 @@ fn each_address_fans_out_over_the_pool_members_as_dns_changes() {
         "[[checks]]\nname = \"sip-udp\"\nkind = \"sip\"\ntransport = \"udp\"\nport = {port}\npools = [\"lync\"]\neach_address = true\n"
     );
     // Only the fan-out check counts for the pool: the tcp checks of `config` go to ocs.
-    let text = config(&knot, 9, 9, &extra).replace(
+    // Interval 2 s: every change below must show within two intervals (4 s, plus the
+    // scrape polling).
+    let text = config(&knot, 9, 9, &extra).replace("interval = \"1s\"", "interval = \"2s\"").replace(
         "pools = [\"lync\"]\n[[checks]]\nname = \"sip-port-ocs\"",
         "pools = [\"ocs\"]\n[[checks]]\nname = \"sip-port-ocs\"",
     );
@@ -464,16 +466,16 @@ fn each_address_fans_out_over_the_pool_members_as_dns_changes() {
 
     // One Front End stops: only its address fails, the pool is down.
     fe1.stop();
-    let m = agent.wait_metrics(Duration::from_secs(4), |m| ok(m, "127.0.41.1") == Some(0.0));
+    let m = agent.wait_metrics(Duration::from_millis(4500), |m| ok(m, "127.0.41.1") == Some(0.0));
     assert_eq!(ok(&m, "127.0.41.2"), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync")]), Some(0.0));
 
     // A third member appears in DNS (nothing listens there), then leaves.
     knot.set_records(&format!("{zone}lyncpool A 127.0.41.3\n"));
-    let m = agent.wait_metrics(Duration::from_secs(4), |m| ok(m, "127.0.41.3").is_some());
+    let m = agent.wait_metrics(Duration::from_millis(4500), |m| ok(m, "127.0.41.3").is_some());
     assert_eq!(ok(&m, "127.0.41.3"), Some(0.0), "nothing listens on the new member");
     knot.set_records(zone);
-    let m = agent.wait_metrics(Duration::from_secs(4), |m| ok(m, "127.0.41.3").is_none());
+    let m = agent.wait_metrics(Duration::from_millis(4500), |m| ok(m, "127.0.41.3").is_none());
     assert!(!m.contains("address=\"127.0.41.3\""), "the removed member's series are gone");
     assert_eq!(ok(&m, "127.0.41.2"), Some(1.0));
     let (_, body) = agent.get("/api/v1/status");
