@@ -13,15 +13,17 @@
 //! | module | |
 //! |---|---|
 //! | [`config`] | typed TOML configuration: decode, validate, expand checks into instances |
-//! | [`probe`] | one module per check kind; [`probe::CheckSpec`], [`probe::Outcome`], [`probe::FailureReason`] |
+//! | [`probe`] | one module per check kind (tcp, dns, tls, http, sip, sip_discovery); [`probe::CheckSpec`], [`probe::Outcome`], [`probe::FailureReason`] |
+//! | [`probe::sip::message`] | SIP on the wire without sockets: the OPTIONS request, the response parser |
+//! | [`tls`] | the two TLS engines (rustls, OpenSSL for TLS 1.0/1.1) behind one interface; certificate summaries |
 //! | [`resolve`] | target name resolution through the configured DNS servers, uncached |
-//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, shutdown |
+//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, shutdown; `each_address` fan-out |
 //! | [`state`] | per-instance results; a generation per loaded configuration |
 //! | [`metrics`] | encodes the current generation at scrape time |
 //! | [`report`] | status JSON, the `check` table, the status page |
 //! | [`server`] | HTTP endpoints |
 //! | [`agent`] | the daemon: load, serve, schedule, reload, stop |
-//! | [`lab`] | the built-in demo lab (DNS responder and pool listeners on loopback) |
+//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start) |
 //!
 //! Adding a check kind: a module under `probe/`, a variant of [`probe::Kind`] and
 //! [`probe::CheckSpec`], and the match arms the compiler then asks for.
