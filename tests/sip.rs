@@ -65,34 +65,24 @@ impl Lab {
     }
 
     fn client_tls(&self) -> String {
-        let c = self
-            .ca
-            .issue(&Leaf {
-                cn: "probe.contoso.test",
-                sans: &["probe.contoso.test"],
-                client: true,
-                ..Leaf::default()
-            })
-            .unwrap();
-        let (cert, key) = c.write(self.dir.path(), "client", &[]).unwrap();
-        format!("client_cert = \"{}\"\nclient_key = \"{}\"", cert.display(), key.display())
+        common::client_identity_toml(&self.ca, self.dir.path())
+    }
+
+    /// A Kamailio serving this lab's certificate over TLS (`method`), as `mode`.
+    fn kamailio(&self, mode: KamailioMode, legacy: bool, require_client_cert: bool) -> Kamailio {
+        let (cert, key) = self.server_cert(legacy);
+        let method = if legacy { "TLSv1" } else { "TLSv1.2+" };
+        Kamailio::start(
+            mode,
+            Some(KamailioTls { cert: &cert, key: &key, ca: &self.ca_file, method, require_client_cert }),
+        )
     }
 }
 
 #[tokio::test]
 async fn kamailio_answers_200_over_udp_tcp_and_tls() {
     let lab = lab().await;
-    let (cert, key) = lab.server_cert(false);
-    let k = Kamailio::start(
-        KamailioMode::Ok,
-        Some(KamailioTls {
-            cert: &cert,
-            key: &key,
-            ca: &lab.ca_file,
-            method: "TLSv1.2+",
-            require_client_cert: false,
-        }),
-    );
+    let k = lab.kamailio(KamailioMode::Ok, false, false);
     for (transport, port) in [("udp", k.port), ("tcp", k.port), ("tls", k.tls_port)] {
         let o = lab.probe(&format!("transport = \"{transport}\"\nport = {port}"), "", "2s").await;
         assert_eq!(o.result, Ok(()), "{transport}: {o:?}");
@@ -144,17 +134,7 @@ async fn slower_than_the_timeout_and_silent_servers_time_out() {
 #[tokio::test]
 async fn a_tls_1_0_only_kamailio_is_reached_through_the_legacy_engine() {
     let lab = lab().await;
-    let (cert, key) = lab.server_cert(true);
-    let k = Kamailio::start(
-        KamailioMode::Ok,
-        Some(KamailioTls {
-            cert: &cert,
-            key: &key,
-            ca: &lab.ca_file,
-            method: "TLSv1",
-            require_client_cert: false,
-        }),
-    );
+    let k = lab.kamailio(KamailioMode::Ok, true, false);
     let check = format!("transport = \"tls\"\nport = {}", k.tls_port);
     let o = lab.probe(&format!("{check}\ntls_min_version = \"1.0\""), "", "2s").await;
     assert_eq!(o.result, Ok(()), "{o:?}\nkamailio: {}", k.log());
@@ -168,17 +148,7 @@ async fn a_tls_1_0_only_kamailio_is_reached_through_the_legacy_engine() {
 #[tokio::test]
 async fn a_kamailio_requiring_a_client_certificate() {
     let lab = lab().await;
-    let (cert, key) = lab.server_cert(false);
-    let k = Kamailio::start(
-        KamailioMode::Ok,
-        Some(KamailioTls {
-            cert: &cert,
-            key: &key,
-            ca: &lab.ca_file,
-            method: "TLSv1.2+",
-            require_client_cert: true,
-        }),
-    );
+    let k = lab.kamailio(KamailioMode::Ok, false, true);
     let check = format!("transport = \"tls\"\nport = {}", k.tls_port);
     let o = lab.probe(&check, "", "2s").await;
     assert_eq!(o.reason(), Some(FailureReason::TlsHandshake), "without a client certificate: {o:?}");

@@ -173,17 +173,7 @@ async fn the_legacy_engine_still_verifies_chain_name_and_dates() {
 }
 
 fn client_identity(lab: &Lab) -> String {
-    let c = lab
-        .ca
-        .issue(&Leaf {
-            cn: "probe.contoso.test",
-            sans: &["probe.contoso.test"],
-            client: true,
-            ..Leaf::default()
-        })
-        .unwrap();
-    let (cert, key) = c.write(lab.dir.path(), "client", &[]).unwrap();
-    format!("client_cert = \"{}\"\nclient_key = \"{}\"", cert.display(), key.display())
+    common::client_identity_toml(&lab.ca, lab.dir.path())
 }
 
 #[tokio::test]

@@ -448,3 +448,18 @@ impl Drop for Kamailio {
         self.stop();
     }
 }
+
+/// A client certificate from `ca` written into `dir`, as the `[tls]` keys that present it.
+pub fn client_identity_toml(ca: &coexistd::lab::pki::Ca, dir: &std::path::Path) -> String {
+    use coexistd::lab::pki::Leaf;
+    let c = ca
+        .issue(&Leaf {
+            cn: "probe.contoso.test",
+            sans: &["probe.contoso.test"],
+            client: true,
+            ..Leaf::default()
+        })
+        .unwrap();
+    let (cert, key) = c.write(dir, "client", &[]).unwrap();
+    format!("client_cert = \"{}\"\nclient_key = \"{}\"", cert.display(), key.display())
+}
