@@ -42,52 +42,111 @@ pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; versio
 /// Size at which a chunk of the body is handed on.
 const CHUNK: usize = 256 * 1024;
 
-/// The per-instance families, in exposition order: (name, help, type).
-const INSTANCE_FAMILIES: [(&str, &str, MetricType); 16] = [
-    ("coexist_probe_success", "1 if the last probe passed, 0 if it failed.", MetricType::Gauge),
-    ("coexist_probe_last_duration_seconds", "Duration of the last probe.", MetricType::Gauge),
-    ("coexist_probe_duration_seconds", "Probe durations.", MetricType::Histogram),
+/// A per-instance metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Success,
+    LastDuration,
+    Durations,
+    Phases,
+    Runs,
+    Failures,
+    ConsecutiveFailures,
+    LastRun,
+    DnsAnswers,
+    TlsVersion,
+    CertNotAfter,
+    ChainNotAfter,
+    CertInfo,
+    SipStatus,
+    SipServer,
+    PointsTo,
+}
+
+/// The per-instance families, in exposition order: (family, name, help, type).
+const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 16] = [
     (
+        Family::Success,
+        "coexist_probe_success",
+        "1 if the last probe passed, 0 if it failed.",
+        MetricType::Gauge,
+    ),
+    (
+        Family::LastDuration,
+        "coexist_probe_last_duration_seconds",
+        "Duration of the last probe.",
+        MetricType::Gauge,
+    ),
+    (Family::Durations, "coexist_probe_duration_seconds", "Probe durations.", MetricType::Histogram),
+    (
+        Family::Phases,
         "coexist_probe_phase_seconds",
         "Duration of each phase of the last probe (resolve, connect, tls, request).",
         MetricType::Gauge,
     ),
-    ("coexist_probe_runs", "Probes run.", MetricType::Counter),
+    (Family::Runs, "coexist_probe_runs", "Probes run.", MetricType::Counter),
     (
+        Family::Failures,
         "coexist_probe_failures",
         "Failed probes by reason (a reason appears once it has occurred).",
         MetricType::Counter,
     ),
-    ("coexist_probe_consecutive_failures", "Failed probes since the last success.", MetricType::Gauge),
     (
+        Family::ConsecutiveFailures,
+        "coexist_probe_consecutive_failures",
+        "Failed probes since the last success.",
+        MetricType::Gauge,
+    ),
+    (
+        Family::LastRun,
         "coexist_probe_last_run_timestamp_seconds",
         "Unix time at which the last probe finished.",
         MetricType::Gauge,
     ),
-    ("coexist_dns_answers", "Answer records in the last DNS response.", MetricType::Gauge),
-    ("coexist_tls_version_info", "1 for the TLS version the last handshake negotiated.", MetricType::Gauge),
     (
+        Family::DnsAnswers,
+        "coexist_dns_answers",
+        "Answer records in the last DNS response.",
+        MetricType::Gauge,
+    ),
+    (
+        Family::TlsVersion,
+        "coexist_tls_version_info",
+        "1 for the TLS version the last handshake negotiated.",
+        MetricType::Gauge,
+    ),
+    (
+        Family::CertNotAfter,
         "coexist_tls_cert_not_after_timestamp_seconds",
         "NotAfter of the leaf certificate the peer sent last (unix time).",
         MetricType::Gauge,
     ),
     (
+        Family::ChainNotAfter,
         "coexist_tls_chain_earliest_not_after_timestamp_seconds",
         "Earliest NotAfter in the chain the peer sent last (unix time).",
         MetricType::Gauge,
     ),
     (
+        Family::CertInfo,
         "coexist_tls_cert_info",
         "1, labelled with the leaf certificate the peer sent last (a SHA-1 signature shows here).",
         MetricType::Gauge,
     ),
-    ("coexist_sip_status_code", "Final SIP status of the last OPTIONS transaction.", MetricType::Gauge),
     (
+        Family::SipStatus,
+        "coexist_sip_status_code",
+        "Final SIP status of the last OPTIONS transaction.",
+        MetricType::Gauge,
+    ),
+    (
+        Family::SipServer,
         "coexist_sip_server_info",
         "1, labelled with the Server (or User-Agent) header of the last SIP response.",
         MetricType::Gauge,
     ),
     (
+        Family::PointsTo,
         "coexist_dns_points_to",
         "1 for the pool the record points at now (unknown: none of the configured pools).",
         MetricType::Gauge,
@@ -204,7 +263,7 @@ fn instance_headers(openmetrics: bool) -> Result<Vec<String>, fmt::Error> {
     }
     INSTANCE_FAMILIES
         .iter()
-        .map(|(name, help, kind)| {
+        .map(|(_, name, help, kind)| {
             let mut registry = Registry::default();
             registry.register_collector(Box::new(Descriptor(name, help, *kind)));
             let mut s = String::new();
@@ -268,21 +327,21 @@ const DURATION_LE: [&str; DURATION_BUCKETS.len()] =
     ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"];
 
 fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &InstanceState) {
-    let name = INSTANCE_FAMILIES[family].0;
+    let (family, name, _, _) = INSTANCE_FAMILIES[family];
     let last = st.last.as_ref();
     let tls = last.and_then(|l| l.outcome.tls.as_deref());
     match family {
-        0 => {
+        Family::Success => {
             if let Some(l) = last {
                 w.sample(name, "", labels, None, Value::U(l.outcome.result.is_ok() as u64));
             }
         }
-        1 => {
+        Family::LastDuration => {
             if let Some(l) = last {
                 w.sample(name, "", labels, None, Value::F(l.duration.as_secs_f64()));
             }
         }
-        2 => {
+        Family::Durations => {
             if st.runs == 0 {
                 return;
             }
@@ -295,50 +354,50 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
             w.sample(name, "_sum", labels, None, Value::F(st.durations.sum));
             w.sample(name, "_count", labels, None, Value::U(st.durations.count()));
         }
-        3 => {
+        Family::Phases => {
             for (phase, d) in last.map(|l| l.outcome.phases.as_slice()).unwrap_or_default() {
                 w.sample(name, "", labels, Some(("phase", phase.as_str())), Value::F(d.as_secs_f64()));
             }
         }
-        4 => w.sample(name, "_total", labels, None, Value::U(st.runs)),
-        5 => {
+        Family::Runs => w.sample(name, "_total", labels, None, Value::U(st.runs)),
+        Family::Failures => {
             for (r, n) in FailureReason::ALL.iter().zip(st.failures.iter()) {
                 if *n > 0 {
                     w.sample(name, "_total", labels, Some(("reason", r.as_str())), Value::U(*n));
                 }
             }
         }
-        6 => {
+        Family::ConsecutiveFailures => {
             if last.is_some() {
                 w.sample(name, "", labels, None, Value::U(st.consecutive_failures));
             }
         }
-        7 => {
+        Family::LastRun => {
             if let Some(l) = last {
                 w.sample(name, "", labels, None, Value::F(unix(l.at)));
             }
         }
-        8 => {
+        Family::DnsAnswers => {
             if let Some(n) = last.and_then(|l| l.outcome.dns_answers) {
                 w.sample(name, "", labels, None, Value::U(n));
             }
         }
-        9 => {
+        Family::TlsVersion => {
             if let Some(v) = tls.filter(|t| !t.version.is_empty()) {
                 w.sample(name, "", labels, Some(("version", &v.version)), Value::U(1));
             }
         }
-        10 => {
+        Family::CertNotAfter => {
             if let Some(leaf) = tls.and_then(|t| t.leaf()) {
                 w.sample(name, "", labels, None, Value::F(leaf.not_after as f64));
             }
         }
-        11 => {
+        Family::ChainNotAfter => {
             if let Some(t) = tls.and_then(|t| t.earliest_not_after()) {
                 w.sample(name, "", labels, None, Value::F(t as f64));
             }
         }
-        12 => {
+        Family::CertInfo => {
             if let Some(c) = tls.and_then(|t| t.leaf()) {
                 let mut extra = String::with_capacity(256);
                 for (k, v) in [
@@ -358,12 +417,12 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
                 w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
             }
         }
-        13 => {
+        Family::SipStatus => {
             if let Some(code) = last.and_then(|l| l.outcome.sip_status) {
                 w.sample(name, "", labels, None, Value::U(u64::from(code)));
             }
         }
-        14 => {
+        Family::SipServer => {
             if let Some(server) = last.and_then(|l| l.outcome.sip_server.as_deref()) {
                 let mut extra = String::from(",server=\"");
                 escape_label_value(&mut extra, server);
@@ -371,7 +430,7 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
                 w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
             }
         }
-        15 => {
+        Family::PointsTo => {
             if let Some(p) = last.and_then(|l| l.outcome.points_to.as_deref()) {
                 let mut extra = String::from(",points_to=\"");
                 escape_label_value(&mut extra, p);
@@ -379,7 +438,6 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
                 w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
             }
         }
-        _ => unreachable!("INSTANCE_FAMILIES has 16 entries"),
     }
 }
 
