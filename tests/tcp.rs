@@ -89,3 +89,43 @@ async fn a_blackholed_port_times_out() {
     assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(2500), "{took:?}");
     drop(l);
 }
+
+#[tokio::test]
+async fn each_address_probes_ipv4_and_ipv6_members_behind_one_name() {
+    use coexistd::lab::dns_server::aaaa;
+    use coexistd::scheduler::{run_round, Prober};
+    use coexistd::state::Round;
+    let v4 = TcpListener::bind("127.0.0.51:0").await.unwrap();
+    let port = v4.local_addr().unwrap().port();
+    let v6 = TcpListener::bind(("::1", port)).await.expect("IPv6 loopback");
+    let dns = DnsServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![
+            a("dual.contoso.test", "127.0.0.51"),
+            aaaa("dual.contoso.test", "::1"),
+            a("dual.contoso.test", "127.0.0.52"),
+        ],
+    )
+    .await
+    .unwrap();
+    let text = format!(
+        "[dns]\nservers = [\"{}\"]\n[[checks]]\nname = \"t\"\nkind = \"tcp\"\npools = []\nhost = \"dual.contoso.test\"\nport = {port}\neach_address = true\n",
+        dns.addr
+    );
+    let config = Config::parse(&text, "t").unwrap();
+    let prober: Arc<dyn Prober> = Arc::new(LiveProber(Arc::new(probe_context(&config).unwrap())));
+    let Round::Members(results) = run_round(&prober, &config.instances[0]).await else {
+        panic!("no fan-out")
+    };
+    let got: Vec<(String, Option<FailureReason>)> =
+        results.iter().map(|(ip, o, _)| (ip.to_string(), o.reason())).collect();
+    assert_eq!(
+        got,
+        [
+            ("127.0.0.51".to_owned(), None),
+            ("127.0.0.52".to_owned(), Some(FailureReason::Refused)),
+            ("::1".to_owned(), None)
+        ]
+    );
+    drop((v4, v6));
+}
