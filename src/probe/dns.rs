@@ -229,7 +229,11 @@ pub enum QueryError {
 /// between probes: opening, connecting and closing a socket for every lookup was a
 /// tenth of the CPU of a tcp probe. A socket goes back to the pool only after a
 /// complete exchange; one that timed out or failed is closed. Replies are matched by
-/// their random 16-bit id, stray datagrams are ignored.
+/// their random 16-bit id and question type, stray datagrams are ignored.
+///
+/// Trade-off: a reused source port keeps a stateful firewall's UDP mapping to the
+/// resolver alive, so a rule that newly blocks DNS flows shows only once the pooled
+/// sockets are replaced (after a failure). SIP probes do not pool for that reason.
 #[derive(Debug)]
 pub struct DnsClient {
     servers: Vec<SocketAddr>,
