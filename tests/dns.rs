@@ -24,9 +24,7 @@ async fn probe(
         "[agent]\ntimeout = \"{timeout}\"\n[dns]\nservers = [\"{server}\"]\n\
          [[checks]]\nname = \"d\"\nkind = \"dns\"\npools = []\nrecord = \"{record}\"\ntype = \"{rtype}\"\n{expect}\n"
     );
-    let config = Config::parse(&text, "t").unwrap();
-    let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
-    run_once(&prober, &config.instances[0]).await.0
+    common::probe_once(&text).await
 }
 
 const ZONE: &str = "\
@@ -167,9 +165,7 @@ async fn probe_pools(server: std::net::SocketAddr, record: &str, rtype: &str, ex
          [[pools]]\nname = \"lync\"\nrole = \"new\"\nfqdn = \"lyncpool.contoso.test\"\nmembers = [\"lyncfe1.contoso.test\", \"lyncfe2.contoso.test\"]\n\
          [[checks]]\nname = \"d\"\nkind = \"dns\"\npools = []\nrecord = \"{record}\"\ntype = \"{rtype}\"\n{expect_pool}\n"
     );
-    let config = Config::parse(&text, "t").unwrap();
-    let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
-    run_once(&prober, &config.instances[0]).await.0
+    common::probe_once(&text).await
 }
 
 const POOL_ZONE: &str = "\

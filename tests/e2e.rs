@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{http, http_with, require, sample, Agent, Knot};
+use common::{http, require, sample, Agent, Knot};
 
 const ZONE: &str = "\
 lyncpool A 127.0.31.1
@@ -133,14 +133,7 @@ fn scraped_metrics_follow_real_peers_and_pass_promtool() {
     assert_eq!(agent.get("/-/ready").0, 200);
 
     // OpenMetrics on request.
-    let (code, om) = http_with(
-        agent.listen,
-        "GET",
-        "/metrics",
-        &[("Accept", "application/openmetrics-text; version=1.0.0")],
-    )
-    .unwrap();
-    assert_eq!(code, 200);
+    let om = common::openmetrics(agent.listen);
     assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
     assert!(om.contains("coexist_probe_runs_total{"));
 
@@ -424,15 +417,7 @@ fn tls_metrics_show_the_real_certificate_and_pass_promtool() {
     );
     assert!(sample(&m, "coexist_probe_phase_seconds", &[("check", "sip-tls"), ("phase", "tls")]).is_some());
     promtool_check(&m);
-    let (code, om) = http_with(
-        agent.listen,
-        "GET",
-        "/metrics",
-        &[("Accept", "application/openmetrics-text; version=1.0.0")],
-    )
-    .unwrap();
-    assert_eq!(code, 200);
-    assert!(om.contains("coexist_tls_cert_info{"));
+    assert!(common::openmetrics(agent.listen).contains("coexist_tls_cert_info{"));
 }
 
 #[test]

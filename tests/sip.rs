@@ -40,9 +40,7 @@ impl Lab {
             self.dns.addr,
             self.ca_file.display()
         );
-        let config = Config::parse(&text, "t").unwrap();
-        let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
-        run_once(&prober, &config.instances[0]).await.0
+        common::probe_once(&text).await
     }
 
     fn server_cert(&self, legacy: bool) -> (PathBuf, PathBuf) {

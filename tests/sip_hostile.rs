@@ -3,16 +3,15 @@
 //! Each must give its reason within the timeout, with bounded memory and no panic.
 //! Also: UDP retransmission timing (timer E) with paused time.
 
+mod common;
+
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coexistd::agent::probe_context;
-use coexistd::config::Config;
 use coexistd::probe::sip::message::{self, Parsed};
 use coexistd::probe::sip::{udp_transaction, Datagrams};
 use coexistd::probe::{FailureReason, Outcome};
-use coexistd::scheduler::{run_once, LiveProber};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
@@ -22,9 +21,7 @@ async fn probe(transport: &str, port: u16, timeout: &str) -> Outcome {
         "[agent]\ntimeout = \"{timeout}\"\n[dns]\nservers = [\"127.0.0.1:9\"]\n\
          [[checks]]\nname = \"s\"\nkind = \"sip\"\npools = []\nhost = \"127.0.0.1\"\ntransport = \"{transport}\"\nport = {port}\n"
     );
-    let config = Config::parse(&text, "t").unwrap();
-    let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
-    run_once(&prober, &config.instances[0]).await.0
+    common::probe_once(&text).await
 }
 
 /// A TCP peer that reads the request and then runs `behave` on the connection.

@@ -1,6 +1,8 @@
 //! tcp probes against real listeners on loopback, names resolved through an in-process
 //! DNS responder.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +10,7 @@ use coexistd::agent::probe_context;
 use coexistd::config::Config;
 use coexistd::lab::dns_server::{a, DnsServer};
 use coexistd::probe::{FailureReason, Phase};
-use coexistd::scheduler::{run_once, LiveProber};
+use coexistd::scheduler::LiveProber;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
 async fn run(dns: &DnsServer, host: &str, port: u16, timeout: &str) -> coexistd::probe::Outcome {
@@ -17,9 +19,7 @@ async fn run(dns: &DnsServer, host: &str, port: u16, timeout: &str) -> coexistd:
          [[checks]]\nname = \"t\"\nkind = \"tcp\"\npools = []\nhost = \"{host}\"\nport = {port}\n",
         dns.addr
     );
-    let config = Config::parse(&text, "t").unwrap();
-    let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
-    run_once(&prober, &config.instances[0]).await.0
+    common::probe_once(&text).await
 }
 
 async fn responder() -> DnsServer {

@@ -4,14 +4,11 @@
 
 mod common;
 
-use std::sync::Arc;
-
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
 use coexistd::lab::dns_server::{a, DnsServer};
 use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
 use coexistd::probe::{FailureReason, Outcome, Phase};
-use coexistd::scheduler::{run_once, LiveProber};
 use common::SServer;
 use openssl::hash::MessageDigest;
 
@@ -54,9 +51,7 @@ impl Lab {
             self.dns.addr,
             self.ca_file.display()
         );
-        let config = Config::parse(&text, "t").unwrap();
-        let prober = LiveProber(Arc::new(probe_context(&config).unwrap()));
-        run_once(&prober, &config.instances[0]).await.0
+        common::probe_once(&text).await
     }
 }
 

@@ -463,3 +463,20 @@ pub fn client_identity_toml(ca: &coexistd::lab::pki::Ca, dir: &std::path::Path) 
     let (cert, key) = c.write(dir, "client", &[]).unwrap();
     format!("client_cert = \"{}\"\nclient_key = \"{}\"", cert.display(), key.display())
 }
+
+/// Parses `config` and runs its first check instance once, as the scheduler would.
+pub async fn probe_once(config: &str) -> coexistd::probe::Outcome {
+    let config = coexistd::config::Config::parse(config, "t").unwrap();
+    let cx = coexistd::agent::probe_context(&config).unwrap();
+    let prober = coexistd::scheduler::LiveProber(std::sync::Arc::new(cx));
+    coexistd::scheduler::run_once(&prober, &config.instances[0]).await.0
+}
+
+/// `/metrics` as OpenMetrics.
+pub fn openmetrics(addr: SocketAddr) -> String {
+    let (code, body) =
+        http_with(addr, "GET", "/metrics", &[("Accept", "application/openmetrics-text; version=1.0.0")])
+            .unwrap();
+    assert_eq!(code, 200);
+    body
+}
