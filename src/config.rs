@@ -512,7 +512,14 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             origin: origin.clone(),
             position: None,
-            message: format!("cannot read the configuration: {e}"),
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "cannot read the configuration: {e} (start from config/coexistd.example.toml, \
+                     or run `coexistd demo` to see the agent against a built-in lab)"
+                )
+            } else {
+                format!("cannot read the configuration: {e}")
+            },
         })?;
         Config::parse(&text, &origin)
     }
