@@ -431,10 +431,9 @@ impl CheckCx<'_> {
     /// The target host: `host` (expanded) or the pool FQDN.
     pub fn host(&self, raw: &RawCheck) -> Result<String, ConfigError> {
         match (&raw.host, self.pool) {
-            (Some(h), _) => {
-                let h = self.expand(h, "host")?;
-                check_hostname(&h)
-                    .map_err(|m| self.err(raw.host.as_ref().unwrap().span(), &format!("host: {m}")))?;
+            (Some(spanned), _) => {
+                let h = self.expand(spanned, "host")?;
+                check_hostname(&h).map_err(|m| self.err(spanned.span(), &format!("host: {m}")))?;
                 Ok(h)
             }
             (None, Some(p)) => Ok(p.fqdn.clone()),

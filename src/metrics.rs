@@ -215,6 +215,7 @@ pub fn encode_chunks(
         .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
         .collect();
     let headers = instance_headers(openmetrics)?;
+    let headers = headers.as_slice();
     let units = crate::state::units(&generation.slots);
     let mut out = String::with_capacity(CHUNK + 4096);
     let mut w = Writer { out: &mut out };
@@ -252,8 +253,20 @@ pub fn encode_chunks(
 }
 
 /// `# HELP`/`# TYPE` of each per-instance family, as prometheus-client writes them in
-/// the chosen format (counter names differ between the two).
-fn instance_headers(openmetrics: bool) -> Result<Vec<String>, fmt::Error> {
+/// the chosen format (counter names differ between the two). They never change, so
+/// they are encoded once per format and kept.
+fn instance_headers(openmetrics: bool) -> Result<&'static Vec<String>, fmt::Error> {
+    static TEXT: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    static OPENMETRICS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let cell = if openmetrics { &OPENMETRICS } else { &TEXT };
+    if let Some(h) = cell.get() {
+        return Ok(h);
+    }
+    let headers = encode_headers(openmetrics)?;
+    Ok(cell.get_or_init(|| headers))
+}
+
+fn encode_headers(openmetrics: bool) -> Result<Vec<String>, fmt::Error> {
     #[derive(Debug)]
     struct Descriptor(&'static str, &'static str, MetricType);
     impl Collector for Descriptor {

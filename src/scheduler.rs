@@ -227,14 +227,4 @@ impl Scheduler {
     pub fn start_empty() -> Scheduler {
         Scheduler { cancel: CancellationToken::new(), tasks: JoinSet::new() }
     }
-
-    /// Number of running tasks.
-    pub fn len(&self) -> usize {
-        self.tasks.len()
-    }
-
-    /// True when no task runs.
-    pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
-    }
 }

@@ -249,11 +249,6 @@ impl DnsClient {
         DnsClient { servers, idle: Mutex::new(HashMap::new()) }
     }
 
-    /// The servers, in the order they are asked.
-    pub fn servers(&self) -> &[SocketAddr] {
-        &self.servers
-    }
-
     /// Queries the servers in order, each given an equal share of `budget`; the first
     /// response (of any rcode) wins.
     pub async fn query(
@@ -458,6 +453,19 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
     }
 }
 
+/// Position of the target in an SRV answer's text (`priority weight port target.`).
+const SRV_TARGET: usize = 3;
+
+/// `(priority, weight, port, target without the trailing dot)` of an SRV answer in the
+/// text form [`answer_text`] gives.
+pub fn srv_fields(text: &str) -> Option<(u16, u16, u16, String)> {
+    let mut it = text.split_whitespace();
+    let p = it.next()?.parse().ok()?;
+    let w = it.next()?.parse().ok()?;
+    let port = it.next()?.parse().ok()?;
+    Some((p, w, port, it.next()?.trim_end_matches('.').to_owned()))
+}
+
 /// The `points_to` value of an answer that belongs to no configured pool.
 pub const UNKNOWN: &str = "unknown";
 
@@ -469,7 +477,7 @@ async fn points_to(spec: &DnsSpec, answer: &Answer, cx: &ProbeContext) -> Option
         return None;
     }
     let names: Vec<&str> = match spec.rtype {
-        DnsType::Srv => answer.records.iter().filter_map(|r| r.split_whitespace().nth(3)).collect(),
+        DnsType::Srv => answer.records.iter().filter_map(|r| r.split_whitespace().nth(SRV_TARGET)).collect(),
         DnsType::Cname => answer.records.iter().map(String::as_str).collect(),
         DnsType::A | DnsType::Aaaa => {
             for pool in &spec.pools {

@@ -99,15 +99,6 @@ impl SipDiscoverySpec {
     }
 }
 
-/// `(priority, weight, port, host)` of an SRV answer in text form.
-fn srv_fields(text: &str) -> Option<(u16, u16, u16, String)> {
-    let mut it = text.split_whitespace();
-    let p = it.next()?.parse().ok()?;
-    let w = it.next()?.parse().ok()?;
-    let port = it.next()?.parse().ok()?;
-    Some((p, w, port, it.next()?.trim_end_matches('.').to_owned()))
-}
-
 /// Runs a sip_discovery probe.
 pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     let t = Instant::now();
@@ -127,7 +118,7 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     let Some((_, _, port, host)) = answer
         .records
         .iter()
-        .filter_map(|r| srv_fields(r))
+        .filter_map(|r| super::dns::srv_fields(r))
         .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.3.cmp(&b.3)))
     else {
         return Outcome::fail(
