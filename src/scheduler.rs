@@ -104,7 +104,8 @@ pub async fn run_round(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) 
         let (prober, instance) = (prober.clone(), instance.clone());
         set.spawn(async move {
             let start = Instant::now();
-            let o = match tokio::time::timeout_at(deadline, prober.probe_at(instance.clone(), ip)).await {
+            let probe = Guarded::new(prober.probe_at(instance.clone(), ip), &instance);
+            let o = match tokio::time::timeout_at(deadline, probe).await {
                 Ok(mut o) => {
                     o.phases.insert(0, (Phase::Resolve, resolved));
                     o
@@ -128,10 +129,58 @@ pub async fn run_round(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) 
     Round::Members(results)
 }
 
-/// Runs one probe of `instance` with its timeout; a timeout becomes the kind's reason.
+/// A probe future that turns a panic into a failed outcome with reason `internal`.
+///
+/// A panic inside a probe (a bug, or a peer's bytes reaching an unchecked path) must
+/// never end the instance's task: that would freeze its last result, green or red,
+/// while nothing is checked. The panic is logged at `error` with the instance and the
+/// instance keeps its schedule.
+pub struct Guarded<'a> {
+    probe: Pin<Box<dyn Future<Output = Outcome> + Send>>,
+    instance: &'a CheckInstance,
+}
+
+impl<'a> Guarded<'a> {
+    /// Guards `probe`, a run of `instance`.
+    pub fn new(probe: Pin<Box<dyn Future<Output = Outcome> + Send>>, instance: &'a CheckInstance) -> Self {
+        Guarded { probe, instance }
+    }
+}
+
+impl Future for Guarded<'_> {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Outcome> {
+        let probe = &mut self.probe;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| probe.as_mut().poll(cx))) {
+            Ok(p) => p,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                let i = self.instance;
+                tracing::error!(check = %i.check, pool = i.pool_name(), target = %i.target, panic = %message,
+                    "probe panicked; recorded as a failure with reason internal");
+                // The panicked future must not be polled again.
+                self.probe = Box::pin(std::future::pending());
+                std::task::Poll::Ready(Outcome::fail(
+                    crate::probe::FailureReason::Internal,
+                    format!("probe panicked: {message}"),
+                    Vec::new(),
+                ))
+            }
+        }
+    }
+}
+
+/// Runs one probe of `instance` with its timeout; a timeout becomes the kind's reason,
+/// a panic the reason `internal`.
 pub async fn run_once(prober: &dyn Prober, instance: &Arc<CheckInstance>) -> (Outcome, Duration) {
     let t = Instant::now();
-    let outcome = match tokio::time::timeout(instance.timeout, prober.probe(instance.clone())).await {
+    let probe = Guarded::new(prober.probe(instance.clone()), instance);
+    let outcome = match tokio::time::timeout(instance.timeout, probe).await {
         Ok(o) => o,
         Err(_) => Outcome::fail(
             instance.spec.timeout_reason(),
@@ -149,16 +198,27 @@ pub struct Scheduler {
     tasks: JoinSet<()>,
 }
 
-/// When an instance first runs after `start`.
+/// When an instance without a completed run is first due: the first point of its
+/// phase grid `epoch + offset + k × interval` at or after `now`, with
+/// `offset = hash(instance) mod interval`.
 ///
-/// Offsets are whole multiples of [`SLOT`] so that instances due within the same few
-/// milliseconds start together and share the runtime's wake-ups, instead of waking an
-/// idle thread a thousand times a second.
-pub fn first_run(instance: &CheckInstance, start: Instant) -> Instant {
+/// The grid is anchored at the process's start, not at the last reload, so a reload
+/// never moves an instance's runs. Offsets are whole multiples of [`SLOT`] so that
+/// instances due within the same few milliseconds start together and share the
+/// runtime's wake-ups, instead of waking an idle thread a thousand times a second.
+pub fn first_run(instance: &CheckInstance, epoch: Instant, now: Instant) -> Instant {
     let slot = SLOT.as_nanos() as u64;
-    let nanos = instance.interval.as_nanos().max(1) as u64;
+    let nanos = instance.interval.as_nanos().clamp(1, u64::MAX as u128) as u64;
     let offset = instance.stable_hash() % nanos;
-    start + Duration::from_nanos(if nanos > slot { offset - offset % slot } else { offset })
+    let offset = if nanos > slot { offset - offset % slot } else { offset };
+    let first = epoch + Duration::from_nanos(offset);
+    if first >= now {
+        return first;
+    }
+    let behind = (now - first).as_nanos();
+    let periods = behind.div_ceil(u128::from(nanos));
+    let skip = u64::try_from(periods.saturating_mul(u128::from(nanos))).unwrap_or(u64::MAX);
+    first + Duration::from_nanos(skip)
 }
 
 /// Granularity of first-run offsets.
@@ -174,7 +234,7 @@ impl Scheduler {
     ) -> Scheduler {
         let cancel = CancellationToken::new();
         let sem = Arc::new(Semaphore::new(concurrency));
-        let start = Instant::now();
+        let (epoch, now) = (store.epoch(), Instant::now());
         let mut tasks = JoinSet::new();
         for index in 0..generation.slots.len() {
             let (generation, store, prober, sem, cancel) =
@@ -182,7 +242,10 @@ impl Scheduler {
             tasks.spawn(async move {
                 let slot = generation.slots[index].clone();
                 let instance = slot.instance.clone();
-                let mut ticker = tokio::time::interval_at(first_run(&instance, start), instance.interval);
+                // Unchanged instances carry their due time across reloads: a reload
+                // neither delays nor repeats a run (a run cancelled by it runs now).
+                let due = slot.next_due().unwrap_or_else(|| first_run(&instance, epoch, now));
+                let mut ticker = tokio::time::interval_at(due, instance.interval);
                 ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
                 // One registration with the token for the task's life, not one per await.
                 let mut cancelled = std::pin::pin!(cancel.cancelled());
@@ -196,6 +259,7 @@ impl Scheduler {
                         p = sem.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                     };
                     store.observe_lag(Instant::now().saturating_duration_since(planned));
+                    slot.started(planned);
                     let round = tokio::select! {
                         _ = &mut cancelled => return,
                         r = run_round(&prober, &instance) => r,
@@ -206,6 +270,7 @@ impl Scheduler {
                             reason = f.reason.as_str(), detail = %f.detail, "probe failed");
                     }
                     store.record(&generation, &slot, round);
+                    slot.completed(planned);
                 }
             });
         }

@@ -73,7 +73,7 @@ pub struct InstanceState {
     /// Probes run.
     pub runs: u64,
     /// Failed probes, indexed by [`FailureReason::index`].
-    pub failures: [u64; FailureReason::ALL.len()],
+    pub failures: [u64; FailureReason::COUNT],
     /// Failures since the last success.
     pub consecutive_failures: u64,
     /// The last run, once there is one.
@@ -138,6 +138,10 @@ pub struct Slot {
     state: Mutex<InstanceState>,
     /// `each_address`: results per address seen in the last round.
     members: Mutex<BTreeMap<IpAddr, Member>>,
+    /// When the next run that has not completed is due: the plan of a run in flight, else
+    /// one interval after the last completed run's plan. Carried by a reload while the
+    /// interval is unchanged, so a reload neither moves nor skips a run.
+    due: Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Slot {
@@ -158,7 +162,29 @@ impl Slot {
             // Constant labels may have changed with a reload.
             m.labels = format!("{labels},address=\"{ip}\"");
         }
-        Slot { instance, labels, state: Mutex::new(state), members: Mutex::new(members) }
+        Slot {
+            instance,
+            labels,
+            state: Mutex::new(state),
+            members: Mutex::new(members),
+            due: Mutex::new(None),
+        }
+    }
+
+    /// Notes that the run planned for `at` has started: until it completes, it is what
+    /// is due (a run cut by a reload runs again at once).
+    pub fn started(&self, at: tokio::time::Instant) {
+        *self.due.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+
+    /// Notes that the run planned for `at` has completed: the next is due one interval on.
+    pub fn completed(&self, at: tokio::time::Instant) {
+        *self.due.lock().unwrap_or_else(|e| e.into_inner()) = Some(at + self.instance.interval);
+    }
+
+    /// When the next run is due; `None` before the first run started.
+    pub fn next_due(&self) -> Option<tokio::time::Instant> {
+        *self.due.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn ran(&self) -> bool {
@@ -250,6 +276,9 @@ pub struct Generation {
 #[derive(Debug)]
 pub struct Store {
     current: RwLock<Arc<Generation>>,
+    /// The schedule's anchor: an instance's runs fall on `epoch + offset + k × interval`
+    /// for the life of the process, whatever the reloads.
+    epoch: tokio::time::Instant,
     ready: AtomicBool,
     reload: Mutex<ReloadStatus>,
     lag: Mutex<Histogram<{ LAG_BUCKETS.len() + 1 }>>,
@@ -275,10 +304,16 @@ impl Store {
         let ready = generation.pending.load(Ordering::Relaxed) == 0;
         Store {
             current: RwLock::new(generation),
+            epoch: tokio::time::Instant::now(),
             ready: AtomicBool::new(ready),
             reload: Mutex::new(ReloadStatus { successful: true, success_timestamp: unix_now() }),
             lag: Mutex::new(Histogram::default()),
         }
+    }
+
+    /// The schedule's anchor (see [`crate::scheduler::first_run`]).
+    pub fn epoch(&self) -> tokio::time::Instant {
+        self.epoch
     }
 
     /// The current generation.
@@ -346,7 +381,11 @@ fn make_generation(config: Arc<Config>, old: &HashMap<String, Arc<Slot>>) -> Gen
                     pending += 1;
                 }
                 let members = s.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                Arc::new(Slot::with_state(&config, inst.clone(), s.state(), members))
+                let slot = Slot::with_state(&config, inst.clone(), s.state(), members);
+                if s.instance.interval == inst.interval {
+                    *slot.due.lock().unwrap_or_else(|e| e.into_inner()) = s.next_due();
+                }
+                Arc::new(slot)
             }
             None => {
                 pending += 1;

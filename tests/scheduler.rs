@@ -154,3 +154,73 @@ async fn a_reload_keeps_counters_of_unchanged_instances_and_drops_removed_ones()
     assert_eq!(g.slots.len(), 1, "removed instances are gone");
     assert_eq!(g.slots[0].state().runs, before, "unchanged instance keeps its counters");
 }
+
+#[tokio::test(start_paused = true)]
+async fn reloads_every_100_ms_keep_every_instance_on_its_interval() {
+    // The agent's reload: stop the running tasks, install the (identical) file, start
+    // again. Ten reloads a second for a minute must not move, skip or repeat a run.
+    let (store, mut s, log) = start(config(20, "10s", "1s", 100), Duration::from_millis(30));
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.stop(Duration::from_millis(100)).await;
+        let g = store.swap(config(20, "10s", "1s", 100));
+        s = Scheduler::start(
+            g,
+            store.clone(),
+            Arc::new(Fake { delay: Duration::from_millis(30), log: log.clone() }),
+            100,
+        );
+    }
+    s.stop(Duration::from_millis(100)).await;
+    let g = store.current();
+    for slot in &g.slots {
+        let runs = slot.state().runs;
+        assert!(
+            (6..=7).contains(&runs),
+            "{}: {runs} completed runs in 60 s at a 10 s interval",
+            slot.instance.check
+        );
+    }
+    // Starts of one instance are an interval apart, except a run cut by a reload, which
+    // is run again at once.
+    let l = log.lock().unwrap();
+    let mut by_instance: HashMap<&str, Vec<Instant>> = HashMap::new();
+    for (k, t) in &l.starts {
+        by_instance.entry(k).or_default().push(*t);
+    }
+    for (k, ts) in by_instance {
+        let spaced = ts.windows(2).filter(|w| w[1] - w[0] >= Duration::from_millis(9_900)).count();
+        assert!(spaced >= 5, "{k}: starts {:?}", ts.iter().map(|t| *t - t0).collect::<Vec<_>>());
+    }
+}
+
+/// A prober whose probe panics, as one reaching an unchecked path would.
+struct Panicking;
+
+impl Prober for Panicking {
+    fn probe(&self, instance: Arc<CheckInstance>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            panic!("attempt to add with overflow in {}", instance.check);
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_probe_is_a_failure_with_reason_internal_and_keeps_its_schedule() {
+    let c = config(2, "10s", "1s", 10);
+    let store = Arc::new(Store::new(c));
+    let s = Scheduler::start(store.current(), store.clone(), Arc::new(Panicking), 10);
+    tokio::time::sleep(Duration::from_secs(41)).await;
+    s.stop(Duration::from_millis(100)).await;
+    assert!(store.is_ready(), "a panic still counts as the first run");
+    for slot in &store.current().slots {
+        let st = slot.state();
+        assert!((4..=5).contains(&st.runs), "{} runs in 41 s: the task survived every panic", st.runs);
+        assert_eq!(st.failures[FailureReason::Internal.index()], st.runs);
+        let f = st.last.unwrap().outcome.result.unwrap_err();
+        assert_eq!(f.reason, FailureReason::Internal);
+        assert!(f.detail.contains("attempt to add with overflow"), "{}", f.detail);
+    }
+}

@@ -170,8 +170,8 @@ impl Message {
     /// The CSeq number and method.
     pub fn cseq(&self) -> Option<(u32, &str)> {
         let mut it = self.header("cseq")?.split_whitespace();
-        let n = it.next()?.parse().ok()?;
-        Some((n, it.next()?))
+        let n = bounded_decimal(it.next()?, u64::from(u32::MAX))?;
+        Some((u32::try_from(n).ok()?, it.next()?))
     }
 
     /// Whether this is the response to transaction `tx` (branch, Call-ID, CSeq).
@@ -251,6 +251,14 @@ pub enum ParseError {
     /// Content-Length missing on a stream, not a number, or past the limit.
     #[error("bad Content-Length: {0}")]
     ContentLength(String),
+    /// A numeric header that is not a number or out of its range.
+    #[error("bad {header} value: {value:?}")]
+    Number {
+        /// The header's (long) name.
+        header: String,
+        /// The value, cut at 40 characters.
+        value: String,
+    },
     /// Headers and body exceed [`MAX_MESSAGE`].
     #[error("message larger than {MAX_MESSAGE} bytes")]
     TooLarge,
@@ -310,37 +318,53 @@ pub fn parse(buf: &[u8], stream: bool) -> Result<Parsed, ParseError> {
         }
         headers.push((long_name(name), value.trim().to_owned()));
     }
+    check_numbers(&headers)?;
     let body_start = head_end + 4;
-    let length = headers.iter().find(|(n, _)| n == "content-length").map(|(_, v)| v.as_str());
-    let body_len = match length {
-        Some(v) => v.parse::<usize>().map_err(|_| ParseError::ContentLength(format!("{v:?}")))?,
-        None if stream => return Err(ParseError::ContentLength("missing on a stream transport".into())),
-        None => buf.len() - body_start,
-    };
-    if body_start + body_len > MAX_MESSAGE {
-        return Err(ParseError::TooLarge);
+    let mut lengths = headers.iter().filter(|(n, _)| n == "content-length").map(|(_, v)| v.as_str());
+    let length = lengths.next();
+    if let Some(other) = lengths.find(|v| Some(*v) != length) {
+        return Err(ParseError::ContentLength(format!(
+            "two different values: {:?} and {:?}",
+            length.unwrap_or(""),
+            short(other)
+        )));
     }
-    if buf.len() < body_start + body_len {
+    let body_len = match length {
+        // Bounded before any arithmetic: a peer's number never reaches an addition.
+        Some(v) => match bounded_decimal(v, MAX_MESSAGE as u64) {
+            Some(n) => n as usize,
+            None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
+                return Err(ParseError::TooLarge)
+            }
+            None => return Err(ParseError::ContentLength(format!("{:?}", short(v)))),
+        },
+        None if stream => return Err(ParseError::ContentLength("missing on a stream transport".into())),
+        None => buf.len().saturating_sub(body_start),
+    };
+    let Some(end) = body_start.checked_add(body_len).filter(|e| *e <= MAX_MESSAGE) else {
+        return Err(ParseError::TooLarge);
+    };
+    if buf.len() < end {
         if !stream {
             return Err(ParseError::ContentLength(format!(
                 "{body_len} but the datagram has {} body bytes",
-                buf.len() - body_start
+                buf.len().saturating_sub(body_start)
             )));
         }
         return Ok(Parsed::Incomplete);
     }
-    let body = buf[body_start..body_start + body_len].to_vec();
-    Ok(Parsed::Complete(Message { start, headers, body }, skip + body_start + body_len))
+    let body = buf.get(body_start..end).unwrap_or_default().to_vec();
+    Ok(Parsed::Complete(Message { start, headers, body }, skip + end))
 }
 
 fn start_line(line: &str) -> Result<StartLine, ParseError> {
     let bad = || ParseError::StartLine(line.chars().take(80).collect());
     if let Some(rest) = line.strip_prefix("SIP/2.0 ") {
         let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-        let code: u16 = code.parse().map_err(|_| bad())?;
-        if !(100..=699).contains(&code) || code.to_string().len() != 3 {
-            return Err(bad());
-        }
+        let code = match bounded_decimal(code, 699) {
+            Some(c) if c >= 100 && code.len() == 3 => c as u16,
+            _ => return Err(bad()),
+        };
         return Ok(StartLine::Response { code, reason: reason.to_owned() });
     }
     let mut parts = line.splitn(3, ' ');
@@ -353,6 +377,59 @@ fn start_line(line: &str) -> Result<StartLine, ParseError> {
         }
         _ => Err(bad()),
     }
+}
+
+/// A number from the wire: ASCII digits only (no sign, no blanks inside), at most
+/// `max`. Every numeric field a peer sends goes through here before it is used, so a
+/// hostile value (`18446744073709551615`, `-1`, `+5`, ten thousand digits) is a
+/// malformed message, never an overflow.
+pub fn bounded_decimal(v: &str, max: u64) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    // Leading zeros are legal (1*DIGIT) and do not count towards the length.
+    let digits = v.trim_start_matches('0');
+    if digits.len() > 20 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    (n <= max).then_some(n)
+}
+
+/// The numeric headers this parser knows and their largest value (RFC 3261 §20:
+/// CSeq < 2^31 but servers send up to 2^32-1, Expires and Min-Expires 32-bit
+/// delta-seconds, Max-Forwards 0-255, Retry-After's leading delta-seconds).
+const NUMERIC_HEADERS: [(&str, u64); 5] = [
+    ("expires", u32::MAX as u64),
+    ("min-expires", u32::MAX as u64),
+    ("max-forwards", 255),
+    ("retry-after", u32::MAX as u64),
+    ("cseq", u32::MAX as u64),
+];
+
+/// Every numeric header a peer sent is a bounded decimal: a value out of range or not a
+/// number makes the message malformed here, so nothing later sees it.
+fn check_numbers(headers: &[(String, String)]) -> Result<(), ParseError> {
+    for (name, value) in headers {
+        let Some((_, max)) = NUMERIC_HEADERS.iter().find(|(n, _)| n == name) else { continue };
+        // CSeq is "number method", Retry-After "number [comment] *(;param)".
+        let number = value.split([' ', '\t', ';', '(']).next().unwrap_or("");
+        if bounded_decimal(number, *max).is_none() {
+            return Err(ParseError::Number { header: name.clone(), value: short(value) });
+        }
+    }
+    Ok(())
+}
+
+/// At most 40 characters of a peer's value, for error messages.
+fn short(v: &str) -> String {
+    v.chars().take(40).collect()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
