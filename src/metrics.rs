@@ -61,10 +61,12 @@ enum Family {
     SipStatus,
     SipServer,
     PointsTo,
+    Interval,
+    LastChange,
 }
 
 /// The per-instance families, in exposition order: (family, name, help, type).
-const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 16] = [
+const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 18] = [
     (
         Family::Success,
         "coexist_probe_success",
@@ -151,6 +153,18 @@ const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 16] = [
         "1 for the pool the record points at now (unknown: none of the configured pools).",
         MetricType::Gauge,
     ),
+    (
+        Family::Interval,
+        "coexist_check_interval_seconds",
+        "Configured probe interval of the instance (stale: no run finished for 3 intervals).",
+        MetricType::Gauge,
+    ),
+    (
+        Family::LastChange,
+        "coexist_probe_last_change_timestamp_seconds",
+        "Unix time when the instance last changed between passing and failing (or first ran).",
+        MetricType::Gauge,
+    ),
 ];
 
 /// The label block of an instance's series, without braces: the constant
@@ -230,7 +244,7 @@ pub fn encode_chunks(
         w.out.push_str(header);
         for (i, unit) in &units {
             let labels = unit.labels.as_deref().unwrap_or(&generation.slots[*i].labels);
-            write_instance_family(&mut w, f, labels, &unit.state);
+            write_instance_family(&mut w, f, labels, &generation.slots[*i].instance, &unit.state);
             if !flush(w.out, false) {
                 return Ok(());
             }
@@ -339,7 +353,13 @@ fn unix(t: std::time::SystemTime) -> f64 {
 const DURATION_LE: [&str; DURATION_BUCKETS.len()] =
     ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10"];
 
-fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &InstanceState) {
+fn write_instance_family(
+    w: &mut Writer<'_>,
+    family: usize,
+    labels: &str,
+    instance: &CheckInstance,
+    st: &InstanceState,
+) {
     let (family, name, _, _) = INSTANCE_FAMILIES[family];
     let last = st.last.as_ref();
     let tls = last.and_then(|l| l.outcome.tls.as_deref());
@@ -383,6 +403,12 @@ fn write_instance_family(w: &mut Writer<'_>, family: usize, labels: &str, st: &I
         Family::ConsecutiveFailures => {
             if last.is_some() {
                 w.sample(name, "", labels, None, Value::U(st.consecutive_failures));
+            }
+        }
+        Family::Interval => w.sample(name, "", labels, None, Value::F(instance.interval.as_secs_f64())),
+        Family::LastChange => {
+            if let Some(t) = st.last_change {
+                w.sample(name, "", labels, None, Value::F(unix(t)));
             }
         }
         Family::LastRun => {
@@ -494,12 +520,14 @@ impl AgentFamilies {
         }
         let mut e = encoder.encode_descriptor(
             "coexist_pool_checks",
-            "Check instances of the pool by state of their last probe (passing, failing, pending = not run yet).",
+            "Check instances of the pool by state of their last probe (passing, failing, pending = not run yet, stale = no run for 3 intervals).",
             None,
             MetricType::Gauge,
         )?;
         for p in &pools {
-            for (state, n) in [("passing", p.passing), ("failing", p.failing), ("pending", p.pending)] {
+            for (state, n) in
+                [("passing", p.passing), ("failing", p.failing), ("pending", p.pending), ("stale", p.stale)]
+            {
                 e.encode_family(
                     &[("pool", p.name.as_str()), ("role", p.role.as_str()), ("state", state)].as_slice(),
                 )?
@@ -551,7 +579,16 @@ impl AgentFamilies {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_gauge(&(self.generation.slots.len() as i64))
+            .encode_gauge(&(self.generation.slots.len() as i64))?;
+        let stale = self.units.iter().filter(|(_, u)| u.stale).count();
+        encoder
+            .encode_descriptor(
+                "coexist_stale_instances",
+                "Check instances (addresses of each_address ones) whose last run finished more than 3 intervals ago.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&(stale as i64))
     }
 }
 

@@ -42,6 +42,10 @@ pub struct InstanceReport {
     pub consecutive_failures: u64,
     /// dns: the pool the record points at now.
     pub points_to: Option<String>,
+    /// No run finished for 3 intervals: the result above is no longer current.
+    pub stale: bool,
+    /// The configured interval, in seconds.
+    pub interval_seconds: f64,
 }
 
 /// A pool's rollup.
@@ -61,6 +65,8 @@ pub struct PoolReport {
     pub failing: u64,
     /// Instances not run yet.
     pub pending: u64,
+    /// Instances whose last result is stale (counted here, not as passing or failing).
+    pub stale: u64,
 }
 
 /// The whole status.
@@ -103,6 +109,8 @@ impl Report {
                     runs: st.runs,
                     consecutive_failures: st.consecutive_failures,
                     points_to: st.last.as_ref().and_then(|l| l.outcome.points_to.clone()),
+                    stale: unit.stale,
+                    interval_seconds: i.interval.as_secs_f64(),
                 }
             })
             .collect();
@@ -187,6 +195,7 @@ impl Report {
                 p.passing,
                 p.failing,
                 if p.pending > 0 { format!(", {} not run", p.pending) } else { String::new() }
+                    + &if p.stale > 0 { format!(", {} stale", p.stale) } else { String::new() }
             );
         }
         out
@@ -198,7 +207,7 @@ impl Report {
             "<!doctype html><html><head><meta charset=\"utf-8\"><title>coexistd</title><style>\
              body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}\
              td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}\
-             .pass{background:#d9f2d9}.fail{background:#f7d4d4}.pending{background:#eee}\
+             .pass{background:#d9f2d9}.fail{background:#f7d4d4}.pending{background:#eee}.stale{background:#f4e3b5}\
              small{color:#555}</style></head><body><h1>coexistd</h1>",
         );
         let _ = write!(s, "<p>configuration: <code>{}</code> &middot; <a href=\"/metrics\">metrics</a> &middot; <a href=\"/api/v1/status\">JSON</a></p>", esc(&self.config));
@@ -249,7 +258,9 @@ impl Report {
                     s.push_str("<td></td>");
                     continue;
                 }
-                let class = if rows.iter().any(|i| i.success == Some(false)) {
+                let class = if rows.iter().any(|i| i.stale) {
+                    "stale"
+                } else if rows.iter().any(|i| i.success == Some(false)) {
                     "fail"
                 } else if rows.iter().all(|i| i.success == Some(true)) {
                     "pass"
@@ -259,6 +270,7 @@ impl Report {
                 let _ = write!(s, "<td class=\"{class}\">");
                 for i in rows {
                     let word = match i.success {
+                        _ if i.stale => "STALE",
                         Some(true) => "PASS",
                         Some(false) => "FAIL",
                         None => "not run",
@@ -302,6 +314,7 @@ pub fn pool_reports(
             passing: 0,
             failing: 0,
             pending: 0,
+            stale: 0,
         })
         .collect();
     let index: std::collections::HashMap<&str, usize> =
@@ -309,13 +322,14 @@ pub fn pool_reports(
     for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
         let Some(&i) = slot.instance.pool.as_ref().and_then(|p| index.get(p.name.as_str())) else { continue };
         match unit.state.success() {
+            _ if unit.stale => pools[i].stale += 1,
             Some(true) => pools[i].passing += 1,
             Some(false) => pools[i].failing += 1,
             None => pools[i].pending += 1,
         }
     }
     for p in &mut pools {
-        p.up = p.failing == 0 && p.pending == 0;
+        p.up = p.failing == 0 && p.pending == 0 && p.stale == 0;
     }
     pools
 }

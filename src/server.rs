@@ -6,7 +6,7 @@
 //! | `/` | status page |
 //! | `/api/v1/status` | the same as JSON |
 //! | `/-/healthy` | 200 while the process serves |
-//! | `/-/ready` | 200 once every instance has run once, 503 before |
+//! | `/-/ready` | 200 once every instance has run once and none is stale, 503 otherwise |
 //! | `POST /-/reload` | reload the configuration; 200, or 500 with the error |
 
 use std::sync::Arc;
@@ -89,12 +89,21 @@ async fn status_json(State(app): State<App>) -> Json<serde_json::Value> {
 }
 
 async fn ready(State(app): State<App>) -> Response {
-    if app.store.is_ready() {
-        (StatusCode::OK, "Ready.\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first round of probes has not finished.\n")
-            .into_response()
+    if !app.store.is_ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "Not ready: the first round of probes has not finished.\n")
+            .into_response();
     }
+    let stale = app.store.stale_instances();
+    if stale > 0 {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "Not ready: {stale} check instances have not run for 3 intervals (see /api/v1/status).\n"
+            ),
+        )
+            .into_response();
+    }
+    (StatusCode::OK, "Ready.\n").into_response()
 }
 
 async fn reload_config(State(app): State<App>) -> Response {

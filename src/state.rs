@@ -124,7 +124,14 @@ pub struct Unit {
     pub labels: Option<String>,
     /// Its results.
     pub state: InstanceState,
+    /// No run finished for [`STALE_INTERVALS`] intervals: its last result is no longer
+    /// current (a frozen task, a starved scheduler).
+    pub stale: bool,
 }
+
+/// An instance (or address) is stale when its last run finished more than this many
+/// intervals ago (or, before its first run, when it was loaded that long ago).
+pub const STALE_INTERVALS: u32 = 3;
 
 /// One instance and its state.
 #[derive(Debug)]
@@ -142,6 +149,9 @@ pub struct Slot {
     /// one interval after the last completed run's plan. Carried by a reload while the
     /// interval is unchanged, so a reload neither moves nor skips a run.
     due: Mutex<Option<tokio::time::Instant>>,
+    /// When an instance with this key was first loaded (carried by reloads): the
+    /// reference for staleness before the first run.
+    since: SystemTime,
 }
 
 impl Slot {
@@ -168,6 +178,7 @@ impl Slot {
             state: Mutex::new(state),
             members: Mutex::new(members),
             due: Mutex::new(None),
+            since: SystemTime::now(),
         }
     }
 
@@ -230,17 +241,26 @@ impl Slot {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Whether results in `state` are stale at `now` (see [`Unit::stale`]).
+    pub fn is_stale(&self, state: &InstanceState, now: SystemTime) -> bool {
+        let reference = state.last.as_ref().map_or(self.since, |l| l.at);
+        now.duration_since(reference).is_ok_and(|age| age > self.instance.interval * STALE_INTERVALS)
+    }
+
     /// The slot's series sets: one per address while addresses are known, else one.
     pub fn units(&self) -> Vec<Unit> {
+        let now = SystemTime::now();
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         if members.is_empty() {
-            return vec![Unit { address: None, labels: None, state: self.state() }];
+            let state = self.state();
+            return vec![Unit { address: None, labels: None, stale: self.is_stale(&state, now), state }];
         }
         members
             .iter()
             .map(|(ip, m)| Unit {
                 address: Some(*ip),
                 labels: Some(m.labels.clone()),
+                stale: self.is_stale(&m.state, now),
                 state: m.state.clone(),
             })
             .collect()
@@ -357,6 +377,13 @@ impl Store {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Instances (addresses) of the current generation whose results are stale now.
+    pub fn stale_instances(&self) -> usize {
+        let g = self.current();
+        let now = SystemTime::now();
+        g.slots.iter().map(|s| s.units().iter().filter(|u| s.is_stale(&u.state, now)).count()).sum()
+    }
+
     /// Notes how late a probe started compared with its plan.
     pub fn observe_lag(&self, lag: Duration) {
         self.lag.lock().unwrap_or_else(|e| e.into_inner()).observe(&LAG_BUCKETS, lag.as_secs_f64());
@@ -381,7 +408,8 @@ fn make_generation(config: Arc<Config>, old: &HashMap<String, Arc<Slot>>) -> Gen
                     pending += 1;
                 }
                 let members = s.members.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let slot = Slot::with_state(&config, inst.clone(), s.state(), members);
+                let mut slot = Slot::with_state(&config, inst.clone(), s.state(), members);
+                slot.since = s.since;
                 if s.instance.interval == inst.interval {
                     *slot.due.lock().unwrap_or_else(|e| e.into_inner()) = s.next_due();
                 }
@@ -394,4 +422,36 @@ fn make_generation(config: Arc<Config>, old: &HashMap<String, Arc<Slot>>) -> Gen
         })
         .collect();
     Generation { config, slots, pending: AtomicUsize::new(pending) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "[agent]\ninterval = \"10s\"\ntimeout = \"1s\"\n\
+                    [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n\
+                    [[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\n";
+
+    fn store() -> Store {
+        Store::new(Config::parse(TEXT, "t").unwrap())
+    }
+
+    #[test]
+    fn an_instance_is_stale_after_three_intervals_without_a_run() {
+        let store = store();
+        let g = store.current();
+        let slot = &g.slots[0];
+        let now = SystemTime::now();
+        let st = slot.state();
+        assert!(!slot.is_stale(&st, now), "just loaded, not run yet: pending, not stale");
+        assert!(slot.is_stale(&st, now + Duration::from_secs(31)), "never ran in 3 intervals");
+        slot.record(Outcome::pass(vec![]), Duration::from_millis(1), now);
+        let st = slot.state();
+        assert!(!slot.is_stale(&st, now + Duration::from_secs(29)));
+        assert!(slot.is_stale(&st, now + Duration::from_secs(31)));
+        // The reference survives a reload of the same instance.
+        let g2 = store.swap(Config::parse(TEXT, "t").unwrap());
+        assert_eq!(g2.slots[0].since, slot.since);
+        assert_eq!(store.stale_instances(), 0);
+    }
 }

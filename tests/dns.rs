@@ -219,3 +219,101 @@ async fn a_sign_in_record_moved_to_the_other_pool_is_dns_wrong_pool() {
     assert_eq!(f.detail, "points to ocs [0 0 5061 ocspool.contoso.test.], expected pool lync");
     assert_eq!(o.points_to.as_deref(), Some("ocs"));
 }
+
+/// A UDP responder that answers each query with the bytes `reply` makes of it and
+/// records the source port of every query.
+async fn raw_responder(
+    reply: impl Fn(&hickory_proto::op::Message) -> Vec<u8> + Send + 'static,
+) -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<u16>>>) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let ports = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let p = ports.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
+            p.lock().unwrap().push(peer.port());
+            let Ok(q) = hickory_proto::op::Message::from_vec(&buf[..n]) else { continue };
+            let _ = sock.send_to(&reply(&q), peer).await;
+        }
+    });
+    (addr, ports)
+}
+
+/// A response to `q` with question `qname` (not necessarily the one asked) and one A.
+fn answer_for(q: &hickory_proto::op::Message, qname: &str) -> Vec<u8> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{rdata::A, Name, RData, Record, RecordType};
+    let name: Name = qname.parse().unwrap();
+    let mut m = Message::response(q.metadata.id, q.metadata.op_code);
+    m.add_query(Query::query(name.clone(), RecordType::A));
+    m.add_answer(Record::from_rdata(name, 60, RData::A(A("127.0.20.1".parse().unwrap()))));
+    m.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn a_reply_with_our_id_but_another_question_is_not_our_answer() {
+    let (addr, _) = raw_responder(|q| answer_for(q, "other.contoso.test.")).await;
+    let o = probe(addr, "lyncpool.contoso.test", "A", "", "1s").await;
+    assert_eq!(o.reason(), Some(FailureReason::DnsTimeout), "a forged question must not pass: {o:?}");
+}
+
+#[tokio::test]
+async fn the_question_name_matches_without_regard_to_case() {
+    let (addr, _) = raw_responder(|q| answer_for(q, "LyncPool.CONTOSO.test.")).await;
+    let o = probe(addr, "lyncpool.contoso.test", "A", "expect = [\"127.0.20.1\"]", "1s").await;
+    assert_eq!(o.result, Ok(()), "{o:?}");
+}
+
+#[tokio::test]
+async fn an_unparseable_reply_with_our_id_is_dns_error_at_once() {
+    fn header(id: u16, qd: u16, an: u16) -> Vec<u8> {
+        let mut h = id.to_be_bytes().to_vec();
+        h.extend_from_slice(&[0x81, 0x80]); // QR=1, RD, RA, NOERROR
+        for n in [qd, an, 0, 0] {
+            h.extend_from_slice(&n.to_be_bytes());
+        }
+        h
+    }
+    let cases: Vec<(&str, Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>)> = vec![
+        ("3 bytes", Box::new(|id| vec![(id >> 8) as u8, id as u8, 0x81])),
+        (
+            "a compression loop",
+            Box::new(|id| {
+                let mut b = header(id, 1, 0);
+                b.extend_from_slice(&[0xC0, 0x0C, 0x00, 0x01, 0x00, 0x01]); // name points at itself
+                b
+            }),
+        ),
+        (
+            "ANCOUNT 65535 and no records",
+            Box::new(|id| {
+                let mut b = header(id, 1, 65535);
+                b.extend_from_slice(b"\x08lyncpool\x07contoso\x04test\x00\x00\x01\x00\x01");
+                b
+            }),
+        ),
+    ];
+    for (what, make) in cases {
+        let (addr, _) = raw_responder(move |q| make(q.metadata.id)).await;
+        let t = std::time::Instant::now();
+        let o = probe(addr, "lyncpool.contoso.test", "A", "", "3s").await;
+        assert_eq!(o.reason(), Some(FailureReason::DnsError), "{what}: {o:?}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "{what}: not at once: {:?}", t.elapsed());
+        assert!(o.result.unwrap_err().detail.contains("cannot be parsed"), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn every_query_comes_from_a_fresh_source_port() {
+    let (addr, ports) = raw_responder(|q| answer_for(q, "lyncpool.contoso.test.")).await;
+    for _ in 0..8 {
+        let o = probe(addr, "lyncpool.contoso.test", "A", "", "1s").await;
+        assert_eq!(o.result, Ok(()), "{o:?}");
+    }
+    let ports = ports.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(ports.len(), 8);
+    assert!(distinct.len() >= 7, "source ports reused: {ports:?}");
+}

@@ -225,28 +225,25 @@ pub enum QueryError {
     Other(String),
 }
 
-/// Sends queries to the configured servers, keeping a few idle UDP sockets per server
-/// between probes: opening, connecting and closing a socket for every lookup was a
-/// tenth of the CPU of a tcp probe. A socket goes back to the pool only after a
-/// complete exchange; one that timed out or failed is closed. Replies are matched by
-/// their random 16-bit id and question type, stray datagrams are ignored.
+/// Sends queries to the configured servers, like a careful stub resolver (RFC 5452 §9.1):
+/// every query goes out from a fresh socket, so from a new random source port chosen by
+/// the kernel; the socket is connected to the server, so the kernel drops datagrams from
+/// any other address; a reply counts only when its id, question name (case-insensitive),
+/// type and class are those asked. A reply that carries our id but cannot be parsed is
+/// an error at once (`dns_error`), not a wait until the deadline.
 ///
-/// Trade-off: a reused source port keeps a stateful firewall's UDP mapping to the
-/// resolver alive, so a rule that newly blocks DNS flows shows only once the pooled
-/// sockets are replaced (after a failure). SIP probes do not pool for that reason.
+/// A fresh socket per query also keeps firewall faults visible: a rule that newly
+/// blocks DNS flows hits the next probe, where a reused source port would ride on an
+/// existing connection-tracking entry. Cost per lookup: docs/performance.md.
 #[derive(Debug)]
 pub struct DnsClient {
     servers: Vec<SocketAddr>,
-    idle: Mutex<HashMap<SocketAddr, Vec<UdpSocket>>>,
 }
-
-/// Idle sockets kept per server.
-const IDLE_PER_SERVER: usize = 32;
 
 impl DnsClient {
     /// A client for `servers`, asked in order.
     pub fn new(servers: Vec<SocketAddr>) -> DnsClient {
-        DnsClient { servers, idle: Mutex::new(HashMap::new()) }
+        DnsClient { servers }
     }
 
     /// Queries the servers in order, each given an equal share of `budget`; the first
@@ -293,11 +290,6 @@ impl DnsClient {
     }
 
     async fn socket(&self, server: SocketAddr) -> Result<UdpSocket, String> {
-        if let Some(s) =
-            self.idle.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&server).and_then(Vec::pop)
-        {
-            return Ok(s);
-        }
         let bind: SocketAddr = if server.is_ipv4() {
             SocketAddr::from(([0, 0, 0, 0], 0))
         } else {
@@ -308,14 +300,6 @@ impl DnsClient {
         Ok(sock)
     }
 
-    fn give_back(&self, server: SocketAddr, sock: UdpSocket) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let v = idle.entry(server).or_default();
-        if v.len() < IDLE_PER_SERVER {
-            v.push(sock);
-        }
-    }
-
     async fn query_one(
         &self,
         server: SocketAddr,
@@ -323,9 +307,7 @@ impl DnsClient {
         rtypes: &[RecordType],
     ) -> Result<Vec<Answer>, String> {
         let sock = self.socket(server).await?;
-        let answers = exchange(&sock, server, name, rtypes).await?;
-        self.give_back(server, sock);
-        Ok(answers)
+        exchange(&sock, server, name, rtypes).await
     }
 }
 
@@ -355,18 +337,14 @@ async fn exchange(
     let mut buf = vec![0u8; UDP_MAX];
     while pending.iter().any(|p| p.3.is_none()) {
         let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
-        // Stray or forged datagrams (wrong id, not a response, unparseable) are ignored,
-        // as a stub resolver does; the deadline bounds the wait.
-        let Ok(m) = Message::from_vec(&buf[..n]) else { continue };
-        if !is_response(&m) {
-            continue;
-        }
-        // Match on id and question type: two queries of a lookup may draw the same id.
-        let qtype = m.queries.first().map(|q| q.query_type());
-        if let Some(slot) =
-            pending.iter_mut().find(|p| p.0 == m.metadata.id && Some(p.1) == qtype && p.3.is_none())
-        {
-            slot.3 = Some(m);
+        match match_reply(&buf[..n], name, &pending) {
+            Reply::Ours(i, m) => pending[i].3 = Some(*m),
+            // Stray or forged datagrams (another id, another question, not a response)
+            // are ignored, as a stub resolver does; the deadline bounds the wait.
+            Reply::NotOurs => {}
+            Reply::Unparseable(e) => {
+                return Err(format!("a reply with our query id cannot be parsed ({n} bytes): {e}"))
+            }
         }
     }
     let mut answers = Vec::with_capacity(rtypes.len());
@@ -378,6 +356,45 @@ async fn exchange(
         answers.push(to_answer(resp, rtype, server));
     }
     Ok(answers)
+}
+
+/// What a datagram received on a query's socket is.
+#[derive(Debug)]
+pub enum Reply {
+    /// The response to pending query number `.0`.
+    Ours(usize, Box<Message>),
+    /// Not a response to any pending query.
+    NotOurs,
+    /// Carries a pending query's id but cannot be parsed.
+    Unparseable(String),
+}
+
+/// Matches a datagram against pending queries `(id, type, …, answered)`: id, then
+/// exactly one question with our name (case-insensitive), type and class IN.
+pub fn match_reply<B>(bytes: &[u8], name: &Name, pending: &[(u16, RecordType, B, Option<Message>)]) -> Reply {
+    let id = match bytes {
+        [a, b, ..] => u16::from_be_bytes([*a, *b]),
+        _ => return Reply::NotOurs,
+    };
+    if !pending.iter().any(|p| p.0 == id && p.3.is_none()) {
+        return Reply::NotOurs;
+    }
+    let m = match Message::from_vec(bytes) {
+        Ok(m) => m,
+        Err(e) => return Reply::Unparseable(e.to_string()),
+    };
+    if !is_response(&m) || m.queries.len() != 1 {
+        return Reply::NotOurs;
+    }
+    let q = &m.queries[0];
+    if q.query_class() != hickory_proto::rr::DNSClass::IN || !q.name().eq_ignore_root(name) {
+        return Reply::NotOurs;
+    }
+    // Two queries of one lookup may draw the same id: the type tells them apart.
+    match pending.iter().position(|p| p.0 == id && p.1 == q.query_type() && p.3.is_none()) {
+        Some(i) => Reply::Ours(i, Box::new(m)),
+        None => Reply::NotOurs,
+    }
 }
 
 fn is_response(m: &Message) -> bool {
