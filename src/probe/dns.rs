@@ -6,9 +6,8 @@
 //! a resolver hides SERVFAIL and REFUSED behind retries on other servers and caches
 //! answers. Nothing is cached; UDP first, TCP when the answer is truncated.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, Query, ResponseCode};
