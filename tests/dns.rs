@@ -276,7 +276,8 @@ async fn an_unparseable_reply_with_our_id_is_dns_error_at_once() {
         }
         h
     }
-    let cases: Vec<(&str, Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>)> = vec![
+    type MakeReply = Box<dyn Fn(u16) -> Vec<u8> + Send + Sync>;
+    let cases: Vec<(&str, MakeReply)> = vec![
         ("3 bytes", Box::new(|id| vec![(id >> 8) as u8, id as u8, 0x81])),
         (
             "a compression loop",
