@@ -70,12 +70,43 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
     Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None })
 }
 
+/// Lowers the calling thread's scheduling priority (nice +10): for the threads that
+/// serve HTTP and encode scrapes, so that under load the probe threads get the CPU
+/// first. Failure (a seccomp filter, say) is harmless and ignored.
+pub fn lower_thread_priority() {
+    // On Linux, PRIO_PROCESS with who = 0 applies to the calling thread only.
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory-safety preconditions.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
+/// Gives freed heap memory back to the operating system (glibc keeps it otherwise):
+/// called after a burst of scrapes has released its buffers.
+pub fn release_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Time a stopping scheduler waits for probes in flight.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
 /// Runs until `shutdown` is cancelled. SIGHUP and `POST /-/reload` reload the
 /// configuration; a rejected one keeps the running configuration.
-pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> Result<(), AgentError> {
+///
+/// Probes run on `probes`, a runtime of their own; the HTTP endpoints (and the encoding
+/// of scrapes, on its blocking pool) run on the calling runtime. A burst of scrapes can
+/// then take CPU from the probes only through the operating system's scheduler, where
+/// the serving threads run at a lower priority (see `main.rs`).
+pub async fn run(
+    source: ConfigSource,
+    shutdown: CancellationToken,
+    probes: tokio::runtime::Handle,
+) -> Result<(), AgentError> {
     let config = source.load()?;
     let listen = config.agent.listen;
     let cx = probe_context(&config)?;
@@ -98,8 +129,13 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> Result<()
         }
     });
 
-    let mut scheduler =
-        Scheduler::start(store.current(), store.clone(), Arc::new(LiveProber(Arc::new(cx))), concurrency);
+    let mut scheduler = Scheduler::start_on(
+        &probes,
+        store.current(),
+        store.clone(),
+        Arc::new(LiveProber(Arc::new(cx))),
+        concurrency,
+    );
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| AgentError::Startup(format!("SIGHUP handler: {e}")))?;
     loop {
@@ -108,7 +144,7 @@ pub async fn run(source: ConfigSource, shutdown: CancellationToken) -> Result<()
             _ = hup.recv() => None,
             r = reload_rx.recv() => match r { Some(r) => Some(r), None => continue },
         };
-        let result = reload(&source, &store, &mut scheduler, listen).await;
+        let result = reload(&source, &store, &mut scheduler, listen, &probes).await;
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }
@@ -125,6 +161,7 @@ async fn reload(
     store: &Arc<Store>,
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
+    probes: &tokio::runtime::Handle,
 ) -> Result<(), String> {
     let loaded = source
         .load()
@@ -146,7 +183,13 @@ async fn reload(
     let old = std::mem::replace(scheduler, Scheduler::start_empty());
     old.stop(STOP_GRACE).await;
     let generation = store.swap(config);
-    *scheduler = Scheduler::start(generation, store.clone(), Arc::new(LiveProber(Arc::new(cx))), concurrency);
+    *scheduler = Scheduler::start_on(
+        probes,
+        generation,
+        store.clone(),
+        Arc::new(LiveProber(Arc::new(cx))),
+        concurrency,
+    );
     tracing::info!(instances, "configuration reloaded");
     Ok(())
 }

@@ -84,24 +84,52 @@ fn main() -> ExitCode {
         .init();
     // Probing is I/O-bound: one I/O thread runs well over 1,000 probes a second, and
     // cross-thread wake-ups cost more than they give (measured: docs/performance.md).
-    // Scrape encoding runs on the blocking pool. COEXISTD_WORKER_THREADS overrides.
+    // COEXISTD_WORKER_THREADS overrides.
     let workers = std::env::var("COEXISTD_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let runtime =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
-            Ok(r) => r,
+    let daemon = matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    // The daemon probes on a runtime of its own; this one serves HTTP and encodes
+    // scrapes. Its threads run at a lower priority (nice +10), so a burst of scrapes
+    // cannot take the CPU a probe needs to start on time or to time its reply.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(if daemon { 1 } else { workers }).enable_all();
+    if daemon {
+        builder.thread_name("coexistd-http").on_thread_start(coexistd::agent::lower_thread_priority);
+    }
+    let runtime = match builder.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("coexistd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let probes = if daemon {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .thread_name("coexistd-probe")
+            .enable_all()
+            .build()
+        {
+            Ok(r) => Some(r),
             Err(e) => {
-                eprintln!("coexistd: cannot start the runtime: {e}");
+                eprintln!("coexistd: cannot start the probe runtime: {e}");
                 return ExitCode::FAILURE;
             }
-        };
+        }
+    } else {
+        None
+    };
+    let probe_handle = probes.as_ref().map_or_else(|| runtime.handle().clone(), |r| r.handle().clone());
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => run(ConfigSource::File(config)).await,
+            Command::Run { config } => run(ConfigSource::File(config), probe_handle).await,
             Command::Check { config, pools, format } => check(&config, &pools, format).await,
             Command::Validate { config } => validate(&config),
-            Command::Demo { listen, print_config } => demo(listen, print_config).await,
+            Command::Demo { listen, print_config } => demo(listen, print_config, probe_handle).await,
         }
     });
+    if let Some(p) = probes {
+        p.shutdown_timeout(std::time::Duration::from_millis(200));
+    }
     // Probes still in flight (e.g. a blackholed connect) must not delay the exit.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     code
@@ -111,7 +139,7 @@ fn report_error(e: &anyhow::Error) {
     eprintln!("coexistd: {e:#}");
 }
 
-async fn run(source: ConfigSource) -> ExitCode {
+async fn run(source: ConfigSource, probes: tokio::runtime::Handle) -> ExitCode {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
@@ -120,7 +148,7 @@ async fn run(source: ConfigSource) -> ExitCode {
         }
         token.cancel();
     });
-    match agent::run(source, shutdown).await {
+    match agent::run(source, shutdown, probes).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(AgentError::Config(e)) => {
             eprintln!("coexistd: {e}");
@@ -236,7 +264,7 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
     }
 }
 
-async fn demo(listen: SocketAddr, print_config: bool) -> ExitCode {
+async fn demo(listen: SocketAddr, print_config: bool, probes: tokio::runtime::Handle) -> ExitCode {
     let lab = match coexistd::lab::Lab::start().await {
         Ok(l) => l,
         Err(e) => {
@@ -253,5 +281,5 @@ async fn demo(listen: SocketAddr, print_config: bool) -> ExitCode {
         "coexistd demo: lab DNS on {}; status page http://{listen}/ , metrics http://{listen}/metrics",
         lab.dns.addr
     );
-    run(ConfigSource::Text { origin: "<demo>".into(), text }).await
+    run(ConfigSource::Text { origin: "<demo>".into(), text }, probes).await
 }

@@ -225,8 +225,20 @@ pub fn first_run(instance: &CheckInstance, epoch: Instant, now: Instant) -> Inst
 pub const SLOT: Duration = Duration::from_millis(25);
 
 impl Scheduler {
-    /// Starts one task per slot of `generation`.
+    /// Starts one task per slot of `generation` on the current runtime.
     pub fn start(
+        generation: Arc<Generation>,
+        store: Arc<Store>,
+        prober: Arc<dyn Prober>,
+        concurrency: usize,
+    ) -> Scheduler {
+        Scheduler::start_on(&tokio::runtime::Handle::current(), generation, store, prober, concurrency)
+    }
+
+    /// Starts one task per slot of `generation` on `runtime` (the agent gives probes a
+    /// runtime of their own, so serving HTTP never delays a probe or its timing).
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
         generation: Arc<Generation>,
         store: Arc<Store>,
         prober: Arc<dyn Prober>,
@@ -239,7 +251,7 @@ impl Scheduler {
         for index in 0..generation.slots.len() {
             let (generation, store, prober, sem, cancel) =
                 (generation.clone(), store.clone(), prober.clone(), sem.clone(), cancel.clone());
-            tasks.spawn(async move {
+            tasks.spawn_on(async move {
                 let slot = generation.slots[index].clone();
                 let instance = slot.instance.clone();
                 // Unchanged instances carry their due time across reloads: a reload
@@ -272,7 +284,7 @@ impl Scheduler {
                     store.record(&generation, &slot, round);
                     slot.completed(planned);
                 }
-            });
+            }, runtime);
         }
         Scheduler { cancel, tasks }
     }

@@ -301,6 +301,9 @@ pub struct Store {
     epoch: tokio::time::Instant,
     ready: AtomicBool,
     reload: Mutex<ReloadStatus>,
+    /// Bumped by every reload, taken or rejected: a cached encoding of an older
+    /// version is never served.
+    version: std::sync::atomic::AtomicU64,
     lag: Mutex<Histogram<{ LAG_BUCKETS.len() + 1 }>>,
 }
 
@@ -327,6 +330,7 @@ impl Store {
             epoch: tokio::time::Instant::now(),
             ready: AtomicBool::new(ready),
             reload: Mutex::new(ReloadStatus { successful: true, success_timestamp: unix_now() }),
+            version: std::sync::atomic::AtomicU64::new(0),
             lag: Mutex::new(Histogram::default()),
         }
     }
@@ -350,12 +354,19 @@ impl Store {
         *cur = generation.clone();
         *self.reload.lock().unwrap_or_else(|e| e.into_inner()) =
             ReloadStatus { successful: true, success_timestamp: unix_now() };
+        self.version.fetch_add(1, Ordering::AcqRel);
         generation
     }
 
     /// Notes a rejected reload: the running configuration stays.
     pub fn reload_failed(&self) {
         self.reload.lock().unwrap_or_else(|e| e.into_inner()).successful = false;
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Changes with every reload, taken or rejected.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
     }
 
     /// The last reload's outcome.
