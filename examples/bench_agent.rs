@@ -9,7 +9,20 @@
 //!   --kind tls                         (tls checks: TLS 1.3, ECDSA P-256 chain from a test CA)
 //!   --kind sip-udp | sip-tls           (sip OPTIONS checks against in-process responders)
 //!   --members N                        (N A records per pool, 127.0.0.1..N, each_address = true)
+//!   --scrapers N --burst 60s           (after the quiet window: N clients scraping without
+//!                                       pause, half /metrics, half /api/v1/status, then a
+//!                                       minute of rest; see below)
+//!   --reference                        (the reference check and the burst window without
+//!                                       scrapers: the baseline)
+//!   --rest 60s                         (rest after the burst before RSS is read again)
+//!   --bin PATH                         (the agent binary; default target/release/coexistd)
 //! ```
+//!
+//! With `--scrapers`, the agent also runs a reference check: SIP OPTIONS over UDP every
+//! second against a peer here that answers after exactly 50 ms. Over the burst the
+//! benchmark reports failures of healthy targets (every failure is false: every peer
+//! is up), schedule lag, the reference check's measured durations, and RSS before the
+//! burst, at its end and a minute later.
 //!
 //! This process runs the peers: a DNS responder that resolves every pool FQDN to
 //! 127.0.0.1, and one listener per check port. It starts `target/release/coexistd run`,
@@ -60,6 +73,11 @@ struct Opts {
     literal: bool,
     kind: String,
     members: u8,
+    scrapers: usize,
+    burst: Duration,
+    rest: Duration,
+    reference: bool,
+    bin: String,
 }
 
 fn opts() -> Opts {
@@ -72,6 +90,11 @@ fn opts() -> Opts {
         literal: false,
         kind: "tcp".into(),
         members: 1,
+        scrapers: 0,
+        burst: Duration::from_secs(60),
+        rest: Duration::from_secs(60),
+        reference: false,
+        bin: concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/coexistd").into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -83,6 +106,15 @@ fn opts() -> Opts {
             "--interval" => o.interval = v,
             "--kind" => o.kind = v,
             "--members" => o.members = v.parse().expect("--members N (1-250)"),
+            "--scrapers" => o.scrapers = v.parse().expect("--scrapers N"),
+            "--burst" => o.burst = humantime::parse_duration(&v).expect("--burst 60s"),
+            "--rest" => o.rest = humantime::parse_duration(&v).expect("--rest 60s"),
+            "--reference" => {
+                o.reference = true;
+                i += 1;
+                continue;
+            }
+            "--bin" => o.bin = v,
             "--warmup" => o.warmup = humantime::parse_duration(&v).expect("--warmup 15s"),
             "--window" => o.window = humantime::parse_duration(&v).expect("--window 60s"),
             "--literal" => {
@@ -150,7 +182,7 @@ fn status_kib(pid: u32, key: &str) -> u64 {
 }
 
 fn main() {
-    let o = opts();
+    let mut o = opts();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _guard = rt.enter();
     let records = (0..o.pools)
@@ -235,10 +267,27 @@ fn main() {
         };
         cfg.push_str(&format!("[[checks]]\nname = \"check{c}\"\nkind = \"{kind}\"\nport = {port}\n{host}"));
     }
+    o.reference |= o.scrapers > 0;
+    if o.reference {
+        // The reference: a peer that answers OPTIONS after exactly 50 ms.
+        // Its own thread and runtime: the peers of the 10,000 instances must not delay it.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        u.set_nonblocking(true).unwrap();
+        let port = u.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let u = tokio::net::UdpSocket::from_std(u).unwrap();
+                delayed_sip_udp(Arc::new(u), Duration::from_millis(50)).await
+            });
+        });
+        cfg.push_str(&format!(
+            "[[checks]]\nname = \"reference\"\nkind = \"sip\"\ntransport = \"udp\"\npools = []\nhost = \"127.0.0.1\"\nport = {port}\ninterval = \"1s\"\ntimeout = \"900ms\"\n"
+        ));
+    }
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, cfg).unwrap();
-    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/coexistd");
-    let mut child = Command::new(bin)
+    let mut child = Command::new(&o.bin)
         .args(["run", "--config"])
         .arg(&path)
         .env("RUST_LOG", "warn")
@@ -275,6 +324,7 @@ fn main() {
     let scrape_cpu = (cpu_seconds(pid) - cpu_s0 - 20.0 * (cpu1 - cpu0) / elapsed) / 10.0;
     let rss = status_kib(pid, "VmRSS:");
     let hwm = status_kib(pid, "VmHWM:");
+    let burst = o.reference.then(|| burst(listen, pid, &o));
     let _ = child.kill();
     let _ = child.wait();
 
@@ -313,5 +363,201 @@ fn main() {
         "CPU per scrape            {:.1} ms (agent CPU during scrapes minus the probing rate)",
         scrape_cpu * 1000.0
     );
+    if let Some(b) = burst {
+        println!("--- burst: {} clients scraping for {} s", o.scrapers, o.burst.as_secs());
+        println!(
+            "requests                  {} /metrics, {} /api/v1/status, {} answered 503",
+            b.scrapes, b.statuses, b.busy
+        );
+        println!("/metrics under burst      p50 {:.0} ms, p99 {:.0} ms", b.scrape_p50_ms, b.scrape_p99_ms);
+        println!("false failures            {:.0} (every target is healthy) {:?}", b.failures, b.reasons);
+        println!("probes run during burst   {:.0}", b.probes);
+        println!("schedule lag p99          <= {} s (histogram bucket bound)", b.lag_p99);
+        println!(
+            "reference (50 ms peer)    {} runs seen, p1 {:.1} ms, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            b.reference.len(),
+            pct_of(&b.reference, 0.01),
+            pct_of(&b.reference, 0.5),
+            pct_of(&b.reference, 0.99),
+            b.reference.last().copied().unwrap_or(f64::NAN)
+        );
+        println!(
+            "RSS                       {:.1} MiB before, {:.1} MiB at the end, {:.1} MiB a minute later",
+            b.rss_before as f64 / 1024.0,
+            b.rss_end as f64 / 1024.0,
+            b.rss_after as f64 / 1024.0
+        );
+    }
     drop(dns);
+}
+
+/// Answers SIP OPTIONS over UDP after `delay`.
+async fn delayed_sip_udp(sock: Arc<tokio::net::UdpSocket>, delay: Duration) {
+    use coexistd::probe::sip::message::{self, Parsed};
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        let Ok(Parsed::Complete(req, _)) = message::parse(&buf[..n], false) else { continue };
+        let resp = message::response_to(&req, 200, "OK", "reference");
+        let sock = sock.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = sock.send_to(&resp, peer).await;
+        });
+    }
+}
+
+struct Burst {
+    scrapes: usize,
+    statuses: usize,
+    busy: usize,
+    scrape_p50_ms: f64,
+    scrape_p99_ms: f64,
+    failures: f64,
+    reasons: Vec<(String, f64)>,
+    probes: f64,
+    lag_p99: f64,
+    /// The reference check's durations (ms), sorted.
+    reference: Vec<f64>,
+    rss_before: u64,
+    rss_end: u64,
+    rss_after: u64,
+}
+
+/// `coexist_probe_failures_total` summed by reason.
+fn by_reason(text: &str) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = Vec::new();
+    for l in text.lines().filter(|l| l.starts_with("coexist_probe_failures_total{")) {
+        let Some(r) = l.split("reason=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let Some(v) = l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()) else { continue };
+        match out.iter_mut().find(|(x, _)| x == r) {
+            Some(e) => e.1 += v,
+            None => out.push((r.to_owned(), v)),
+        }
+    }
+    out
+}
+
+fn pct_of(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// One sample line's value for `name` with `check="reference"`.
+fn reference_sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains("check=\"reference\"")
+        })
+        .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
+}
+
+fn burst(listen: SocketAddr, pid: u32, o: &Opts) -> Burst {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let m0 = http_get(listen, "/metrics");
+    let (runs0, fail0, lag0) = (
+        sum_metric(&m0, "coexist_probe_runs_total"),
+        sum_metric(&m0, "coexist_probe_failures_total"),
+        lag_buckets(&m0),
+    );
+    let rss_before = status_kib(pid, "VmRSS:");
+    let stop = Arc::new(AtomicBool::new(false));
+    let (scrapes, statuses, busy) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let times = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut threads = Vec::new();
+    for i in 0..o.scrapers {
+        let (stop, scrapes, statuses, busy, times) =
+            (stop.clone(), scrapes.clone(), statuses.clone(), busy.clone(), times.clone());
+        threads.push(std::thread::spawn(move || {
+            // In production the scrapers are other machines. Here they share two cores
+            // with the agent and the peers, so they run at the lowest priority: the
+            // measurement is of the agent's isolation, not of this machine's scheduler.
+            // SAFETY: setpriority has no memory-safety preconditions.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+            }
+            let path = if i % 2 == 0 { "/metrics" } else { "/api/v1/status" };
+            // Prometheus asks for gzip; a status client does not.
+            let encoding = if i % 2 == 0 { "Accept-Encoding: gzip\r\n" } else { "" };
+            let mut buf = Vec::with_capacity(8 << 20);
+            while !stop.load(Ordering::Relaxed) {
+                buf.clear();
+                let t = Instant::now();
+                let Ok(mut s) = TcpStream::connect(listen) else { continue };
+                let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{encoding}Connection: close\r\n\r\n");
+                let _ = s.read_to_end(&mut buf);
+                if buf.starts_with(b"HTTP/1.1 503") {
+                    busy.fetch_add(1, Ordering::Relaxed);
+                } else if i % 2 == 0 {
+                    scrapes.fetch_add(1, Ordering::Relaxed);
+                    times.lock().unwrap().push(t.elapsed().as_secs_f64() * 1000.0);
+                } else {
+                    statuses.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // The reference check's last duration, once per run (deduplicated by its timestamp).
+    let mut reference = Vec::new();
+    let mut last_ts = 0.0;
+    let t0 = Instant::now();
+    while t0.elapsed() < o.burst {
+        std::thread::sleep(Duration::from_millis(300));
+        let m = http_get(listen, "/metrics");
+        let (Some(ts), Some(d)) = (
+            reference_sample(&m, "coexist_probe_last_run_timestamp_seconds"),
+            reference_sample(&m, "coexist_probe_last_duration_seconds"),
+        ) else {
+            continue;
+        };
+        if ts != last_ts {
+            last_ts = ts;
+            reference.push(d * 1000.0);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let m1 = http_get(listen, "/metrics");
+    let rss_end = status_kib(pid, "VmRSS:");
+    let prev: HashMap<String, f64> = lag0.iter().map(|(le, c)| (le.to_string(), *c)).collect();
+    let delta: Vec<(f64, f64)> = lag_buckets(&m1)
+        .iter()
+        .map(|(le, c)| (*le, c - prev.get(&le.to_string()).copied().unwrap_or(0.0)))
+        .collect();
+    let total = delta.last().map_or(0.0, |d| d.1);
+    let lag_p99 = delta.iter().find(|(_, c)| *c >= 0.99 * total).map_or(f64::NAN, |d| d.0);
+    std::thread::sleep(o.rest);
+    let rss_after = status_kib(pid, "VmRSS:");
+    reference.sort_by(f64::total_cmp);
+    let mut times = times.lock().unwrap().clone();
+    times.sort_by(f64::total_cmp);
+    Burst {
+        scrapes: scrapes.load(Ordering::Relaxed),
+        statuses: statuses.load(Ordering::Relaxed),
+        busy: busy.load(Ordering::Relaxed),
+        scrape_p50_ms: pct_of(&times, 0.5),
+        scrape_p99_ms: pct_of(&times, 0.99),
+        failures: sum_metric(&m1, "coexist_probe_failures_total") - fail0,
+        reasons: {
+            let (r0, r1) = (by_reason(&m0), by_reason(&m1));
+            r1.into_iter()
+                .map(|(r, n)| {
+                    let before = r0.iter().find(|(x, _)| *x == r).map_or(0.0, |x| x.1);
+                    (r, n - before)
+                })
+                .filter(|(_, n)| *n > 0.0)
+                .collect()
+        },
+        probes: sum_metric(&m1, "coexist_probe_runs_total") - runs0,
+        lag_p99,
+        reference,
+        rss_before,
+        rss_end,
+        rss_after,
+    }
 }

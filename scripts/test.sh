@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(knot knot-dnsutils prometheus openssl python3 kamailio kamailio-tls-modules)
+packages=(knot knot-dnsutils prometheus openssl python3 python3-prometheus-client kamailio kamailio-tls-modules)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,6 +22,8 @@ fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
+# Property and fuzz tests run with a fixed seed here (scripts/fuzz.sh varies it).
+export PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-20261128}
 cargo test --all-targets "$@" 2>&1 | tee "$log" || status=$?
 # One line for the whole run: cargo prints one "test result" per test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }

@@ -247,7 +247,7 @@ struct RawAgent {
     #[serde(default = "default_timeout")]
     timeout: Spanned<HumanDuration>,
     #[serde(default)]
-    labels: BTreeMap<Spanned<String>, String>,
+    labels: BTreeMap<Spanned<String>, LabelValue>,
     #[serde(default = "default_concurrency")]
     concurrency: Spanned<usize>,
     #[serde(default)]
@@ -471,6 +471,33 @@ impl CheckCx<'_> {
     }
 }
 
+/// A constant label value: a string and nothing else (TOML dates, numbers and tables
+/// are refused with a message that says so, not with the TOML library's internals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LabelValue(String);
+
+impl<'de> Deserialize<'de> for LabelValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const WANT: &str = "a string (quote dates and numbers: site = \"2024-05-01\")";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LabelValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(WANT)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LabelValue, E> {
+                Ok(LabelValue(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<LabelValue, A::Error> {
+                Err(serde::de::Error::custom(format!(
+                    "agent.labels: a value must be {WANT}, not a table or date"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// A duration written the humantime way (`30s`, `2m`, `1h 30m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
@@ -600,7 +627,9 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             };
             return Err(src.err(k.span(), &format!("agent.labels: {:?} {why}", k.get_ref())));
         }
-        labels.insert(k.into_inner(), v);
+        check_name(&v.0)
+            .map_err(|m| src.err(k.span(), &format!("agent.labels: the value of {:?} {m}", k.get_ref())))?;
+        labels.insert(k.into_inner(), v.0);
     }
     if *ra.concurrency.get_ref() == 0 {
         return Err(src.err(ra.concurrency.span(), "agent.concurrency: must be at least 1"));
@@ -617,9 +646,8 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     let rd = raw.dns.unwrap_or_default();
     let mut servers = Vec::new();
     for s in &rd.servers {
-        let addr = parse_server(s.get_ref()).ok_or_else(|| {
-            src.err(s.span(), &format!("dns.servers: {:?} is not an IP address or address:port", s.get_ref()))
-        })?;
+        let addr = parse_server(s.get_ref())
+            .map_err(|why| src.err(s.span(), &format!("dns.servers: {:?} {why}", s.get_ref())))?;
         servers.push(addr);
     }
     let dns = DnsConfig { servers };
@@ -628,6 +656,14 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     if rt.client_cert.is_some() != rt.client_key.is_some() {
         let span = rt.client_cert.as_ref().or(rt.client_key.as_ref()).map(|s| s.span()).unwrap_or(0..0);
         return Err(src.err(span, "tls: client_cert and client_key must be given together"));
+    }
+    for (key, file) in
+        [("ca_file", &rt.ca_file), ("client_cert", &rt.client_cert), ("client_key", &rt.client_key)]
+    {
+        if let Some(f) = file {
+            check_file(f.get_ref())
+                .map_err(|m| src.err(f.span(), &format!("tls.{key}: {}: {m}", f.get_ref().display())))?;
+        }
     }
     let tls = TlsConfig {
         ca_file: rt.ca_file.map(Spanned::into_inner),
@@ -638,9 +674,7 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     let mut pools: Vec<Pool> = Vec::new();
     for (i, rp) in raw.pools.iter().enumerate() {
         let name = rp.name.get_ref();
-        if name.is_empty() {
-            return Err(src.err(rp.name.span(), &format!("pools[{i}].name: must not be empty")));
-        }
+        check_name(name).map_err(|m| src.err(rp.name.span(), &format!("pools[{i}].name: {m}")))?;
         if pools.iter().any(|p| &p.name == name) {
             return Err(src.err(rp.name.span(), &format!("pools[{i}].name: duplicate pool name {name:?}")));
         }
@@ -670,9 +704,7 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
     for (i, rc) in raw.checks.iter().enumerate() {
         let path = format!("checks[{i}]");
         let name = rc.name.get_ref();
-        if name.is_empty() {
-            return Err(src.err(rc.name.span(), &format!("{path}.name: must not be empty")));
-        }
+        check_name(name).map_err(|m| src.err(rc.name.span(), &format!("{path}.name: {m}")))?;
         if !names.insert(name.clone()) {
             return Err(src.err(rc.name.span(), &format!("{path}.name: duplicate check name {name:?}")));
         }
@@ -700,8 +732,14 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             None => pools.iter().map(Some).collect(),
             Some(list) if list.get_ref().is_empty() => vec![None],
             Some(list) => {
-                let mut v = Vec::new();
+                let mut v: Vec<Option<&Pool>> = Vec::new();
                 for pname in list.get_ref() {
+                    if v.iter().any(|p| p.is_some_and(|p| &p.name == pname.get_ref())) {
+                        return Err(src.err(
+                            pname.span(),
+                            &format!("{path}.pools: {:?} is listed twice", pname.get_ref()),
+                        ));
+                    }
                     let p = pools.iter().find(|p| &p.name == pname.get_ref()).ok_or_else(|| {
                         src.err(pname.span(), &format!("{path}.pools: unknown pool {:?}", pname.get_ref()))
                     })?;
@@ -737,8 +775,35 @@ fn parse_tls_version(v: &Spanned<String>) -> Result<TlsVersion, String> {
 }
 
 /// Label names the agent sets itself; `agent.labels` may not reuse them.
-const RESERVED_LABELS: &[&str] =
-    &["pool", "role", "check", "kind", "target", "address", "reason", "phase", "state", "version", "le"];
+/// Every label name of every family belongs here (a constant label of the same name
+/// would make a sample carry it twice, and Prometheus rejects the whole scrape); the
+/// e2e test checks the scraped output against this list.
+pub const RESERVED_LABELS: &[&str] = &[
+    "pool",
+    "role",
+    "check",
+    "kind",
+    "target",
+    "address",
+    "reason",
+    "phase",
+    "state",
+    "version",
+    "le",
+    "server",
+    "points_to",
+    "subject",
+    "issuer",
+    "serial",
+    "sans",
+    "signature_algorithm",
+    "fingerprint_sha256",
+    "quantile",
+    "user",
+    "home_pool",
+    "from_pool",
+    "to_pool",
+];
 
 fn is_label_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -755,11 +820,50 @@ fn parse_shard(s: &str) -> Option<Shard> {
 }
 
 /// `10.0.0.10`, `10.0.0.10:53`, `::1`, `[::1]:5353`.
-fn parse_server(s: &str) -> Option<SocketAddr> {
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Some(a);
+fn parse_server(s: &str) -> Result<SocketAddr, &'static str> {
+    let addr = match s.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 53),
+            Err(_) => return Err("is not an IP address or address:port"),
+        },
+    };
+    let ip = addr.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.port() == 0 {
+        Err("has port 0")
+    } else if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        Err("is not a unicast address (unspecified, multicast or broadcast)")
+    } else {
+        Ok(addr)
     }
-    s.parse::<std::net::IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53))
+}
+
+/// A file the configuration names: a regular file within the size limit (read later,
+/// once, by its user; see [`crate::tls::read_config_file`]).
+fn check_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > crate::tls::MAX_FILE {
+        return Err(format!("{} bytes: larger than the {}-byte limit", meta.len(), crate::tls::MAX_FILE));
+    }
+    Ok(())
+}
+
+/// A name an operator chose (check, pool, label value): shown in labels, logs and pages,
+/// so it must be visible text.
+fn check_name(s: &str) -> Result<(), &'static str> {
+    if s.trim().is_empty() {
+        Err("must not be empty or blank")
+    } else if s.chars().any(char::is_control) {
+        Err("must not contain control characters")
+    } else if s.trim() != s {
+        Err("must not start or end with blanks")
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! | `/-/ready` | 200 once every instance has run once and none is stale, 503 otherwise |
 //! | `POST /-/reload` | reload the configuration; 200, or 500 with the error |
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,9 +19,9 @@ use bytes::Bytes;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::report::Report;
@@ -38,18 +39,42 @@ struct App {
 
 /// Scrapes and status requests are served from one encoder at a time, with the result
 /// shared by every request that arrives within [`REUSE`]: fifty scrapers cost one
-/// encoding, not fifty. Requests beyond [`MAX_WAITING`] get 503 at once, so a storm
-/// queues no unbounded work and memory.
+/// encoding (and one gzip), not fifty. Requests beyond [`MAX_WAITING`] get 503 at once,
+/// so a storm queues no unbounded work or memory.
 struct Render {
     /// One encoding at a time.
     encoder: tokio::sync::Semaphore,
     /// Requests waiting for the encoder or being encoded for.
     waiting: AtomicUsize,
-    /// The last `/metrics` body per format (text, OpenMetrics) and when it was made.
-    cache: Mutex<[Option<Cached>; 2]>,
+    /// The last body of each view and encoding.
+    cache: Mutex<HashMap<(View, bool), Cached>>,
 }
 
-/// An encoded `/metrics` body.
+/// What is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum View {
+    /// `/metrics`, Prometheus text.
+    Text,
+    /// `/metrics`, OpenMetrics.
+    OpenMetrics,
+    /// `/api/v1/status`.
+    StatusJson,
+    /// `/`.
+    StatusPage,
+}
+
+impl View {
+    fn content_type(self) -> &'static str {
+        match self {
+            View::Text => crate::metrics::TEXT_CONTENT_TYPE,
+            View::OpenMetrics => crate::metrics::OPENMETRICS_CONTENT_TYPE,
+            View::StatusJson => "application/json",
+            View::StatusPage => "text/html; charset=utf-8",
+        }
+    }
+}
+
+/// An encoded body.
 struct Cached {
     /// When it was encoded.
     at: Instant,
@@ -59,8 +84,9 @@ struct Cached {
     chunks: Arc<Vec<Bytes>>,
 }
 
-/// How long an encoded `/metrics` body is served again. Prometheus servers of an HA
-/// pair, and a burst of dashboards, scrape within this window of each other.
+/// How long an encoded body is served again. Prometheus servers of an HA pair, and a
+/// burst of dashboards, scrape within this window of each other. Results are at most
+/// this much older than the store (never across a reload).
 pub const REUSE: Duration = Duration::from_secs(1);
 
 /// Requests that may wait for the encoder; the next gets 503.
@@ -71,7 +97,7 @@ pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>) -> Router 
     let render = Arc::new(Render {
         encoder: tokio::sync::Semaphore::new(1),
         waiting: AtomicUsize::new(0),
-        cache: Mutex::new([None, None]),
+        cache: Mutex::new(HashMap::new()),
     });
     Router::new()
         .route("/metrics", get(metrics))
@@ -111,11 +137,133 @@ fn busy() -> Response {
         .into_response()
 }
 
-/// Runs `work` on the blocking pool under the encoder permit.
-async fn render<T: Send + 'static>(app: &App, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|e| {
+            let mut parts = e.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00" | "q=0.000"));
+            coding.eq_ignore_ascii_case("gzip") && !q_zero
+        })
+}
+
+/// Serves `view`, from the cache when fresh.
+async fn serve(app: &App, view: View, headers: &HeaderMap) -> Response {
+    let gzip = accepts_gzip(headers);
+    let Some(chunks) = body(app, view, gzip).await else { return busy() };
+    let stream = futures_util::stream::iter(
+        (0..chunks.len()).map(move |i| Ok::<_, std::convert::Infallible>(chunks[i].clone())),
+    );
+    let mut r = ([(header::CONTENT_TYPE, view.content_type())], Body::from_stream(stream)).into_response();
+    if gzip {
+        r.headers_mut().insert(header::CONTENT_ENCODING, header::HeaderValue::from_static("gzip"));
+    }
+    r.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Accept-Encoding"));
+    r
+}
+
+fn fresh(app: &App, key: (View, bool)) -> Option<Arc<Vec<Bytes>>> {
+    let cache = app.render.cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .get(&key)
+        .filter(|c| c.at.elapsed() < REUSE && c.version == app.store.version())
+        .map(|c| c.chunks.clone())
+}
+
+/// The encoded body: the shared one when it is fresh, else a new encoding (one at a
+/// time, on the blocking pool: thousands of instances take milliseconds of CPU).
+async fn body(app: &App, view: View, gzip: bool) -> Option<Arc<Vec<Bytes>>> {
+    if let Some(b) = fresh(app, (view, gzip)) {
+        return Some(b);
+    }
     let _waiting = Waiting::enter(&app.render.waiting)?;
     let _permit = app.render.encoder.acquire().await.ok()?;
-    tokio::task::spawn_blocking(work).await.ok()
+    // Another request may have encoded while this one waited.
+    if let Some(b) = fresh(app, (view, gzip)) {
+        return Some(b);
+    }
+    let version = app.store.version();
+    let plain = match fresh(app, (view, false)) {
+        Some(b) => b,
+        None => {
+            let store = app.store.clone();
+            let b = tokio::task::spawn_blocking(move || Arc::new(encode(&store, view))).await.ok()?;
+            remember(app, (view, false), version, b.clone());
+            b
+        }
+    };
+    if !gzip {
+        return Some(plain);
+    }
+    let packed = tokio::task::spawn_blocking(move || Arc::new(compress(&plain))).await.ok()?;
+    remember(app, (view, true), version, packed.clone());
+    Some(packed)
+}
+
+/// Encodes `view` now, in chunks.
+fn encode(store: &Store, view: View) -> Vec<Bytes> {
+    match view {
+        View::Text | View::OpenMetrics => {
+            let mut chunks = Vec::new();
+            let r = crate::metrics::encode_chunks(store, view == View::OpenMetrics, |chunk| {
+                chunks.push(Bytes::from(chunk));
+                true
+            });
+            if r.is_err() {
+                tracing::error!("metrics encoding failed");
+            }
+            chunks
+        }
+        View::StatusJson => {
+            #[derive(serde::Serialize)]
+            struct Status<'a> {
+                ready: bool,
+                #[serde(flatten)]
+                report: &'a Report,
+            }
+            let report = report(store);
+            let status = Status { ready: store.is_ready(), report: &report };
+            vec![Bytes::from(serde_json::to_vec(&status).unwrap_or_default())]
+        }
+        View::StatusPage => vec![Bytes::from(report(store).html())],
+    }
+}
+
+/// gzip at level 1: a scrape body compresses about tenfold even at the fastest level.
+fn compress(chunks: &[Bytes]) -> Vec<Bytes> {
+    use std::io::Write;
+    let mut out = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for c in chunks {
+        let _ = out.write_all(c);
+    }
+    vec![Bytes::from(out.finish().unwrap_or_default())]
+}
+
+/// Caches `chunks` for `key`, and drops them once they are no longer fresh, giving the
+/// memory back: after a burst the agent returns to its idle footprint.
+fn remember(app: &App, key: (View, bool), version: u64, chunks: Arc<Vec<Bytes>>) {
+    let at = Instant::now();
+    app.render.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Cached { at, version, chunks });
+    let render = app.render.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(REUSE).await;
+        let dropped = {
+            let mut cache = render.cache.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&key) {
+                Some(c) if c.at == at => cache.remove(&key),
+                _ => None,
+            }
+        };
+        let idle = render.cache.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
+        if dropped.is_some() && idle {
+            drop(dropped);
+            let _ = tokio::task::spawn_blocking(crate::agent::release_memory).await;
+        }
+    });
 }
 
 async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
@@ -123,78 +271,7 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/openmetrics-text"));
-    let ct = if openmetrics {
-        crate::metrics::OPENMETRICS_CONTENT_TYPE
-    } else {
-        crate::metrics::TEXT_CONTENT_TYPE
-    };
-    let chunks = match metrics_body(&app, openmetrics).await {
-        Some(c) => c,
-        None => return busy(),
-    };
-    let body = futures_util::stream::iter(
-        (0..chunks.len()).map(move |i| Ok::<_, std::convert::Infallible>(chunks[i].clone())),
-    );
-    ([(header::CONTENT_TYPE, ct)], Body::from_stream(body)).into_response()
-}
-
-/// The encoded body: the shared one when it is fresh, else a new encoding (one at a
-/// time, on the blocking pool: thousands of instances take milliseconds of CPU).
-async fn metrics_body(app: &App, openmetrics: bool) -> Option<Arc<Vec<Bytes>>> {
-    let fresh = |render: &Render| {
-        let cache = render.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache[openmetrics as usize]
-            .as_ref()
-            .filter(|c| c.at.elapsed() < REUSE && c.version == app.store.version())
-            .map(|c| c.chunks.clone())
-    };
-    if let Some(b) = fresh(&app.render) {
-        return Some(b);
-    }
-    let _waiting = Waiting::enter(&app.render.waiting)?;
-    let _permit = app.render.encoder.acquire().await.ok()?;
-    // Another request may have encoded while this one waited.
-    if let Some(b) = fresh(&app.render) {
-        return Some(b);
-    }
-    let store = app.store.clone();
-    let version = store.version();
-    let chunks = tokio::task::spawn_blocking(move || {
-        let mut chunks = Vec::new();
-        let r = crate::metrics::encode_chunks(&store, openmetrics, |chunk| {
-            chunks.push(Bytes::from(chunk));
-            true
-        });
-        if r.is_err() {
-            tracing::error!("metrics encoding failed");
-        }
-        Arc::new(chunks)
-    })
-    .await
-    .ok()?;
-    let at = Instant::now();
-    app.render.cache.lock().unwrap_or_else(|e| e.into_inner())[openmetrics as usize] =
-        Some(Cached { at, version, chunks: chunks.clone() });
-    // Drop the body once it is no longer fresh and give the memory back: after a
-    // burst, the agent returns to its idle footprint.
-    let render = app.render.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(REUSE).await;
-        let dropped = {
-            let mut cache = render.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let slot = &mut cache[openmetrics as usize];
-            if slot.as_ref().is_some_and(|c| c.at == at) {
-                slot.take()
-            } else {
-                None
-            }
-        };
-        if dropped.is_some() {
-            drop(dropped);
-            let _ = tokio::task::spawn_blocking(crate::agent::release_memory).await;
-        }
-    });
-    Some(chunks)
+    serve(&app, if openmetrics { View::OpenMetrics } else { View::Text }, &headers).await
 }
 
 fn report(store: &Store) -> Report {
@@ -203,29 +280,12 @@ fn report(store: &Store) -> Report {
     Report::build(&g.config, &g.slots, &units)
 }
 
-async fn status_page(State(app): State<App>) -> Response {
-    let store = app.store.clone();
-    match render(&app, move || report(&store).html()).await {
-        Some(html) => Html(html).into_response(),
-        None => busy(),
-    }
+async fn status_page(State(app): State<App>, headers: HeaderMap) -> Response {
+    serve(&app, View::StatusPage, &headers).await
 }
 
-async fn status_json(State(app): State<App>) -> Response {
-    let store = app.store.clone();
-    let v = render(&app, move || {
-        let r = report(&store);
-        let mut v = serde_json::to_value(&r).unwrap_or_default();
-        if let Some(o) = v.as_object_mut() {
-            o.insert("ready".into(), store.is_ready().into());
-        }
-        v
-    })
-    .await;
-    match v {
-        Some(v) => Json(v).into_response(),
-        None => busy(),
-    }
+async fn status_json(State(app): State<App>, headers: HeaderMap) -> Response {
+    serve(&app, View::StatusJson, &headers).await
 }
 
 async fn ready(State(app): State<App>) -> Response {

@@ -49,10 +49,16 @@ impl<const N: usize> Histogram<N> {
         self.counts.iter().sum()
     }
 
-    /// `(upper bound, count in that bucket)` for the finite bounds, the shape
-    /// prometheus-client's encoder takes (it accumulates and appends +Inf itself).
+    /// `(upper bound, count in that bucket)` for every bucket, the last one with the
+    /// bound `f64::INFINITY`, which prometheus-client's encoder writes as `+Inf` (it
+    /// accumulates the counts but does not add that bucket itself).
     pub fn buckets(&self, bounds: &[f64]) -> Vec<(f64, u64)> {
-        bounds.iter().copied().zip(self.counts.iter().copied()).collect()
+        bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.counts.iter().copied())
+            .collect()
     }
 }
 

@@ -232,6 +232,101 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\nhost = \"exa mple.com\"\n"),
             "t.toml:15:8: checks[0].host: \"exa mple.com\" is not a valid host name",
         ),
+        (
+            "a constant label named like one coexistd sets",
+            "[agent]\nlabels = { server = \"x\" }\n".into(),
+            "t.toml:2:12: agent.labels: \"server\" is used by coexistd itself",
+        ),
+        (
+            "a constant label named like a certificate label",
+            "[agent]\nlabels = { fingerprint_sha256 = \"x\" }\n".into(),
+            "t.toml:2:12: agent.labels: \"fingerprint_sha256\" is used by coexistd itself",
+        ),
+        (
+            "a date as a label value",
+            "[agent]\nlabels = { site = 2024-05-01 }\n".into(),
+            "t.toml:2:19: agent.labels: a value must be a string (quote dates and numbers: site = \"2024-05-01\"), not a table or date",
+        ),
+        (
+            "a blank label value",
+            "[agent]\nlabels = { site = \" \" }\n".into(),
+            "t.toml:2:12: agent.labels: the value of \"site\" must not be empty or blank",
+        ),
+        (
+            "a pool listed twice",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"tcp\"\nport = 1\npools = [\"ocs\", \"ocs\"]\n"),
+            "t.toml:15:17: checks[0].pools: \"ocs\" is listed twice",
+        ),
+        (
+            "url with port 99999",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\nurl = \"https://lyncweb.contoso.com:99999/x\"\n"),
+            "t.toml:14:7: checks[0].url: \"https://lyncweb.contoso.com:99999/x\": port 99999 is not 1-65535",
+        ),
+        (
+            "url with port 0",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\nurl = \"https://lyncweb.contoso.com:0/x\"\n"),
+            "t.toml:14:7: checks[0].url: \"https://lyncweb.contoso.com:0/x\": port 0 is not 1-65535",
+        ),
+        (
+            "path with CR/LF",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\npath = \"/a\\r\\nX-Injected: 1\"\n"),
+            "t.toml:14:8: checks[0].path: \"/a\\r\\nX-Injected: 1\" contains '\\r': encode it (e.g. %20 for a space)",
+        ),
+        (
+            "path with a space",
+            with_pools("[[checks]]\nname = \"c\"\nkind = \"http\"\npath = \"/a b\"\n"),
+            "t.toml:14:8: checks[0].path: \"/a b\" contains ' ': encode it (e.g. %20 for a space)",
+        ),
+        (
+            "a DNS server on port 0",
+            "[dns]\nservers = [\"10.0.0.10:0\"]\n".into(),
+            "t.toml:2:12: dns.servers: \"10.0.0.10:0\" has port 0",
+        ),
+        (
+            "a multicast DNS server",
+            "[dns]\nservers = [\"224.0.0.251\"]\n".into(),
+            "t.toml:2:12: dns.servers: \"224.0.0.251\" is not a unicast address (unspecified, multicast or broadcast)",
+        ),
+        (
+            "the broadcast address as DNS server",
+            "[dns]\nservers = [\"255.255.255.255\"]\n".into(),
+            "t.toml:2:12: dns.servers: \"255.255.255.255\" is not a unicast address (unspecified, multicast or broadcast)",
+        ),
+        (
+            "the unspecified address as DNS server",
+            "[dns]\nservers = [\"[::]:53\"]\n".into(),
+            "t.toml:2:12: dns.servers: \"[::]:53\" is not a unicast address (unspecified, multicast or broadcast)",
+        ),
+        (
+            "a blank check name",
+            with_pools("[[checks]]\nname = \"   \"\nkind = \"tcp\"\nport = 1\n"),
+            "t.toml:12:8: checks[0].name: must not be empty or blank",
+        ),
+        (
+            "a check name with a control character",
+            with_pools("[[checks]]\nname = \"sip\\u001b[31m\"\nkind = \"tcp\"\nport = 1\n"),
+            "t.toml:12:8: checks[0].name: must not contain control characters",
+        ),
+        (
+            "a pool name with a newline",
+            "[[pools]]\nname = \"ocs\\n\"\nrole = \"legacy\"\nfqdn = \"ocs.contoso.com\"\n".into(),
+            "t.toml:2:8: pools[0].name: must not contain control characters",
+        ),
+        (
+            "ca_file that is a device",
+            "[tls]\nca_file = \"/dev/zero\"\n".into(),
+            "t.toml:2:11: tls.ca_file: /dev/zero: not a regular file",
+        ),
+        (
+            "ca_file that is a directory",
+            "[tls]\nca_file = \"/etc\"\n".into(),
+            "t.toml:2:11: tls.ca_file: /etc: not a regular file",
+        ),
+        (
+            "ca_file that does not exist",
+            "[tls]\nca_file = \"/nonexistent/ca.pem\"\n".into(),
+            "t.toml:2:11: tls.ca_file: /nonexistent/ca.pem: No such file or directory (os error 2)",
+        ),
     ]
 }
 
@@ -329,4 +424,20 @@ fn shards_partition_the_instances() {
         seen += n;
     }
     assert_eq!(seen, all);
+}
+
+#[test]
+fn a_file_over_the_size_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("bundle.pem");
+    std::fs::write(&big, vec![b'A'; (1 << 20) + 1]).unwrap();
+    let text = format!("[tls]\nca_file = \"{}\"\n", big.display());
+    let e = Config::parse(&text, "t.toml").unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "t.toml:2:11: tls.ca_file: {}: 1048577 bytes: larger than the 1048576-byte limit",
+            big.display()
+        )
+    );
 }

@@ -72,6 +72,55 @@ fn promtool_check(metrics: &str) {
     );
 }
 
+/// Parses OpenMetrics with the strict parser of Debian's python3-prometheus-client
+/// (promtool reads only the text format).
+fn openmetrics_check(text: &str) {
+    use std::io::Write;
+    let script =
+        "import sys\nfrom prometheus_client.openmetrics.parser import text_string_to_metric_families as p\n\
+                  n = sum(1 for _ in p(sys.stdin.read()))\nprint(n)\n";
+    let mut child = Command::new(require("python3", "python3"))
+        .args(["-c", script])
+        .env("PYTHONPATH", "/usr/lib/python3/dist-packages")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "OpenMetrics parser: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let families: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(families >= 20, "{families} families parsed");
+}
+
+/// Every label name used in a text exposition.
+fn label_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some(labels) = line.split_once('{').and_then(|(_, r)| r.rsplit_once('}')).map(|(l, _)| l) else {
+            continue;
+        };
+        let mut rest = labels;
+        while let Some((name, after)) = rest.split_once("=\"") {
+            names.insert(name.trim_start_matches(',').to_owned());
+            // Skip the quoted value (escaped quotes are \").
+            let mut end = 0;
+            let bytes = after.as_bytes();
+            while end < bytes.len() && !(bytes[end] == b'"' && (end == 0 || bytes[end - 1] != b'\\')) {
+                end += 1;
+            }
+            rest = after.get(end + 1..).unwrap_or("");
+        }
+    }
+    names
+}
+
 fn sigterm(agent: &mut Agent) -> (std::process::ExitStatus, Duration) {
     let t = Instant::now();
     let pid = agent.child.id().to_string();
@@ -136,6 +185,15 @@ fn scraped_metrics_follow_real_peers_and_pass_promtool() {
     let om = common::openmetrics(agent.listen);
     assert!(om.trim_end().ends_with("# EOF"), "OpenMetrics ends with # EOF");
     assert!(om.contains("coexist_probe_runs_total{"));
+    openmetrics_check(&om);
+    // Every label name in the scrape is one coexistd reserves from agent.labels (a
+    // constant label of the same name would duplicate it and break the scrape).
+    for name in label_names(&m) {
+        assert!(
+            coexistd::config::RESERVED_LABELS.contains(&name.as_str()) || name == "site",
+            "label {name} is not in RESERVED_LABELS"
+        );
+    }
 
     // The status JSON.
     let (code, body) = agent.get("/api/v1/status");

@@ -205,8 +205,17 @@ async fn a_server_requiring_a_client_certificate_over_tls_1_2_and_1_0() {
 
 #[test]
 fn unreadable_tls_files_are_configuration_errors() {
+    // Caught at load, with the position of the key.
     let text = "[tls]\nca_file = \"/nonexistent/ca.pem\"\n";
-    let config = Config::parse(text, "t.toml").unwrap();
+    let err = Config::parse(text, "t.toml").unwrap_err().to_string();
+    assert!(err.starts_with("t.toml:2:11: tls.ca_file: /nonexistent/ca.pem:"), "{err}");
+    // A file that disappears between load and use is still a configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let text = format!("[tls]\nca_file = \"{}\"\n", ca.display());
+    let config = Config::parse(&text, "t.toml").unwrap();
+    std::fs::remove_file(&ca).unwrap();
     let err = probe_context(&config).unwrap_err().to_string();
-    assert!(err.starts_with("t.toml: tls.ca_file: /nonexistent/ca.pem:"), "{err}");
+    assert!(err.starts_with(&format!("t.toml: tls.ca_file: {}:", ca.display())), "{err}");
 }

@@ -66,6 +66,7 @@ impl HttpSpec {
                 if !path.starts_with('/') {
                     return Err(cx.err(p.span(), &format!("path: {path:?} must start with /")));
                 }
+                check_path(&path).map_err(|m| cx.err(p.span(), &format!("path: {m}")))?;
                 let port = if raw.port.is_some() { cx.port(raw)? } else { 443 };
                 (cx.host(raw)?, port, path)
             }
@@ -106,7 +107,26 @@ fn parse_url(u: &str) -> Result<(String, u16, String), String> {
     }
     let host = uri.host().ok_or_else(|| format!("{u:?} has no host"))?.trim_matches(['[', ']']).to_owned();
     let path = uri.path_and_query().map_or("/".to_owned(), |p| p.as_str().to_owned());
-    Ok((host, uri.port_u16().unwrap_or(443), path))
+    // hyper keeps a port it cannot use as 0 or drops it (99999): name it instead.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let after_host = authority.rsplit_once(']').map_or(authority, |(_, rest)| rest);
+    let port = match after_host.rsplit_once(':') {
+        None => 443,
+        Some((_, p)) => match p.parse::<u16>() {
+            Ok(n) if n > 0 => n,
+            _ => return Err(format!("{u:?}: port {p} is not 1-65535")),
+        },
+    };
+    check_path(&path)?;
+    Ok((host, port, path))
+}
+
+/// A request target that goes on the wire as written: printable ASCII without blanks.
+fn check_path(path: &str) -> Result<(), String> {
+    match path.bytes().find(|b| !b.is_ascii_graphic()) {
+        Some(b) => Err(format!("{path:?} contains {:?}: encode it (e.g. %20 for a space)", b as char)),
+        None => Ok(()),
+    }
 }
 
 /// Runs an http probe.

@@ -161,9 +161,9 @@ impl TlsClient {
         // A missing or unreadable system store is not fatal when an enterprise CA is given.
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
-        if let Some(path) = &cfg.ca_file {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| setup_err("tls.ca_file", path, e))?
+        let files = Files::read(cfg)?;
+        if let Some((path, pem)) = &files.ca {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
                 .collect::<Result<_, _>>()
                 .map_err(|e| setup_err("tls.ca_file", path, e))?;
             if certs.is_empty() {
@@ -176,23 +176,26 @@ impl TlsClient {
         let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
             .build()
             .map_err(|e| setup_err("tls.ca_file", Path::new("(trust store)"), e))?;
-        let identity = match (&cfg.client_cert, &cfg.client_key) {
-            (Some(cert), Some(key)) => {
-                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| setup_err("tls.client_cert", cert, e))?
+        let identity = match &files.identity {
+            Some(((cert, cert_pem), (key, key_pem))) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
                     .collect::<Result<_, _>>()
                     .map_err(|e| setup_err("tls.client_cert", cert, e))?;
-                let der =
-                    PrivateKeyDer::from_pem_file(key).map_err(|e| setup_err("tls.client_key", key, e))?;
+                if chain.is_empty() {
+                    return Err(setup_err("tls.client_cert", cert, "no PEM certificate in the file"));
+                }
+                // The key's text never reaches a message: only the parser's verdict.
+                let der = PrivateKeyDer::from_pem_slice(key_pem)
+                    .map_err(|e| setup_err("tls.client_key", key, e))?;
                 let signer = provider
                     .key_provider
                     .load_private_key(der)
                     .map_err(|e| setup_err("tls.client_key", key, e))?;
                 Some(Arc::new(CertifiedKey::new(chain, signer)))
             }
-            _ => None,
+            None => None,
         };
-        let openssl = legacy_connector(cfg).map_err(|e| setup_err("tls", Path::new("(OpenSSL)"), e))?;
+        let openssl = legacy_connector(&files).map_err(|e| setup_err("tls", Path::new("(OpenSSL)"), e))?;
         Ok(TlsClient { provider, webpki, identity, openssl })
     }
 
@@ -334,22 +337,98 @@ impl TlsClient {
 /// An OpenSSL verification error: X509_V_ERR code, its text, depth in the chain.
 type VerifyError = (i32, &'static str, u32);
 
-fn legacy_connector(cfg: &TlsConfig) -> Result<SslConnector, openssl::error::ErrorStack> {
+fn legacy_connector(files: &Files) -> Result<SslConnector, openssl::error::ErrorStack> {
     let mut b = SslConnector::builder(SslMethod::tls_client())?;
     // Security level 0 admits TLS 1.0/1.1, SHA-1 signatures and small keys: what the
     // legacy pool offers. Only checks that ask for TLS < 1.2 use this connector.
     b.set_security_level(0);
     b.set_cipher_list("ALL:@SECLEVEL=0")?;
     b.set_min_proto_version(Some(SslVersion::TLS1))?;
-    if let Some(ca) = &cfg.ca_file {
-        b.set_ca_file(ca)?;
+    if let Some((_, pem)) = &files.ca {
+        for c in openssl::x509::X509::stack_from_pem(pem)? {
+            b.cert_store_mut().add_cert(c)?;
+        }
     }
-    if let (Some(cert), Some(key)) = (&cfg.client_cert, &cfg.client_key) {
-        b.set_certificate_chain_file(cert)?;
-        b.set_private_key_file(key, openssl::ssl::SslFiletype::PEM)?;
+    if let Some(((_, cert_pem), (_, key_pem))) = &files.identity {
+        let mut chain = openssl::x509::X509::stack_from_pem(cert_pem)?.into_iter();
+        if let Some(leaf) = chain.next() {
+            b.set_certificate(&leaf)?;
+        }
+        for c in chain {
+            b.add_extra_chain_cert(c)?;
+        }
+        let key = openssl::pkey::PKey::private_key_from_pem(key_pem)?;
+        b.set_private_key(&key)?;
+        b.check_private_key()?;
     }
     b.set_session_cache_mode(openssl::ssl::SslSessionCacheMode::OFF);
     Ok(b.build())
+}
+
+/// Largest file the configuration may name (certificates, keys): a CA bundle is a few
+/// hundred KiB; anything larger is a mistake (`/dev/zero`, a log file).
+pub const MAX_FILE: u64 = 1 << 20;
+
+/// Reads a file the configuration names: a regular file of at most [`MAX_FILE`] bytes,
+/// read once. The error never contains the file's content.
+pub fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_FILE {
+        return Err(format!("{} bytes: larger than the {MAX_FILE}-byte limit", meta.len()));
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE + 1).read_to_end(&mut buf))
+        .map_err(|e| e.to_string())?;
+    if buf.len() as u64 > MAX_FILE {
+        return Err(format!("grew past the {MAX_FILE}-byte limit while being read"));
+    }
+    Ok(buf)
+}
+
+/// A file's path (for messages) and content.
+type File = (std::path::PathBuf, Vec<u8>);
+
+/// The TLS files of the configuration, each read once and shared by both engines.
+struct Files {
+    ca: Option<File>,
+    /// Client certificate chain and key.
+    identity: Option<(File, File)>,
+}
+
+impl Files {
+    fn read(cfg: &TlsConfig) -> Result<Files, TlsSetupError> {
+        let read = |key: &'static str, p: &std::path::PathBuf| {
+            read_config_file(p).map(|b| (p.clone(), b)).map_err(|e| setup_err(key, p, e))
+        };
+        let ca = cfg.ca_file.as_ref().map(|p| read("tls.ca_file", p)).transpose()?;
+        let identity = match (&cfg.client_cert, &cfg.client_key) {
+            (Some(c), Some(k)) => {
+                let key = read("tls.client_key", k)?;
+                warn_if_readable_by_others(k);
+                Some((read("tls.client_cert", c)?, key))
+            }
+            _ => None,
+        };
+        Ok(Files { ca, identity })
+    }
+}
+
+/// Logs a warning when a secret (a private key, a password file) can be read by the
+/// file's group or by anyone.
+pub fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path) {
+        let mode = m.permissions().mode();
+        if mode & 0o044 != 0 {
+            tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777),
+                "secret file is readable by its group or by others; chmod 600 it");
+        }
+    }
 }
 
 fn openssl_version(v: &str) -> &'static str {

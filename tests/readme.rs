@@ -1,0 +1,22 @@
+//! The README's failure-reasons table is the code's list: same labels, same order, same
+//! descriptions (from the doc comments of `FailureReason`).
+
+use coexistd::probe::FailureReason;
+
+#[test]
+fn the_readme_lists_every_failure_reason_as_the_code_does() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## Failure reasons").nth(1).expect("a Failure reasons section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            (cells[0].trim_matches('`').to_owned(), cells[1].to_owned())
+        })
+        .collect();
+    let want: Vec<(String, String)> =
+        FailureReason::ALL.iter().map(|r| (r.as_str().to_owned(), r.description().to_owned())).collect();
+    assert_eq!(rows, want, "regenerate the table from src/probe/mod.rs");
+}
