@@ -106,6 +106,7 @@ pub async fn run(
     source: ConfigSource,
     shutdown: CancellationToken,
     probes: tokio::runtime::Handle,
+    web: server::WebOptions,
 ) -> Result<(), AgentError> {
     let config = source.load()?;
     let listen = config.agent.listen;
@@ -118,16 +119,9 @@ pub async fn run(
     let store = Arc::new(Store::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
-    let app = server::router(store.clone(), reload_tx);
-    let http_shutdown = shutdown.clone();
-    let http = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let app = server::router(store.clone(), reload_tx, &web);
+    let limits = crate::web::Limits::from_descriptors(concurrency);
+    let http = tokio::spawn(crate::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
 
     let mut scheduler = Scheduler::start_on(
         &probes,

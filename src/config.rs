@@ -555,7 +555,18 @@ impl Config {
         let src = Source { origin, text };
         let raw: RawFile = toml::from_str(text).map_err(|e| {
             let position = e.span().map(|s| src.position(s.start));
-            ConfigError { origin: origin.to_owned(), position, message: e.message().trim().to_owned() }
+            let mut message = e.message().trim().to_owned();
+            // The toml crate carries dates through serde as a table with an internal
+            // name; an operator should read what is wrong instead.
+            let value = e.span().and_then(|s| text.get(s.start..)).unwrap_or("");
+            let date = value.len() > 4
+                && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+                && value.as_bytes()[4] == b'-';
+            if message.contains("$__toml_private_datetime") || (date && message.contains("invalid type: map"))
+            {
+                message = "a date or time is not allowed here (quote it if it is meant as text)".into();
+            }
+            ConfigError { origin: origin.to_owned(), position, message }
         })?;
         build(raw, &src)
     }

@@ -22,6 +22,7 @@
 //! | [`metrics`] | encodes the current generation at scrape time |
 //! | [`report`] | status JSON, the `check` table, the status page |
 //! | [`server`] | HTTP endpoints |
+//! | [`web`] | the HTTP port itself: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits |
 //! | [`agent`] | the daemon: load, serve, schedule, reload, stop |
 //! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start) |
 //!
@@ -41,3 +42,4 @@ pub mod scheduler;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod web;

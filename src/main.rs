@@ -38,6 +38,8 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        #[command(flatten)]
+        web: WebFlags,
     },
     /// Run every check once, print the results, exit 0 if all passed, 1 if not.
     Check {
@@ -56,6 +58,9 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Also check this exporter-toolkit web configuration file.
+        #[arg(long = "web.config.file", value_name = "PATH")]
+        web_config: Option<PathBuf>,
     },
     /// Start a lab of local pools and DNS on loopback and run the agent against it.
     Demo {
@@ -65,7 +70,34 @@ enum Command {
         /// Print the generated configuration and exit.
         #[arg(long)]
         print_config: bool,
+        #[command(flatten)]
+        web: WebFlags,
     },
+}
+
+/// How the HTTP endpoints are exposed (the flags Prometheus exporters use).
+#[derive(clap::Args, Clone)]
+struct WebFlags {
+    /// exporter-toolkit web configuration: TLS, client certificates, basic auth.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    web_config: Option<PathBuf>,
+    /// Serve POST /-/reload (off by default; SIGHUP always reloads).
+    #[arg(long = "web.enable-lifecycle")]
+    lifecycle: bool,
+}
+
+impl WebFlags {
+    /// Loads the web configuration; an error is a usage error (exit 2).
+    fn options(&self) -> Result<coexistd::server::WebOptions, ExitCode> {
+        let config = match &self.web_config {
+            None => None,
+            Some(p) => Some(coexistd::web::WebConfig::load(p).map_err(|e| {
+                eprintln!("coexistd: --web.config.file: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?),
+        };
+        Ok(coexistd::server::WebOptions { lifecycle: self.lifecycle, config })
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,10 +153,16 @@ fn main() -> ExitCode {
     let probe_handle = probes.as_ref().map_or_else(|| runtime.handle().clone(), |r| r.handle().clone());
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => run(ConfigSource::File(config), probe_handle).await,
+            Command::Run { config, web } => match web.options() {
+                Ok(web) => run(ConfigSource::File(config), probe_handle, web).await,
+                Err(code) => code,
+            },
             Command::Check { config, pools, format } => check(&config, &pools, format).await,
-            Command::Validate { config } => validate(&config),
-            Command::Demo { listen, print_config } => demo(listen, print_config, probe_handle).await,
+            Command::Validate { config, web_config } => validate(&config, web_config.as_deref()),
+            Command::Demo { listen, print_config, web } => match web.options() {
+                Ok(web) => demo(listen, print_config, probe_handle, web).await,
+                Err(code) => code,
+            },
         }
     });
     if let Some(p) = probes {
@@ -139,7 +177,11 @@ fn report_error(e: &anyhow::Error) {
     eprintln!("coexistd: {e:#}");
 }
 
-async fn run(source: ConfigSource, probes: tokio::runtime::Handle) -> ExitCode {
+async fn run(
+    source: ConfigSource,
+    probes: tokio::runtime::Handle,
+    web: coexistd::server::WebOptions,
+) -> ExitCode {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
@@ -148,7 +190,7 @@ async fn run(source: ConfigSource, probes: tokio::runtime::Handle) -> ExitCode {
         }
         token.cancel();
     });
-    match agent::run(source, shutdown, probes).await {
+    match agent::run(source, shutdown, probes, web).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(AgentError::Config(e)) => {
             eprintln!("coexistd: {e}");
@@ -179,11 +221,26 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn validate(path: &std::path::Path) -> ExitCode {
+fn validate(path: &std::path::Path, web_config: Option<&std::path::Path>) -> ExitCode {
     let config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(w) = web_config {
+        match coexistd::web::WebConfig::load(w) {
+            Ok(c) => println!(
+                "{}: OK: TLS {}, {} basic-auth users, {} response headers",
+                w.display(),
+                if c.tls.is_some() { "on" } else { "off" },
+                c.users.len(),
+                c.headers.len()
+            ),
+            Err(e) => {
+                eprintln!("coexistd: --web.config.file: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
     if let Err(e) = coexistd::tls::TlsClient::new(&config.tls) {
         eprintln!("coexistd: {}: {e}", config.origin);
         return ExitCode::from(EXIT_CONFIG);
@@ -264,7 +321,12 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
     }
 }
 
-async fn demo(listen: SocketAddr, print_config: bool, probes: tokio::runtime::Handle) -> ExitCode {
+async fn demo(
+    listen: SocketAddr,
+    print_config: bool,
+    probes: tokio::runtime::Handle,
+    web: coexistd::server::WebOptions,
+) -> ExitCode {
     let lab = match coexistd::lab::Lab::start().await {
         Ok(l) => l,
         Err(e) => {
@@ -281,5 +343,5 @@ async fn demo(listen: SocketAddr, print_config: bool, probes: tokio::runtime::Ha
         "coexistd demo: lab DNS on {}; status page http://{listen}/ , metrics http://{listen}/metrics",
         lab.dns.addr
     );
-    run(ConfigSource::Text { origin: "<demo>".into(), text }, probes).await
+    run(ConfigSource::Text { origin: "<demo>".into(), text }, probes, web).await
 }

@@ -72,7 +72,9 @@ pub struct PoolReport {
 /// The whole status.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Where the running configuration came from.
+    /// Where the running configuration came from (empty, and left out, on the agent's
+    /// HTTP port).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub config: String,
     /// Per pool.
     pub pools: Vec<PoolReport>,
@@ -210,7 +212,8 @@ impl Report {
              .pass{background:#d9f2d9}.fail{background:#f7d4d4}.pending{background:#eee}.stale{background:#f4e3b5}\
              small{color:#555}</style></head><body><h1>coexistd</h1>",
         );
-        let _ = write!(s, "<p>configuration: <code>{}</code> &middot; <a href=\"/metrics\">metrics</a> &middot; <a href=\"/api/v1/status\">JSON</a></p>", esc(&self.config));
+        let _ =
+            write!(s, "<p><a href=\"/metrics\">metrics</a> &middot; <a href=\"/api/v1/status\">JSON</a></p>");
         s.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>role</th><th>FQDN</th><th>state</th><th>passing</th><th>failing</th><th>not run</th></tr>");
         for p in &self.pools {
             let class = if p.up {

@@ -7,7 +7,7 @@
 //! | `/api/v1/status` | the same as JSON |
 //! | `/-/healthy` | 200 while the process serves |
 //! | `/-/ready` | 200 once every instance has run once and none is stale, 503 otherwise |
-//! | `POST /-/reload` | reload the configuration; 200, or 500 with the error |
+//! | `POST /-/reload` | with `--web.enable-lifecycle`: reload the configuration; 200, or 500 (the reason is logged); 403 without the flag or from another origin |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +35,17 @@ struct App {
     store: Arc<Store>,
     reload: mpsc::Sender<ReloadRequest>,
     render: Arc<Render>,
+    /// `--web.enable-lifecycle`: `POST /-/reload` is served.
+    lifecycle: bool,
+}
+
+/// How the endpoints are exposed (`--web.*` flags).
+#[derive(Debug, Clone, Default)]
+pub struct WebOptions {
+    /// `--web.enable-lifecycle`: allow `POST /-/reload` (SIGHUP always works).
+    pub lifecycle: bool,
+    /// `--web.config.file`, loaded.
+    pub config: Option<crate::web::WebConfig>,
 }
 
 /// Scrapes and status requests are served from one encoder at a time, with the result
@@ -93,7 +104,7 @@ pub const REUSE: Duration = Duration::from_secs(1);
 pub const MAX_WAITING: usize = 64;
 
 /// The router; `reload` reaches the agent's control loop.
-pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>) -> Router {
+pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>, web: &WebOptions) -> Router {
     let render = Arc::new(Render {
         encoder: tokio::sync::Semaphore::new(1),
         waiting: AtomicUsize::new(0),
@@ -106,7 +117,14 @@ pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>) -> Router 
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload_config))
-        .with_state(App { store, reload, render })
+        .with_state(App { store, reload, render, lifecycle: web.lifecycle })
+        .layer(axum::middleware::from_fn_with_state(
+            (
+                crate::web::Auth::new(web.config.as_ref().map(|c| c.users.clone()).unwrap_or_default()),
+                Arc::new(web.config.as_ref().map(|c| c.headers.clone()).unwrap_or_default()),
+            ),
+            crate::web::guard,
+        ))
 }
 
 /// Counts a waiting request; `None` (answer 503) when too many wait.
@@ -277,7 +295,10 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
 fn report(store: &Store) -> Report {
     let g = store.current();
     let units = crate::state::units(&g.slots);
-    Report::build(&g.config, &g.slots, &units)
+    let mut r = Report::build(&g.config, &g.slots, &units);
+    // The configuration's path is not for whoever reaches the port.
+    r.config.clear();
+    r
 }
 
 async fn status_page(State(app): State<App>, headers: HeaderMap) -> Response {
@@ -306,18 +327,46 @@ async fn ready(State(app): State<App>) -> Response {
     (StatusCode::OK, "Ready.\n").into_response()
 }
 
-async fn reload_config(State(app): State<App>) -> Response {
+async fn reload_config(State(app): State<App>, headers: HeaderMap) -> Response {
+    if !app.lifecycle {
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled: start the agent with --web.enable-lifecycle, or send SIGHUP.\n",
+        )
+            .into_response();
+    }
+    if cross_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "Cross-origin reload requests are refused.\n").into_response();
+    }
     let (tx, rx) = oneshot::channel();
     if app.reload.send(tx).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     match rx.await {
         Ok(Ok(())) => (StatusCode::OK, "Configuration reloaded.\n").into_response(),
-        Ok(Err(e)) => (
+        // The reason (with the file's path and content) goes to the log, not to the client.
+        Ok(Err(_)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("Reload rejected, previous configuration kept: {e}\n"),
+            "Reload rejected, previous configuration kept; the agent's log says why \
+             (or run `coexistd validate` on the file).\n",
         )
             .into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
     }
+}
+
+/// A request a web page made from another origin: a browser sends `Origin` (and
+/// `Sec-Fetch-Site`) with it. A page must not be able to drive the agent, so any
+/// `Origin` that is not this host, and any `Sec-Fetch-Site` other than same-origin or
+/// none, is refused. curl and Prometheus send neither.
+fn cross_origin(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if site.is_some_and(|s| s != "same-origin" && s != "none") {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else { return false };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    let origin_host = origin.split_once("://").map_or("", |(_, h)| h).trim_end_matches('/');
+    origin_host.is_empty() || !origin_host.eq_ignore_ascii_case(host)
 }

@@ -327,6 +327,16 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "[tls]\nca_file = \"/nonexistent/ca.pem\"\n".into(),
             "t.toml:2:11: tls.ca_file: /nonexistent/ca.pem: No such file or directory (os error 2)",
         ),
+        (
+            "a date where an address belongs",
+            "[agent]\nlisten = 1979-05-27T07:32:00Z\n".into(),
+            "t.toml:2:10: a date or time is not allowed here (quote it if it is meant as text)",
+        ),
+        (
+            "a date for the labels table",
+            "[agent]\nlabels = 1979-05-27T07:32:00Z\n".into(),
+            "t.toml:2:10: a date or time is not allowed here (quote it if it is meant as text)",
+        ),
     ]
 }
 

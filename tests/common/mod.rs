@@ -127,6 +127,11 @@ pub struct Agent {
 impl Agent {
     /// Writes `config` (with `{listen}` replaced) and runs `coexistd run` on it.
     pub fn start(config: &str) -> Agent {
+        Agent::start_with(config, &[])
+    }
+
+    /// Like [`Agent::start`] with extra arguments to `coexistd run`.
+    pub fn start_with(config: &str, args: &[&str]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let path = dir.path().join("coexistd.toml");
@@ -134,6 +139,7 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
             .args(["run", "--config"])
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
