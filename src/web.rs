@@ -6,8 +6,9 @@
 //! HTTP/2 (Prometheus scrapes over HTTP/1.1; `http_server_config.http2` is accepted and
 //! ignored).
 //!
-//! - **Bounded serving**: at most [`Limits::connections`] connections at once (more are
-//!   closed at once, never queued), request headers within [`HEADER_TIMEOUT`], TLS
+//! - **Bounded serving**: at most [`Limits::connections`] connections at once and
+//!   [`PER_CLIENT`] from one address (more are closed at once, never queued), request
+//!   headers within [`HEADER_TIMEOUT`], TLS
 //!   handshakes within [`HANDSHAKE_TIMEOUT`], a connection lives at most
 //!   [`CONNECTION_LIFETIME`], request bodies are refused beyond [`MAX_BODY`].
 //! - **Certificates renewed on disk** are picked up by the next connection; a renewal that
@@ -43,6 +44,8 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest life of one connection; a scraper reconnects.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Largest request header block accepted (hyper's read buffer is capped near it too).
+pub const MAX_HEADERS: usize = 16 * 1024;
 /// Largest request body accepted (only `POST /-/reload` takes one, and ignores it).
 pub const MAX_BODY: usize = 16 * 1024;
 /// How long a verified basic-auth credential is remembered.
@@ -418,6 +421,9 @@ fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
 pub struct Limits {
     /// Connections served at once.
     pub connections: usize,
+    /// Connections served at once from one client address, so that one host's slow or
+    /// idle connections cannot lock out Prometheus and the health checks.
+    pub per_client: usize,
 }
 
 impl Limits {
@@ -433,9 +439,12 @@ impl Limits {
             tracing::warn!(nofile, concurrency = probes,
                 "the descriptor limit leaves almost nothing beside agent.concurrency probes; raise LimitNOFILE or lower agent.concurrency");
         }
-        Limits { connections }
+        Limits { connections, per_client: PER_CLIENT.min(connections) }
     }
 }
+
+/// Default cap of connections from one client address.
+pub const PER_CLIENT: usize = 64;
 
 /// The soft RLIMIT_NOFILE after raising it to the hard limit.
 fn raise_nofile() -> usize {
@@ -464,9 +473,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let per_client: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
     let tls = web.as_ref().and_then(|w| w.tls.clone());
     loop {
-        let (tcp, _peer) = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -483,9 +493,13 @@ pub async fn serve(
             drop(tcp);
             continue;
         };
+        let Some(client) = ClientSlot::take(&per_client, peer.ip(), limits.per_client) else {
+            drop(tcp);
+            continue;
+        };
         let (router, tls, shutdown) = (router.clone(), tls.clone(), shutdown.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, client);
             let _ = tcp.set_nodelay(true);
             match tls {
                 None => connection(tcp, router, shutdown).await,
@@ -495,6 +509,40 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+/// One connection counted against its client address; released on drop.
+struct ClientSlot {
+    map: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl ClientSlot {
+    fn take(
+        map: &Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
+        ip: std::net::IpAddr,
+        cap: usize,
+    ) -> Option<ClientSlot> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot { map: map.clone(), ip })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -686,8 +734,11 @@ pub async fn guard(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > MAX_BODY as u64);
+    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
     let mut resp = if too_big {
         (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.\n").into_response()
+    } else if header_bytes > MAX_HEADERS {
+        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large.\n").into_response()
     } else if !auth.check(req.headers().get(header::AUTHORIZATION)).await {
         (
             StatusCode::UNAUTHORIZED,
