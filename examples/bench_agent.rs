@@ -15,6 +15,9 @@
 //!   --reference                        (the reference check and the burst window without
 //!                                       scrapers: the baseline)
 //!   --rest 60s                         (rest after the burst before RSS is read again)
+//!   --curl                             (scrape with curl instead of a raw socket)
+//!   --tls-auth                         (the agent's port behind TLS and basic auth, a
+//!                                       bcrypt cost-10 hash; scrapes with curl)
 //!   --bin PATH                         (the agent binary; default target/release/coexistd)
 //! ```
 //!
@@ -77,6 +80,8 @@ struct Opts {
     burst: Duration,
     rest: Duration,
     reference: bool,
+    curl: bool,
+    tls_auth: bool,
     bin: String,
 }
 
@@ -94,6 +99,8 @@ fn opts() -> Opts {
         burst: Duration::from_secs(60),
         rest: Duration::from_secs(60),
         reference: false,
+        curl: false,
+        tls_auth: false,
         bin: concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/coexistd").into(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -117,6 +124,12 @@ fn opts() -> Opts {
             "--bin" => o.bin = v,
             "--warmup" => o.warmup = humantime::parse_duration(&v).expect("--warmup 15s"),
             "--window" => o.window = humantime::parse_duration(&v).expect("--window 60s"),
+            "--curl" | "--tls-auth" => {
+                o.curl = true;
+                o.tls_auth |= args[i] == "--tls-auth";
+                i += 1;
+                continue;
+            }
             "--literal" => {
                 o.literal = true;
                 i += 1;
@@ -129,7 +142,28 @@ fn opts() -> Opts {
     o
 }
 
+/// How scrapes reach the agent: `None` a raw socket; else curl with these arguments
+/// and this scheme.
+static CURL: std::sync::OnceLock<Option<(Vec<String>, &'static str)>> = std::sync::OnceLock::new();
+
+fn curl_get(addr: SocketAddr, path: &str, out: &str) -> std::process::Output {
+    let (args, scheme) = CURL.get().and_then(Option::as_ref).expect("curl mode");
+    Command::new("curl")
+        .args(["-s", "-o", out, "-w", "%{time_total} %{size_download}"])
+        .args(args)
+        .arg(format!("{scheme}://{addr}{path}"))
+        .output()
+        .unwrap()
+}
+
 fn http_get(addr: SocketAddr, path: &str) -> String {
+    if CURL.get().is_some_and(Option::is_some) {
+        let f = std::env::temp_dir().join(format!("bench-{}.txt", std::process::id()));
+        curl_get(addr, path, f.to_str().unwrap());
+        let text = std::fs::read_to_string(&f).unwrap_or_default();
+        let _ = std::fs::remove_file(&f);
+        return text;
+    }
     let mut s = TcpStream::connect(addr).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
@@ -140,6 +174,14 @@ fn http_get(addr: SocketAddr, path: &str) -> String {
 /// Time to fetch `/metrics` completely, as a scraper reading into a preallocated buffer
 /// sees it (no text decoding on the client side); returns the body size too.
 fn timed_scrape(addr: SocketAddr, buf: &mut Vec<u8>) -> (Duration, usize) {
+    if CURL.get().is_some_and(Option::is_some) {
+        let out = curl_get(addr, "/metrics", "/dev/null");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut it = text.split_whitespace();
+        let secs: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+        let size: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        return (Duration::from_secs_f64(secs), size as usize);
+    }
     buf.clear();
     let t = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
@@ -287,9 +329,39 @@ fn main() {
     }
     let path = dir.path().join("bench.toml");
     std::fs::write(&path, cfg).unwrap();
+    let mut web_args: Vec<String> = Vec::new();
+    if o.tls_auth {
+        let (cert, key) = leaf.write(dir.path(), "web", &[]).unwrap();
+        let hash = bcrypt::hash("bench-password", 10).unwrap();
+        let yaml = dir.path().join("web.yml");
+        std::fs::write(
+            &yaml,
+            format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  bench: {hash}\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+        web_args = vec!["--web.config.file".into(), yaml.display().to_string()];
+        let _ = CURL.set(Some((
+            vec![
+                "--cacert".into(),
+                ca_file.display().to_string(),
+                "-u".into(),
+                "bench:bench-password".into(),
+            ],
+            "https",
+        )));
+    } else if o.curl {
+        let _ = CURL.set(Some((Vec::new(), "http")));
+    } else {
+        let _ = CURL.set(None);
+    }
     let mut child = Command::new(&o.bin)
         .args(["run", "--config"])
         .arg(&path)
+        .args(&web_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
