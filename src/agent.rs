@@ -72,7 +72,9 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
 
 /// Lowers the calling thread's scheduling priority (nice +10): for the threads that
 /// serve HTTP and encode scrapes, so that under load the probe threads get the CPU
-/// first. Failure (a seccomp filter, say) is harmless and ignored.
+/// first. Failure (EPERM from a seccomp filter with `SystemCallErrorNumber=EPERM`, as the
+/// shipped unit sets) leaves the threads at normal priority. A filter whose action is
+/// to kill would end the process: the shipped unit allows this call.
 pub fn lower_thread_priority() {
     // On Linux, PRIO_PROCESS with who = 0 applies to the calling thread only.
     #[cfg(target_os = "linux")]

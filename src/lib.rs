@@ -19,6 +19,7 @@
 //! | [`resolve`] | target name resolution through the configured DNS servers, uncached |
 //! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, shutdown; `each_address` fan-out |
 //! | [`state`] | per-instance results; a generation per loaded configuration |
+//! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes |
 //! | [`metrics`] | encodes the current generation at scrape time |
 //! | [`report`] | status JSON, the `check` table, the status page |
 //! | [`server`] | HTTP endpoints |
@@ -34,6 +35,7 @@
 pub mod agent;
 pub mod config;
 pub mod lab;
+pub mod logging;
 pub mod metrics;
 pub mod probe;
 pub mod report;

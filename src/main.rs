@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use coexistd::agent::{self, AgentError, ConfigSource};
 use coexistd::config::{self, Config};
 use coexistd::report::Report;
-use coexistd::scheduler::{run_round, LiveProber, Prober};
+use coexistd::scheduler::{run_round_guarded, LiveProber, Prober};
 use coexistd::state::Slot;
 
 /// Exit code: a check failed.
@@ -29,6 +29,9 @@ const EXIT_CONFIG: u8 = 2;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on standard error (no colour codes either way).
+    #[arg(long = "log.format", global = true, value_enum, default_value_t = coexistd::logging::LogFormat::Logfmt)]
+    log_format: coexistd::logging::LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -108,12 +111,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    coexistd::logging::init(cli.log_format);
     // Probing is I/O-bound: one I/O thread runs well over 1,000 probes a second, and
     // cross-thread wake-ups cost more than they give (measured: docs/performance.md).
     // COEXISTD_WORKER_THREADS overrides.
@@ -297,13 +295,16 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
         let (slot, prober, sem) = (slot.clone(), prober.clone(), sem.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
-            let round = run_round(&prober, &slot.instance).await;
+            let round = run_round_guarded(&prober, &slot.instance).await;
             slot.record_round(round, std::time::SystemTime::now());
         });
     }
     while tasks.join_next().await.is_some() {}
     let units = coexistd::state::units(&slots);
-    let report = Report::build(&config, &slots, &units);
+    let mut report = Report::build(&config, &slots, &units);
+    if !pools.is_empty() {
+        report.pools.retain(|p| pools.contains(&p.name));
+    }
     match format {
         Format::Table => print!("{}", report.table()),
         Format::Json => match serde_json::to_string_pretty(&report) {

@@ -175,6 +175,63 @@ impl Future for Guarded<'_> {
     }
 }
 
+/// A future whose panic is caught and returned as its message.
+pub struct CatchPanic<F> {
+    inner: Pin<Box<F>>,
+    done: bool,
+}
+
+impl<F: Future> CatchPanic<F> {
+    /// Wraps `inner`.
+    pub fn new(inner: F) -> Self {
+        CatchPanic { inner: Box::pin(inner), done: false }
+    }
+}
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        if self.done {
+            return std::task::Poll::Pending;
+        }
+        let inner = &mut self.inner;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => {
+                self.done = true;
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".into());
+                std::task::Poll::Ready(Err(message))
+            }
+        }
+    }
+}
+
+/// [`run_round`] with every step guarded: a panic anywhere in the round (name
+/// resolution for `each_address` included) is one failed outcome with reason
+/// `internal`, logged at `error`; the instance keeps its schedule.
+pub async fn run_round_guarded(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) -> Round {
+    let t = Instant::now();
+    match CatchPanic::new(run_round(prober, instance)).await {
+        Ok(r) => r,
+        Err(message) => {
+            tracing::error!(check = %instance.check, pool = instance.pool_name(), target = %instance.target,
+                panic = %message, "probe round panicked; recorded as a failure with reason internal");
+            let o = Outcome::fail(
+                crate::probe::FailureReason::Internal,
+                format!("probe panicked: {message}"),
+                Vec::new(),
+            );
+            Round::Single(o, t.elapsed())
+        }
+    }
+}
+
 /// Runs one probe of `instance` with its timeout; a timeout becomes the kind's reason,
 /// a panic the reason `internal`.
 pub async fn run_once(prober: &dyn Prober, instance: &Arc<CheckInstance>) -> (Outcome, Duration) {
@@ -274,7 +331,7 @@ impl Scheduler {
                     slot.started(planned);
                     let round = tokio::select! {
                         _ = &mut cancelled => return,
-                        r = run_round(&prober, &instance) => r,
+                        r = run_round_guarded(&prober, &instance) => r,
                     };
                     drop(permit);
                     if let Round::Single(Outcome { result: Err(f), .. }, _) = &round {

@@ -71,6 +71,8 @@ pub struct LastRun {
     pub duration: Duration,
     /// When it finished.
     pub at: SystemTime,
+    /// When it finished, on the monotonic clock (staleness must not follow clock steps).
+    pub finished: std::time::Instant,
 }
 
 /// Everything known about one instance.
@@ -110,7 +112,7 @@ impl InstanceState {
             self.last_change = Some(at);
         }
         self.durations.observe(&DURATION_BUCKETS, duration.as_secs_f64());
-        self.last = Some(LastRun { outcome, duration, at });
+        self.last = Some(LastRun { outcome, duration, at, finished: std::time::Instant::now() });
     }
 }
 
@@ -157,7 +159,7 @@ pub struct Slot {
     due: Mutex<Option<tokio::time::Instant>>,
     /// When an instance with this key was first loaded (carried by reloads): the
     /// reference for staleness before the first run.
-    since: SystemTime,
+    since: std::time::Instant,
 }
 
 impl Slot {
@@ -184,7 +186,7 @@ impl Slot {
             state: Mutex::new(state),
             members: Mutex::new(members),
             due: Mutex::new(None),
-            since: SystemTime::now(),
+            since: std::time::Instant::now(),
         }
     }
 
@@ -212,15 +214,62 @@ impl Slot {
     /// Records one run; returns true when it was the instance's first. Clears the
     /// per-address results (the name did not resolve, or the instance has no fan-out).
     pub fn record(&self, outcome: Outcome, duration: Duration, at: SystemTime) -> bool {
+        self.record_logged(outcome, duration, at, false)
+    }
+
+    fn record_logged(&self, outcome: Outcome, duration: Duration, at: SystemTime, log: bool) -> bool {
         let first = !self.ran();
         self.members.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).record(outcome, duration, at);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = (st.success(), st.last_change);
+        st.record(outcome, duration, at);
+        if log {
+            self.log_change(None, before, &st, at);
+        }
         first
+    }
+
+    /// One log line when pass/fail changes (and for a first run that fails): what
+    /// broke and why, or how long it had failed.
+    fn log_change(
+        &self,
+        address: Option<IpAddr>,
+        (before, since): (Option<bool>, Option<SystemTime>),
+        st: &InstanceState,
+        at: SystemTime,
+    ) {
+        let Some(last) = st.last.as_ref() else { return };
+        let i = &self.instance;
+        let address = address.map(|a| a.to_string()).unwrap_or_default();
+        match (&last.outcome.result, before) {
+            (Err(f), Some(true) | None) => tracing::info!(
+                check = %i.check, pool = i.pool_name(), target = %i.target, address = %address,
+                reason = f.reason.as_str(), detail = %f.detail, "check failing"
+            ),
+            (Ok(()), Some(false)) => {
+                let failed_for = since.and_then(|s| at.duration_since(s).ok()).unwrap_or_default();
+                tracing::info!(
+                    check = %i.check, pool = i.pool_name(), target = %i.target, address = %address,
+                    failed_for = %humantime::format_duration(Duration::from_secs(failed_for.as_secs())),
+                    "check passing again"
+                )
+            }
+            _ => {}
+        }
     }
 
     /// Records one `each_address` round: one result per address now behind the name.
     /// Addresses that are gone lose their series; new ones get theirs.
     pub fn record_members(&self, results: Vec<(IpAddr, Outcome, Duration)>, at: SystemTime) -> bool {
+        self.record_members_logged(results, at, false)
+    }
+
+    fn record_members_logged(
+        &self,
+        results: Vec<(IpAddr, Outcome, Duration)>,
+        at: SystemTime,
+        log: bool,
+    ) -> bool {
         let first = !self.ran();
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         members.retain(|ip, _| results.iter().any(|(r, _, _)| r == ip));
@@ -229,16 +278,25 @@ impl Slot {
                 labels: format!("{},address=\"{ip}\"", self.labels),
                 state: InstanceState::default(),
             });
+            let before = (m.state.success(), m.state.last_change);
             m.state.record(outcome, duration, at);
+            if log {
+                self.log_change(Some(ip), before, &m.state, at);
+            }
         }
         first
     }
 
     /// Records a round; returns true when it was the instance's first.
     pub fn record_round(&self, round: Round, at: SystemTime) -> bool {
+        self.record_round_logged(round, at, false)
+    }
+
+    /// Like [`Slot::record_round`], logging each change of state at `info` (the daemon).
+    pub fn record_round_logged(&self, round: Round, at: SystemTime, log: bool) -> bool {
         match round {
-            Round::Single(outcome, duration) => self.record(outcome, duration, at),
-            Round::Members(results) => self.record_members(results, at),
+            Round::Single(outcome, duration) => self.record_logged(outcome, duration, at, log),
+            Round::Members(results) => self.record_members_logged(results, at, log),
         }
     }
 
@@ -248,14 +306,14 @@ impl Slot {
     }
 
     /// Whether results in `state` are stale at `now` (see [`Unit::stale`]).
-    pub fn is_stale(&self, state: &InstanceState, now: SystemTime) -> bool {
-        let reference = state.last.as_ref().map_or(self.since, |l| l.at);
-        now.duration_since(reference).is_ok_and(|age| age > self.instance.interval * STALE_INTERVALS)
+    pub fn is_stale(&self, state: &InstanceState, now: std::time::Instant) -> bool {
+        let reference = state.last.as_ref().map_or(self.since, |l| l.finished);
+        now.saturating_duration_since(reference) > self.instance.interval * STALE_INTERVALS
     }
 
     /// The slot's series sets: one per address while addresses are known, else one.
     pub fn units(&self) -> Vec<Unit> {
-        let now = SystemTime::now();
+        let now = std::time::Instant::now();
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         if members.is_empty() {
             let state = self.state();
@@ -382,7 +440,7 @@ impl Store {
 
     /// Records a round of `slot` (of generation `generation`).
     pub fn record(&self, generation: &Generation, slot: &Slot, round: Round) {
-        if slot.record_round(round, SystemTime::now())
+        if slot.record_round_logged(round, SystemTime::now(), true)
             && generation.pending.fetch_sub(1, Ordering::AcqRel) == 1
         {
             self.ready.store(true, Ordering::Release);
@@ -397,7 +455,7 @@ impl Store {
     /// Instances (addresses) of the current generation whose results are stale now.
     pub fn stale_instances(&self) -> usize {
         let g = self.current();
-        let now = SystemTime::now();
+        let now = std::time::Instant::now();
         g.slots.iter().map(|s| s.units().iter().filter(|u| s.is_stale(&u.state, now)).count()).sum()
     }
 
@@ -458,11 +516,12 @@ mod tests {
         let store = store();
         let g = store.current();
         let slot = &g.slots[0];
-        let now = SystemTime::now();
+        let now = std::time::Instant::now();
         let st = slot.state();
         assert!(!slot.is_stale(&st, now), "just loaded, not run yet: pending, not stale");
         assert!(slot.is_stale(&st, now + Duration::from_secs(31)), "never ran in 3 intervals");
-        slot.record(Outcome::pass(vec![]), Duration::from_millis(1), now);
+        slot.record(Outcome::pass(vec![]), Duration::from_millis(1), SystemTime::now());
+        let now = std::time::Instant::now();
         let st = slot.state();
         assert!(!slot.is_stale(&st, now + Duration::from_secs(29)));
         assert!(slot.is_stale(&st, now + Duration::from_secs(31)));

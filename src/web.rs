@@ -220,8 +220,9 @@ fn mtime(p: &Path) -> Option<SystemTime> {
 
 impl TlsServer {
     fn new(raw: RawTls) -> Result<TlsServer, SetupError> {
-        let config = build_server_config(&raw)?;
+        // Times first: a change while building is then seen by the next connection.
         let files = tls_files(&raw).into_iter().map(|p| (p.clone(), mtime(&p))).collect();
+        let config = build_server_config(&raw)?;
         Ok(TlsServer { raw, current: Mutex::new((Arc::new(config), files)) })
     }
 
@@ -369,6 +370,13 @@ fn build_server_config(raw: &RawTls) -> Result<ServerConfig, SetupError> {
     let builder = if auth == ClientAuth::None {
         if raw.client_ca_file.is_some() {
             return Err(none("tls_server_config.client_ca_file: set client_auth_type to use it".into()));
+        }
+        if !raw.client_allowed_sans.is_empty() {
+            return Err(none(
+                "tls_server_config.client_allowed_sans: needs client_auth_type RequireAndVerifyClientCert \
+                 (without a client certificate every connection would be refused)"
+                    .into(),
+            ));
         }
         builder.with_no_client_auth()
     } else {
@@ -615,6 +623,9 @@ where
     }
 }
 
+/// A bcrypt hash (cost 10) of a random string, checked for unknown users.
+const DUMMY_HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
+
 /// Basic authentication against `users`, with the cache described in the module doc.
 #[derive(Clone)]
 pub struct Auth {
@@ -644,8 +655,11 @@ impl Auth {
             return true;
         }
         let Some((user, password)) = authorization.and_then(parse_basic) else { return false };
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return false;
+        // An unknown user costs a bcrypt round too, so timing does not tell which
+        // user names exist.
+        let (known, hash) = match self.users.get(&user) {
+            Some(h) => (true, h.clone()),
+            None => (false, DUMMY_HASH.to_owned()),
         };
         let key: [u8; 32] = {
             let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
@@ -664,7 +678,8 @@ impl Auth {
         let Ok(_permit) = self.bcrypt.acquire().await else { return false };
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
             .await
-            .unwrap_or(false);
+            .unwrap_or(false)
+            && known;
         if ok {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if cache.len() >= AUTH_CACHE_MAX {

@@ -182,16 +182,32 @@ async fn reloads_every_100_ms_keep_every_instance_on_its_interval() {
             slot.instance.check
         );
     }
-    // Starts of one instance are an interval apart, except a run cut by a reload, which
-    // is run again at once.
+    // Every start lies on the instance's grid (first start + k × 10 s), or at most one
+    // reload period after a grid point (a run cut by a reload runs again at the next
+    // scheduler start); no grid point in the minute is skipped.
     let l = log.lock().unwrap();
     let mut by_instance: HashMap<&str, Vec<Instant>> = HashMap::new();
     for (k, t) in &l.starts {
         by_instance.entry(k).or_default().push(*t);
     }
+    assert_eq!(by_instance.len(), 20);
     for (k, ts) in by_instance {
-        let spaced = ts.windows(2).filter(|w| w[1] - w[0] >= Duration::from_millis(9_900)).count();
-        assert!(spaced >= 5, "{k}: starts {:?}", ts.iter().map(|t| *t - t0).collect::<Vec<_>>());
+        let first = ts[0];
+        let mut points = std::collections::BTreeSet::new();
+        for t in &ts {
+            let since = *t - first;
+            let k10 = since.as_millis() / 10_000;
+            let off = since - Duration::from_secs(10 * k10 as u64);
+            assert!(off <= Duration::from_millis(250), "{k}: a start {off:?} after its grid point");
+            points.insert(k10);
+        }
+        let n = points.len() as u128;
+        assert_eq!(
+            points.iter().copied().collect::<Vec<_>>(),
+            (0..n).collect::<Vec<_>>(),
+            "{k}: a skipped run"
+        );
+        assert!(n >= 6, "{k}: {n} grid points in a minute");
     }
 }
 
@@ -223,4 +239,33 @@ async fn a_panicking_probe_is_a_failure_with_reason_internal_and_keeps_its_sched
         assert_eq!(f.reason, FailureReason::Internal);
         assert!(f.detail.contains("attempt to add with overflow"), "{}", f.detail);
     }
+}
+
+/// A prober whose name resolution panics (an `each_address` round's first step).
+struct PanickingResolver;
+
+impl Prober for PanickingResolver {
+    fn probe(&self, _instance: Arc<CheckInstance>) -> Pin<Box<dyn Future<Output = Outcome> + Send>> {
+        Box::pin(async { Outcome::pass(vec![]) })
+    }
+    fn resolve(
+        &self,
+        host: String,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send>> {
+        Box::pin(async move { panic!("index out of bounds resolving {host}") })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_resolving_an_each_address_target_is_internal_too() {
+    let text = "[agent]\ninterval = \"10s\"\ntimeout = \"1s\"\n\
+                [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n\
+                [[checks]]\nname = \"fan\"\nkind = \"tcp\"\nport = 5061\neach_address = true\n";
+    let store = Arc::new(Store::new(Config::parse(text, "t").unwrap()));
+    let s = Scheduler::start(store.current(), store.clone(), Arc::new(PanickingResolver), 10);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    s.stop(Duration::from_millis(100)).await;
+    let st = store.current().slots[0].state();
+    assert!((3..=4).contains(&st.runs), "{} runs", st.runs);
+    assert_eq!(st.failures[FailureReason::Internal.index()], st.runs);
 }
