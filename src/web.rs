@@ -482,6 +482,7 @@ pub async fn serve(
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let per_client: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
+    let conns = Connections::default();
     let tls = web.as_ref().and_then(|w| w.tls.clone());
     loop {
         let (tcp, peer) = tokio::select! {
@@ -496,27 +497,126 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // At the cap: close at once; a queued connection would hold a descriptor.
-            drop(tcp);
-            continue;
-        };
         let Some(client) = ClientSlot::take(&per_client, peer.ip(), limits.per_client) else {
             drop(tcp);
             continue;
         };
-        let (router, tls, shutdown) = (router.clone(), tls.clone(), shutdown.clone());
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            // At the cap: the oldest idle connection (no request in progress, none
+            // started for a while: a slow or parked client) makes room. Without one,
+            // close at once: a queued connection would hold a descriptor.
+            Err(_) if conns.evict_idle() => None,
+            Err(_) => {
+                drop(tcp);
+                continue;
+            }
+        };
+        let (router, tls, shutdown, permits, conns) =
+            (router.clone(), tls.clone(), shutdown.clone(), permits.clone(), conns.clone());
         tokio::spawn(async move {
-            let _permit = (permit, client);
+            let permit = match permit {
+                Some(p) => p,
+                // The evicted connection releases its permit as it closes.
+                None => match tokio::time::timeout(Duration::from_secs(1), permits.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return,
+                },
+            };
+            let (id, activity, cancel) = conns.add();
+            let _slots = (permit, client, Registered(conns, id));
             let _ = tcp.set_nodelay(true);
-            match tls {
-                None => connection(tcp, router, shutdown).await,
-                Some(tls) => {
-                    let Some(stream) = tls_accept(tcp, &tls).await else { return };
-                    connection(stream, router, shutdown).await
+            let stop = CancellationToken::new();
+            let stop_on = stop.clone();
+            let watch = async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = cancel.cancelled() => {}
                 }
+                stop_on.cancel();
+            };
+            let serve = async move {
+                match tls {
+                    None => connection(tcp, router, stop, activity).await,
+                    Some(tls) => {
+                        let Some(stream) = tls_accept(tcp, &tls).await else { return };
+                        connection(stream, router, stop, activity).await
+                    }
+                }
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = async { watch.await; std::future::pending::<()>().await } => {}
             }
         });
+    }
+}
+
+/// What a connection is doing, for eviction: requests in progress, when the last one
+/// started, when it was accepted.
+#[derive(Debug)]
+pub struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Milliseconds after `accepted` when the last request started; 0: none yet.
+    last_request_ms: std::sync::atomic::AtomicU64,
+    accepted: Instant,
+}
+
+/// A connection idle this long (no request started since, none in progress) may be
+/// closed to make room for a new one when the port is full.
+pub const EVICTABLE_AFTER: Duration = Duration::from_secs(2);
+
+/// The open connections of the port.
+#[derive(Clone, Default)]
+struct Connections {
+    inner: Arc<Mutex<(u64, BTreeMap<u64, (Arc<Activity>, CancellationToken)>)>>,
+}
+
+impl Connections {
+    fn add(&self) -> (u64, Arc<Activity>, CancellationToken) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        let id = g.0;
+        let a = Arc::new(Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            last_request_ms: std::sync::atomic::AtomicU64::new(0),
+            accepted: Instant::now(),
+        });
+        let c = CancellationToken::new();
+        g.1.insert(id, (a.clone(), c.clone()));
+        (id, a, c)
+    }
+
+    /// Closes the connection idle longest; false when none is idle.
+    fn evict_idle(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let victim =
+            g.1.values()
+                .filter(|(a, c)| !c.is_cancelled() && a.in_flight.load(Relaxed) == 0)
+                .map(|(a, c)| {
+                    let last = a.accepted + Duration::from_millis(a.last_request_ms.load(Relaxed));
+                    (now.saturating_duration_since(last), c)
+                })
+                .filter(|(idle, _)| *idle >= EVICTABLE_AFTER)
+                .max_by_key(|(idle, _)| *idle);
+        match victim {
+            Some((_, c)) => {
+                c.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a connection from [`Connections`] when it ends.
+struct Registered(Connections, u64);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.inner.lock().unwrap_or_else(|e| e.into_inner()).1.remove(&self.1);
     }
 }
 
@@ -598,11 +698,22 @@ async fn tls_accept(
     Some(stream)
 }
 
-async fn connection<S>(io: S, router: axum::Router, shutdown: CancellationToken)
+async fn connection<S>(io: S, router: axum::Router, shutdown: CancellationToken, activity: Arc<Activity>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(router);
+    use std::sync::atomic::Ordering::Relaxed;
+    use tower::ServiceExt;
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let (router, activity) = (router.clone(), activity.clone());
+        activity.in_flight.fetch_add(1, Relaxed);
+        activity.last_request_ms.store((activity.accepted.elapsed().as_millis() as u64).max(1), Relaxed);
+        async move {
+            let r = router.oneshot(req.map(Body::new)).await;
+            activity.in_flight.fetch_sub(1, Relaxed);
+            r
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())

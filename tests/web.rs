@@ -335,14 +335,18 @@ fn slow_clients_under_a_small_descriptor_limit_starve_neither_health_nor_probes(
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(50));
     }
-    // 1,100 clients that send a header line every 5 s and never finish.
+    // 1,100 clients from 25 addresses (44 each, under the per-address cap, so the
+    // port's own cap of 1024 - 50 - 64 = 910 connections is what they meet) that send a
+    // header line every 5 s and never finish.
     let mut slow = Vec::new();
-    for _ in 0..1100 {
-        if let Ok(mut s) = TcpStream::connect_timeout(&listen, Duration::from_millis(200)) {
+    for i in 0..1100 {
+        let from = format!("127.0.1.{}", 10 + i % 25);
+        if let Some(mut s) = socket2_connect(listen, &from) {
             let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: 1\r\n");
             slow.push(s);
         }
     }
+    assert!(slow.len() >= 1000, "{} slow clients connected", slow.len());
     // For 12 s (past the header timeout), health answers within 1 s from another host.
     let t0 = Instant::now();
     let mut worst = Duration::ZERO;
@@ -361,6 +365,11 @@ fn slow_clients_under_a_small_descriptor_limit_starve_neither_health_nor_probes(
     let io = common::sample(&m, "coexist_probe_failures_total", &[("reason", "io")]);
     assert_eq!(io, None, "no probe failed with io");
     assert!(common::sample(&m, "coexist_probe_success", &[("check", "local")]) == Some(1.0), "{m}");
+    assert_eq!(
+        common::sample(&m, "coexist_probe_failures_total", &[("check", "local")]),
+        None,
+        "the probe never failed"
+    );
     drop(slow);
     let _ = child.kill();
     let _ = child.wait();
