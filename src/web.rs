@@ -566,10 +566,13 @@ pub struct Activity {
 /// closed to make room for a new one when the port is full.
 pub const EVICTABLE_AFTER: Duration = Duration::from_secs(2);
 
+/// A connection's activity and the token that closes it.
+type Tracked = (Arc<Activity>, CancellationToken);
+
 /// The open connections of the port.
 #[derive(Clone, Default)]
 struct Connections {
-    inner: Arc<Mutex<(u64, BTreeMap<u64, (Arc<Activity>, CancellationToken)>)>>,
+    inner: Arc<Mutex<(u64, BTreeMap<u64, Tracked>)>>,
 }
 
 impl Connections {
