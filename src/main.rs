@@ -340,8 +340,9 @@ async fn demo(
         print!("{text}");
         return ExitCode::SUCCESS;
     }
+    let scheme = if web.config.as_ref().is_some_and(|c| c.tls.is_some()) { "https" } else { "http" };
     eprintln!(
-        "coexistd demo: lab DNS on {}; status page http://{listen}/ , metrics http://{listen}/metrics",
+        "coexistd demo: lab DNS on {}; status page {scheme}://{listen}/ , metrics {scheme}://{listen}/metrics",
         lab.dns.addr
     );
     run(ConfigSource::Text { origin: "<demo>".into(), text }, probes, web).await

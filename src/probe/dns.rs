@@ -350,7 +350,7 @@ async fn exchange(
     for (id, rtype, bytes, resp) in pending {
         let mut resp = resp.expect("loop ends when every query has its response");
         if resp.metadata.truncation {
-            resp = query_tcp(server, &bytes, id).await?;
+            resp = query_tcp(server, &bytes, id, name, rtype).await?;
         }
         answers.push(to_answer(resp, rtype, server));
     }
@@ -400,7 +400,13 @@ fn is_response(m: &Message) -> bool {
     m.metadata.message_type == hickory_proto::op::MessageType::Response
 }
 
-async fn query_tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message, String> {
+async fn query_tcp(
+    server: SocketAddr,
+    query: &[u8],
+    id: u16,
+    name: &Name,
+    rtype: RecordType,
+) -> Result<Message, String> {
     let mut s = TcpStream::connect(server).await.map_err(|e| format!("TCP retry after truncation: {e}"))?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
@@ -411,11 +417,12 @@ async fn query_tcp(server: SocketAddr, query: &[u8], id: u16) -> Result<Message,
     let len = usize::from(u16::from_be_bytes(len));
     let mut buf = vec![0u8; len];
     s.read_exact(&mut buf).await.map_err(|e| format!("TCP: {e}"))?;
-    let m = Message::from_vec(&buf).map_err(|e| format!("TCP: unparseable response: {e}"))?;
-    if m.metadata.id != id || !is_response(&m) {
-        return Err("TCP: response does not match the query".into());
+    // The same acceptance rules as over UDP: id, question name, type and class.
+    match match_reply(&buf, name, &[(id, rtype, (), None)]) {
+        Reply::Ours(_, m) => Ok(*m),
+        Reply::Unparseable(e) => Err(format!("TCP: unparseable response: {e}")),
+        Reply::NotOurs => Err("TCP: the response does not answer the query (id or question)".into()),
     }
-    Ok(m)
 }
 
 fn to_answer(resp: Message, rtype: RecordType, server: SocketAddr) -> Answer {
