@@ -544,3 +544,41 @@ fn b64(s: &str) -> String {
     }
     out
 }
+
+#[test]
+fn random_request_bytes_never_take_the_port_down() {
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+    let (agent, _t) = start(None, &["--web.enable-lifecycle"]);
+    // Request-shaped bytes: a method, a target, headers, with random damage.
+    let shape = (
+        proptest::sample::select(vec!["GET", "POST", "PUT", "\u{0}", "GET GET", ""]),
+        "[ -~]{0,300}",
+        proptest::collection::vec(("[!-9;-~]{0,20}", "[ -~\t]{0,200}"), 0..20),
+        proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+        proptest::sample::select(vec!["\r\n", "\n", "\r", ""]),
+    );
+    let mut runner = TestRunner::deterministic();
+    for _ in 0..300 {
+        let (method, target, headers, tail, eol) = shape.new_tree(&mut runner).unwrap().current();
+        let mut req = format!("{method} /{target} HTTP/1.1{eol}");
+        for (n, v) in headers {
+            req.push_str(&format!("{n}: {v}{eol}"));
+        }
+        req.push_str(eol);
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(&tail);
+        let mut s = TcpStream::connect(agent.listen).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(12))).unwrap();
+        let _ = s.write_all(&bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        let head = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || head.starts_with("HTTP/1.1 "), "{head:.200}");
+    }
+    assert_eq!(http(agent.listen, "GET", "/-/healthy").unwrap().0, 200, "the port still answers");
+    let (code, m) = http(agent.listen, "GET", "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(m.contains("coexist_probe_success"));
+}
