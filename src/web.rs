@@ -526,27 +526,20 @@ pub async fn serve(
             let (id, activity, cancel) = conns.add();
             let _slots = (permit, client, Registered(conns, id));
             let _ = tcp.set_nodelay(true);
-            let stop = CancellationToken::new();
-            let stop_on = stop.clone();
-            let watch = async move {
-                tokio::select! {
-                    _ = shutdown.cancelled() => {}
-                    _ = cancel.cancelled() => {}
-                }
-                stop_on.cancel();
-            };
             let serve = async move {
                 match tls {
-                    None => connection(tcp, router, stop, activity).await,
+                    None => connection(tcp, router, shutdown, activity).await,
                     Some(tls) => {
                         let Some(stream) = tls_accept(tcp, &tls).await else { return };
-                        connection(stream, router, stop, activity).await
+                        connection(stream, router, shutdown, activity).await
                     }
                 }
             };
+            // Evicted: the connection had no request in progress, so it is dropped at
+            // once (a graceful close would wait for a slow client's headers).
             tokio::select! {
                 _ = serve => {}
-                _ = async { watch.await; std::future::pending::<()>().await } => {}
+                _ = cancel.cancelled() => {}
             }
         });
     }

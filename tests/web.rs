@@ -17,6 +17,14 @@ use openssl::hash::MessageDigest;
 
 const PASSWORD: &str = "s3cret-scrape";
 
+/// The tests that measure time (slow clients) or load the machine (Prometheus, random
+/// requests) run one at a time, so one does not make the other miss its bound.
+static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A config with one healthy tcp check against `port` (no DNS involved).
 fn config(port: u16) -> String {
     format!(
@@ -308,6 +316,7 @@ fn web_config_errors_exit_2_with_a_clear_message() {
 
 #[test]
 fn slow_clients_under_a_small_descriptor_limit_starve_neither_health_nor_probes() {
+    let _heavy = heavy();
     let prlimit = require("prlimit", "util-linux");
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
@@ -454,6 +463,7 @@ fn oversized_and_garbage_requests_get_errors_and_the_port_keeps_answering() {
 
 #[test]
 fn prometheus_scrapes_over_tls_only_with_the_right_credentials() {
+    let _heavy = heavy();
     let prometheus = require("prometheus", "prometheus");
     let pki = Pki::new();
     let (cert, key) = pki.server("server", "agent");
@@ -547,6 +557,7 @@ fn b64(s: &str) -> String {
 
 #[test]
 fn random_request_bytes_never_take_the_port_down() {
+    let _heavy = heavy();
     use proptest::strategy::{Strategy, ValueTree};
     use proptest::test_runner::TestRunner;
     let (agent, _t) = start(None, &["--web.enable-lifecycle"]);
