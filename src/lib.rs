@@ -18,10 +18,11 @@
 //! | [`tls`] | the two TLS engines (rustls, OpenSSL for TLS 1.0/1.1) behind one interface; certificate summaries |
 //! | [`resolve`] | target name resolution through the configured DNS servers, uncached |
 //! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, shutdown; `each_address` fan-out |
-//! | [`state`] | per-instance results; a generation per loaded configuration |
+//! | [`state`] | per-instance results; a generation per loaded configuration; the last 500 state changes |
 //! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes |
 //! | [`metrics`] | encodes the current generation at scrape time |
-//! | [`report`] | status JSON, the `check` table, the status page |
+//! | [`report`] | status and events JSON, the `check` table |
+//! | [`status_page`] | the HTML status page at `/` |
 //! | [`server`] | HTTP endpoints |
 //! | [`web`] | the HTTP port itself: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits |
 //! | [`agent`] | the daemon: load, serve, schedule, reload, stop |
@@ -43,5 +44,6 @@ pub mod resolve;
 pub mod scheduler;
 pub mod server;
 pub mod state;
+pub mod status_page;
 pub mod tls;
 pub mod web;

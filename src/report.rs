@@ -1,5 +1,6 @@
-//! Human and machine views of the results: the JSON of `/api/v1/status` and
-//! `coexistd check --format json`, the table of `coexistd check`, the status page.
+//! Human and machine views of the results: the JSON of `/api/v1/status`,
+//! `/api/v1/events` and `coexistd check --format json`, the table of `coexistd check`;
+//! the status page's HTML is in [`crate::status_page`]. Nothing here changes results.
 
 use std::fmt::Write;
 use std::time::SystemTime;
@@ -7,7 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{Slot, Unit};
+use crate::state::{Slot, Transition, Unit};
 
 /// One check instance's last result.
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +47,11 @@ pub struct InstanceReport {
     pub stale: bool,
     /// The configured interval, in seconds.
     pub interval_seconds: f64,
+    /// dns, sip_discovery: the pool the record must point at (`expect_pool`).
+    pub expect_pool: Option<String>,
+    /// When pass/fail last changed, for durations.
+    #[serde(skip)]
+    pub changed_at: Option<SystemTime>,
 }
 
 /// A pool's rollup.
@@ -80,9 +86,72 @@ pub struct Report {
     pub pools: Vec<PoolReport>,
     /// Per instance, in configuration order.
     pub instances: Vec<InstanceReport>,
+    /// The agent's constant labels (`agent.labels`), naming its vantage point.
+    #[serde(skip)]
+    pub labels: Vec<(String, String)>,
 }
 
-fn rfc3339(t: SystemTime) -> String {
+/// One state change, as `/api/v1/events` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventReport {
+    /// When the run that changed the state finished (RFC 3339).
+    pub at: String,
+    /// Pool name (empty for pool-less checks).
+    pub pool: String,
+    /// Pool role (empty for pool-less checks).
+    pub role: String,
+    /// Check name.
+    pub check: String,
+    /// Check kind.
+    pub kind: String,
+    /// `host:port` or record.
+    pub target: String,
+    /// The address probed, for `each_address` checks.
+    pub address: Option<String>,
+    /// `fail` or `pass`: the state entered.
+    pub state: &'static str,
+    /// The failure reason, when it entered `fail`.
+    pub reason: Option<String>,
+    /// The failure detail, when it entered `fail`.
+    pub detail: Option<String>,
+    /// How long the previous state had lasted (`null` for a first run that failed).
+    pub previous_state_seconds: Option<f64>,
+    /// [`EventReport::at`] as a time, for durations.
+    #[serde(skip)]
+    pub at_time: SystemTime,
+}
+
+impl EventReport {
+    /// The view of `t`.
+    pub fn new(t: &Transition) -> EventReport {
+        let i = &t.instance;
+        EventReport {
+            at: rfc3339(t.at),
+            pool: i.pool_name().to_owned(),
+            role: i.role_name().to_owned(),
+            check: i.check.clone(),
+            kind: i.kind().as_str().to_owned(),
+            target: i.target.clone(),
+            address: t.address.map(|a| a.to_string()),
+            state: if t.failure.is_some() { "fail" } else { "pass" },
+            reason: t.failure.as_ref().map(|(r, _)| r.as_str().to_owned()),
+            detail: t.failure.as_ref().map(|(_, d)| d.clone()),
+            previous_state_seconds: t
+                .previous_since
+                .and_then(|s| t.at.duration_since(s).ok())
+                .map(|d| d.as_secs_f64()),
+            at_time: t.at,
+        }
+    }
+}
+
+/// The state changes kept by the store, newest first, as `/api/v1/events` serves them.
+pub fn events(transitions: &[Transition]) -> Vec<EventReport> {
+    transitions.iter().rev().map(EventReport::new).collect()
+}
+
+/// `t` as RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
@@ -113,11 +182,14 @@ impl Report {
                     points_to: st.last.as_ref().and_then(|l| l.outcome.points_to.clone()),
                     stale: unit.stale,
                     interval_seconds: i.interval.as_secs_f64(),
+                    expect_pool: i.spec.expect_pool().map(str::to_owned),
+                    changed_at: st.last_change,
                 }
             })
             .collect();
         let pools = pool_reports(config, slots, units);
-        Report { config: config.origin.clone(), pools, instances }
+        let labels = config.agent.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        Report { config: config.origin.clone(), pools, instances, labels }
     }
 
     /// True when every instance passed.
@@ -203,99 +275,9 @@ impl Report {
         out
     }
 
-    /// The HTML status page: pools, then a pools x checks matrix.
-    pub fn html(&self) -> String {
-        let mut s = String::from(
-            "<!doctype html><html><head><meta charset=\"utf-8\"><title>coexistd</title><style>\
-             body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}\
-             td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px;vertical-align:top}\
-             .pass{background:#d9f2d9}.fail{background:#f7d4d4}.pending{background:#eee}.stale{background:#f4e3b5}\
-             small{color:#555}</style></head><body><h1>coexistd</h1>",
-        );
-        let _ =
-            write!(s, "<p><a href=\"/metrics\">metrics</a> &middot; <a href=\"/api/v1/status\">JSON</a></p>");
-        s.push_str("<h2>Pools</h2><table><tr><th>pool</th><th>role</th><th>FQDN</th><th>state</th><th>passing</th><th>failing</th><th>not run</th></tr>");
-        for p in &self.pools {
-            let class = if p.up {
-                "pass"
-            } else if p.failing > 0 {
-                "fail"
-            } else {
-                "pending"
-            };
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{class}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&p.name),
-                esc(&p.role),
-                esc(&p.fqdn),
-                if p.up { "UP" } else { "DOWN" },
-                p.passing,
-                p.failing,
-                p.pending
-            );
-        }
-        s.push_str("</table><h2>Checks</h2>");
-        let mut checks: Vec<&str> = Vec::new();
-        for i in &self.instances {
-            if !checks.contains(&i.check.as_str()) {
-                checks.push(&i.check);
-            }
-        }
-        let mut pools: Vec<&str> = self.pools.iter().map(|p| p.name.as_str()).collect();
-        if self.instances.iter().any(|i| i.pool.is_empty()) {
-            pools.push("");
-        }
-        s.push_str("<table><tr><th>check</th>");
-        for p in &pools {
-            let _ = write!(s, "<th>{}</th>", if p.is_empty() { "(no pool)".to_owned() } else { esc(p) });
-        }
-        s.push_str("</tr>");
-        for c in &checks {
-            let _ = write!(s, "<tr><th>{}</th>", esc(c));
-            for p in &pools {
-                // An each_address check has one row per address: one line each in the cell.
-                let rows: Vec<&InstanceReport> =
-                    self.instances.iter().filter(|i| i.check == *c && i.pool == *p).collect();
-                if rows.is_empty() {
-                    s.push_str("<td></td>");
-                    continue;
-                }
-                let class = if rows.iter().any(|i| i.stale) {
-                    "stale"
-                } else if rows.iter().any(|i| i.success == Some(false)) {
-                    "fail"
-                } else if rows.iter().all(|i| i.success == Some(true)) {
-                    "pass"
-                } else {
-                    "pending"
-                };
-                let _ = write!(s, "<td class=\"{class}\">");
-                for i in rows {
-                    let word = match i.success {
-                        _ if i.stale => "STALE",
-                        Some(true) => "PASS",
-                        Some(false) => "FAIL",
-                        None => "not run",
-                    };
-                    let at = i.address.as_deref().map(|a| format!(" @{a}")).unwrap_or_default();
-                    let _ = write!(
-                        s,
-                        "<div title=\"{}\"><b>{word}</b> {}<br><small>{}{} &middot; {} &middot; changed {}</small></div>",
-                        esc(i.detail.as_deref().unwrap_or("")),
-                        esc(i.reason.as_deref().unwrap_or("")),
-                        esc(&i.target),
-                        esc(&at),
-                        i.last_duration_seconds.map_or("-".into(), |d| format!("{:.1} ms", d * 1000.0)),
-                        esc(i.last_change.as_deref().unwrap_or("-")),
-                    );
-                }
-                s.push_str("</td>");
-            }
-            s.push_str("</tr>");
-        }
-        s.push_str("</table></body></html>\n");
-        s
+    /// The HTML status page (see [`crate::status_page`]).
+    pub fn html(&self, events: &[EventReport], now: SystemTime) -> String {
+        crate::status_page::render(self, events, now)
     }
 }
 
@@ -335,8 +317,4 @@ pub fn pool_reports(
         p.up = p.failing == 0 && p.pending == 0 && p.stale == 0;
     }
     pools
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -5,6 +5,7 @@
 //! | `/metrics` | Prometheus text 0.0.4; OpenMetrics when `Accept` asks for it |
 //! | `/` | status page |
 //! | `/api/v1/status` | the same as JSON |
+//! | `/api/v1/events` | the last 500 state changes (pass to fail, fail to pass), newest first, as JSON |
 //! | `/-/healthy` | 200 while the process serves |
 //! | `/-/ready` | 200 once every instance has run once and none is stale, 503 otherwise |
 //! | `POST /-/reload` | with `--web.enable-lifecycle`: reload the configuration; 200, or 500 (the reason is logged); 403 without the flag or from another origin |
@@ -72,6 +73,8 @@ enum View {
     StatusJson,
     /// `/`.
     StatusPage,
+    /// `/api/v1/events`.
+    Events,
 }
 
 impl View {
@@ -79,7 +82,7 @@ impl View {
         match self {
             View::Text => crate::metrics::TEXT_CONTENT_TYPE,
             View::OpenMetrics => crate::metrics::OPENMETRICS_CONTENT_TYPE,
-            View::StatusJson => "application/json",
+            View::StatusJson | View::Events => "application/json",
             View::StatusPage => "text/html; charset=utf-8",
         }
     }
@@ -114,6 +117,7 @@ pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>, web: &WebO
         .route("/metrics", get(metrics))
         .route("/", get(status_page))
         .route("/api/v1/status", get(status_json))
+        .route("/api/v1/events", get(events_json))
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload_config))
@@ -247,7 +251,20 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
             let status = Status { ready: store.is_ready(), report: &report };
             vec![Bytes::from(serde_json::to_vec(&status).unwrap_or_default())]
         }
-        View::StatusPage => vec![Bytes::from(report(store).html())],
+        View::StatusPage => {
+            let events = crate::report::events(&store.events());
+            vec![Bytes::from(report(store).html(&events, std::time::SystemTime::now()))]
+        }
+        View::Events => {
+            #[derive(serde::Serialize)]
+            struct Events {
+                kept: usize,
+                events: Vec<crate::report::EventReport>,
+            }
+            let events =
+                Events { kept: crate::state::EVENTS_KEPT, events: crate::report::events(&store.events()) };
+            vec![Bytes::from(serde_json::to_vec(&events).unwrap_or_default())]
+        }
     }
 }
 
@@ -307,6 +324,10 @@ async fn status_page(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn status_json(State(app): State<App>, headers: HeaderMap) -> Response {
     serve(&app, View::StatusJson, &headers).await
+}
+
+async fn events_json(State(app): State<App>, headers: HeaderMap) -> Response {
+    serve(&app, View::Events, &headers).await
 }
 
 async fn ready(State(app): State<App>) -> Response {

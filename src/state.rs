@@ -62,6 +62,25 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
+/// State changes kept for the status page and `/api/v1/events`: the newest, in
+/// arrival order (older ones are dropped; the log keeps every one).
+pub const EVENTS_KEPT: usize = 500;
+
+/// One instance (or address) changing between pass and fail, or failing at its first run.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// When the run that changed it finished.
+    pub at: SystemTime,
+    /// The instance.
+    pub instance: Arc<CheckInstance>,
+    /// The address, for `each_address` checks.
+    pub address: Option<IpAddr>,
+    /// The reason and detail when it now fails; `None` when it now passes.
+    pub failure: Option<(FailureReason, String)>,
+    /// When the previous state began (`None` at the first run).
+    pub previous_since: Option<SystemTime>,
+}
+
 /// The last run of an instance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastRun {
@@ -214,17 +233,23 @@ impl Slot {
     /// Records one run; returns true when it was the instance's first. Clears the
     /// per-address results (the name did not resolve, or the instance has no fan-out).
     pub fn record(&self, outcome: Outcome, duration: Duration, at: SystemTime) -> bool {
-        self.record_logged(outcome, duration, at, false)
+        self.record_logged(outcome, duration, at, None)
     }
 
-    fn record_logged(&self, outcome: Outcome, duration: Duration, at: SystemTime, log: bool) -> bool {
+    fn record_logged(
+        &self,
+        outcome: Outcome,
+        duration: Duration,
+        at: SystemTime,
+        changes: Option<&mut Vec<Transition>>,
+    ) -> bool {
         let first = !self.ran();
         self.members.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let before = (st.success(), st.last_change);
         st.record(outcome, duration, at);
-        if log {
-            self.log_change(None, before, &st, at);
+        if let Some(changes) = changes {
+            changes.extend(self.log_change(None, before, &st, at));
         }
         first
     }
@@ -237,38 +262,50 @@ impl Slot {
         (before, since): (Option<bool>, Option<SystemTime>),
         st: &InstanceState,
         at: SystemTime,
-    ) {
-        let Some(last) = st.last.as_ref() else { return };
+    ) -> Option<Transition> {
+        let last = st.last.as_ref()?;
         let i = &self.instance;
+        let address_ip = address;
         let address = address.map(|a| a.to_string()).unwrap_or_default();
-        match (&last.outcome.result, before) {
-            (Err(f), Some(true) | None) => tracing::info!(
-                check = %i.check, pool = i.pool_name(), target = %i.target, address = %address,
-                reason = f.reason.as_str(), detail = %f.detail, "check failing"
-            ),
+        let failure = match (&last.outcome.result, before) {
+            (Err(f), Some(true) | None) => {
+                tracing::info!(
+                    check = %i.check, pool = i.pool_name(), target = %i.target, address = %address,
+                    reason = f.reason.as_str(), detail = %f.detail, "check failing"
+                );
+                Some((f.reason, f.detail.clone()))
+            }
             (Ok(()), Some(false)) => {
                 let failed_for = since.and_then(|s| at.duration_since(s).ok()).unwrap_or_default();
                 tracing::info!(
                     check = %i.check, pool = i.pool_name(), target = %i.target, address = %address,
                     failed_for = %humantime::format_duration(Duration::from_secs(failed_for.as_secs())),
                     "check passing again"
-                )
+                );
+                None
             }
-            _ => {}
-        }
+            _ => return None,
+        };
+        Some(Transition {
+            at,
+            instance: i.clone(),
+            address: address_ip,
+            failure,
+            previous_since: if before.is_some() { since } else { None },
+        })
     }
 
     /// Records one `each_address` round: one result per address now behind the name.
     /// Addresses that are gone lose their series; new ones get theirs.
     pub fn record_members(&self, results: Vec<(IpAddr, Outcome, Duration)>, at: SystemTime) -> bool {
-        self.record_members_logged(results, at, false)
+        self.record_members_logged(results, at, None)
     }
 
     fn record_members_logged(
         &self,
         results: Vec<(IpAddr, Outcome, Duration)>,
         at: SystemTime,
-        log: bool,
+        mut changes: Option<&mut Vec<Transition>>,
     ) -> bool {
         let first = !self.ran();
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
@@ -280,8 +317,8 @@ impl Slot {
             });
             let before = (m.state.success(), m.state.last_change);
             m.state.record(outcome, duration, at);
-            if log {
-                self.log_change(Some(ip), before, &m.state, at);
+            if let Some(changes) = changes.as_deref_mut() {
+                changes.extend(self.log_change(Some(ip), before, &m.state, at));
             }
         }
         first
@@ -289,14 +326,20 @@ impl Slot {
 
     /// Records a round; returns true when it was the instance's first.
     pub fn record_round(&self, round: Round, at: SystemTime) -> bool {
-        self.record_round_logged(round, at, false)
+        self.record_round_logged(round, at, None)
     }
 
-    /// Like [`Slot::record_round`], logging each change of state at `info` (the daemon).
-    pub fn record_round_logged(&self, round: Round, at: SystemTime, log: bool) -> bool {
+    /// Like [`Slot::record_round`]; with `changes`, each change of state is logged at
+    /// `info` and added to it (the daemon).
+    pub fn record_round_logged(
+        &self,
+        round: Round,
+        at: SystemTime,
+        changes: Option<&mut Vec<Transition>>,
+    ) -> bool {
         match round {
-            Round::Single(outcome, duration) => self.record_logged(outcome, duration, at, log),
-            Round::Members(results) => self.record_members_logged(results, at, log),
+            Round::Single(outcome, duration) => self.record_logged(outcome, duration, at, changes),
+            Round::Members(results) => self.record_members_logged(results, at, changes),
         }
     }
 
@@ -369,6 +412,8 @@ pub struct Store {
     /// version is never served.
     version: std::sync::atomic::AtomicU64,
     lag: Mutex<Histogram<{ LAG_BUCKETS.len() + 1 }>>,
+    /// The newest state changes, oldest first.
+    events: Mutex<std::collections::VecDeque<Transition>>,
 }
 
 /// Outcome of the last configuration (re)load.
@@ -396,6 +441,7 @@ impl Store {
             reload: Mutex::new(ReloadStatus { successful: true, success_timestamp: unix_now() }),
             version: std::sync::atomic::AtomicU64::new(0),
             lag: Mutex::new(Histogram::default()),
+            events: Mutex::new(std::collections::VecDeque::with_capacity(EVENTS_KEPT)),
         }
     }
 
@@ -440,11 +486,26 @@ impl Store {
 
     /// Records a round of `slot` (of generation `generation`).
     pub fn record(&self, generation: &Generation, slot: &Slot, round: Round) {
-        if slot.record_round_logged(round, SystemTime::now(), true)
+        let mut changes = Vec::new();
+        if slot.record_round_logged(round, SystemTime::now(), Some(&mut changes))
             && generation.pending.fetch_sub(1, Ordering::AcqRel) == 1
         {
             self.ready.store(true, Ordering::Release);
         }
+        if !changes.is_empty() {
+            let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            for c in changes {
+                if events.len() == EVENTS_KEPT {
+                    events.pop_front();
+                }
+                events.push_back(c);
+            }
+        }
+    }
+
+    /// The state changes kept (at most [`EVENTS_KEPT`]), oldest first.
+    pub fn events(&self) -> Vec<Transition> {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     /// True once every instance of the first configuration has run; stays true.

@@ -93,6 +93,15 @@ impl CheckSpec {
         }
     }
 
+    /// The pool a record or the sign-in path must point at (`expect_pool`), if planned.
+    pub fn expect_pool(&self) -> Option<&str> {
+        match self {
+            CheckSpec::Dns(s) => s.expect_pool.as_deref(),
+            CheckSpec::SipDiscovery(s) => s.expect_pool.as_deref(),
+            CheckSpec::Tcp(_) | CheckSpec::Tls(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) => None,
+        }
+    }
+
     /// The reason recorded when the probe does not finish within its timeout.
     pub fn timeout_reason(&self) -> FailureReason {
         match self {
