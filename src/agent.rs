@@ -121,17 +121,13 @@ pub async fn run(
     let store = Arc::new(Store::new(config));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
-    let app = server::router(store.clone(), reload_tx, &web);
+    let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
+    let tracer = Arc::new(crate::trace::Tracer::new(prober.clone(), probes.clone()));
+    let app = server::router(store.clone(), reload_tx, tracer.clone(), &web);
     let limits = crate::web::Limits::from_descriptors(concurrency);
     let http = tokio::spawn(crate::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
 
-    let mut scheduler = Scheduler::start_on(
-        &probes,
-        store.current(),
-        store.clone(),
-        Arc::new(LiveProber(Arc::new(cx))),
-        concurrency,
-    );
+    let mut scheduler = Scheduler::start_on(&probes, store.current(), store.clone(), prober, concurrency);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(|e| AgentError::Startup(format!("SIGHUP handler: {e}")))?;
     loop {
@@ -140,7 +136,7 @@ pub async fn run(
             _ = hup.recv() => None,
             r = reload_rx.recv() => match r { Some(r) => Some(r), None => continue },
         };
-        let result = reload(&source, &store, &mut scheduler, listen, &probes).await;
+        let result = reload(&source, &store, &mut scheduler, listen, &probes, &tracer).await;
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }
@@ -158,6 +154,7 @@ async fn reload(
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
     probes: &tokio::runtime::Handle,
+    tracer: &crate::trace::Tracer,
 ) -> Result<(), String> {
     let loaded = source
         .load()
@@ -179,13 +176,9 @@ async fn reload(
     let old = std::mem::replace(scheduler, Scheduler::start_empty());
     old.stop(STOP_GRACE).await;
     let generation = store.swap(config);
-    *scheduler = Scheduler::start_on(
-        probes,
-        generation,
-        store.clone(),
-        Arc::new(LiveProber(Arc::new(cx))),
-        concurrency,
-    );
+    let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
+    tracer.set_prober(prober.clone());
+    *scheduler = Scheduler::start_on(probes, generation, store.clone(), prober, concurrency);
     tracing::info!(instances, "configuration reloaded");
     Ok(())
 }

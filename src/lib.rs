@@ -23,6 +23,7 @@
 //! | [`metrics`] | encodes the current generation at scrape time |
 //! | [`report`] | status and events JSON, the `check` table |
 //! | [`status_page`] | the HTML status page at `/` |
+//! | [`trace`] | step-by-step traces of one probe (`check --trace`, `/api/v1/trace`) |
 //! | [`server`] | HTTP endpoints |
 //! | [`web`] | the HTTP port itself: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits |
 //! | [`agent`] | the daemon: load, serve, schedule, reload, stop |
@@ -46,4 +47,5 @@ pub mod server;
 pub mod state;
 pub mod status_page;
 pub mod tls;
+pub mod trace;
 pub mod web;

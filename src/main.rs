@@ -55,6 +55,11 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// Run only this check (with --pool: of those pools) and print each probe step
+        /// by step: DNS questions and answers, connects, the TLS handshake and chain, SIP
+        /// and HTTP messages as sent and received (credentials masked), with timings.
+        #[arg(long, value_name = "CHECK")]
+        trace: Option<String>,
     },
     /// Parse and validate the configuration, print a summary.
     Validate {
@@ -155,7 +160,7 @@ fn main() -> ExitCode {
                 Ok(web) => run(ConfigSource::File(config), probe_handle, web).await,
                 Err(code) => code,
             },
-            Command::Check { config, pools, format } => check(&config, &pools, format).await,
+            Command::Check { config, pools, format, trace } => check(&config, &pools, format, trace).await,
             Command::Validate { config, web_config } => validate(&config, web_config.as_deref()),
             Command::Demo { listen, print_config, web } => match web.options() {
                 Ok(web) => demo(listen, print_config, probe_handle, web).await,
@@ -264,7 +269,7 @@ fn validate(path: &std::path::Path, web_config: Option<&std::path::Path>) -> Exi
     ExitCode::SUCCESS
 }
 
-async fn check(path: &std::path::Path, pools: &[String], format: Format) -> ExitCode {
+async fn check(path: &std::path::Path, pools: &[String], format: Format, trace: Option<String>) -> ExitCode {
     let mut config = match load(path) {
         Ok(c) => c,
         Err(code) => return code,
@@ -287,6 +292,9 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
         }
     };
     let prober: Arc<dyn Prober> = Arc::new(LiveProber(Arc::new(cx)));
+    if let Some(name) = trace {
+        return trace_check(&config, &prober, &name, pools, format).await;
+    }
     let sem = Arc::new(tokio::sync::Semaphore::new(config.agent.concurrency));
     let slots: Vec<Arc<Slot>> =
         config.instances.iter().map(|i| Arc::new(Slot::new(&config, i.clone()))).collect();
@@ -316,6 +324,50 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format) -> Exit
         },
     }
     if report.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
+}
+
+/// `check --trace`: each instance of one check, one after the other, step by step.
+async fn trace_check(
+    config: &Config,
+    prober: &Arc<dyn Prober>,
+    name: &str,
+    pools: &[String],
+    format: Format,
+) -> ExitCode {
+    let instances: Vec<_> = config.instances.iter().filter(|i| i.check == name).cloned().collect();
+    if instances.is_empty() {
+        let known: std::collections::BTreeSet<&str> =
+            config.instances.iter().map(|i| i.check.as_str()).collect();
+        eprintln!(
+            "coexistd: --trace {name:?}: no such check{} in {} (checks: {})",
+            if pools.is_empty() { String::new() } else { format!(" for pool {}", pools.join(", ")) },
+            config.origin,
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut traces = Vec::new();
+    for i in &instances {
+        let t = coexistd::trace::trace_round(prober, i).await;
+        if let Format::Table = format {
+            println!("{}", t.text());
+        }
+        traces.push(t);
+    }
+    if let Format::Json = format {
+        match serde_json::to_string_pretty(&traces) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("coexistd: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if traces.iter().all(|t| t.results.iter().all(|r| r.success)) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CHECK_FAILED)

@@ -67,7 +67,14 @@ impl Resolver {
             .client
             .query_types(&name, &[RecordType::A, RecordType::AAAA], self.budget)
             .await
-            .map_err(|(QueryError::Timeout(d) | QueryError::Other(d))| format!("{trimmed}: {d}"))?;
+            .map_err(|(QueryError::Timeout(d) | QueryError::Other(d))| format!("{trimmed}: {d}"));
+        let answers = match answers {
+            Ok(a) => a,
+            Err(e) => {
+                crate::trace::step("resolve", || format!("{trimmed}: failed: {e}"));
+                return Err(e);
+            }
+        };
         let mut ips = Vec::new();
         let mut problems = Vec::new();
         for (label, a) in ["A", "AAAA"].into_iter().zip(answers) {
@@ -79,6 +86,12 @@ impl Resolver {
         }
         ips.sort();
         ips.dedup();
+        crate::trace::step("resolve", || {
+            let list: Vec<String> = ips.iter().map(ToString::to_string).collect();
+            let problems =
+                if problems.is_empty() { String::new() } else { format!(" ({})", problems.join("; ")) };
+            format!("{trimmed} -> [{}]{problems}", list.join(", "))
+        });
         if ips.is_empty() {
             let why = if problems.is_empty() { "no A/AAAA records".to_owned() } else { problems.join("; ") };
             return Err(format!("{trimmed}: {why}"));

@@ -102,7 +102,7 @@ pub async fn run_round(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) 
     let mut set = JoinSet::new();
     for ip in addrs {
         let (prober, instance) = (prober.clone(), instance.clone());
-        set.spawn(async move {
+        set.spawn(crate::trace::inherit(ip, async move {
             let start = Instant::now();
             let probe = Guarded::new(prober.probe_at(instance.clone(), ip), &instance);
             let o = match tokio::time::timeout_at(deadline, probe).await {
@@ -117,7 +117,7 @@ pub async fn run_round(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) 
                 ),
             };
             (ip, o, resolved + start.elapsed())
-        });
+        }));
     }
     let mut results = Vec::new();
     while let Some(r) = set.join_next().await {

@@ -6,6 +6,7 @@
 //! | `/` | status page |
 //! | `/api/v1/status` | the same as JSON |
 //! | `/api/v1/events` | the last 500 state changes (pass to fail, fail to pass), newest first, as JSON |
+//! | `/api/v1/trace?check=C[&pool=P][&format=json]` | runs check C (of pool P) once now and shows each step: DNS, connects, TLS, SIP and HTTP messages; one trace at a time (503 while one runs); text, or JSON |
 //! | `/-/healthy` | 200 while the process serves |
 //! | `/-/ready` | 200 once every instance has run once and none is stale, 503 otherwise |
 //! | `POST /-/reload` | with `--web.enable-lifecycle`: reload the configuration; 200, or 500 (the reason is logged); 403 without the flag or from another origin |
@@ -38,6 +39,8 @@ struct App {
     render: Arc<Render>,
     /// `--web.enable-lifecycle`: `POST /-/reload` is served.
     lifecycle: bool,
+    /// Runs `/api/v1/trace`.
+    tracer: Arc<crate::trace::Tracer>,
 }
 
 /// How the endpoints are exposed (`--web.*` flags).
@@ -107,7 +110,12 @@ pub const REUSE: Duration = Duration::from_secs(1);
 pub const MAX_WAITING: usize = 64;
 
 /// The router; `reload` reaches the agent's control loop.
-pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>, web: &WebOptions) -> Router {
+pub fn router(
+    store: Arc<Store>,
+    reload: mpsc::Sender<ReloadRequest>,
+    tracer: Arc<crate::trace::Tracer>,
+    web: &WebOptions,
+) -> Router {
     let render = Arc::new(Render {
         encoder: tokio::sync::Semaphore::new(1),
         waiting: AtomicUsize::new(0),
@@ -118,10 +126,11 @@ pub fn router(store: Arc<Store>, reload: mpsc::Sender<ReloadRequest>, web: &WebO
         .route("/", get(status_page))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/events", get(events_json))
+        .route("/api/v1/trace", get(trace))
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload_config))
-        .with_state(App { store, reload, render, lifecycle: web.lifecycle })
+        .with_state(App { store, reload, render, lifecycle: web.lifecycle, tracer })
         .layer(axum::middleware::from_fn_with_state(
             (
                 crate::web::Auth::new(web.config.as_ref().map(|c| c.users.clone()).unwrap_or_default()),
@@ -328,6 +337,70 @@ async fn status_json(State(app): State<App>, headers: HeaderMap) -> Response {
 
 async fn events_json(State(app): State<App>, headers: HeaderMap) -> Response {
     serve(&app, View::Events, &headers).await
+}
+
+/// The query of `/api/v1/trace`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceQuery {
+    check: String,
+    pool: Option<String>,
+    format: Option<String>,
+}
+
+async fn trace(
+    State(app): State<App>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<TraceQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    // A trace makes the agent probe now: no web page of another origin may cause that.
+    if cross_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "Cross-origin trace requests are refused.\n").into_response();
+    }
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m).into_response();
+    let Ok(axum::extract::Query(q)) = query else {
+        return bad("Usage: /api/v1/trace?check=NAME[&pool=NAME][&format=text|json]\n".into());
+    };
+    let json = match q.format.as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(f) => {
+            return bad(format!(
+                "format: {:?} is neither text nor json\n",
+                f.chars().take(32).collect::<String>()
+            ))
+        }
+    };
+    let g = app.store.current();
+    let instances: Vec<_> = g
+        .config
+        .instances
+        .iter()
+        .filter(|i| i.check == q.check && q.pool.as_deref().is_none_or(|p| p == i.pool_name()))
+        .cloned()
+        .collect();
+    if instances.is_empty() {
+        // Names are echoed bounded and only as text: this is not an HTML page.
+        let what: String = q.check.chars().take(64).collect();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("No instance of check {what:?} with that pool in the running configuration.\n"),
+        )
+            .into_response();
+    }
+    let traces = match app.tracer.trace(instances).await {
+        Ok(t) => t,
+        Err(crate::trace::TraceRefused::Busy) => {
+            return (StatusCode::SERVICE_UNAVAILABLE, "Another trace is running; try again in a moment.\n")
+                .into_response()
+        }
+    };
+    if json {
+        let body = serde_json::to_vec(&traces).unwrap_or_default();
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
+    let text: String = traces.iter().map(|t| t.text() + "\n").collect();
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
 }
 
 async fn ready(State(app): State<App>) -> Response {

@@ -331,18 +331,28 @@ async fn exchange(
         let msg = build_query(name, rtype);
         let bytes = msg.to_vec().map_err(|e| e.to_string())?;
         sock.send(&bytes).await.map_err(|e| e.to_string())?;
+        crate::trace::step("dns", || {
+            let local = sock.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            format!("question {name} {rtype} IN (id {}) to {server} over UDP from {local}", msg.metadata.id)
+        });
         pending.push((msg.metadata.id, rtype, bytes, None::<Message>));
     }
     let mut buf = vec![0u8; UDP_MAX];
     while pending.iter().any(|p| p.3.is_none()) {
         let n = sock.recv(&mut buf).await.map_err(|e| e.to_string())?;
         match match_reply(&buf[..n], name, &pending) {
-            Reply::Ours(i, m) => pending[i].3 = Some(*m),
+            Reply::Ours(i, m) => {
+                crate::trace::step("dns", || describe_reply(&m, server));
+                pending[i].3 = Some(*m)
+            }
             // Stray or forged datagrams (another id, another question, not a response)
             // are ignored, as a stub resolver does; the deadline bounds the wait.
-            Reply::NotOurs => {}
+            Reply::NotOurs => crate::trace::step("dns", || {
+                format!("ignored a datagram of {n} bytes that answers no question of ours")
+            }),
             Reply::Unparseable(e) => {
-                return Err(format!("a reply with our query id cannot be parsed ({n} bytes): {e}"))
+                crate::trace::step("dns", || format!("unparseable reply with our id ({n} bytes): {e}"));
+                return Err(format!("a reply with our query id cannot be parsed ({n} bytes): {e}"));
             }
         }
     }
@@ -350,11 +360,30 @@ async fn exchange(
     for (id, rtype, bytes, resp) in pending {
         let mut resp = resp.expect("loop ends when every query has its response");
         if resp.metadata.truncation {
+            crate::trace::step("dns", || format!("{rtype} answer truncated: asking {server} again over TCP"));
             resp = query_tcp(server, &bytes, id, name, rtype).await?;
+            crate::trace::step("dns", || describe_reply(&resp, server));
         }
         answers.push(to_answer(resp, rtype, server));
     }
     Ok(answers)
+}
+
+/// One reply as a trace shows it: rcode, flags and every answer record.
+fn describe_reply(m: &Message, server: SocketAddr) -> String {
+    let q = m.queries.first().map(|q| format!("{} {}", q.name(), q.query_type())).unwrap_or_default();
+    let mut s = format!(
+        "answer from {server} to {q}: {}{}{}, {} answer records",
+        m.metadata.response_code,
+        if m.metadata.authoritative { ", authoritative" } else { "" },
+        if m.metadata.truncation { ", truncated" } else { "" },
+        m.answers.len()
+    );
+    for r in &m.answers {
+        let data = answer_text(&r.data).unwrap_or_else(|| format!("({})", r.record_type()));
+        s.push_str(&format!("\n{} {} {} {data}", r.name, r.ttl, r.record_type()));
+    }
+    s
 }
 
 /// What a datagram received on a query's socket is.

@@ -161,7 +161,21 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
         .header(hyper::header::USER_AGENT, concat!("coexistd/", env!("CARGO_PKG_VERSION")))
         .body(Empty::<Bytes>::new())
         .map_err(|e| (FailureReason::Io, format!("HTTP request: {e}")))?;
+    crate::trace::step("http", || {
+        let mut s = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+        for (k, v) in req.headers() {
+            s.push_str(&format!("\n{k}: {}", String::from_utf8_lossy(v.as_bytes())));
+        }
+        s
+    });
     let resp = sender.send_request(req).await.map_err(io_err)?;
+    crate::trace::step("http", || {
+        let mut s = format!("{:?} {}", resp.version(), resp.status());
+        for (k, v) in resp.headers() {
+            s.push_str(&format!("\n{k}: {}", String::from_utf8_lossy(v.as_bytes())));
+        }
+        s
+    });
     let status = resp.status().as_u16();
     let expected = if spec.expect_status.is_empty() {
         (200..300).contains(&status)
@@ -179,6 +193,7 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
         match Limited::new(resp.into_body(), BODY_LIMIT).collect().await {
             Ok(body) => {
                 let body = body.to_bytes();
+                crate::trace::step("http", || first_bytes(&body));
                 if String::from_utf8_lossy(&body).contains(needle.as_str()) {
                     Ok(())
                 } else {
@@ -193,11 +208,34 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
             }
         }
     } else {
+        if crate::trace::active() {
+            // Only a trace reads the body here: the first frame, briefly.
+            let mut body = resp.into_body();
+            if let Ok(Some(Ok(frame))) =
+                tokio::time::timeout(std::time::Duration::from_millis(500), body.frame()).await
+            {
+                if let Some(data) = frame.data_ref() {
+                    crate::trace::step("http", || first_bytes(data));
+                }
+            }
+        }
         Ok(())
     };
     drop(sender);
     conn.abort();
     result
+}
+
+/// The first bytes of a body, for traces.
+fn first_bytes(body: &[u8]) -> String {
+    const SHOWN: usize = 512;
+    let n = body.len().min(SHOWN);
+    format!(
+        "body: first {n} of {}{} bytes:\n{}",
+        body.len(),
+        if body.len() >= SHOWN { "+" } else { "" },
+        String::from_utf8_lossy(&body[..n])
+    )
 }
 
 #[cfg(test)]

@@ -63,12 +63,25 @@ pub async fn connect(
     let mut last = None;
     for ip in addrs {
         let addr = SocketAddr::new(ip, port);
+        let c = Instant::now();
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 phases.push((Phase::Connect, t.elapsed()));
+                crate::trace::step("connect", || {
+                    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    format!(
+                        "TCP {addr}: connected in {:.3} ms from {local}",
+                        c.elapsed().as_secs_f64() * 1000.0
+                    )
+                });
                 return Ok(s);
             }
-            Err(e) => last = Some((connect_reason(&e), format!("connect {addr}: {e}"))),
+            Err(e) => {
+                crate::trace::step("connect", || {
+                    format!("TCP {addr}: {e} after {:.3} ms", c.elapsed().as_secs_f64() * 1000.0)
+                });
+                last = Some((connect_reason(&e), format!("connect {addr}: {e}")))
+            }
         }
     }
     Err(last.unwrap_or((FailureReason::Resolve, format!("{host}: no address"))))

@@ -65,6 +65,16 @@ impl TlsVersion {
         })
     }
 
+    /// `"TLS 1.0"` … `"TLS 1.3"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsVersion::V1_0 => "TLS 1.0",
+            TlsVersion::V1_1 => "TLS 1.1",
+            TlsVersion::V1_2 => "TLS 1.2",
+            TlsVersion::V1_3 => "TLS 1.3",
+        }
+    }
+
     /// Whether this version needs the OpenSSL engine.
     pub fn is_legacy(self) -> bool {
         self < TlsVersion::V1_2
@@ -206,11 +216,39 @@ impl TlsClient {
         name: &str,
         opts: &TlsOptions,
     ) -> Result<(TlsStream, TlsInfo), TlsFailure> {
-        let (stream, info) = if opts.min_version.is_legacy() {
-            self.handshake_openssl(tcp, name, opts).await?
+        crate::trace::step("tls", || {
+            format!(
+                "handshake with SNI {name} ({} engine, lowest version {}{})",
+                if opts.min_version.is_legacy() { "OpenSSL" } else { "rustls" },
+                opts.min_version.as_str(),
+                if opts.skip_verify { ", verification off" } else { "" }
+            )
+        });
+        let t = std::time::Instant::now();
+        let result = if opts.min_version.is_legacy() {
+            self.handshake_openssl(tcp, name, opts).await
         } else {
-            self.handshake_rustls(tcp, name, opts).await?
+            self.handshake_rustls(tcp, name, opts).await
         };
+        crate::trace::step("tls", || {
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            match &result {
+                Ok((s, info)) => format!(
+                    "{} {} in {ms:.3} ms; verification {}\n{}",
+                    info.version,
+                    s.cipher(),
+                    if opts.skip_verify { "skipped" } else { "passed (chain trusted, name matches)" },
+                    describe_chain(&info.chain)
+                ),
+                Err(f) => format!(
+                    "failed after {ms:.3} ms: {}: {}\n{}",
+                    f.reason.as_str(),
+                    f.detail,
+                    f.info.as_ref().map_or("no certificate received".into(), |i| describe_chain(&i.chain))
+                ),
+            }
+        });
+        let (stream, info) = result?;
         if let Some(days) = opts.min_days_valid {
             let now = unix_now();
             if let Some(leaf) = info.leaf() {
@@ -332,6 +370,29 @@ impl TlsClient {
         }
         Ok((TlsStream::OpenSsl(Box::new(stream)), info))
     }
+}
+
+/// The chain as received, one certificate per line group, for traces.
+fn describe_chain(chain: &[Arc<CertSummary>]) -> String {
+    let mut s = format!("chain as received: {} certificates", chain.len());
+    for (i, c) in chain.iter().enumerate() {
+        s.push_str(&format!(
+            "\n[{i}] subject {}\n    issuer {}\n    names {}\n    valid {} to {}, {}, sha256 {}",
+            c.subject,
+            c.issuer,
+            if c.sans.is_empty() { "-" } else { &c.sans },
+            unix_date(c.not_before),
+            unix_date(c.not_after),
+            c.signature_algorithm,
+            c.fingerprint_sha256
+        ));
+    }
+    s
+}
+
+fn unix_date(t: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// An OpenSSL verification error: X509_V_ERR code, its text, depth in the chain.
@@ -619,6 +680,20 @@ impl AsyncWrite for TlsStream {
 }
 
 impl TlsStream {
+    /// The negotiated cipher suite's name.
+    pub fn cipher(&self) -> String {
+        match self {
+            TlsStream::Rustls(s) => s
+                .get_ref()
+                .1
+                .negotiated_cipher_suite()
+                .map_or_else(|| "(no cipher)".into(), |c| format!("{:?}", c.suite())),
+            TlsStream::OpenSsl(s) => {
+                s.ssl().current_cipher().map_or_else(|| "(no cipher)".into(), |c| c.name().to_owned())
+            }
+        }
+    }
+
     /// The local address of the underlying TCP connection.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {

@@ -268,6 +268,9 @@ pub async fn udp_transaction<S: Datagrams + Sync>(
 ) -> Result<Message, TxError> {
     let io = |e: std::io::Error| TxError(super::connect_reason(&e), format!("UDP: {e}"));
     sock.send(request).await.map_err(io)?;
+    crate::trace::step("sip", || {
+        format!("sent over UDP ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
+    });
     let mut interval = T1;
     let mut next = Instant::now() + interval;
     // Capacity, not zeroed length: the datagram is written straight into it.
@@ -278,6 +281,7 @@ pub async fn udp_transaction<S: Datagrams + Sync>(
         tokio::select! {
             r = { buf.clear(); sock.recv_buf(&mut buf) } => {
                 let n = r.map_err(io)?;
+                crate::trace::step("sip", || format!("received a datagram ({n} bytes):\n{}", crate::trace::mask_credentials(&buf[..n])));
                 match message::parse(&buf[..n], false) {
                     Ok(Parsed::Complete(m, _)) if m.answers(tx) => {
                         if m.status().is_some_and(|c| c >= 200) {
@@ -299,6 +303,7 @@ pub async fn udp_transaction<S: Datagrams + Sync>(
                 }
                 sock.send(request).await.map_err(io)?;
                 sends += 1;
+                crate::trace::step("sip", || format!("no final response yet: retransmission {sends}"));
                 interval = (interval * 2).min(T2);
                 next = Instant::now() + interval;
             }
@@ -347,6 +352,9 @@ pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
     let io = |e: std::io::Error| TxError(crate::tls::io_reason(&e), format!("{e}"));
     stream.write_all(request).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
+    crate::trace::step("sip", || {
+        format!("sent ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
+    });
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
@@ -354,13 +362,24 @@ pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
         loop {
             match message::parse(&buf, true) {
                 Ok(Parsed::Complete(m, used)) => {
+                    crate::trace::step("sip", || {
+                        format!("received ({used} bytes):\n{}", crate::trace::mask_credentials(&buf[..used]))
+                    });
                     buf.drain(..used);
                     if m.answers(tx) && m.status().is_some_and(|c| c >= 200) {
                         return Ok(m);
                     }
                 }
                 Ok(Parsed::Incomplete) => break,
-                Err(e) => return Err(TxError(FailureReason::SipMalformed, e.to_string())),
+                Err(e) => {
+                    crate::trace::step("sip", || {
+                        format!(
+                            "received bytes that are not SIP ({e}):\n{}",
+                            crate::trace::mask_credentials(&buf)
+                        )
+                    });
+                    return Err(TxError(FailureReason::SipMalformed, e.to_string()));
+                }
             }
         }
         let room = (MAX_MESSAGE + 4).saturating_sub(buf.len()).clamp(1, chunk.len());

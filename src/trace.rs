@@ -1,0 +1,332 @@
+//! Step-by-step traces of one probe: `coexistd check --trace` and `/api/v1/trace`.
+//!
+//! The probing code notes its steps with [`step`] — the DNS question and answers, each
+//! connect, the TLS handshake and the chain as received, the SIP request and response
+//! as sent and received, the HTTP status and first bytes. Outside a trace (every
+//! scheduled probe) a step is one task-local lookup and nothing is formatted: the text is
+//! built by a closure that runs only while tracing. A trace is the probe as scheduled,
+//! run once inside [`record`]; it does not change what the probe does.
+//!
+//! What this does not do: it keeps no history (a trace is made when asked and then
+//! dropped) and it does not mask on its own: callers pass text that is safe to show
+//! (credentials masked by [`mask_credentials`]).
+
+use std::fmt::Write;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Steps kept per trace; later ones are counted, not kept.
+pub const MAX_STEPS: usize = 200;
+
+/// Bytes of text kept per step (a SIP message or the first bytes of a body).
+pub const MAX_TEXT: usize = 8 * 1024;
+
+tokio::task_local! {
+    static CURRENT: Recorder;
+}
+
+#[derive(Clone)]
+struct Recorder {
+    shared: Arc<Mutex<Steps>>,
+    start: Instant,
+    /// The address a fanned-out probe works on.
+    address: Option<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Steps {
+    steps: Vec<Step>,
+    dropped: usize,
+}
+
+/// One step of a probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Milliseconds since the trace began.
+    pub at_ms: f64,
+    /// The address this step belongs to, for `each_address` checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What kind of step: `resolve`, `dns`, `connect`, `tls`, `sip`, `http`, `result`.
+    pub step: &'static str,
+    /// What happened, for a person.
+    pub text: String,
+}
+
+/// Notes a step of the running trace; does nothing (and does not call `text`) when no
+/// trace is running.
+pub fn step(kind: &'static str, text: impl FnOnce() -> String) {
+    let _ = CURRENT.try_with(|r| {
+        let mut s = r.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if s.steps.len() >= MAX_STEPS {
+            s.dropped += 1;
+            return;
+        }
+        let mut text = text();
+        if text.len() > MAX_TEXT {
+            let mut cut = MAX_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let total = text.len();
+            text.truncate(cut);
+            let _ = write!(text, "\n… ({total} bytes, the first {cut} shown)");
+        }
+        s.steps.push(Step {
+            at_ms: r.start.elapsed().as_secs_f64() * 1000.0,
+            address: r.address.as_deref().map(str::to_owned),
+            step: kind,
+            text,
+        });
+    });
+}
+
+/// Whether a trace is running in this task.
+pub fn active() -> bool {
+    CURRENT.try_with(|_| ()).is_ok()
+}
+
+/// Runs `fut` with every step it notes recorded; returns its output, the steps and how
+/// many steps were dropped past [`MAX_STEPS`].
+pub async fn record<F: Future>(fut: F) -> (F::Output, Vec<Step>, usize) {
+    let r = Recorder { shared: Arc::default(), start: Instant::now(), address: None };
+    let shared = r.shared.clone();
+    let out = CURRENT.scope(r, fut).await;
+    let s = std::mem::take(&mut *shared.lock().unwrap_or_else(|e| e.into_inner()));
+    (out, s.steps, s.dropped)
+}
+
+/// `fut`, carrying the running trace (if any) into a spawned task, its steps marked with
+/// `address`.
+pub fn inherit<F: Future>(address: std::net::IpAddr, fut: F) -> impl Future<Output = F::Output> {
+    let current =
+        CURRENT.try_with(|r| Recorder { address: Some(Arc::from(address.to_string())), ..r.clone() }).ok();
+    async move {
+        match current {
+            Some(r) => CURRENT.scope(r, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
+/// A SIP or HTTP message as text safe to show: the values of `Authorization` and
+/// `Proxy-Authorization` (and their digest responses) are replaced by `***`, other
+/// bytes kept, non-UTF-8 shown lossily.
+pub fn mask_credentials(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
+        if name == "authorization" || name == "proxy-authorization" {
+            let (head, _) = line.split_once(':').unwrap_or((line, ""));
+            let scheme = line[head.len() + 1..].split_whitespace().next().unwrap_or("");
+            let _ = write!(out, "{head}: {scheme} ***");
+            out.push_str(if line.ends_with("\r\n") {
+                "\r\n"
+            } else if line.ends_with('\n') {
+                "\n"
+            } else {
+                ""
+            });
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// The trace of one probe, as printed and served.
+#[derive(Debug, Clone, Serialize)]
+pub struct Trace {
+    /// Check name.
+    pub check: String,
+    /// Pool name (empty for pool-less checks).
+    pub pool: String,
+    /// Check kind.
+    pub kind: String,
+    /// `host:port` or record.
+    pub target: String,
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+    /// Steps past [`MAX_STEPS`], not kept.
+    pub steps_dropped: usize,
+    /// The results: one, or one per address for `each_address`.
+    pub results: Vec<TraceResult>,
+    /// The whole round's wall time, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// The result a traced probe would have recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceResult {
+    /// The address, for `each_address` checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Passed or not.
+    pub success: bool,
+    /// The failure reason.
+    pub reason: Option<String>,
+    /// The failure detail.
+    pub detail: Option<String>,
+}
+
+impl Trace {
+    /// The text `coexistd check --trace` prints.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let pool = if self.pool.is_empty() { "-" } else { &self.pool };
+        let _ =
+            writeln!(s, "== trace: check {} ({}) pool {pool} target {}", self.check, self.kind, self.target);
+        for st in &self.steps {
+            let addr = st.address.as_deref().map(|a| format!(" @{a}")).unwrap_or_default();
+            let mut lines = st.text.lines();
+            let _ = writeln!(s, "{:>9.3} ms  {:<8}{addr}  {}", st.at_ms, st.step, lines.next().unwrap_or(""));
+            for l in lines {
+                let _ = writeln!(s, "{:>24}| {}", "", l.trim_end_matches('\r'));
+            }
+        }
+        if self.steps_dropped > 0 {
+            let _ = writeln!(s, "({} more steps not shown)", self.steps_dropped);
+        }
+        for r in &self.results {
+            let addr = r.address.as_deref().map(|a| format!(" @{a}")).unwrap_or_default();
+            if r.success {
+                let _ = writeln!(s, "result{addr}: PASS");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "result{addr}: FAIL {}: {}",
+                    r.reason.as_deref().unwrap_or(""),
+                    r.detail.as_deref().unwrap_or("")
+                );
+            }
+        }
+        let _ = writeln!(s, "round took {:.1} ms", self.duration_ms);
+        s
+    }
+}
+
+/// Traces one scheduled round of `instance` through `prober` (the same code the
+/// scheduler runs, timeout and `each_address` fan-out included).
+pub async fn trace_round(
+    prober: &Arc<dyn crate::scheduler::Prober>,
+    instance: &Arc<crate::config::CheckInstance>,
+) -> Trace {
+    let t = Instant::now();
+    let (round, steps, dropped) = record(crate::scheduler::run_round_guarded(prober, instance)).await;
+    let duration: Duration = t.elapsed();
+    let result = |address: Option<String>, o: &crate::probe::Outcome| match &o.result {
+        Ok(()) => TraceResult { address, success: true, reason: None, detail: None },
+        Err(f) => TraceResult {
+            address,
+            success: false,
+            reason: Some(f.reason.as_str().to_owned()),
+            detail: Some(f.detail.clone()),
+        },
+    };
+    let results = match &round {
+        crate::state::Round::Single(o, _) => vec![result(None, o)],
+        crate::state::Round::Members(m) => {
+            m.iter().map(|(ip, o, _)| result(Some(ip.to_string()), o)).collect()
+        }
+    };
+    Trace {
+        check: instance.check.clone(),
+        pool: instance.pool_name().to_owned(),
+        kind: instance.kind().as_str().to_owned(),
+        target: instance.target.clone(),
+        steps,
+        steps_dropped: dropped,
+        results,
+        duration_ms: duration.as_secs_f64() * 1000.0,
+    }
+}
+
+/// Instances one trace request may run (an `each_address` instance counts once).
+pub const MAX_TRACED: usize = 16;
+
+/// Runs traces for `/api/v1/trace`: on the probes' runtime, with the running
+/// configuration's probe context, one request at a time.
+pub struct Tracer {
+    prober: Mutex<Arc<dyn crate::scheduler::Prober>>,
+    probes: tokio::runtime::Handle,
+    one: tokio::sync::Semaphore,
+}
+
+/// Why a trace request was not run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TraceRefused {
+    /// Another trace is running.
+    Busy,
+}
+
+impl Tracer {
+    /// A tracer using `prober` on `probes`.
+    pub fn new(prober: Arc<dyn crate::scheduler::Prober>, probes: tokio::runtime::Handle) -> Tracer {
+        Tracer { prober: Mutex::new(prober), probes, one: tokio::sync::Semaphore::new(1) }
+    }
+
+    /// Takes the probe context of a reloaded configuration.
+    pub fn set_prober(&self, prober: Arc<dyn crate::scheduler::Prober>) {
+        *self.prober.lock().unwrap_or_else(|e| e.into_inner()) = prober;
+    }
+
+    /// Traces `instances` one after the other (at most [`MAX_TRACED`]).
+    pub async fn trace(
+        &self,
+        instances: Vec<Arc<crate::config::CheckInstance>>,
+    ) -> Result<Vec<Trace>, TraceRefused> {
+        let _permit = self.one.try_acquire().map_err(|_| TraceRefused::Busy)?;
+        let prober = self.prober.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let run = self.probes.spawn(async move {
+            let mut traces = Vec::new();
+            for i in instances.iter().take(MAX_TRACED) {
+                traces.push(trace_round(&prober, i).await);
+            }
+            traces
+        });
+        Ok(run.await.unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn steps_are_recorded_only_inside_a_trace() {
+        let mut called = false;
+        step("dns", || {
+            called = true;
+            String::new()
+        });
+        assert!(!called, "outside a trace the text is never built");
+        let ((), steps, dropped) = record(async {
+            step("connect", || "to 127.0.0.1:5061".into());
+            let ip: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+            tokio::spawn(inherit(ip, async { step("tls", || "TLS 1.3".into()) })).await.unwrap();
+            for _ in 0..MAX_STEPS {
+                step("sip", || "x".repeat(MAX_TEXT * 2));
+            }
+        })
+        .await;
+        assert_eq!(steps.len(), MAX_STEPS);
+        assert_eq!(dropped, 2);
+        assert_eq!(steps[0].step, "connect");
+        assert_eq!(steps[1].address.as_deref(), Some("127.0.0.2"));
+        assert!(steps[2].text.len() < MAX_TEXT + 100 && steps[2].text.contains("bytes, the first"));
+    }
+
+    #[test]
+    fn credentials_are_masked() {
+        let m = b"REGISTER sip:contoso.com SIP/2.0\r\nAuthorization: Digest username=\"alice\", response=\"abc\"\r\nproxy-authorization:NTLM qop=\"auth\"\r\nVia: x\r\n\r\n";
+        let t = mask_credentials(m);
+        assert!(!t.contains("abc") && !t.contains("alice") && !t.contains("qop"), "{t}");
+        assert!(t.contains("Authorization: Digest ***\r\n"), "{t}");
+        assert!(t.contains("proxy-authorization: NTLM ***\r\n"), "{t}");
+        assert!(t.ends_with("Via: x\r\n\r\n"));
+    }
+}
