@@ -5,7 +5,7 @@
 //! timings as Prometheus metrics, per pool and per site.
 //!
 //! What it does not do: it does not probe when scraped (results are always the last
-//! scheduled run), it does not store history (Prometheus does), and it does not alert
+//! scheduled run; only an explicit trace request runs a probe out of schedule), it does not store history (Prometheus does), and it does not alert
 //! (alert rules in `deploy/` do).
 //!
 //! # Layout
