@@ -17,8 +17,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::probe::{self, CheckSpec, Kind};
-use crate::tls::{TlsOptions, TlsVersion};
+pub use crate::pool::{check_hostname, Pool, Role};
+use crate::probe::{parse_tls_version, BuildCx, BuildError, CheckSpec, Kind, KindKeys};
 
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,50 +105,6 @@ pub struct TlsConfig {
     pub client_key: Option<PathBuf>,
 }
 
-/// Whether a pool is the one being retired or the one taking over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The pool being migrated away from (and rolled back to).
-    Legacy,
-    /// The pool being migrated to.
-    New,
-}
-
-impl Role {
-    /// The `role` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Legacy => "legacy",
-            Role::New => "new",
-        }
-    }
-}
-
-/// One pool of the platform (old or new).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pool {
-    /// Unique name, the `pool` label.
-    pub name: String,
-    /// legacy or new, the `role` label.
-    pub role: Role,
-    /// The pool FQDN clients use; the default target of every check of the pool.
-    pub fqdn: String,
-    /// Lowest TLS version the pool speaks; below 1.2 its TLS checks use OpenSSL.
-    pub tls_min_version: Option<TlsVersion>,
-    /// Host names of the pool's members (Front Ends): DNS answers naming one of them
-    /// point at this pool, as answers naming the FQDN do.
-    pub members: Vec<String>,
-}
-
-impl Pool {
-    /// Whether `name` (any case, trailing dot or not) is the pool FQDN or a member.
-    pub fn owns_name(&self, name: &str) -> bool {
-        let n = name.trim_end_matches('.');
-        n.eq_ignore_ascii_case(&self.fqdn) || self.members.iter().any(|m| n.eq_ignore_ascii_case(m))
-    }
-}
-
 /// One check as it runs: a `[[checks]]` table applied to one pool (or to none).
 #[derive(Debug, Clone)]
 pub struct CheckInstance {
@@ -233,8 +189,11 @@ struct RawFile {
     tls: Option<RawTls>,
     #[serde(default)]
     pools: Vec<RawPool>,
+    /// Decoded apart (see [`decode_check`]); named here so that an unknown top-level
+    /// key's message lists it.
     #[serde(default)]
-    checks: Vec<RawCheck>,
+    #[allow(dead_code)]
+    checks: serde::de::IgnoredAny,
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,182 +252,28 @@ struct RawPool {
     members: Vec<Spanned<String>>,
 }
 
-/// A `[[checks]]` table as written. Keys of every kind live here; the kind's own
-/// module takes the ones it understands and [`RawCheck::reject_foreign`] names the rest.
+/// The keys every `[[checks]]` table has, whatever its kind. The rest of the table
+/// belongs to the kind and is decoded into its own keys struct ([`KindKeys`]).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCheck {
-    /// Unique check name.
-    pub name: Spanned<String>,
-    /// Check kind.
-    pub kind: Spanned<Kind>,
-    /// Pools this check runs for: absent = every pool, `[]` = once without a pool.
-    pub pools: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Interval override.
-    pub interval: Option<Spanned<HumanDuration>>,
-    /// Timeout override.
-    pub timeout: Option<Spanned<HumanDuration>>,
-    /// Target host (default: the pool FQDN). `{fqdn}` is replaced by the pool FQDN.
-    pub host: Option<Spanned<String>>,
-    /// Target port.
-    pub port: Option<Spanned<u16>>,
-    /// dns: the record name to query.
-    pub record: Option<Spanned<String>>,
-    /// dns: the record type (A, AAAA, CNAME, SRV, TXT).
-    #[serde(rename = "type")]
-    pub record_type: Option<Spanned<String>>,
-    /// dns: the exact answer set expected.
-    pub expect: Option<Spanned<Vec<String>>>,
-    /// dns: answers that must be among those returned.
-    pub expect_contains: Option<Spanned<Vec<String>>>,
-    /// TLS kinds: lowest TLS version (overrides the pool's).
-    pub tls_min_version: Option<Spanned<String>>,
-    /// TLS kinds: record the chain but do not verify it.
-    pub tls_skip_verify: Option<Spanned<bool>>,
-    /// TLS kinds: fail with `cert_expiring` when the leaf expires within this many days.
-    pub min_days_valid: Option<Spanned<u32>>,
-    /// http: full URL (`https://host[:port]/path`); `{fqdn}` allowed.
-    pub url: Option<Spanned<String>>,
-    /// http: path on the target host (with `port`, default 443).
-    pub path: Option<Spanned<String>>,
-    /// http, sip: accepted status codes (default: any 2xx).
-    pub expect_status: Option<Spanned<Vec<u16>>>,
-    /// sip: udp, tcp or tls.
-    pub transport: Option<Spanned<String>>,
-    /// sip: Request-URI user part.
-    pub user: Option<Spanned<String>>,
-    /// dns: the pool the answer must belong to.
-    pub expect_pool: Option<Spanned<String>>,
-    /// Connecting kinds: probe every address behind the target name.
-    pub each_address: Option<Spanned<bool>>,
-    /// http: text the body must contain.
-    pub body_contains: Option<Spanned<String>>,
+struct RawCheckCommon {
+    name: Spanned<String>,
+    kind: Spanned<Kind>,
+    pools: Option<Spanned<Vec<Spanned<String>>>>,
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
 }
 
-impl RawCheck {
-    /// Every optional kind-specific key that is set, with its span.
-    fn set_keys(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
-        let mut keys = Vec::new();
-        macro_rules! key {
-            ($field:ident, $name:literal) => {
-                if let Some(v) = &self.$field {
-                    keys.push(($name, v.span()));
-                }
-            };
-        }
-        key!(host, "host");
-        key!(port, "port");
-        key!(record, "record");
-        key!(record_type, "type");
-        key!(expect, "expect");
-        key!(expect_contains, "expect_contains");
-        key!(tls_min_version, "tls_min_version");
-        key!(tls_skip_verify, "tls_skip_verify");
-        key!(min_days_valid, "min_days_valid");
-        key!(url, "url");
-        key!(path, "path");
-        key!(expect_status, "expect_status");
-        key!(body_contains, "body_contains");
-        key!(transport, "transport");
-        key!(user, "user");
-        key!(expect_pool, "expect_pool");
-        key!(each_address, "each_address");
-        keys
-    }
+/// The keys of [`RawCheckCommon`], split off a `[[checks]]` table before the rest goes
+/// to its kind.
+const COMMON_CHECK_KEYS: &[&str] = &["name", "kind", "pools", "interval", "timeout"];
 
-    /// Rejects every kind-specific key not in `allowed`, naming it and its position.
-    pub fn reject_foreign(&self, cx: &CheckCx<'_>, allowed: &[&str]) -> Result<(), ConfigError> {
-        for (key, span) in self.set_keys() {
-            if !allowed.contains(&key) {
-                return Err(cx.err(
-                    span,
-                    &format!(
-                        "{key}: not a key of kind \"{}\" (its keys: {})",
-                        self.kind.get_ref().as_str(),
-                        allowed.join(", ")
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Context for building one check instance: where errors point, and the pool.
-pub struct CheckCx<'a> {
-    src: &'a Source<'a>,
-    /// `checks[N]`, the prefix of every key named in an error.
-    pub path: String,
-    /// The pool the instance is for.
-    pub pool: Option<&'a Pool>,
-    /// The instance's timeout.
-    pub timeout: Duration,
-    /// Every pool of the configuration (for `expect_pool` and `points_to`).
-    pub pools: &'a [Pool],
-}
-
-impl CheckCx<'_> {
-    /// An error at `span` whose message starts with `checks[N].`.
-    pub fn err(&self, span: std::ops::Range<usize>, message: &str) -> ConfigError {
-        self.src.err(span, &format!("{}.{message}", self.path))
-    }
-
-    /// Replaces `{fqdn}` with the pool FQDN; an error when there is no pool to take it from.
-    pub fn expand(&self, value: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
-        let s = value.get_ref();
-        if !s.contains("{fqdn}") {
-            return Ok(s.clone());
-        }
-        match self.pool {
-            Some(p) => Ok(s.replace("{fqdn}", &p.fqdn)),
-            None => Err(self.err(
-                value.span(),
-                &format!("{key}: uses {{fqdn}} but the check runs without a pool (pools = [])"),
-            )),
-        }
-    }
-
-    /// The target host: `host` (expanded) or the pool FQDN.
-    pub fn host(&self, raw: &RawCheck) -> Result<String, ConfigError> {
-        match (&raw.host, self.pool) {
-            (Some(spanned), _) => {
-                let h = self.expand(spanned, "host")?;
-                check_hostname(&h).map_err(|m| self.err(spanned.span(), &format!("host: {m}")))?;
-                Ok(h)
-            }
-            (None, Some(p)) => Ok(p.fqdn.clone()),
-            (None, None) => {
-                Err(self
-                    .err(raw.name.span(), "host: required when the check runs without a pool (pools = [])"))
-            }
-        }
-    }
-
-    /// The TLS options of the instance: the check's `tls_min_version`, else the pool's,
-    /// else 1.2.
-    pub fn tls_options(&self, raw: &RawCheck) -> Result<TlsOptions, ConfigError> {
-        let min_version = match &raw.tls_min_version {
-            Some(v) => parse_tls_version(v).map_err(|m| self.err(v.span(), &m))?,
-            None => self.pool.and_then(|p| p.tls_min_version).unwrap_or(TlsVersion::V1_2),
-        };
-        Ok(TlsOptions {
-            min_version,
-            skip_verify: raw.tls_skip_verify.as_ref().is_some_and(|v| *v.get_ref()),
-            min_days_valid: raw.min_days_valid.as_ref().map(|v| *v.get_ref()),
-        })
-    }
-
-    /// The target port, required.
-    pub fn port(&self, raw: &RawCheck) -> Result<u16, ConfigError> {
-        match &raw.port {
-            Some(p) if *p.get_ref() == 0 => Err(self.err(p.span(), "port: must be 1-65535")),
-            Some(p) => Ok(*p.get_ref()),
-            None => Err(self.err(
-                raw.name.span(),
-                &format!("port: required for kind \"{}\"", raw.kind.get_ref().as_str()),
-            )),
-        }
-    }
+/// A `[[checks]]` table as written: the common keys, and the kind's keys decoded by the
+/// kind's own struct.
+#[derive(Debug)]
+struct RawCheck {
+    common: RawCheckCommon,
+    keys: KindKeys,
 }
 
 /// A constant label value: a string and nothing else (TOML dates, numbers and tables
@@ -524,6 +329,22 @@ impl Source<'_> {
         (line, col)
     }
 
+    /// A TOML or serde error, at its place in the file.
+    fn toml_err(&self, e: &toml::de::Error) -> ConfigError {
+        let position = e.span().map(|s| self.position(s.start));
+        let mut message = e.message().trim().to_owned();
+        // The toml crate carries dates through serde as a table with an internal
+        // name; an operator should read what is wrong instead.
+        let value = e.span().and_then(|s| self.text.get(s.start..)).unwrap_or("");
+        let date = value.len() > 4
+            && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+            && value.as_bytes()[4] == b'-';
+        if message.contains("$__toml_private_datetime") || (date && message.contains("invalid type: map")) {
+            message = "a date or time is not allowed here (quote it if it is meant as text)".into();
+        }
+        ConfigError { origin: self.origin.to_owned(), position, message }
+    }
+
     fn err(&self, span: std::ops::Range<usize>, message: &str) -> ConfigError {
         // Defaults carry the empty span 0..0: they have no place in the file.
         let position = (span != (0..0)).then(|| self.position(span.start));
@@ -553,22 +374,15 @@ impl Config {
     /// Validates configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let src = Source { origin, text };
-        let raw: RawFile = toml::from_str(text).map_err(|e| {
-            let position = e.span().map(|s| src.position(s.start));
-            let mut message = e.message().trim().to_owned();
-            // The toml crate carries dates through serde as a table with an internal
-            // name; an operator should read what is wrong instead.
-            let value = e.span().and_then(|s| text.get(s.start..)).unwrap_or("");
-            let date = value.len() > 4
-                && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
-                && value.as_bytes()[4] == b'-';
-            if message.contains("$__toml_private_datetime") || (date && message.contains("invalid type: map"))
-            {
-                message = "a date or time is not allowed here (quote it if it is meant as text)".into();
-            }
-            ConfigError { origin: origin.to_owned(), position, message }
-        })?;
-        build(raw, &src)
+        let toml_err = |e: toml::de::Error| src.toml_err(&e);
+        let mut root = toml::de::DeTable::parse(text).map_err(toml_err)?;
+        let checks = root.get_mut().remove("checks");
+        let raw: RawFile = RawFile::deserialize(toml::de::Deserializer::from(root)).map_err(toml_err)?;
+        let checks = match checks {
+            None => Vec::new(),
+            Some(value) => decode_checks(value, &src)?,
+        };
+        build(raw, checks, &src)
     }
 
     /// The pool named `name`.
@@ -577,29 +391,67 @@ impl Config {
     }
 }
 
-fn check_hostname(h: &str) -> Result<(), String> {
-    if h.is_empty() {
-        return Err("must not be empty".into());
-    }
-    if h.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(());
-    }
-    let name = h.strip_suffix('.').unwrap_or(h);
-    if name.len() > 253 {
-        return Err(format!("{h:?} is longer than 253 characters"));
-    }
-    for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !ok {
-            return Err(format!("{h:?} is not a valid host name"));
+/// Decodes `[[checks]]`: the common keys, then the kind's keys with the kind's own
+/// struct. A key that belongs to another kind is named as such; a key of no kind is
+/// refused by serde.
+fn decode_checks(
+    value: Spanned<toml::de::DeValue<'_>>,
+    src: &Source<'_>,
+) -> Result<Vec<RawCheck>, ConfigError> {
+    let toml_err = |e: toml::de::Error| src.toml_err(&e);
+    let span = value.span();
+    let items = match value.into_inner() {
+        toml::de::DeValue::Array(items) => items,
+        other => {
+            // Let serde say what it expected.
+            let e = Vec::<serde::de::IgnoredAny>::deserialize(toml::de::ValueDeserializer::from(
+                Spanned::new(span, other),
+            ))
+            .err();
+            return Err(e.map_or_else(|| src.err(0..0, "checks: must be [[checks]] tables"), &toml_err));
         }
+    };
+    let mut checks = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let span = item.span();
+        let toml::de::DeValue::Table(table) = item.get_ref() else {
+            let e = RawCheckCommon::deserialize(toml::de::ValueDeserializer::from(item.clone())).err();
+            return Err(e.map_or_else(|| src.err(span, "checks: must be [[checks]] tables"), &toml_err));
+        };
+        let mut common = toml::de::DeTable::new();
+        let mut rest = toml::de::DeTable::new();
+        for (k, v) in table.iter() {
+            if COMMON_CHECK_KEYS.contains(&k.get_ref().as_ref()) {
+                common.insert(k.clone(), v.clone());
+            } else {
+                rest.insert(k.clone(), v.clone());
+            }
+        }
+        let common_de =
+            toml::de::ValueDeserializer::from(Spanned::new(span.clone(), toml::de::DeValue::Table(common)));
+        let common = RawCheckCommon::deserialize(common_de).map_err(toml_err)?;
+        let kind = *common.kind.get_ref();
+        for (k, v) in rest.iter() {
+            let key: &str = k.get_ref();
+            if !kind.keys().contains(&key) && Kind::ALL.iter().any(|other| other.keys().contains(&key)) {
+                return Err(src.err(
+                    v.span(),
+                    &format!(
+                        "checks[{i}].{key}: not a key of kind \"{}\" (its keys: {})",
+                        kind.as_str(),
+                        kind.keys().join(", ")
+                    ),
+                ));
+            }
+        }
+        let rest_de = toml::de::ValueDeserializer::from(Spanned::new(span, toml::de::DeValue::Table(rest)));
+        let keys = KindKeys::decode(kind, rest_de).map_err(toml_err)?;
+        checks.push(RawCheck { common, keys });
     }
-    Ok(())
+    Ok(checks)
 }
 
-fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
+fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config, ConfigError> {
     let ra = raw.agent.unwrap_or_default();
     let listen: SocketAddr = ra.listen.get_ref().parse().map_err(|_| {
         src.err(
@@ -712,7 +564,7 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
 
     let mut names = HashSet::new();
     let mut instances = Vec::new();
-    for (i, rc) in raw.checks.iter().enumerate() {
+    for (i, RawCheck { common: rc, keys }) in checks.iter().enumerate() {
         let path = format!("checks[{i}]");
         let name = rc.name.get_ref();
         check_name(name).map_err(|m| src.err(rc.name.span(), &format!("{path}.name: {m}")))?;
@@ -760,8 +612,16 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
             }
         };
         for pool in targets {
-            let cx = CheckCx { src, path: path.clone(), pool, timeout: check_timeout, pools: &pools };
-            let (spec, target) = probe::build_spec(rc, &cx)?;
+            let cx = BuildCx {
+                path: path.clone(),
+                name_span: rc.name.span(),
+                kind: *rc.kind.get_ref(),
+                pool,
+                timeout: check_timeout,
+                pools: &pools,
+            };
+            let (spec, target) =
+                keys.build(&cx).map_err(|BuildError { span, message }| src.err(span, &message))?;
             instances.push(Arc::new(CheckInstance {
                 pool: pool.cloned(),
                 check: name.clone(),
@@ -769,7 +629,7 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
                 interval: check_interval,
                 timeout: check_timeout,
                 spec,
-                each_address: rc.each_address.as_ref().is_some_and(|v| *v.get_ref()),
+                each_address: keys.each_address(),
             }));
         }
     }
@@ -777,12 +637,6 @@ fn build(raw: RawFile, src: &Source<'_>) -> Result<Config, ConfigError> {
         instances.retain(|i| (i.stable_hash() % u64::from(shard.count)) as u32 == shard.index - 1);
     }
     Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, instances })
-}
-
-fn parse_tls_version(v: &Spanned<String>) -> Result<TlsVersion, String> {
-    TlsVersion::parse(v.get_ref()).ok_or_else(|| {
-        format!("tls_min_version: {:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"", v.get_ref())
-    })
 }
 
 /// Label names the agent sets itself; `agent.labels` may not reuse them.

@@ -39,6 +39,7 @@ pub mod config;
 pub mod lab;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod probe;
 pub mod report;
 pub mod resolve;

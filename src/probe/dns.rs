@@ -16,8 +16,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 
-use super::{FailureReason, Outcome, Phase, ProbeContext};
-use crate::config::{CheckCx, ConfigError, RawCheck};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 
 /// Record types a dns check can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,36 +82,52 @@ pub struct DnsSpec {
     /// The instance's timeout, shared out between the servers when there are several.
     pub budget: Duration,
     /// Every pool of the configuration: the answer is attributed to one of them.
-    pub pools: Vec<crate::config::Pool>,
+    pub pools: Vec<crate::pool::Pool>,
     /// The pool the answer must belong to (`expect_pool`).
     pub expect_pool: Option<String>,
 }
 
-impl DnsSpec {
-    /// Validates the dns keys of `raw`; the target label is the record name.
-    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(DnsSpec, String), ConfigError> {
-        raw.reject_foreign(cx, &["record", "type", "expect", "expect_contains", "expect_pool"])?;
-        let record = raw
+/// The keys of `kind = "dns"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsKeys {
+    /// The record name to query; `{fqdn}` allowed.
+    pub record: Option<Spanned<String>>,
+    /// The record type (A, AAAA, CNAME, SRV, TXT; default A).
+    #[serde(rename = "type")]
+    pub record_type: Option<Spanned<String>>,
+    /// The exact answer set expected.
+    pub expect: Option<Spanned<Vec<String>>>,
+    /// Answers that must be among those returned.
+    pub expect_contains: Option<Spanned<Vec<String>>>,
+    /// The pool the answer must belong to.
+    pub expect_pool: Option<Spanned<String>>,
+}
+
+impl CheckKind for DnsSpec {
+    type Keys = DnsKeys;
+
+    /// The target label is the record name.
+    fn build(keys: &DnsKeys, cx: &BuildCx<'_>) -> Result<(DnsSpec, String), BuildError> {
+        let record = keys
             .record
             .as_ref()
-            .ok_or_else(|| cx.err(raw.name.span(), "record: required for kind \"dns\""))?;
+            .ok_or_else(|| cx.err(cx.name_span.clone(), "record: required for kind \"dns\""))?;
         let text = cx.expand(record, "record")?;
         let text = text.trim_end_matches('.').to_owned();
         let name = Name::from_ascii(format!("{text}."))
             .map_err(|e| cx.err(record.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;
-        let rtype = match &raw.record_type {
+        let rtype = match &keys.record_type {
             None => DnsType::A,
             Some(t) => DnsType::parse(t.get_ref()).ok_or_else(|| {
                 cx.err(t.span(), &format!("type: {:?} is not one of A, AAAA, CNAME, SRV, TXT", t.get_ref()))
             })?,
         };
-        let parse_set = |v: &toml::Spanned<Vec<String>>,
-                         key: &str|
-         -> Result<BTreeSet<String>, ConfigError> {
+        let parse_set = |v: &Spanned<Vec<String>>, key: &str| -> Result<BTreeSet<String>, BuildError> {
             let mut set = BTreeSet::new();
             for item in v.get_ref() {
                 let item = if item.contains("{fqdn}") {
-                    cx.expand(&toml::Spanned::new(v.span(), item.clone()), key)?
+                    cx.expand(&Spanned::new(v.span(), item.clone()), key)?
                 } else {
                     item.clone()
                 };
@@ -119,7 +137,7 @@ impl DnsSpec {
             }
             Ok(set)
         };
-        let expect = match (&raw.expect, &raw.expect_contains) {
+        let expect = match (&keys.expect, &keys.expect_contains) {
             (Some(a), Some(_)) => {
                 return Err(cx.err(a.span(), "expect: give either expect or expect_contains, not both"));
             }
@@ -127,22 +145,25 @@ impl DnsSpec {
             (None, Some(v)) => Expectation::Contains(parse_set(v, "expect_contains")?),
             (None, None) => Expectation::AnyAnswer,
         };
-        let expect_pool = match &raw.expect_pool {
-            None => None,
-            Some(p) => {
-                if raw.expect.is_some() || raw.expect_contains.is_some() {
-                    return Err(
-                        cx.err(p.span(), "expect_pool: give either expect_pool or expect/expect_contains")
-                    );
-                }
-                if !cx.pools.iter().any(|x| &x.name == p.get_ref()) {
-                    return Err(cx.err(p.span(), &format!("expect_pool: unknown pool {:?}", p.get_ref())));
-                }
-                Some(p.get_ref().clone())
-            }
-        };
+        if let (Some(p), true) = (&keys.expect_pool, keys.expect.is_some() || keys.expect_contains.is_some())
+        {
+            return Err(cx.err(p.span(), "expect_pool: give either expect_pool or expect/expect_contains"));
+        }
+        let expect_pool = cx.expect_pool(keys.expect_pool.as_ref())?;
         let spec = DnsSpec { name, rtype, expect, budget: cx.timeout, pools: cx.pools.to_vec(), expect_pool };
         Ok((spec, text))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn timeout_reason(&self) -> FailureReason {
+        FailureReason::DnsTimeout
+    }
+
+    fn expect_pool(&self) -> Option<&str> {
+        self.expect_pool.as_deref()
     }
 }
 

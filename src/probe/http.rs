@@ -11,8 +11,10 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::{tcp, tls, FailureReason, Outcome, Phase, ProbeContext};
-use crate::config::{CheckCx, ConfigError, RawCheck};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{tcp, tls, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 use crate::tls::TlsOptions;
 
 /// Largest body read for `body_contains`.
@@ -35,27 +37,40 @@ pub struct HttpSpec {
     pub opts: TlsOptions,
 }
 
-impl HttpSpec {
-    /// Validates the http keys of `raw`; the target label is the URL.
-    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(HttpSpec, String), ConfigError> {
-        raw.reject_foreign(
-            cx,
-            &[
-                "host",
-                "port",
-                "url",
-                "path",
-                "expect_status",
-                "body_contains",
-                "tls_min_version",
-                "tls_skip_verify",
-                "min_days_valid",
-                "each_address",
-            ],
-        )?;
-        let (host, port, path) = match (&raw.url, &raw.path) {
+/// The keys of `kind = "http"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpKeys {
+    /// Target host (with `path`; default: the pool FQDN).
+    pub host: Option<Spanned<String>>,
+    /// Target port (with `path`; default 443).
+    pub port: Option<Spanned<u16>>,
+    /// Full URL (`https://host[:port]/path`); `{fqdn}` allowed.
+    pub url: Option<Spanned<String>>,
+    /// Path on the target host.
+    pub path: Option<Spanned<String>>,
+    /// Accepted status codes (default: any 2xx).
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    /// Text the body must contain.
+    pub body_contains: Option<Spanned<String>>,
+    /// Lowest TLS version (overrides the pool's).
+    pub tls_min_version: Option<Spanned<String>>,
+    /// Record the chain but do not verify it.
+    pub tls_skip_verify: Option<Spanned<bool>>,
+    /// Fail with `cert_expiring` when the leaf expires within this many days.
+    pub min_days_valid: Option<Spanned<u32>>,
+    /// Probe every address behind the target name.
+    pub each_address: Option<Spanned<bool>>,
+}
+
+impl CheckKind for HttpSpec {
+    type Keys = HttpKeys;
+
+    /// The target label is the URL.
+    fn build(keys: &HttpKeys, cx: &BuildCx<'_>) -> Result<(HttpSpec, String), BuildError> {
+        let (host, port, path) = match (&keys.url, &keys.path) {
             (Some(u), None) => {
-                if raw.host.is_some() || raw.port.is_some() {
+                if keys.host.is_some() || keys.port.is_some() {
                     return Err(cx.err(u.span(), "url: give either url, or host/port/path, not both"));
                 }
                 let text = cx.expand(u, "url")?;
@@ -67,13 +82,15 @@ impl HttpSpec {
                     return Err(cx.err(p.span(), &format!("path: {path:?} must start with /")));
                 }
                 check_path(&path).map_err(|m| cx.err(p.span(), &format!("path: {m}")))?;
-                let port = if raw.port.is_some() { cx.port(raw)? } else { 443 };
-                (cx.host(raw)?, port, path)
+                let port = if keys.port.is_some() { cx.port(keys.port.as_ref())? } else { 443 };
+                (cx.host(keys.host.as_ref())?, port, path)
             }
             (Some(u), Some(_)) => return Err(cx.err(u.span(), "url: give either url or path, not both")),
-            (None, None) => return Err(cx.err(raw.name.span(), "url: required for kind \"http\" (or path)")),
+            (None, None) => {
+                return Err(cx.err(cx.name_span.clone(), "url: required for kind \"http\" (or path)"))
+            }
         };
-        let expect_status = match &raw.expect_status {
+        let expect_status = match &keys.expect_status {
             None => Vec::new(),
             Some(v) => {
                 if let Some(bad) = v.get_ref().iter().find(|c| !(100..=599).contains(*c)) {
@@ -92,10 +109,26 @@ impl HttpSpec {
             port,
             path,
             expect_status,
-            body_contains: raw.body_contains.as_ref().map(|b| b.get_ref().clone()),
-            opts: cx.tls_options(raw)?,
+            body_contains: keys.body_contains.as_ref().map(|b| b.get_ref().clone()),
+            opts: cx.tls_options(&super::TlsKeys {
+                tls_min_version: keys.tls_min_version.as_ref(),
+                tls_skip_verify: keys.tls_skip_verify.as_ref(),
+                min_days_valid: keys.min_days_valid.as_ref(),
+            })?,
         };
         Ok((spec, target))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn each_address(keys: &HttpKeys) -> bool {
+        keys.each_address.as_ref().is_some_and(|v| *v.get_ref())
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(&self.host)
     }
 }
 

@@ -1,5 +1,6 @@
-//! Probes: one module per check kind, one [`CheckSpec`] variant per kind, one `match`
-//! arm per kind in [`build_spec`] and [`run`].
+//! The check kinds: one module per kind implementing [`CheckKind`], one line per kind
+//! in the [`check_kinds!`] list (which generates [`Kind`], [`CheckSpec`], [`KindKeys`]
+//! and the dispatch).
 //!
 //! Every probe has the same shape: `async fn probe(spec, &ProbeContext) -> Outcome`.
 //! Probes do not enforce their own deadline: the caller wraps them in the instance's
@@ -16,116 +17,329 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CheckCx, ConfigError, RawCheck};
+use toml::Spanned;
+
+use crate::pool::Pool;
 use crate::resolve::Resolver;
+use crate::tls::{TlsOptions, TlsVersion};
 
-/// The check kinds this build knows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// TCP connect.
-    Tcp,
-    /// DNS query and answer comparison.
-    Dns,
-    /// TLS handshake and certificate checks.
-    Tls,
-    /// HTTPS GET.
-    Http,
-    /// SIP OPTIONS over UDP, TCP or TLS.
-    Sip,
-    /// SRV record → host → TLS → OPTIONS, as a client signs in.
-    SipDiscovery,
-}
+/// One check kind: its keys, how they become a probe description, and the probe.
+///
+/// A kind is one module with a type implementing this trait (the validated probe
+/// description) and one line in the [`check_kinds!`] list below, which generates
+/// [`Kind`], [`CheckSpec`], [`KindKeys`] and the dispatch. Its keys are a serde struct
+/// with `deny_unknown_fields`: a key of another kind, or of none, is rejected when the
+/// file is decoded; nobody keeps a list of keys by hand.
+pub trait CheckKind: Sized {
+    /// The keys of a `[[checks]]` table of this kind besides the common ones (`name`,
+    /// `kind`, `pools`, `interval`, `timeout`), in the order error messages list them.
+    type Keys: serde::de::DeserializeOwned + std::fmt::Debug;
 
-impl Kind {
-    /// The `kind` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Tcp => "tcp",
-            Kind::Dns => "dns",
-            Kind::Tls => "tls",
-            Kind::Http => "http",
-            Kind::Sip => "sip",
-            Kind::SipDiscovery => "sip_discovery",
-        }
-    }
-}
+    /// Validates the keys for one instance (one pool, or none); returns the probe
+    /// description and the instance's `target` label.
+    fn build(keys: &Self::Keys, cx: &BuildCx<'_>) -> Result<(Self, String), BuildError>;
 
-/// A validated, kind-specific probe description.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckSpec {
-    /// See [`tcp::TcpSpec`].
-    Tcp(tcp::TcpSpec),
-    /// See [`dns::DnsSpec`].
-    Dns(dns::DnsSpec),
-    /// See [`tls::TlsSpec`].
-    Tls(tls::TlsSpec),
-    /// See [`http::HttpSpec`].
-    Http(http::HttpSpec),
-    /// See [`sip::SipSpec`].
-    Sip(sip::SipSpec),
-    /// See [`sip_discovery::SipDiscoverySpec`].
-    SipDiscovery(sip_discovery::SipDiscoverySpec),
-}
+    /// Runs one probe, without a deadline of its own (the scheduler adds it).
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send;
 
-impl CheckSpec {
-    /// The kind of this spec.
-    pub fn kind(&self) -> Kind {
-        match self {
-            CheckSpec::Tcp(_) => Kind::Tcp,
-            CheckSpec::Dns(_) => Kind::Dns,
-            CheckSpec::Tls(_) => Kind::Tls,
-            CheckSpec::Http(_) => Kind::Http,
-            CheckSpec::Sip(_) => Kind::Sip,
-            CheckSpec::SipDiscovery(_) => Kind::SipDiscovery,
-        }
+    /// Whether the keys ask to probe every address behind the target name
+    /// (`each_address`); only kinds with a [`CheckKind::host`] can.
+    fn each_address(_keys: &Self::Keys) -> bool {
+        false
     }
 
-    /// The host a connecting kind resolves and connects to (`each_address` fans out over
-    /// its addresses); `None` for dns.
-    pub fn host(&self) -> Option<&str> {
-        match self {
-            CheckSpec::Tcp(s) => Some(&s.host),
-            CheckSpec::Tls(s) => Some(&s.host),
-            CheckSpec::Http(s) => Some(&s.host),
-            CheckSpec::Sip(s) => Some(&s.host),
-            CheckSpec::Dns(_) | CheckSpec::SipDiscovery(_) => None,
-        }
-    }
-
-    /// The pool a record or the sign-in path must point at (`expect_pool`), if planned.
-    pub fn expect_pool(&self) -> Option<&str> {
-        match self {
-            CheckSpec::Dns(s) => s.expect_pool.as_deref(),
-            CheckSpec::SipDiscovery(s) => s.expect_pool.as_deref(),
-            CheckSpec::Tcp(_) | CheckSpec::Tls(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) => None,
-        }
+    /// The host a connecting kind resolves and connects to (`each_address` fans out
+    /// over its addresses).
+    fn host(&self) -> Option<&str> {
+        None
     }
 
     /// The reason recorded when the probe does not finish within its timeout.
-    pub fn timeout_reason(&self) -> FailureReason {
-        match self {
-            CheckSpec::Tcp(_) => FailureReason::Timeout,
-            CheckSpec::Dns(_) => FailureReason::DnsTimeout,
-            CheckSpec::Tls(_) | CheckSpec::Http(_) | CheckSpec::Sip(_) | CheckSpec::SipDiscovery(_) => {
-                FailureReason::Timeout
+    fn timeout_reason(&self) -> FailureReason {
+        FailureReason::Timeout
+    }
+
+    /// The pool a record or the sign-in path must point at (`expect_pool`), if planned.
+    fn expect_pool(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Declares the check kinds from one list: [`Kind`] (the `kind` key and label),
+/// [`CheckSpec`], [`KindKeys`] and every dispatch come from it.
+macro_rules! check_kinds {
+    ($($(#[doc = $doc:literal])+ $variant:ident($spec:ty) => $name:literal,)+) => {
+        /// The check kinds this build knows.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+        pub enum Kind {
+            $($(#[doc = $doc])+ #[serde(rename = $name)] $variant,)+
+        }
+
+        impl Kind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [Kind] = &[$(Kind::$variant,)+];
+
+            /// The `kind` label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)+
+                }
             }
+
+            /// What the kind checks, as documented in the list.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => concat!($($doc, " ",)+).trim_ascii(),)+
+                }
+            }
+
+            /// The kind's own keys, from its keys struct.
+            pub fn keys(self) -> &'static [&'static str] {
+                match self {
+                    $(Kind::$variant => struct_fields::<<$spec as CheckKind>::Keys>(),)+
+                }
+            }
+        }
+
+        /// A validated, kind-specific probe description.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum CheckSpec {
+            $($(#[doc = $doc])+ $variant($spec),)+
+        }
+
+        /// The kind keys of one `[[checks]]` table, decoded.
+        #[derive(Debug)]
+        pub enum KindKeys {
+            $($(#[doc = $doc])+ $variant(<$spec as CheckKind>::Keys),)+
+        }
+
+        impl KindKeys {
+            /// Decodes the keys of `kind` (unknown keys are errors).
+            pub fn decode<'de, D: serde::Deserializer<'de>>(kind: Kind, d: D) -> Result<KindKeys, D::Error> {
+                match kind {
+                    $(Kind::$variant => {
+                        <<$spec as CheckKind>::Keys as Deserialize>::deserialize(d).map(KindKeys::$variant)
+                    })+
+                }
+            }
+
+            /// Builds one instance's probe description and `target` label.
+            pub fn build(&self, cx: &BuildCx<'_>) -> Result<(CheckSpec, String), BuildError> {
+                match self {
+                    $(KindKeys::$variant(k) => {
+                        <$spec as CheckKind>::build(k, cx).map(|(s, t)| (CheckSpec::$variant(s), t))
+                    })+
+                }
+            }
+
+            /// Whether the keys ask for `each_address`.
+            pub fn each_address(&self) -> bool {
+                match self {
+                    $(KindKeys::$variant(k) => <$spec as CheckKind>::each_address(k),)+
+                }
+            }
+        }
+
+        impl CheckSpec {
+            /// The kind of this spec.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(CheckSpec::$variant(_) => Kind::$variant,)+
+                }
+            }
+
+            /// See [`CheckKind::host`].
+            pub fn host(&self) -> Option<&str> {
+                match self {
+                    $(CheckSpec::$variant(s) => s.host(),)+
+                }
+            }
+
+            /// See [`CheckKind::timeout_reason`].
+            pub fn timeout_reason(&self) -> FailureReason {
+                match self {
+                    $(CheckSpec::$variant(s) => s.timeout_reason(),)+
+                }
+            }
+
+            /// See [`CheckKind::expect_pool`].
+            pub fn expect_pool(&self) -> Option<&str> {
+                match self {
+                    $(CheckSpec::$variant(s) => s.expect_pool(),)+
+                }
+            }
+        }
+
+        /// Runs one probe, without a deadline of its own.
+        pub async fn run(spec: &CheckSpec, cx: &ProbeContext) -> Outcome {
+            match spec {
+                $(CheckSpec::$variant(s) => s.probe(cx).await,)+
+            }
+        }
+    };
+}
+
+check_kinds! {
+    /// TCP connect.
+    Tcp(tcp::TcpSpec) => "tcp",
+    /// DNS query and answer comparison.
+    Dns(dns::DnsSpec) => "dns",
+    /// TLS handshake and certificate checks.
+    Tls(tls::TlsSpec) => "tls",
+    /// HTTPS GET.
+    Http(http::HttpSpec) => "http",
+    /// SIP OPTIONS over UDP, TCP or TLS.
+    Sip(sip::SipSpec) => "sip",
+    /// SRV record → host → TLS → OPTIONS, as a client signs in.
+    SipDiscovery(sip_discovery::SipDiscoverySpec) => "sip_discovery",
+}
+
+/// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde
+/// itself so that they cannot drift from the struct.
+fn struct_fields<T: serde::de::DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::value::Error;
+    use serde::de::Error as _;
+    struct Fields<'a>(&'a std::cell::Cell<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            self.0.set(fields);
+            Err(Error::custom("fields taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+    let cell = std::cell::Cell::new(&[][..]);
+    let _ = T::deserialize(Fields(&cell));
+    cell.get()
+}
+
+/// Why a check's keys are invalid for one instance: the span of the offending value and
+/// the message (starting with `checks[N].key`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    /// Byte span in the configuration text (`0..0`: no place in the file).
+    pub span: std::ops::Range<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What a kind's [`CheckKind::build`] may know about the instance it builds.
+pub struct BuildCx<'a> {
+    /// `checks[N]`, the prefix of every key named in an error.
+    pub path: String,
+    /// The span of the check's `name`, for errors about a missing key.
+    pub name_span: std::ops::Range<usize>,
+    /// The check's kind.
+    pub kind: Kind,
+    /// The pool the instance is for.
+    pub pool: Option<&'a Pool>,
+    /// The instance's timeout.
+    pub timeout: Duration,
+    /// Every pool of the configuration (for `expect_pool` and `points_to`).
+    pub pools: &'a [Pool],
+}
+
+impl BuildCx<'_> {
+    /// An error at `span` whose message starts with `checks[N].`.
+    pub fn err(&self, span: std::ops::Range<usize>, message: &str) -> BuildError {
+        BuildError { span, message: format!("{}.{message}", self.path) }
+    }
+
+    /// Replaces `{fqdn}` with the pool FQDN; an error when there is no pool to take it from.
+    pub fn expand(&self, value: &Spanned<String>, key: &str) -> Result<String, BuildError> {
+        let s = value.get_ref();
+        if !s.contains("{fqdn}") {
+            return Ok(s.clone());
+        }
+        match self.pool {
+            Some(p) => Ok(s.replace("{fqdn}", &p.fqdn)),
+            None => Err(self.err(
+                value.span(),
+                &format!("{key}: uses {{fqdn}} but the check runs without a pool (pools = [])"),
+            )),
+        }
+    }
+
+    /// The target host: `host` (expanded) or the pool FQDN.
+    pub fn host(&self, host: Option<&Spanned<String>>) -> Result<String, BuildError> {
+        match (host, self.pool) {
+            (Some(spanned), _) => {
+                let h = self.expand(spanned, "host")?;
+                crate::pool::check_hostname(&h)
+                    .map_err(|m| self.err(spanned.span(), &format!("host: {m}")))?;
+                Ok(h)
+            }
+            (None, Some(p)) => Ok(p.fqdn.clone()),
+            (None, None) => Err(self.err(
+                self.name_span.clone(),
+                "host: required when the check runs without a pool (pools = [])",
+            )),
+        }
+    }
+
+    /// The target port, required.
+    pub fn port(&self, port: Option<&Spanned<u16>>) -> Result<u16, BuildError> {
+        match port {
+            Some(p) if *p.get_ref() == 0 => Err(self.err(p.span(), "port: must be 1-65535")),
+            Some(p) => Ok(*p.get_ref()),
+            None => Err(self
+                .err(self.name_span.clone(), &format!("port: required for kind \"{}\"", self.kind.as_str()))),
+        }
+    }
+
+    /// The TLS options of the instance: the check's `tls_min_version`, else the pool's,
+    /// else 1.2.
+    pub fn tls_options(&self, keys: &TlsKeys) -> Result<TlsOptions, BuildError> {
+        let min_version = match &keys.tls_min_version {
+            Some(v) => parse_tls_version(v).map_err(|m| self.err(v.span(), &m))?,
+            None => self.pool.and_then(|p| p.tls_min_version).unwrap_or(TlsVersion::V1_2),
+        };
+        Ok(TlsOptions {
+            min_version,
+            skip_verify: keys.tls_skip_verify.as_ref().is_some_and(|v| *v.get_ref()),
+            min_days_valid: keys.min_days_valid.as_ref().map(|v| *v.get_ref()),
+        })
+    }
+
+    /// `expect_pool`, which must name a pool of the configuration.
+    pub fn expect_pool(&self, pool: Option<&Spanned<String>>) -> Result<Option<String>, BuildError> {
+        match pool {
+            Some(p) if !self.pools.iter().any(|x| &x.name == p.get_ref()) => {
+                Err(self.err(p.span(), &format!("expect_pool: unknown pool {:?}", p.get_ref())))
+            }
+            p => Ok(p.map(|p| p.get_ref().clone())),
         }
     }
 }
 
-/// Builds the spec of one instance of `raw` and its `target` label.
-pub fn build_spec(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(CheckSpec, String), ConfigError> {
-    match raw.kind.get_ref() {
-        Kind::Tcp => tcp::TcpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tcp(s), t)),
-        Kind::Dns => dns::DnsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Dns(s), t)),
-        Kind::Tls => tls::TlsSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Tls(s), t)),
-        Kind::Http => http::HttpSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Http(s), t)),
-        Kind::Sip => sip::SipSpec::build(raw, cx).map(|(s, t)| (CheckSpec::Sip(s), t)),
-        Kind::SipDiscovery => {
-            sip_discovery::SipDiscoverySpec::build(raw, cx).map(|(s, t)| (CheckSpec::SipDiscovery(s), t))
-        }
-    }
+/// The TLS keys of the kinds that speak TLS, as [`BuildCx::tls_options`] reads them.
+#[derive(Debug, Default)]
+pub struct TlsKeys<'a> {
+    /// Lowest TLS version (overrides the pool's).
+    pub tls_min_version: Option<&'a Spanned<String>>,
+    /// Record the chain but do not verify it.
+    pub tls_skip_verify: Option<&'a Spanned<bool>>,
+    /// Fail with `cert_expiring` when the leaf expires within this many days.
+    pub min_days_valid: Option<&'a Spanned<u32>>,
+}
+
+/// `tls_min_version` of a check or a pool.
+pub fn parse_tls_version(v: &Spanned<String>) -> Result<TlsVersion, String> {
+    TlsVersion::parse(v.get_ref()).ok_or_else(|| {
+        format!("tls_min_version: {:?} is not one of \"1.0\", \"1.1\", \"1.2\", \"1.3\"", v.get_ref())
+    })
 }
 
 /// Shared, per-configuration state that probes use.
@@ -140,18 +354,6 @@ pub struct ProbeContext {
     /// `each_address`: connect to this address instead of resolving the target name
     /// (SNI, certificate name and SIP Request-URI stay the name).
     pub address: Option<std::net::IpAddr>,
-}
-
-/// Runs one probe, without a deadline of its own.
-pub async fn run(spec: &CheckSpec, cx: &ProbeContext) -> Outcome {
-    match spec {
-        CheckSpec::Tcp(s) => tcp::probe(s, cx).await,
-        CheckSpec::Dns(s) => dns::probe(s, cx).await,
-        CheckSpec::Tls(s) => tls::probe(s, cx).await,
-        CheckSpec::Http(s) => http::probe(s, cx).await,
-        CheckSpec::Sip(s) => sip::probe(s, cx).await,
-        CheckSpec::SipDiscovery(s) => sip_discovery::probe(s, cx).await,
-    }
 }
 
 /// Declares [`FailureReason`] from one list: the variants, [`FailureReason::ALL`],

@@ -17,8 +17,11 @@ use tokio::time::Instant;
 
 use super::sip::message::Transport;
 use super::sip::{self, SipSpec};
-use super::{FailureReason, Outcome, Phase, ProbeContext};
-use crate::config::{CheckCx, ConfigError, Pool, RawCheck};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use crate::pool::Pool;
 use crate::tls::TlsOptions;
 
 /// A sip_discovery check.
@@ -42,60 +45,71 @@ pub struct SipDiscoverySpec {
     pub expect_pool: Option<String>,
 }
 
-impl SipDiscoverySpec {
-    /// Validates the keys of `raw`; the target label is the SRV record.
-    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(SipDiscoverySpec, String), ConfigError> {
-        raw.reject_foreign(
-            cx,
-            &[
-                "record",
-                "transport",
-                "user",
-                "expect_status",
-                "expect_pool",
-                "tls_min_version",
-                "tls_skip_verify",
-                "min_days_valid",
-            ],
-        )?;
-        let rec = raw
+/// The keys of `kind = "sip_discovery"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipDiscoveryKeys {
+    /// The SRV record; `{fqdn}` allowed.
+    pub record: Option<Spanned<String>>,
+    /// udp, tcp or tls (default: from the record's name).
+    pub transport: Option<Spanned<String>>,
+    /// Request-URI user part.
+    pub user: Option<Spanned<String>>,
+    /// Accepted final status codes (default: any 2xx).
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    /// The pool clients must land on.
+    pub expect_pool: Option<Spanned<String>>,
+    /// Lowest TLS version (overrides the pool's).
+    pub tls_min_version: Option<Spanned<String>>,
+    /// Record the chain but do not verify it.
+    pub tls_skip_verify: Option<Spanned<bool>>,
+    /// Fail with `cert_expiring` when the leaf expires within this many days.
+    pub min_days_valid: Option<Spanned<u32>>,
+}
+
+impl CheckKind for SipDiscoverySpec {
+    type Keys = SipDiscoveryKeys;
+
+    /// The target label is the SRV record.
+    fn build(keys: &SipDiscoveryKeys, cx: &BuildCx<'_>) -> Result<(SipDiscoverySpec, String), BuildError> {
+        let rec = keys
             .record
             .as_ref()
-            .ok_or_else(|| cx.err(raw.name.span(), "record: required for kind \"sip_discovery\""))?;
+            .ok_or_else(|| cx.err(cx.name_span.clone(), "record: required for kind \"sip_discovery\""))?;
         let text = cx.expand(rec, "record")?.trim_end_matches('.').to_owned();
         let record = Name::from_ascii(format!("{text}."))
             .map_err(|e| cx.err(rec.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;
         let lower = text.to_ascii_lowercase();
-        let transport = match raw.transport.as_ref().map(|t| t.get_ref().to_ascii_lowercase()) {
-            Some(t) if t == "udp" => Transport::Udp,
-            Some(t) if t == "tcp" => Transport::Tcp,
-            Some(t) if t == "tls" => Transport::Tls,
-            Some(other) => {
-                let span = raw.transport.as_ref().map_or(0..0, |t| t.span());
-                return Err(cx.err(span, &format!("transport: {other:?} is not one of udp, tcp, tls")));
-            }
+        let transport = match &keys.transport {
+            Some(t) => sip::parse_transport(t, cx)?,
             // `_sipinternaltls._tcp`, `_sip._tls`, `_sipfederationtls._tcp`: TLS.
             None if lower.contains("tls") => Transport::Tls,
             None if lower.contains("._udp.") => Transport::Udp,
             None => Transport::Tcp,
         };
-        let expect_pool = match &raw.expect_pool {
-            Some(p) if !cx.pools.iter().any(|x| &x.name == p.get_ref()) => {
-                return Err(cx.err(p.span(), &format!("expect_pool: unknown pool {:?}", p.get_ref())));
-            }
-            p => p.as_ref().map(|p| p.get_ref().clone()),
-        };
         let spec = SipDiscoverySpec {
             record,
             transport,
-            user: raw.user.as_ref().map(|u| u.get_ref().clone()),
-            expect_status: raw.expect_status.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default(),
-            opts: cx.tls_options(raw)?,
+            user: keys.user.as_ref().map(|u| u.get_ref().clone()),
+            expect_status: keys.expect_status.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default(),
+            opts: cx.tls_options(&super::TlsKeys {
+                tls_min_version: keys.tls_min_version.as_ref(),
+                tls_skip_verify: keys.tls_skip_verify.as_ref(),
+                min_days_valid: keys.min_days_valid.as_ref(),
+            })?,
             budget: cx.timeout,
             pools: cx.pools.to_vec(),
-            expect_pool,
+            expect_pool: cx.expect_pool(keys.expect_pool.as_ref())?,
         };
         Ok((spec, text))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn expect_pool(&self) -> Option<&str> {
+        self.expect_pool.as_deref()
     }
 }
 

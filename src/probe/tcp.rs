@@ -9,8 +9,10 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{connect_reason, FailureReason, Outcome, Phase, ProbeContext};
-use crate::config::{CheckCx, ConfigError, RawCheck};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{connect_reason, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 
 /// A tcp check: `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,14 +23,39 @@ pub struct TcpSpec {
     pub port: u16,
 }
 
-impl TcpSpec {
-    /// Validates the tcp keys of `raw`; the target label is `host:port`.
-    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(TcpSpec, String), ConfigError> {
-        raw.reject_foreign(cx, &["host", "port", "each_address"])?;
-        let host = cx.host(raw)?;
-        let port = cx.port(raw)?;
+/// The keys of `kind = "tcp"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpKeys {
+    /// Target host (default: the pool FQDN); `{fqdn}` is replaced by the pool FQDN.
+    pub host: Option<Spanned<String>>,
+    /// Target port.
+    pub port: Option<Spanned<u16>>,
+    /// Probe every address behind the target name.
+    pub each_address: Option<Spanned<bool>>,
+}
+
+impl CheckKind for TcpSpec {
+    type Keys = TcpKeys;
+
+    /// The target label is `host:port`.
+    fn build(keys: &TcpKeys, cx: &BuildCx<'_>) -> Result<(TcpSpec, String), BuildError> {
+        let host = cx.host(keys.host.as_ref())?;
+        let port = cx.port(keys.port.as_ref())?;
         let target = host_port(&host, port);
         Ok((TcpSpec { host, port }, target))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn each_address(keys: &TcpKeys) -> bool {
+        keys.each_address.as_ref().is_some_and(|v| *v.get_ref())
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(&self.host)
     }
 }
 

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{tcp, FailureReason, Outcome, Phase, ProbeContext};
-use crate::config::{CheckCx, ConfigError, RawCheck};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{tcp, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 use crate::tls::{TlsOptions, TlsStream};
 
 /// A tls check.
@@ -21,17 +23,50 @@ pub struct TlsSpec {
     pub opts: TlsOptions,
 }
 
-impl TlsSpec {
-    /// Validates the tls keys of `raw`; the target label is `host:port`.
-    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(TlsSpec, String), ConfigError> {
-        raw.reject_foreign(
-            cx,
-            &["host", "port", "tls_min_version", "tls_skip_verify", "min_days_valid", "each_address"],
-        )?;
-        let host = cx.host(raw)?;
-        let port = cx.port(raw)?;
+/// The keys of `kind = "tls"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsKeys {
+    /// Target host (default: the pool FQDN): also the SNI and the certificate name.
+    pub host: Option<Spanned<String>>,
+    /// Target port.
+    pub port: Option<Spanned<u16>>,
+    /// Lowest TLS version (overrides the pool's).
+    pub tls_min_version: Option<Spanned<String>>,
+    /// Record the chain but do not verify it.
+    pub tls_skip_verify: Option<Spanned<bool>>,
+    /// Fail with `cert_expiring` when the leaf expires within this many days.
+    pub min_days_valid: Option<Spanned<u32>>,
+    /// Probe every address behind the target name.
+    pub each_address: Option<Spanned<bool>>,
+}
+
+impl CheckKind for TlsSpec {
+    type Keys = TlsKeys;
+
+    /// The target label is `host:port`.
+    fn build(keys: &TlsKeys, cx: &BuildCx<'_>) -> Result<(TlsSpec, String), BuildError> {
+        let host = cx.host(keys.host.as_ref())?;
+        let port = cx.port(keys.port.as_ref())?;
         let target = tcp::host_port(&host, port);
-        Ok((TlsSpec { host, port, opts: cx.tls_options(raw)? }, target))
+        let opts = cx.tls_options(&super::TlsKeys {
+            tls_min_version: keys.tls_min_version.as_ref(),
+            tls_skip_verify: keys.tls_skip_verify.as_ref(),
+            min_days_valid: keys.min_days_valid.as_ref(),
+        })?;
+        Ok((TlsSpec { host, port, opts }, target))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn each_address(keys: &TlsKeys) -> bool {
+        keys.each_address.as_ref().is_some_and(|v| *v.get_ref())
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(&self.host)
     }
 }
 

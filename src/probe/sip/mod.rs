@@ -20,8 +20,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::{tcp, tls, FailureReason, Outcome, Phase, ProbeContext};
-use crate::config::{CheckCx, ConfigError, RawCheck};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{tcp, tls, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 use crate::tls::TlsOptions;
 use message::{Message, OptionsParams, ParseError, Parsed, Transaction, Transport, MAX_MESSAGE};
 
@@ -49,42 +51,55 @@ pub struct SipSpec {
     pub budget: Duration,
 }
 
-impl SipSpec {
-    /// Validates the sip keys of `raw`; the target label is `host:port`.
-    pub fn build(raw: &RawCheck, cx: &CheckCx<'_>) -> Result<(SipSpec, String), ConfigError> {
-        raw.reject_foreign(
-            cx,
-            &[
-                "host",
-                "port",
-                "transport",
-                "user",
-                "expect_status",
-                "tls_min_version",
-                "tls_skip_verify",
-                "min_days_valid",
-                "each_address",
-            ],
-        )?;
-        let transport = match &raw.transport {
+/// The keys of `kind = "sip"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipKeys {
+    /// Target host (default: the pool FQDN).
+    pub host: Option<Spanned<String>>,
+    /// Target port (default 5061 for TLS, 5060 otherwise).
+    pub port: Option<Spanned<u16>>,
+    /// udp, tcp or tls (default).
+    pub transport: Option<Spanned<String>>,
+    /// Request-URI user part.
+    pub user: Option<Spanned<String>>,
+    /// Accepted final status codes (default: any 2xx).
+    pub expect_status: Option<Spanned<Vec<u16>>>,
+    /// Lowest TLS version (overrides the pool's).
+    pub tls_min_version: Option<Spanned<String>>,
+    /// Record the chain but do not verify it.
+    pub tls_skip_verify: Option<Spanned<bool>>,
+    /// Fail with `cert_expiring` when the leaf expires within this many days.
+    pub min_days_valid: Option<Spanned<u32>>,
+    /// Probe every address behind the target name.
+    pub each_address: Option<Spanned<bool>>,
+}
+
+/// `transport`: udp, tcp or tls (any case).
+pub fn parse_transport(t: &Spanned<String>, cx: &BuildCx<'_>) -> Result<Transport, BuildError> {
+    match t.get_ref().to_ascii_lowercase().as_str() {
+        "udp" => Ok(Transport::Udp),
+        "tcp" => Ok(Transport::Tcp),
+        "tls" => Ok(Transport::Tls),
+        other => Err(cx.err(t.span(), &format!("transport: {other:?} is not one of udp, tcp, tls"))),
+    }
+}
+
+impl CheckKind for SipSpec {
+    type Keys = SipKeys;
+
+    /// The target label is `host:port`.
+    fn build(keys: &SipKeys, cx: &BuildCx<'_>) -> Result<(SipSpec, String), BuildError> {
+        let transport = match &keys.transport {
             None => Transport::Tls,
-            Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
-                "udp" => Transport::Udp,
-                "tcp" => Transport::Tcp,
-                "tls" => Transport::Tls,
-                other => {
-                    return Err(
-                        cx.err(t.span(), &format!("transport: {other:?} is not one of udp, tcp, tls"))
-                    );
-                }
-            },
+            Some(t) => parse_transport(t, cx)?,
         };
-        let port = match &raw.port {
-            Some(_) => cx.port(raw)?,
+        let port = match &keys.port {
+            Some(_) => cx.port(keys.port.as_ref())?,
             None if transport == Transport::Tls => 5061,
             None => 5060,
         };
-        let expect_status = match &raw.expect_status {
+        let expect_status = match &keys.expect_status {
             None => Vec::new(),
             Some(v) => {
                 if let Some(bad) = v.get_ref().iter().find(|c| !(200..=699).contains(*c)) {
@@ -95,13 +110,13 @@ impl SipSpec {
                 v.get_ref().clone()
             }
         };
-        let user = raw.user.as_ref().map(|u| u.get_ref().clone());
-        if let Some(u) = &raw.user {
+        let user = keys.user.as_ref().map(|u| u.get_ref().clone());
+        if let Some(u) = &keys.user {
             if u.get_ref().is_empty() || u.get_ref().contains(['@', ' ', '<', '>', ':']) {
                 return Err(cx.err(u.span(), &format!("user: {:?} is not a SIP user part", u.get_ref())));
             }
         }
-        let host = cx.host(raw)?;
+        let host = cx.host(keys.host.as_ref())?;
         let target = tcp::host_port(&host, port);
         let spec = SipSpec {
             host,
@@ -109,10 +124,26 @@ impl SipSpec {
             transport,
             user,
             expect_status,
-            opts: cx.tls_options(raw)?,
+            opts: cx.tls_options(&super::TlsKeys {
+                tls_min_version: keys.tls_min_version.as_ref(),
+                tls_skip_verify: keys.tls_skip_verify.as_ref(),
+                min_days_valid: keys.min_days_valid.as_ref(),
+            })?,
             budget: cx.timeout,
         };
         Ok((spec, target))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn each_address(keys: &SipKeys) -> bool {
+        keys.each_address.as_ref().is_some_and(|v| *v.get_ref())
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(&self.host)
     }
 }
 
