@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use coexistd::config::Config;
 use coexistd::probe::{FailureReason, Outcome, Phase};
-use coexistd::state::Store;
+use coexistd::results::Store;
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::probe::dns::DnsClient;
+use crate::dns::DnsClient;
 use crate::probe::ProbeContext;
 use crate::resolve::{self, Resolver};
+use crate::results::Store;
 use crate::scheduler::{LiveProber, Scheduler};
 use crate::server::{self, ReloadRequest};
-use crate::state::Store;
 
 /// Where the configuration comes from, so that a reload reads it again.
 #[derive(Debug, Clone)]
@@ -70,30 +70,6 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
     Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None })
 }
 
-/// Lowers the calling thread's scheduling priority (nice +10): for the threads that
-/// serve HTTP and encode scrapes, so that under load the probe threads get the CPU
-/// first. Failure (EPERM from a seccomp filter with `SystemCallErrorNumber=EPERM`, as the
-/// shipped unit sets) leaves the threads at normal priority. A filter whose action is
-/// to kill would end the process: the shipped unit allows this call.
-pub fn lower_thread_priority() {
-    // On Linux, PRIO_PROCESS with who = 0 applies to the calling thread only.
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority has no memory-safety preconditions.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-    }
-}
-
-/// Gives freed heap memory back to the operating system (glibc keeps it otherwise):
-/// called after a burst of scrapes has released its buffers.
-pub fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Time a stopping scheduler waits for probes in flight.
 const STOP_GRACE: Duration = Duration::from_millis(500);
 
@@ -122,7 +98,7 @@ pub async fn run(
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
     let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
-    let tracer = Arc::new(crate::trace::Tracer::new(prober.clone(), probes.clone()));
+    let tracer = Arc::new(crate::tracer::Tracer::new(prober.clone(), probes.clone()));
     let app = server::router(store.clone(), reload_tx, tracer.clone(), &web);
     let limits = crate::web::Limits::from_descriptors(concurrency);
     let http = tokio::spawn(crate::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
@@ -154,7 +130,7 @@ async fn reload(
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
     probes: &tokio::runtime::Handle,
-    tracer: &crate::trace::Tracer,
+    tracer: &crate::tracer::Tracer,
 ) -> Result<(), String> {
     let loaded = source
         .load()

@@ -19,6 +19,7 @@ use toml::Spanned;
 
 pub use crate::pool::{check_hostname, Pool, Role};
 use crate::probe::{parse_tls_version, BuildCx, BuildError, CheckSpec, Kind, KindKeys};
+pub use crate::tls::TlsConfig;
 
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,17 +93,6 @@ pub struct DnsConfig {
     /// Servers for dns checks and for resolving target names. Empty: the system's
     /// `/etc/resolv.conf` servers.
     pub servers: Vec<SocketAddr>,
-}
-
-/// The `[tls]` table: trust anchors and client identity for TLS-speaking checks.
-#[derive(Debug, Clone, Default)]
-pub struct TlsConfig {
-    /// PEM file of enterprise trust anchors (default: system roots).
-    pub ca_file: Option<PathBuf>,
-    /// PEM client certificate for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    /// PEM private key of `client_cert`.
-    pub client_key: Option<PathBuf>,
 }
 
 /// One check as it runs: a `[[checks]]` table applied to one pool (or to none).

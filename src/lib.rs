@@ -8,45 +8,83 @@
 //! scheduled run; only an explicit trace request runs a probe out of schedule), it does not store history (Prometheus does), and it does not alert
 //! (alert rules in `deploy/` do).
 //!
-//! # Layout
+//! # Layers
 //!
-//! | module | |
+//! Results flow one way: configuration → instances → scheduler → check kinds →
+//! results (with rollups) → outputs (metrics, status JSON and page, the `check` table).
+//! A module uses only modules of its own layer or below; `scripts/check-layers.py`
+//! checks every `crate::` path against this table (and refuses cycles within a layer)
+//! in CI.
+//!
+//! | layer | modules |
 //! |---|---|
-//! | [`config`] | typed TOML configuration: decode, validate, expand checks into instances |
-//! | [`probe`] | one module per check kind (tcp, dns, tls, http, sip, sip_discovery); [`probe::CheckSpec`], [`probe::Outcome`], [`probe::FailureReason`] |
-//! | [`probe::sip::message`] | SIP on the wire without sockets: the OPTIONS request, the response parser |
-//! | [`tls`] | the two TLS engines (rustls, OpenSSL for TLS 1.0/1.1) behind one interface; certificate summaries |
-//! | [`resolve`] | target name resolution through the configured DNS servers, uncached |
-//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, shutdown; `each_address` fan-out |
-//! | [`state`] | per-instance results; a generation per loaded configuration; the last 500 state changes |
-//! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes |
-//! | [`metrics`] | encodes the current generation at scrape time |
-//! | [`report`] | status and events JSON, the `check` table |
-//! | [`status_page`] | the HTML status page at `/` |
-//! | [`trace`] | step-by-step traces of one probe (`check --trace`, `/api/v1/trace`) |
-//! | [`server`] | HTTP endpoints |
-//! | [`web`] | the HTTP port itself: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits |
-//! | [`agent`] | the daemon: load, serve, schedule, reload, stop |
-//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start) |
+//! | 0 basics | [`failure`], [`trace`], [`os`], [`logging`] |
+//! | 1 wire | [`dns`], [`sip_wire`], [`tls`] |
+//! | 2 facts | [`outcome`], [`pool`], [`resolve`] |
+//! | 3 check kinds | [`probe`] |
+//! | 4 configuration | [`config`] |
+//! | 5 results | [`labels`], [`results`] |
+//! | 6 running | [`scheduler`], [`tracer`] |
+//! | 7 outputs | [`rollup`], [`report`], [`status_page`], [`metrics`] |
+//! | 8 serving | [`web`], [`server`] |
+//! | 9 daemon | [`agent`], [`lab`] |
 //!
-//! Adding a check kind: a module under `probe/`, a variant of [`probe::Kind`] and
-//! [`probe::CheckSpec`], and the match arms the compiler then asks for.
+//! # Modules
+//!
+//! | module | what it does | what it does not |
+//! |---|---|---|
+//! | [`failure`] | the fixed failure reasons (one list, the `reason` label) and [`failure::Failure`] | classify: callers map their own errors |
+//! | [`trace`] | the step recorder of `check --trace`: a no-op outside a trace | run probes ([`tracer`] does) |
+//! | [`os`] | thread priority, giving memory back | |
+//! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | |
+//! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
+//! | [`sip_wire`] | SIP on the wire without sockets: requests, the bounded response parser | I/O |
+//! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1) behind one interface; certificate summaries | read the configuration file |
+//! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | |
+//! | [`pool`] | pools, roles, host-name rules | |
+//! | [`resolve`] | target name resolution through the DNS client, uncached | |
+//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]) | schedule, time out |
+//! | [`config`] | decode and validate TOML; expand checks into instances; hand each check's keys to its kind | probe |
+//! | [`labels`] | an instance's series label block | |
+//! | [`results`] | per-instance results of the loaded configuration, staleness, the last 500 state changes | encode |
+//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, reload, shutdown; `each_address` fan-out; a panic becomes `internal` | |
+//! | [`tracer`] | one round of an instance inside the trace recorder | |
+//! | [`rollup`] | per-pool rollups (UP/DOWN and counts) | |
+//! | [`report`] | status and events JSON, the `check` table | HTML |
+//! | [`status_page`] | the HTML status page | read the results store |
+//! | [`metrics`] | encodes the current results at scrape time | probe |
+//! | [`web`] | the HTTP port: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits | routes |
+//! | [`server`] | the HTTP endpoints | |
+//! | [`agent`] | the daemon: load, serve, schedule, reload, stop | |
+//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start), also the tests' in-process peers | |
+//!
+//! Adding a check kind: a module under `probe/` with a type implementing
+//! [`probe::CheckKind`] (its keys struct, `build`, `probe`), one line in the
+//! `check_kinds!` list in `probe/mod.rs`, and its row in the README.
 
 #![warn(missing_docs)]
 
 pub mod agent;
 pub mod config;
+pub mod dns;
+pub mod failure;
 pub mod lab;
+pub mod labels;
 pub mod logging;
 pub mod metrics;
+pub mod os;
+pub mod outcome;
 pub mod pool;
 pub mod probe;
 pub mod report;
 pub mod resolve;
+pub mod results;
+pub mod rollup;
 pub mod scheduler;
 pub mod server;
-pub mod state;
+pub mod sip_wire;
 pub mod status_page;
 pub mod tls;
 pub mod trace;
+pub mod tracer;
 pub mod web;

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use coexistd::agent::{self, AgentError, ConfigSource};
 use coexistd::config::{self, Config};
 use coexistd::report::Report;
-use coexistd::scheduler::{run_round_guarded, LiveProber, Prober};
-use coexistd::state::Slot;
+use coexistd::results::Slot;
+use coexistd::scheduler::{LiveProber, Prober};
 
 /// Exit code: a check failed.
 const EXIT_CHECK_FAILED: u8 = 1;
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(if daemon { 1 } else { workers }).enable_all();
     if daemon {
-        builder.thread_name("coexistd-http").on_thread_start(coexistd::agent::lower_thread_priority);
+        builder.thread_name("coexistd-http").on_thread_start(coexistd::os::lower_thread_priority);
     }
     let runtime = match builder.build() {
         Ok(r) => r,
@@ -295,20 +295,10 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format, trace: 
     if let Some(name) = trace {
         return trace_check(&config, &prober, &name, pools, format).await;
     }
-    let sem = Arc::new(tokio::sync::Semaphore::new(config.agent.concurrency));
     let slots: Vec<Arc<Slot>> =
         config.instances.iter().map(|i| Arc::new(Slot::new(&config, i.clone()))).collect();
-    let mut tasks = tokio::task::JoinSet::new();
-    for slot in &slots {
-        let (slot, prober, sem) = (slot.clone(), prober.clone(), sem.clone());
-        tasks.spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let round = run_round_guarded(&prober, &slot.instance).await;
-            slot.record_round(round, std::time::SystemTime::now());
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    let units = coexistd::state::units(&slots);
+    coexistd::scheduler::run_each_once(&slots, prober, config.agent.concurrency).await;
+    let units = coexistd::results::units(&slots);
     let mut report = Report::build(&config, &slots, &units);
     if !pools.is_empty() {
         report.pools.retain(|p| pools.contains(&p.name));
@@ -352,7 +342,7 @@ async fn trace_check(
     }
     let mut traces = Vec::new();
     for i in &instances {
-        let t = coexistd::trace::trace_round(prober, i).await;
+        let t = coexistd::tracer::trace_round(prober, i).await;
         if let Format::Table = format {
             println!("{}", t.text());
         }

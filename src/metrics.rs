@@ -9,7 +9,7 @@
 //! - **Per-instance families** (`coexist_probe_*`, `coexist_dns_answers`) are most of the
 //!   output: about twenty samples per instance that all carry the same six or seven
 //!   labels. Each slot holds its label block rendered and escaped once, at load
-//!   ([`render_labels`]); a scrape writes sample lines around it. With 10,000 instances
+//!   ([`crate::labels::render_labels`]); a scrape writes sample lines around it. With 10,000 instances
 //!   this is several times faster than encoding every label of every sample through a
 //!   generic label-set encoder (see `docs/performance.md`). The `# HELP`/`# TYPE`
 //!   headers of these families still come from prometheus-client, per format.
@@ -28,9 +28,10 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::config::{CheckInstance, Config};
+use crate::config::CheckInstance;
+use crate::labels::escape_label_value;
 use crate::probe::FailureReason;
-use crate::state::{
+use crate::results::{
     Generation, Histogram, InstanceState, ReloadStatus, Store, DURATION_BUCKETS, LAG_BUCKETS,
 };
 
@@ -167,42 +168,6 @@ const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 18] = [
     ),
 ];
 
-/// The label block of an instance's series, without braces: the constant
-/// `agent.labels` first, then pool, role, check, kind, target; values escaped.
-pub fn render_labels(config: &Config, instance: &CheckInstance) -> String {
-    let mut s = String::with_capacity(128);
-    let mut push = |k: &str, v: &str| {
-        if !s.is_empty() {
-            s.push(',');
-        }
-        s.push_str(k);
-        s.push_str("=\"");
-        escape_label_value(&mut s, v);
-        s.push('"');
-    };
-    for (k, v) in &config.agent.labels {
-        push(k, v);
-    }
-    push("pool", instance.pool_name());
-    push("role", instance.role_name());
-    push("check", &instance.check);
-    push("kind", instance.kind().as_str());
-    push("target", &instance.target);
-    s
-}
-
-/// Escapes a label value as both text formats require: `\`, `"` and newline.
-fn escape_label_value(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
 /// Encodes the store into one string (tests, benchmarks, small agents).
 pub fn encode(store: &Store, openmetrics: bool) -> Result<String, fmt::Error> {
     let mut out = String::new();
@@ -230,7 +195,7 @@ pub fn encode_chunks(
         .collect();
     let headers = instance_headers(openmetrics)?;
     let headers = headers.as_slice();
-    let units = crate::state::units(&generation.slots);
+    let units = crate::results::units(&generation.slots);
     let mut out = String::with_capacity(CHUNK + 4096);
     let mut w = Writer { out: &mut out };
     let mut flush = |out: &mut String, force: bool| -> bool {
@@ -483,7 +448,7 @@ fn write_instance_family(
 /// Pool rollups and agent-level families, through prometheus-client.
 struct AgentFamilies {
     generation: Arc<Generation>,
-    units: Vec<(usize, crate::state::Unit)>,
+    units: Vec<(usize, crate::results::Unit)>,
     reload: ReloadStatus,
     lag: Histogram<{ LAG_BUCKETS.len() + 1 }>,
 }
@@ -504,7 +469,7 @@ impl Collector for AgentFamilies {
 impl AgentFamilies {
     fn encode_pools(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let g = &self.generation;
-        let mut pools = crate::report::pool_reports(&g.config, &g.slots, &self.units);
+        let mut pools = crate::rollup::pool_reports(&g.config, &g.slots, &self.units);
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         {
             let mut e = encoder.encode_descriptor(
@@ -595,6 +560,8 @@ impl AgentFamilies {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::labels::render_labels;
     use prometheus_client::metrics::family::Family;
     use prometheus_client::metrics::gauge::Gauge;
 

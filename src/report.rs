@@ -8,7 +8,8 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::state::{Slot, Transition, Unit};
+use crate::results::{Slot, Transition, Unit};
+pub use crate::rollup::PoolReport;
 
 /// One check instance's last result.
 #[derive(Debug, Clone, Serialize)]
@@ -52,27 +53,6 @@ pub struct InstanceReport {
     /// When pass/fail last changed, for durations.
     #[serde(skip)]
     pub changed_at: Option<SystemTime>,
-}
-
-/// A pool's rollup.
-#[derive(Debug, Clone, Serialize)]
-pub struct PoolReport {
-    /// Pool name.
-    pub name: String,
-    /// legacy | new.
-    pub role: String,
-    /// Pool FQDN.
-    pub fqdn: String,
-    /// Every instance passing.
-    pub up: bool,
-    /// Instances passing.
-    pub passing: u64,
-    /// Instances failing.
-    pub failing: u64,
-    /// Instances not run yet.
-    pub pending: u64,
-    /// Instances whose last result is stale (counted here, not as passing or failing).
-    pub stale: u64,
 }
 
 /// The whole status.
@@ -187,7 +167,7 @@ impl Report {
                 }
             })
             .collect();
-        let pools = pool_reports(config, slots, units);
+        let pools = crate::rollup::pool_reports(config, slots, units);
         let labels = config.agent.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         Report { config: config.origin.clone(), pools, instances, labels }
     }
@@ -274,47 +254,4 @@ impl Report {
         }
         out
     }
-
-    /// The HTML status page (see [`crate::status_page`]).
-    pub fn html(&self, events: &[EventReport], now: SystemTime) -> String {
-        crate::status_page::render(self, events, now)
-    }
-}
-
-/// Per pool of `config`: its instances passing, failing and not yet run. The one place
-/// pool rollups are computed (status, `check` and `coexist_pool_*` metrics).
-pub fn pool_reports(
-    config: &Config,
-    slots: &[std::sync::Arc<Slot>],
-    units: &[(usize, Unit)],
-) -> Vec<PoolReport> {
-    let mut pools: Vec<PoolReport> = config
-        .pools
-        .iter()
-        .map(|p| PoolReport {
-            name: p.name.clone(),
-            role: p.role.as_str().to_owned(),
-            fqdn: p.fqdn.clone(),
-            up: false,
-            passing: 0,
-            failing: 0,
-            pending: 0,
-            stale: 0,
-        })
-        .collect();
-    let index: std::collections::HashMap<&str, usize> =
-        config.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
-    for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
-        let Some(&i) = slot.instance.pool.as_ref().and_then(|p| index.get(p.name.as_str())) else { continue };
-        match unit.state.success() {
-            _ if unit.stale => pools[i].stale += 1,
-            Some(true) => pools[i].passing += 1,
-            Some(false) => pools[i].failing += 1,
-            None => pools[i].pending += 1,
-        }
-    }
-    for p in &mut pools {
-        p.up = p.failing == 0 && p.pending == 0 && p.stale == 0;
-    }
-    pools
 }

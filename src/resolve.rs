@@ -18,7 +18,7 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
-use crate::probe::dns::{DnsClient, QueryError};
+use crate::dns::{DnsClient, QueryError};
 
 /// A cheap-to-clone resolver handle.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use crate::config::CheckInstance;
 use std::net::IpAddr;
 
 use crate::probe::{self, Outcome, Phase, ProbeContext};
-use crate::state::{Generation, Round, Store};
+use crate::results::{Generation, Round, Store};
 
 /// Runs the probe of an instance. The live implementation is [`LiveProber`]; tests
 /// substitute their own to drive the scheduler with paused time.
@@ -276,6 +276,23 @@ pub fn first_run(instance: &CheckInstance, epoch: Instant, now: Instant) -> Inst
     let periods = behind.div_ceil(u128::from(nanos));
     let skip = u64::try_from(periods.saturating_mul(u128::from(nanos))).unwrap_or(u64::MAX);
     first + Duration::from_nanos(skip)
+}
+
+/// Runs every slot's instance once — the same guarded round, timeout and fan-out as a
+/// scheduled run, at most `concurrency` at a time — and records each result in its
+/// slot: `coexistd check`.
+pub async fn run_each_once(slots: &[Arc<crate::results::Slot>], prober: Arc<dyn Prober>, concurrency: usize) {
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for slot in slots {
+        let (slot, prober, sem) = (slot.clone(), prober.clone(), sem.clone());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let round = run_round_guarded(&prober, &slot.instance).await;
+            slot.record_round(round, std::time::SystemTime::now());
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Granularity of first-run offsets.

@@ -27,7 +27,7 @@ use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::report::Report;
-use crate::state::Store;
+use crate::results::Store;
 
 /// A reload request: the reply says whether the new configuration was taken.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
@@ -40,7 +40,7 @@ struct App {
     /// `--web.enable-lifecycle`: `POST /-/reload` is served.
     lifecycle: bool,
     /// Runs `/api/v1/trace`.
-    tracer: Arc<crate::trace::Tracer>,
+    tracer: Arc<crate::tracer::Tracer>,
 }
 
 /// How the endpoints are exposed (`--web.*` flags).
@@ -113,7 +113,7 @@ pub const MAX_WAITING: usize = 64;
 pub fn router(
     store: Arc<Store>,
     reload: mpsc::Sender<ReloadRequest>,
-    tracer: Arc<crate::trace::Tracer>,
+    tracer: Arc<crate::tracer::Tracer>,
     web: &WebOptions,
 ) -> Router {
     let render = Arc::new(Render {
@@ -262,7 +262,11 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
         }
         View::StatusPage => {
             let events = crate::report::events(&store.events());
-            vec![Bytes::from(report(store).html(&events, std::time::SystemTime::now()))]
+            vec![Bytes::from(crate::status_page::render(
+                &report(store),
+                &events,
+                std::time::SystemTime::now(),
+            ))]
         }
         View::Events => {
             #[derive(serde::Serialize)]
@@ -271,7 +275,7 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
                 events: Vec<crate::report::EventReport>,
             }
             let events =
-                Events { kept: crate::state::EVENTS_KEPT, events: crate::report::events(&store.events()) };
+                Events { kept: crate::results::EVENTS_KEPT, events: crate::report::events(&store.events()) };
             vec![Bytes::from(serde_json::to_vec(&events).unwrap_or_default())]
         }
     }
@@ -305,7 +309,7 @@ fn remember(app: &App, key: (View, bool), version: u64, chunks: Arc<Vec<Bytes>>)
         let idle = render.cache.lock().unwrap_or_else(|e| e.into_inner()).is_empty();
         if dropped.is_some() && idle {
             drop(dropped);
-            let _ = tokio::task::spawn_blocking(crate::agent::release_memory).await;
+            let _ = tokio::task::spawn_blocking(crate::os::release_memory).await;
         }
     });
 }
@@ -320,7 +324,7 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
 
 fn report(store: &Store) -> Report {
     let g = store.current();
-    let units = crate::state::units(&g.slots);
+    let units = crate::results::units(&g.slots);
     let mut r = Report::build(&g.config, &g.slots, &units);
     // The configuration's path is not for whoever reaches the port.
     r.config.clear();
@@ -390,7 +394,7 @@ async fn trace(
     }
     let traces = match app.tracer.trace(instances).await {
         Ok(t) => t,
-        Err(crate::trace::TraceRefused::Busy) => {
+        Err(crate::tracer::TraceRefused::Busy) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "Another trace is running; try again in a moment.\n")
                 .into_response()
         }

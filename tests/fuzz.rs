@@ -9,8 +9,8 @@
 //! property) with the seed in `PROPTEST_RNG_SEED` (fixed in CI by `scripts/test.sh`);
 //! `scripts/fuzz.sh DURATION` runs them longer with random seeds.
 
-use coexistd::probe::dns::{match_reply, Reply};
-use coexistd::probe::sip::message::{self, bounded_decimal, parse, Parsed, MAX_MESSAGE};
+use coexistd::dns::{match_reply, Reply};
+use coexistd::sip_wire::{self as message, bounded_decimal, parse, Parsed, MAX_MESSAGE};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{rdata::A, DNSClass, Name, RData, Record, RecordType};
 use proptest::prelude::*;

@@ -1,7 +1,7 @@
 //! The README's failure-reasons table is the code's list: same labels, same order, same
 //! descriptions (from the doc comments of `FailureReason`).
 
-use coexistd::probe::FailureReason;
+use coexistd::probe::{FailureReason, Kind};
 
 #[test]
 fn the_readme_lists_every_failure_reason_as_the_code_does() {
@@ -18,5 +18,23 @@ fn the_readme_lists_every_failure_reason_as_the_code_does() {
         .collect();
     let want: Vec<(String, String)> =
         FailureReason::ALL.iter().map(|r| (r.as_str().to_owned(), r.description().to_owned())).collect();
-    assert_eq!(rows, want, "regenerate the table from src/probe/mod.rs");
+    assert_eq!(rows, want, "regenerate the table from src/failure.rs");
+}
+
+#[test]
+fn the_readme_lists_every_check_kind_with_the_keys_its_struct_declares() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("## What it checks today").nth(1).expect("a What it checks today section");
+    let section = section.split("\n\n").nth(1).unwrap_or_default();
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split(" | ").map(str::trim).collect();
+            (cells[0].trim_matches('`').to_owned(), cells[1].replace('`', ""))
+        })
+        .collect();
+    let want: Vec<(String, String)> =
+        Kind::ALL.iter().map(|k| (k.as_str().to_owned(), k.keys().join(", "))).collect();
+    assert_eq!(rows, want, "the kinds table follows the check_kinds! list and each kind's keys struct");
 }

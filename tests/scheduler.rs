@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use coexistd::config::{CheckInstance, Config};
 use coexistd::probe::{FailureReason, Outcome};
+use coexistd::results::Store;
 use coexistd::scheduler::{Prober, Scheduler};
-use coexistd::state::Store;
 use tokio::time::Instant;
 
 #[derive(Default)]

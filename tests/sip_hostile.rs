@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coexistd::probe::sip::message::{self, Parsed};
 use coexistd::probe::sip::{udp_transaction, Datagrams};
 use coexistd::probe::{FailureReason, Outcome};
+use coexistd::sip_wire::{self as message, Parsed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;

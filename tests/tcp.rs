@@ -93,8 +93,8 @@ async fn a_blackholed_port_times_out() {
 #[tokio::test]
 async fn each_address_probes_ipv4_and_ipv6_members_behind_one_name() {
     use coexistd::lab::dns_server::aaaa;
+    use coexistd::results::Round;
     use coexistd::scheduler::{run_round, Prober};
-    use coexistd::state::Round;
     let v4 = TcpListener::bind("127.0.0.51:0").await.unwrap();
     let port = v4.local_addr().unwrap().port();
     let v6 = TcpListener::bind(("::1", port)).await.expect("IPv6 loopback");

@@ -36,7 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::probe::sip::message;
+use crate::sip_wire as message;
 use pki::{Ca, Issued, KeyKind, Leaf};
 
 use dns_server::{a, cname, srv, txt, DnsServer};

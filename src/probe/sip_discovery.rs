@@ -15,8 +15,8 @@ use std::time::Duration;
 use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
 
-use super::sip::message::Transport;
 use super::sip::{self, SipSpec};
+use crate::sip_wire::Transport;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -118,10 +118,10 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     let t = Instant::now();
     let answer = match cx.dns.query(&spec.record, RecordType::SRV, spec.budget / 2).await {
         Ok(a) => a,
-        Err(super::dns::QueryError::Timeout(d)) => {
+        Err(crate::dns::QueryError::Timeout(d)) => {
             return Outcome::fail(FailureReason::DnsTimeout, d, vec![(Phase::Resolve, t.elapsed())]);
         }
-        Err(super::dns::QueryError::Other(d)) => {
+        Err(crate::dns::QueryError::Other(d)) => {
             return Outcome::fail(FailureReason::DnsError, d, vec![(Phase::Resolve, t.elapsed())]);
         }
     };
@@ -132,7 +132,7 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     let Some((_, _, port, host)) = answer
         .records
         .iter()
-        .filter_map(|r| super::dns::srv_fields(r))
+        .filter_map(|r| crate::dns::srv_fields(r))
         .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.3.cmp(&b.3)))
     else {
         return Outcome::fail(

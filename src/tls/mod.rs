@@ -18,7 +18,7 @@
 pub mod cert;
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -37,8 +37,18 @@ use tokio::net::TcpStream;
 
 pub use cert::CertSummary;
 
-use crate::config::TlsConfig;
-use crate::probe::FailureReason;
+use crate::failure::FailureReason;
+
+/// The `[tls]` table: trust anchors and client identity for TLS-speaking checks.
+#[derive(Debug, Clone, Default)]
+pub struct TlsConfig {
+    /// PEM file of enterprise trust anchors (default: system roots).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+}
 
 /// Lowest protocol version a check accepts; below 1.2 selects the OpenSSL engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

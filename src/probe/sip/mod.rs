@@ -11,8 +11,6 @@
 //! A response counts only if it answers our transaction (top Via branch, Call-ID,
 //! CSeq); stray and mismatched messages are skipped. Nothing past 64 KiB is read.
 
-pub mod message;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -24,8 +22,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{tcp, tls, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use crate::sip_wire::{
+    self as message, Message, OptionsParams, ParseError, Parsed, Transaction, Transport, MAX_MESSAGE,
+};
 use crate::tls::TlsOptions;
-use message::{Message, OptionsParams, ParseError, Parsed, Transaction, Transport, MAX_MESSAGE};
 
 /// RFC 3261 T1: the first retransmission interval.
 pub const T1: Duration = Duration::from_millis(500);

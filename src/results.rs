@@ -165,7 +165,7 @@ pub const STALE_INTERVALS: u32 = 3;
 pub struct Slot {
     /// The instance as configured.
     pub instance: Arc<CheckInstance>,
-    /// The instance's series labels, rendered once (see [`crate::metrics::render_labels`]).
+    /// The instance's series labels, rendered once (see [`crate::labels::render_labels`]).
     pub labels: String,
     /// Results of the instance itself (for `each_address`: of the resolution step, shown
     /// only while no address is known).
@@ -193,7 +193,7 @@ impl Slot {
         state: InstanceState,
         members: BTreeMap<IpAddr, Member>,
     ) -> Slot {
-        let labels = crate::metrics::render_labels(config, &instance);
+        let labels = crate::labels::render_labels(config, &instance);
         let mut members = members;
         for (ip, m) in members.iter_mut() {
             // Constant labels may have changed with a reload.

@@ -1,0 +1,139 @@
+//! Why a probe failed: the fixed list of reasons (the `reason` label) and the
+//! failure type every kind reports. Ground floor: imports nothing of the crate.
+
+use serde::Serialize;
+
+/// Declares [`FailureReason`] from one list: the variants, [`FailureReason::ALL`],
+/// the label values and the doc lines all come from it, so they cannot drift apart.
+macro_rules! failure_reasons {
+    ($($(#[doc = $doc:literal])+ $variant:ident => $label:literal,)+) => {
+        /// Why a probe failed: a fixed list, the `reason` label.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum FailureReason {
+            $($(#[doc = $doc])+ $variant,)+
+        }
+
+        impl FailureReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [FailureReason] = &[$(FailureReason::$variant,)+];
+
+            /// Number of reasons (the length of per-reason counter arrays).
+            pub const COUNT: usize = FailureReason::ALL.len();
+
+            /// The `reason` label value.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(FailureReason::$variant => $label,)+
+                }
+            }
+
+            /// What the reason means, as documented on its variant.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(FailureReason::$variant => concat!($($doc, " ",)+).trim_ascii(),)+
+                }
+            }
+
+            /// Index into [`FailureReason::ALL`], for per-reason counters.
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+failure_reasons! {
+    /// No answer within the timeout.
+    Timeout => "timeout",
+    /// The peer actively refused the connection (RST / ICMP port unreachable).
+    Refused => "refused",
+    /// No route to the host or network.
+    Unreachable => "unreachable",
+    /// The target name did not resolve to any address.
+    Resolve => "resolve",
+    /// Any other I/O failure on the connection.
+    Io => "io",
+    /// The name does not exist.
+    DnsNxdomain => "dns_nxdomain",
+    /// The server answered SERVFAIL.
+    DnsServfail => "dns_servfail",
+    /// The server answered REFUSED.
+    DnsRefused => "dns_refused",
+    /// No answer from any server within the timeout.
+    DnsTimeout => "dns_timeout",
+    /// The name exists but has no record of the type asked for.
+    DnsNoAnswer => "dns_no_answer",
+    /// The answer differs from what the check expects.
+    DnsMismatch => "dns_mismatch",
+    /// The answer belongs to another pool than `expect_pool` (or to none).
+    DnsWrongPool => "dns_wrong_pool",
+    /// Any other DNS response code or an unparseable response.
+    DnsError => "dns_error",
+    /// The TLS handshake failed (other than for the reasons below).
+    TlsHandshake => "tls_handshake",
+    /// No protocol version in common (e.g. a TLS 1.0-only server and a TLS 1.2 client).
+    TlsVersion => "tls_version",
+    /// A certificate of the chain has expired.
+    CertExpired => "cert_expired",
+    /// A certificate of the chain is not valid yet.
+    CertNotYetValid => "cert_not_yet_valid",
+    /// The chain does not lead to a trusted root (self-signed, unknown CA, bad signature).
+    CertUntrusted => "cert_untrusted",
+    /// The certificate does not cover the name asked for.
+    CertNameMismatch => "cert_name_mismatch",
+    /// The leaf expires within `min_days_valid` days.
+    CertExpiring => "cert_expiring",
+    /// The HTTP status is not one of those expected.
+    HttpStatus => "http_status",
+    /// The HTTP body does not contain the expected text.
+    HttpBody => "http_body",
+    /// The final SIP status is not one of those expected.
+    SipStatus => "sip_status",
+    /// What came back is not a well-formed SIP response (or is larger than 64 KiB).
+    SipMalformed => "sip_malformed",
+    /// The probe failed inside the agent (a bug: it panicked); logged at `error`.
+    Internal => "internal",
+}
+
+/// A failed probe: the reason label and a human-readable detail for logs and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The fixed reason.
+    pub reason: FailureReason,
+    /// What happened, in words (error text, the answer received, ...).
+    pub detail: String,
+}
+
+/// Maps a connect error to a failure reason.
+pub fn connect_reason(e: &std::io::Error) -> FailureReason {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => FailureReason::Refused,
+        K::TimedOut => FailureReason::Timeout,
+        K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => FailureReason::Unreachable,
+        _ => match e.raw_os_error() {
+            // EHOSTUNREACH, ENETUNREACH, ENETDOWN on Linux.
+            Some(113) | Some(101) | Some(100) => FailureReason::Unreachable,
+            _ => FailureReason::Io,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureReason;
+
+    #[test]
+    fn every_reason_has_a_distinct_label_a_description_and_its_own_index() {
+        let mut labels = std::collections::HashSet::new();
+        for (i, r) in FailureReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert!(labels.insert(r.as_str()), "{} twice", r.as_str());
+            assert!(!r.description().is_empty());
+            let json = serde_json::to_string(r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()), "serde and the label agree");
+        }
+        assert_eq!(FailureReason::COUNT, FailureReason::ALL.len());
+    }
+}
