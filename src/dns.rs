@@ -59,6 +59,17 @@ pub enum QueryError {
     Other(String),
 }
 
+impl QueryError {
+    /// What the failure is for a record check: `dns_timeout` or `dns_error`.
+    pub fn into_failure(self) -> crate::failure::Failure {
+        use crate::failure::{Failure, FailureReason};
+        match self {
+            QueryError::Timeout(detail) => Failure { reason: FailureReason::DnsTimeout, detail },
+            QueryError::Other(detail) => Failure { reason: FailureReason::DnsError, detail },
+        }
+    }
+}
+
 /// Sends queries to the configured servers, like a careful stub resolver (RFC 5452 §9.1):
 /// every query goes out from a fresh socket, so from a new random source port chosen by
 /// the kernel; the socket is connected to the server, so the kernel drops datagrams from

@@ -387,8 +387,8 @@ fn write_instance_family(
             }
         }
         Family::TlsVersion => {
-            if let Some(v) = tls.filter(|t| !t.version.is_empty()) {
-                w.sample(name, "", labels, Some(("version", &v.version)), Value::U(1));
+            if let Some(v) = tls.and_then(|t| t.version) {
+                w.sample(name, "", labels, Some(("version", v.as_str())), Value::U(1));
             }
         }
         Family::CertNotAfter => {

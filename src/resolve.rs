@@ -19,6 +19,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use crate::dns::{DnsClient, QueryError};
+use crate::failure::{Failure, FailureReason};
 
 /// A cheap-to-clone resolver handle.
 #[derive(Debug, Clone)]
@@ -56,22 +57,28 @@ impl Resolver {
     }
 
     /// Every address of `host` (A and AAAA), or the address itself when `host` is one.
-    /// An empty answer is an error: there is nothing to connect to.
-    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+    /// An empty answer is an error: there is nothing to connect to. The failure keeps
+    /// its kind: `dns_timeout` when no server answered in time, `resolve` otherwise (no
+    /// such name, no address, an error from the server).
+    pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
+        let fail = |reason, detail: String| Failure { reason, detail };
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
         let trimmed = host.trim_end_matches('.');
-        let name = Name::from_ascii(format!("{trimmed}.")).map_err(|e| format!("{host}: {e}"))?;
-        let answers = self
-            .client
-            .query_types(&name, &[RecordType::A, RecordType::AAAA], self.budget)
-            .await
-            .map_err(|(QueryError::Timeout(d) | QueryError::Other(d))| format!("{trimmed}: {d}"));
+        let name = Name::from_ascii(format!("{trimmed}."))
+            .map_err(|e| fail(FailureReason::Resolve, format!("{host}: {e}")))?;
+        let answers =
+            self.client.query_types(&name, &[RecordType::A, RecordType::AAAA], self.budget).await.map_err(
+                |e| match e {
+                    QueryError::Timeout(d) => fail(FailureReason::DnsTimeout, format!("{trimmed}: {d}")),
+                    QueryError::Other(d) => fail(FailureReason::Resolve, format!("{trimmed}: {d}")),
+                },
+            );
         let answers = match answers {
             Ok(a) => a,
             Err(e) => {
-                crate::trace::step("resolve", || format!("{trimmed}: failed: {e}"));
+                crate::trace::step("resolve", || format!("{trimmed}: failed: {}", e.detail));
                 return Err(e);
             }
         };
@@ -94,7 +101,7 @@ impl Resolver {
         });
         if ips.is_empty() {
             let why = if problems.is_empty() { "no A/AAAA records".to_owned() } else { problems.join("; ") };
-            return Err(format!("{trimmed}: {why}"));
+            return Err(fail(FailureReason::Resolve, format!("{trimmed}: {why}")));
         }
         Ok(ips)
     }

@@ -22,6 +22,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CheckInstance;
+use crate::failure::Failure;
 use std::net::IpAddr;
 
 use crate::probe::{self, Outcome, Phase, ProbeContext};
@@ -44,8 +45,13 @@ pub trait Prober: Send + Sync + 'static {
     }
 
     /// Every address of `host` (`each_address`).
-    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send>> {
-        Box::pin(async move { Err(format!("{host}: no resolver")) })
+    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, Failure>> + Send>> {
+        Box::pin(async move {
+            Err(Failure {
+                reason: crate::failure::FailureReason::Resolve,
+                detail: format!("{host}: no resolver"),
+            })
+        })
     }
 }
 
@@ -68,7 +74,7 @@ impl Prober for LiveProber {
         Box::pin(async move { probe::run(&instance.spec, &cx).await })
     }
 
-    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, String>> + Send>> {
+    fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, Failure>> + Send>> {
         let cx = self.0.clone();
         Box::pin(async move { cx.resolver.lookup_ip(&host).await })
     }
@@ -89,8 +95,7 @@ pub async fn run_round(prober: &Arc<dyn Prober>, instance: &Arc<CheckInstance>) 
     let addrs = match tokio::time::timeout_at(deadline, prober.resolve(host)).await {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => {
-            let o =
-                Outcome::fail(crate::probe::FailureReason::Resolve, e, vec![(Phase::Resolve, t.elapsed())]);
+            let o = Outcome::fail(e.reason, e.detail, vec![(Phase::Resolve, t.elapsed())]);
             return Round::Single(o, t.elapsed());
         }
         Err(_) => {

@@ -95,7 +95,7 @@ async fn autodiscover_answers_200_with_the_expected_body() {
     assert_eq!(target, format!("https://{NAME}:{}/autodiscover/autodiscoverservice.svc", lab.server.port));
     let phases: Vec<Phase> = o.phases.iter().map(|p| p.0).collect();
     assert_eq!(phases, [Phase::Resolve, Phase::Connect, Phase::Tls, Phase::Request]);
-    assert_eq!(o.tls.as_ref().unwrap().version, "TLS 1.3");
+    assert_eq!(o.tls.as_ref().unwrap().version, Some(coexistd::tls::TlsVersion::V1_3));
 }
 
 #[tokio::test]

@@ -251,7 +251,7 @@ impl Prober for PanickingResolver {
     fn resolve(
         &self,
         host: String,
-    ) -> Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, String>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<std::net::IpAddr>, coexistd::failure::Failure>> + Send>> {
         Box::pin(async move { panic!("index out of bounds resolving {host}") })
     }
 }

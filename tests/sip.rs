@@ -137,7 +137,7 @@ async fn a_tls_1_0_only_kamailio_is_reached_through_the_legacy_engine() {
     let o = lab.probe(&format!("{check}\ntls_min_version = \"1.0\""), "", "2s").await;
     assert_eq!(o.result, Ok(()), "{o:?}\nkamailio: {}", k.log());
     let info = o.tls.as_ref().unwrap();
-    assert_eq!(info.version, "TLS 1.0");
+    assert_eq!(info.version, Some(coexistd::tls::TlsVersion::V1_0));
     assert_eq!(info.leaf().unwrap().signature_algorithm, "sha1WithRSAEncryption");
     let o = lab.probe(&check, "", "2s").await;
     assert_eq!(o.reason(), Some(FailureReason::TlsVersion), "{o:?}");

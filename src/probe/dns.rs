@@ -18,7 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
-use crate::dns::{Answer, QueryError, SRV_TARGET};
+use crate::dns::{Answer, SRV_TARGET};
 
 /// Record types a dns check can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -279,8 +279,10 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
     let res = cx.dns.query(&spec.name, spec.rtype.record_type(), spec.budget).await;
     let phases = vec![(Phase::Request, t.elapsed())];
     match res {
-        Err(QueryError::Timeout(d)) => Outcome::fail(FailureReason::DnsTimeout, d, phases),
-        Err(QueryError::Other(d)) => Outcome::fail(FailureReason::DnsError, d, phases),
+        Err(e) => {
+            let f = e.into_failure();
+            Outcome::fail(f.reason, f.detail, phases)
+        }
         Ok(answer) => {
             let mut verdict = judge(&answer, &spec.expect);
             let points_to = if answer.records.is_empty() { None } else { points_to(spec, &answer, cx).await };

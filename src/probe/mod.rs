@@ -357,3 +357,23 @@ pub struct ProbeContext {
     /// (SNI, certificate name and SIP Request-URI stay the name).
     pub address: Option<std::net::IpAddr>,
 }
+
+impl ProbeContext {
+    /// The addresses to try for `host`: the pinned one (`each_address`), else the
+    /// name's addresses now (phase `resolve` timed into `phases`).
+    pub async fn addresses(
+        &self,
+        host: &str,
+        phases: &mut Vec<(Phase, Duration)>,
+    ) -> Result<Vec<std::net::IpAddr>, Failure> {
+        match self.address {
+            Some(ip) => Ok(vec![ip]),
+            None => {
+                let t = std::time::Instant::now();
+                let addrs = self.resolver.lookup_ip(host).await?;
+                phases.push((Phase::Resolve, t.elapsed()));
+                Ok(addrs)
+            }
+        }
+    }
+}

@@ -118,11 +118,9 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     let t = Instant::now();
     let answer = match cx.dns.query(&spec.record, RecordType::SRV, spec.budget / 2).await {
         Ok(a) => a,
-        Err(crate::dns::QueryError::Timeout(d)) => {
-            return Outcome::fail(FailureReason::DnsTimeout, d, vec![(Phase::Resolve, t.elapsed())]);
-        }
-        Err(crate::dns::QueryError::Other(d)) => {
-            return Outcome::fail(FailureReason::DnsError, d, vec![(Phase::Resolve, t.elapsed())]);
+        Err(e) => {
+            let f = e.into_failure();
+            return Outcome::fail(f.reason, f.detail, vec![(Phase::Resolve, t.elapsed())]);
         }
     };
     let srv_time = t.elapsed();

@@ -76,16 +76,7 @@ pub async fn connect(
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, std::time::Duration)>,
 ) -> Result<TcpStream, (FailureReason, String)> {
-    let addrs = match cx.address {
-        // each_address: the scheduler resolved the name and pinned one address.
-        Some(ip) => vec![ip],
-        None => {
-            let t = Instant::now();
-            let addrs = cx.resolver.lookup_ip(host).await.map_err(|e| (FailureReason::Resolve, e))?;
-            phases.push((Phase::Resolve, t.elapsed()));
-            addrs
-        }
-    };
+    let addrs = cx.addresses(host, phases).await.map_err(|f| (f.reason, f.detail))?;
     let t = Instant::now();
     let mut last = None;
     for ip in addrs {

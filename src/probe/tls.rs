@@ -108,7 +108,7 @@ pub async fn probe(spec: &TlsSpec, cx: &ProbeContext) -> Outcome {
     };
     // TLS 1.3 servers reject a missing or bad client certificate only after the
     // client's handshake is over: close and listen for that verdict.
-    if info.version == "TLS 1.3" {
+    if info.version == Some(crate::tls::TlsVersion::V1_3) {
         let t = Instant::now();
         let confirmed = stream.close_and_confirm(CONFIRM_GRACE).await;
         if let Some((Phase::Tls, d)) = phases.last_mut() {

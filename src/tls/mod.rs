@@ -105,8 +105,8 @@ pub struct TlsOptions {
 /// What a handshake showed, whether or not verification passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsInfo {
-    /// Negotiated version, e.g. `"TLS 1.3"`; empty when the handshake failed before.
-    pub version: String,
+    /// Negotiated version; `None` when the handshake failed before one was agreed.
+    pub version: Option<TlsVersion>,
     /// The peer's chain as sent, leaf first.
     pub chain: Vec<Arc<CertSummary>>,
 }
@@ -245,7 +245,7 @@ impl TlsClient {
             match &result {
                 Ok((s, info)) => format!(
                     "{} {} in {ms:.3} ms; verification {}\n{}",
-                    info.version,
+                    info.version.map_or("(unknown version)", TlsVersion::as_str),
                     s.cipher(),
                     if opts.skip_verify { "skipped" } else { "passed (chain trusted, name matches)" },
                     describe_chain(&info.chain)
@@ -314,15 +314,15 @@ impl TlsClient {
         match result {
             Ok(s) => {
                 let version = match s.get_ref().1.protocol_version() {
-                    Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3",
-                    Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2",
-                    _ => "unknown",
+                    Some(rustls::ProtocolVersion::TLSv1_3) => Some(TlsVersion::V1_3),
+                    Some(rustls::ProtocolVersion::TLSv1_2) => Some(TlsVersion::V1_2),
+                    _ => None,
                 };
-                Ok((TlsStream::Rustls(Box::new(s)), TlsInfo { version: version.into(), chain }))
+                Ok((TlsStream::Rustls(Box::new(s)), TlsInfo { version, chain }))
             }
             Err(e) => {
                 let (reason, detail) = classify_rustls(&e);
-                let info = (!chain.is_empty()).then(|| TlsInfo { version: String::new(), chain });
+                let info = (!chain.is_empty()).then_some(TlsInfo { version: None, chain });
                 Err(TlsFailure { reason, detail, info })
             }
         }
@@ -362,13 +362,13 @@ impl TlsClient {
         let mut stream = tokio_openssl::SslStream::new(ssl, tcp).map_err(|e| fail(e.to_string()))?;
         let result = Pin::new(&mut stream).connect().await;
         let chain = stream.ssl().peer_cert_chain().map(cert::summarize_stack).unwrap_or_default();
-        let version = openssl_version(stream.ssl().version_str());
+        let version = openssl_version(stream.ssl());
         if let Err(e) = result {
             let (reason, detail) = classify_openssl(&e);
-            let info = (!chain.is_empty()).then(|| TlsInfo { version: String::new(), chain });
+            let info = (!chain.is_empty()).then_some(TlsInfo { version: None, chain });
             return Err(TlsFailure { reason, detail, info });
         }
-        let info = TlsInfo { version: version.into(), chain };
+        let info = TlsInfo { version, chain };
         let first = errors.lock().unwrap_or_else(|e| e.into_inner()).first().copied();
         if let (Some((code, msg, depth)), false) = (first, opts.skip_verify) {
             let (reason, what) = classify_x509(code);
@@ -502,45 +502,58 @@ pub fn warn_if_readable_by_others(path: &Path) {
     }
 }
 
-fn openssl_version(v: &str) -> &'static str {
-    match v {
-        "TLSv1" => "TLS 1.0",
-        "TLSv1.1" => "TLS 1.1",
-        "TLSv1.2" => "TLS 1.2",
-        "TLSv1.3" => "TLS 1.3",
-        "SSLv3" => "SSL 3.0",
-        _ => "unknown",
+/// The version OpenSSL negotiated.
+fn openssl_version(ssl: &openssl::ssl::SslRef) -> Option<TlsVersion> {
+    match ssl.version2()? {
+        SslVersion::TLS1 => Some(TlsVersion::V1_0),
+        SslVersion::TLS1_1 => Some(TlsVersion::V1_1),
+        SslVersion::TLS1_2 => Some(TlsVersion::V1_2),
+        SslVersion::TLS1_3 => Some(TlsVersion::V1_3),
+        _ => None,
     }
 }
+
+/// OpenSSL's certificate verification codes (`X509_V_ERR_*`) that have a reason of
+/// their own; every other code is `cert_untrusted`.
+const X509_ERRORS: &[(i32, FailureReason, &str)] = &[
+    (openssl_sys::X509_V_ERR_CERT_HAS_EXPIRED, FailureReason::CertExpired, "certificate expired"),
+    (openssl_sys::X509_V_ERR_CERT_NOT_YET_VALID, FailureReason::CertNotYetValid, "certificate not yet valid"),
+    (openssl_sys::X509_V_ERR_HOSTNAME_MISMATCH, FailureReason::CertNameMismatch, "certificate name mismatch"),
+];
 
 /// Maps an X509_V_ERR_* code to a reason and a short phrase.
 fn classify_x509(code: i32) -> (FailureReason, &'static str) {
-    match code {
-        10 => (FailureReason::CertExpired, "certificate expired"),
-        9 => (FailureReason::CertNotYetValid, "certificate not yet valid"),
-        62 => (FailureReason::CertNameMismatch, "certificate name mismatch"),
-        _ => (FailureReason::CertUntrusted, "certificate untrusted"),
-    }
+    X509_ERRORS
+        .iter()
+        .find(|(c, _, _)| *c == code)
+        .map_or((FailureReason::CertUntrusted, "certificate untrusted"), |(_, r, what)| (*r, what))
 }
 
+/// OpenSSL's SSL-library reason codes (`SSL_R_*` of `<openssl/sslerr.h>`) that mean
+/// the peer and we share no protocol version: `tls_version`. Every other handshake
+/// error is `tls_handshake`.
+const SSL_VERSION_ERRORS: &[i32] = &[
+    191,  // SSL_R_NO_PROTOCOLS_AVAILABLE
+    258,  // SSL_R_UNSUPPORTED_PROTOCOL
+    259,  // SSL_R_UNSUPPORTED_SSL_VERSION
+    267,  // SSL_R_WRONG_VERSION_NUMBER
+    396,  // SSL_R_VERSION_TOO_LOW
+    1070, // SSL_R_TLSV1_ALERT_PROTOCOL_VERSION
+];
+
+/// `ERR_LIB_SSL` of `<openssl/err.h>`.
+const ERR_LIB_SSL: i32 = 20;
+
 fn classify_openssl(e: &openssl::ssl::Error) -> (FailureReason, String) {
-    let text = e.to_string();
-    let stack = e.ssl_error().map(|s| s.to_string()).unwrap_or_default();
-    let all = format!("{text} {stack}").to_ascii_lowercase();
-    let version = [
-        "unsupported protocol",
-        "wrong version number",
-        "no protocols available",
-        "alert protocol version",
-        "version too low",
-    ];
-    let reason = if version.iter().any(|v| all.contains(v)) {
-        FailureReason::TlsVersion
-    } else {
-        FailureReason::TlsHandshake
-    };
+    let version = e.ssl_error().is_some_and(|stack| {
+        stack
+            .errors()
+            .iter()
+            .any(|x| x.library_code() == ERR_LIB_SSL && SSL_VERSION_ERRORS.contains(&x.reason_code()))
+    });
+    let reason = if version { FailureReason::TlsVersion } else { FailureReason::TlsHandshake };
     // The error's text already includes the OpenSSL error stack when there is one.
-    (reason, text)
+    (reason, e.to_string())
 }
 
 /// The reason for an I/O error on an established connection: a TLS alert from the peer

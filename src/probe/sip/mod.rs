@@ -241,16 +241,7 @@ async fn over_udp(
     deadline: Instant,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<Message, TxError> {
-    let addrs = match cx.address {
-        Some(ip) => vec![ip],
-        None => {
-            let t = Instant::now();
-            let addrs =
-                cx.resolver.lookup_ip(&spec.host).await.map_err(|e| TxError(FailureReason::Resolve, e))?;
-            phases.push((Phase::Resolve, t.elapsed()));
-            addrs
-        }
-    };
+    let addrs = cx.addresses(&spec.host, phases).await.map_err(|f| TxError(f.reason, f.detail))?;
     let target = SocketAddr::new(addrs[0], spec.port);
     let bind: SocketAddr = if target.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
