@@ -308,6 +308,33 @@ impl Slot {
         mut changes: Option<&mut Vec<Transition>>,
     ) -> bool {
         let first = !self.ran();
+        // The name resolves (again): the name-level result (a resolution failure) ends.
+        // Its counters stay; its streak and state start over, so that a later resolution
+        // failure counts from one and is logged as a change.
+        {
+            let mut own = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if own.success() == Some(false) {
+                let failed_for = own.last_change.and_then(|s| at.duration_since(s).ok()).unwrap_or_default();
+                let i = &self.instance;
+                if let Some(changes) = changes.as_deref_mut() {
+                    tracing::info!(
+                        check = %i.check, pool = i.pool_name(), target = %i.target, address = "",
+                        failed_for = %humantime::format_duration(Duration::from_secs(failed_for.as_secs())),
+                        "check passing again"
+                    );
+                    changes.push(Transition {
+                        at,
+                        instance: i.clone(),
+                        address: None,
+                        failure: None,
+                        previous_since: own.last_change,
+                    });
+                }
+            }
+            own.last = None;
+            own.last_change = None;
+            own.consecutive_failures = 0;
+        }
         let mut members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         members.retain(|ip, _| results.iter().any(|(r, _, _)| r == ip));
         for (ip, outcome, duration) in results {
@@ -590,5 +617,33 @@ mod tests {
         let g2 = store.swap(Config::parse(TEXT, "t").unwrap());
         assert_eq!(g2.slots[0].since, slot.since);
         assert_eq!(store.stale_instances(), 0);
+    }
+
+    #[test]
+    fn a_name_that_resolves_again_ends_its_failure_and_a_later_one_counts_from_one() {
+        let store = Store::new(
+            Config::parse(&TEXT.replace("port = 1", "port = 1\neach_address = true"), "t").unwrap(),
+        );
+        let g = store.current();
+        let slot = &g.slots[0];
+        let fail =
+            || Round::Single(Outcome::fail(FailureReason::Resolve, "no such name", vec![]), Duration::ZERO);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let pass = || Round::Members(vec![(ip, Outcome::pass(vec![]), Duration::ZERO)]);
+        let mut changes = Vec::new();
+        slot.record_round_logged(fail(), SystemTime::now(), Some(&mut changes));
+        slot.record_round_logged(fail(), SystemTime::now(), Some(&mut changes));
+        assert_eq!(slot.state().consecutive_failures, 2);
+        assert_eq!(changes.len(), 1, "one change: failing");
+        slot.record_round_logged(pass(), SystemTime::now(), Some(&mut changes));
+        assert_eq!(changes.len(), 2, "the name passes again (a first pass is no change): {changes:?}");
+        assert!(
+            changes[1].address.is_none()
+                && changes[1].failure.is_none()
+                && changes[1].previous_since.is_some()
+        );
+        slot.record_round_logged(fail(), SystemTime::now(), Some(&mut changes));
+        assert_eq!(slot.state().consecutive_failures, 1, "a new streak");
+        assert_eq!(changes.len(), 3, "and a new change: failing");
     }
 }

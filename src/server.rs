@@ -398,6 +398,10 @@ async fn trace(
             return (StatusCode::SERVICE_UNAVAILABLE, "Another trace is running; try again in a moment.\n")
                 .into_response()
         }
+        Err(crate::tracer::TraceRefused::Failed) => {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "The trace failed; the agent's log says why.\n")
+                .into_response()
+        }
     };
     if json {
         let body = serde_json::to_vec(&traces).unwrap_or_default();

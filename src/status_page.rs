@@ -128,7 +128,7 @@ fn banner(s: &mut String, report: &Report) {
     let failing = report.instances.iter().filter(|i| i.success == Some(false) && !i.stale).count();
     let stale = report.instances.iter().filter(|i| i.stale).count();
     let pending = report.instances.iter().filter(|i| i.success.is_none() && !i.stale).count();
-    let down = report.pools.iter().filter(|p| !p.up).count();
+    let down = report.pools.iter().filter(|p| p.failing > 0).count();
     let (class, text) = if failing > 0 {
         (
             "bad",
@@ -191,9 +191,10 @@ fn pools(s: &mut String, report: &Report, now: SystemTime) {
                     let _ = write!(
                         s,
                         "<li><b>{}</b>{at}: <span class=\"reason\">stale</span> \
-                         <span class=\"for\">no result for {}</span></li>",
+                         <span class=\"for\">{}</span></li>",
                         esc(&i.check),
-                        since(i.last_run_time(), now).unwrap_or_else(|| "ever".into())
+                        since(i.last_run_time(), now)
+                            .map_or_else(|| "no result yet".into(), |d| format!("no result for {d}"))
                     );
                 } else {
                     let _ = write!(
@@ -235,13 +236,14 @@ fn records(s: &mut String, report: &Report, now: SystemTime) {
     }
     s.push_str(
         "<h2>Where records point</h2><div class=\"scroll\"><table id=\"records\"><thead><tr><th>record</th>\
-         <th>check</th><th>points to</th><th>plan</th><th>since</th></tr></thead><tbody>",
+         <th>check</th><th>points to</th><th>plan</th><th>result since</th></tr></thead><tbody>",
     );
     for i in rows {
         let points = i.points_to.as_deref().unwrap_or("-");
         let (verdict, class) = match (&i.expect_pool, &i.points_to) {
             (Some(want), Some(got)) if want == got => (format!("{} (as planned)", esc(want)), "pass"),
-            (Some(want), _) => (format!("<b>{}</b> planned: NOT AS PLANNED", esc(want)), "fail"),
+            (Some(want), Some(_)) => (format!("<b>{}</b> planned: NOT AS PLANNED", esc(want)), "fail"),
+            (Some(want), None) => (format!("{} planned; no answer to compare", esc(want)), "pending"),
             (None, _) => ("no plan set".to_owned(), ""),
         };
         let _ = write!(

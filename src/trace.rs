@@ -119,21 +119,49 @@ pub fn inherit<F: Future>(address: std::net::IpAddr, fut: F) -> impl Future<Outp
 pub fn mask_credentials(message: &[u8]) -> String {
     let text = String::from_utf8_lossy(message);
     let mut out = String::with_capacity(text.len());
+    // A masked header's folded continuation lines (starting with a blank) are masked too.
+    let mut masking = false;
     for line in text.split_inclusive('\n') {
-        let name = line.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
-        if name == "authorization" || name == "proxy-authorization" {
-            let (head, _) = line.split_once(':').unwrap_or((line, ""));
-            let scheme = line[head.len() + 1..].split_whitespace().next().unwrap_or("");
-            let _ = write!(out, "{head}: {scheme} ***");
-            out.push_str(if line.ends_with("\r\n") {
-                "\r\n"
-            } else if line.ends_with('\n') {
-                "\n"
-            } else {
-                ""
-            });
+        let end = if line.ends_with("\r\n") {
+            "\r\n"
+        } else if line.ends_with('\n') {
+            "\n"
         } else {
-            out.push_str(line);
+            ""
+        };
+        if masking && line.starts_with([' ', '\t']) && !line.trim().is_empty() {
+            out.push_str(" ***");
+            out.push_str(end);
+            continue;
+        }
+        masking = false;
+        if let Some((head, value)) = line.split_once(':') {
+            let name = head.trim().to_ascii_lowercase();
+            if name == "authorization" || name == "proxy-authorization" {
+                let scheme: String = value.split_whitespace().next().unwrap_or("").chars().take(16).collect();
+                let _ = write!(out, "{head}: {scheme} ***");
+                out.push_str(end);
+                masking = true;
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// `text` with control characters other than newline and tab written as `\x..`, so
+/// that a peer's bytes cannot drive the terminal a trace is printed on.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => {}
+            c if c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
         }
     }
     out
@@ -175,5 +203,16 @@ mod tests {
         assert!(t.contains("Authorization: Digest ***\r\n"), "{t}");
         assert!(t.contains("proxy-authorization: NTLM ***\r\n"), "{t}");
         assert!(t.ends_with("Via: x\r\n\r\n"));
+        // A colon-less line, a folded value, and no line end at all.
+        let t =
+            mask_credentials(b"authorization\r\nAuthorization: Digest a=1,\r\n  response=\"secret\"\r\nX: y");
+        assert!(!t.contains("secret"), "{t}");
+        assert!(t.starts_with("authorization\r\n") && t.ends_with("X: y"), "{t}");
+        assert_eq!(mask_credentials(b"Authorization"), "Authorization");
+    }
+
+    #[test]
+    fn terminal_controls_are_escaped() {
+        assert_eq!(printable("a\x1b[31mred\r\n\tb\u{7}"), "a\\x1b[31mred\n\tb\\x07");
     }
 }

@@ -53,7 +53,8 @@ impl Trace {
             writeln!(s, "== trace: check {} ({}) pool {pool} target {}", self.check, self.kind, self.target);
         for st in &self.steps {
             let addr = st.address.as_deref().map(|a| format!(" @{a}")).unwrap_or_default();
-            let mut lines = st.text.lines();
+            let text = crate::trace::printable(&st.text);
+            let mut lines = text.lines();
             let _ = writeln!(s, "{:>9.3} ms  {:<8}{addr}  {}", st.at_ms, st.step, lines.next().unwrap_or(""));
             for l in lines {
                 let _ = writeln!(s, "{:>24}| {}", "", l.trim_end_matches('\r'));
@@ -71,7 +72,7 @@ impl Trace {
                     s,
                     "result{addr}: FAIL {}: {}",
                     r.reason.as_deref().unwrap_or(""),
-                    r.detail.as_deref().unwrap_or("")
+                    crate::trace::printable(r.detail.as_deref().unwrap_or(""))
                 );
             }
         }
@@ -124,7 +125,7 @@ pub const MAX_TRACED: usize = 16;
 pub struct Tracer {
     prober: Mutex<Arc<dyn crate::scheduler::Prober>>,
     probes: tokio::runtime::Handle,
-    one: tokio::sync::Semaphore,
+    one: Arc<tokio::sync::Semaphore>,
 }
 
 /// Why a trace request was not run.
@@ -132,12 +133,14 @@ pub struct Tracer {
 pub enum TraceRefused {
     /// Another trace is running.
     Busy,
+    /// The trace task ended without a result (a panic outside the guarded probe).
+    Failed,
 }
 
 impl Tracer {
     /// A tracer using `prober` on `probes`.
     pub fn new(prober: Arc<dyn crate::scheduler::Prober>, probes: tokio::runtime::Handle) -> Tracer {
-        Tracer { prober: Mutex::new(prober), probes, one: tokio::sync::Semaphore::new(1) }
+        Tracer { prober: Mutex::new(prober), probes, one: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 
     /// Takes the probe context of a reloaded configuration.
@@ -150,15 +153,18 @@ impl Tracer {
         &self,
         instances: Vec<Arc<crate::config::CheckInstance>>,
     ) -> Result<Vec<Trace>, TraceRefused> {
-        let _permit = self.one.try_acquire().map_err(|_| TraceRefused::Busy)?;
+        // The permit goes with the task: a client that goes away does not free it
+        // while the trace still runs.
+        let permit = self.one.clone().try_acquire_owned().map_err(|_| TraceRefused::Busy)?;
         let prober = self.prober.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let run = self.probes.spawn(async move {
+            let _permit = permit;
             let mut traces = Vec::new();
             for i in instances.iter().take(MAX_TRACED) {
                 traces.push(trace_round(&prober, i).await);
             }
             traces
         });
-        Ok(run.await.unwrap_or_default())
+        run.await.map_err(|_| TraceRefused::Failed)
     }
 }
