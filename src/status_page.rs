@@ -6,8 +6,8 @@
 //! that is the plan, the checks x pools matrix with reason and detail written out
 //! (not in tooltips), and the recent state changes. It says when it was generated and
 //! reloads itself with `<meta http-equiv="refresh">` (no JavaScript, no external
-//! assets: it works from a jump host without internet). It narrows to one column on a
-//! phone.
+//! assets: it works from a jump host without internet). On a phone the pool cards
+//! stack in one column and the tables scroll sideways.
 //!
 //! It renders a [`Report`] and does not read the store, so it shows exactly what
 //! `/api/v1/status` and `/api/v1/events` show.

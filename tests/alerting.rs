@@ -235,14 +235,22 @@ fn a_member_failure_pages_within_two_minutes_and_a_dead_agent_resolves_nothing()
     assert_eq!(page["annotations"]["status_page"], format!("http://{target}/"));
     eprintln!("member down to page: {:?}", down_at.elapsed());
 
-    // The member answers again: the page resolves.
-    let _back = Member::listen("127.0.41.2", port);
-    wait_for(Duration::from_secs(180), "pool-down resolved", || {
+    // The member answers again: the page resolves (2 minutes after the pool passes:
+    // keep_firing_for, so that a restarted agent is no all-clear).
+    let back = Member::listen("127.0.41.2", port);
+    wait_for(Duration::from_secs(300), "pool-down resolved", || {
         !alerts(&notes.lock().unwrap(), "CoexistPoolDown", "resolved").is_empty()
     });
 
-    // The agent dies while the sign-in record is still wrong: the agent-down page comes,
-    // and the sign-in alert is not resolved while the agent is away.
+    // The member fails again and pages again; then the agent dies while the member is
+    // down and the sign-in record still wrong: the agent-down page comes, and neither
+    // alert resolves while the agent is away, nor when it comes back with its failure
+    // streaks started from zero.
+    back.stop();
+    let firing_before = alerts(&notes.lock().unwrap(), "CoexistPoolDown", "firing").len();
+    wait_for(Duration::from_secs(150), "second pool-down page", || {
+        alerts(&notes.lock().unwrap(), "CoexistPoolDown", "firing").len() > firing_before
+    });
     let killed = Instant::now();
     let _ = agent.child.kill();
     let _ = agent.child.wait();
@@ -252,12 +260,33 @@ fn a_member_failure_pages_within_two_minutes_and_a_dead_agent_resolves_nothing()
     // Three minutes without the agent: past AgentDown's minute, well into the rules'
     // five-minute hold.
     std::thread::sleep(Duration::from_secs(180).saturating_sub(killed.elapsed()));
-    let false_resolve: Vec<_> = alerts(&notes.lock().unwrap(), "CoexistSignInNotAsPlanned", "resolved")
-        .into_iter()
-        .filter(|(at, _)| *at > killed)
-        .collect();
-    assert!(false_resolve.is_empty(), "resolved while the agent was down: {false_resolve:?}");
+    let resolved_since = |name: &str| -> Vec<_> {
+        alerts(&notes.lock().unwrap(), name, "resolved").into_iter().filter(|(at, _)| *at > killed).collect()
+    };
+    for name in ["CoexistSignInNotAsPlanned", "CoexistPoolDown"] {
+        let r = resolved_since(name);
+        assert!(r.is_empty(), "{name} resolved while the agent was down: {r:?}");
+    }
     eprintln!("agent down for {:?}, no false resolve", killed.elapsed());
+
+    // The agent comes back on the same address: for its first probes every streak reads
+    // 0 or 1. Nothing may resolve in the next two minutes.
+    let restarted = Instant::now();
+    agent.child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["run", "--config"])
+        .arg(&agent.config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the agent serves again", || http(target, "GET", "/-/healthy").is_ok());
+    std::thread::sleep(Duration::from_secs(120).saturating_sub(restarted.elapsed()));
+    for name in ["CoexistSignInNotAsPlanned", "CoexistPoolDown"] {
+        let r = resolved_since(name);
+        assert!(r.is_empty(), "{name} resolved after the agent came back: {r:?}");
+    }
+    eprintln!("agent back for {:?}, no false resolve", restarted.elapsed());
 }
 
 #[test]
