@@ -135,14 +135,7 @@ impl DnsClient {
     }
 
     async fn socket(&self, server: SocketAddr) -> Result<UdpSocket, String> {
-        let bind: SocketAddr = if server.is_ipv4() {
-            SocketAddr::from(([0, 0, 0, 0], 0))
-        } else {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-        };
-        let sock = UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-        sock.connect(server).await.map_err(|e| e.to_string())?;
-        Ok(sock)
+        crate::os::udp_socket_to(server).await.map_err(|e| e.to_string())
     }
 
     async fn query_one(

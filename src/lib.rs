@@ -68,6 +68,7 @@ pub mod agent;
 pub mod config;
 pub mod dns;
 pub mod failure;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod labels;
 pub mod logging;

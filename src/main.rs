@@ -1,5 +1,6 @@
 //! The `coexistd` command line.
 
+#[cfg(feature = "lab")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +72,7 @@ enum Command {
         web_config: Option<PathBuf>,
     },
     /// Start a lab of local pools and DNS on loopback and run the agent against it.
+    #[cfg(feature = "lab")]
     Demo {
         /// Address of the HTTP endpoints.
         #[arg(long, default_value = "127.0.0.1:9797")]
@@ -121,7 +123,12 @@ fn main() -> ExitCode {
     // cross-thread wake-ups cost more than they give (measured: docs/performance.md).
     // COEXISTD_WORKER_THREADS overrides.
     let workers = std::env::var("COEXISTD_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let daemon = matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    let daemon = match cli.command {
+        Command::Run { .. } => true,
+        #[cfg(feature = "lab")]
+        Command::Demo { .. } => true,
+        _ => false,
+    };
     // The daemon probes on a runtime of its own; this one serves HTTP and encodes
     // scrapes. Its threads run at a lower priority (nice +10), so a burst of scrapes
     // cannot take the CPU a probe needs to start on time or to time its reply.
@@ -162,6 +169,7 @@ fn main() -> ExitCode {
             },
             Command::Check { config, pools, format, trace } => check(&config, &pools, format, trace).await,
             Command::Validate { config, web_config } => validate(&config, web_config.as_deref()),
+            #[cfg(feature = "lab")]
             Command::Demo { listen, print_config, web } => match web.options() {
                 Ok(web) => demo(listen, print_config, probe_handle, web).await,
                 Err(code) => code,
@@ -364,6 +372,7 @@ async fn trace_check(
     }
 }
 
+#[cfg(feature = "lab")]
 async fn demo(
     listen: SocketAddr,
     print_config: bool,

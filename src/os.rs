@@ -24,3 +24,17 @@ pub fn release_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// A UDP socket from a fresh port the kernel picks, of `peer`'s address family,
+/// connected to `peer` (so the kernel drops datagrams from anyone else). One per DNS
+/// query and per SIP-over-UDP probe: a reused port would hide firewall faults.
+pub async fn udp_socket_to(peer: std::net::SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let bind: std::net::SocketAddr = if peer.is_ipv4() {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let sock = tokio::net::UdpSocket::bind(bind).await?;
+    sock.connect(peer).await?;
+    Ok(sock)
+}

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 
-/// How the responder misbehaves.
+/// How the responder misbehaves (tests only: feature `lab-faults`).
+#[cfg(feature = "lab-faults")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Answer from the records.
@@ -29,6 +30,7 @@ pub enum Fault {
 #[derive(Debug)]
 struct Shared {
     records: Mutex<Vec<Record>>,
+    #[cfg(feature = "lab-faults")]
     fault: Mutex<Fault>,
 }
 
@@ -98,7 +100,11 @@ impl DnsServer {
             }
         };
         let addr = udp.local_addr()?;
-        let shared = Arc::new(Shared { records: Mutex::new(records), fault: Mutex::new(Fault::None) });
+        let shared = Arc::new(Shared {
+            records: Mutex::new(records),
+            #[cfg(feature = "lab-faults")]
+            fault: Mutex::new(Fault::None),
+        });
         let s1 = shared.clone();
         let udp_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -149,6 +155,7 @@ impl DnsServer {
     }
 
     /// Changes how the responder behaves from the next query on.
+    #[cfg(feature = "lab-faults")]
     pub fn set_fault(&self, fault: Fault) {
         *self.shared.fault.lock().unwrap_or_else(|e| e.into_inner()) = fault;
     }
@@ -160,12 +167,14 @@ fn respond(shared: &Shared, query: &[u8], over_tcp: bool) -> Option<Vec<u8>> {
         return None;
     }
     let question = q.queries.first()?.clone();
-    let fault = *shared.fault.lock().unwrap_or_else(|e| e.into_inner());
+    #[cfg(not(feature = "lab-faults"))]
+    let _ = over_tcp;
     let mut resp = Message::response(q.metadata.id, q.metadata.op_code);
     resp.metadata.authoritative = true;
     resp.metadata.recursion_desired = q.metadata.recursion_desired;
     resp.add_query(question.clone());
-    match fault {
+    #[cfg(feature = "lab-faults")]
+    match *shared.fault.lock().unwrap_or_else(|e| e.into_inner()) {
         Fault::Silent => return None,
         Fault::Rcode(rc) => {
             resp.metadata.response_code = rc;

@@ -112,10 +112,7 @@ impl CheckKind for DnsSpec {
             .record
             .as_ref()
             .ok_or_else(|| cx.err(cx.name_span.clone(), "record: required for kind \"dns\""))?;
-        let text = cx.expand(record, "record")?;
-        let text = text.trim_end_matches('.').to_owned();
-        let name = Name::from_ascii(format!("{text}."))
-            .map_err(|e| cx.err(record.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;
+        let (name, text) = cx.record_name(record)?;
         let rtype = match &keys.record_type {
             None => DnsType::A,
             Some(t) => DnsType::parse(t.get_ref()).ok_or_else(|| {

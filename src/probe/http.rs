@@ -90,15 +90,7 @@ impl CheckKind for HttpSpec {
                 return Err(cx.err(cx.name_span.clone(), "url: required for kind \"http\" (or path)"))
             }
         };
-        let expect_status = match &keys.expect_status {
-            None => Vec::new(),
-            Some(v) => {
-                if let Some(bad) = v.get_ref().iter().find(|c| !(100..=599).contains(*c)) {
-                    return Err(cx.err(v.span(), &format!("expect_status: {bad} is not an HTTP status code")));
-                }
-                v.get_ref().clone()
-            }
-        };
+        let expect_status = cx.status_codes(keys.expect_status.as_ref(), 100..=599, "an HTTP status code")?;
         let target = if port == 443 {
             format!("https://{host}{path}")
         } else {
@@ -210,17 +202,7 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
         s
     });
     let status = resp.status().as_u16();
-    let expected = if spec.expect_status.is_empty() {
-        (200..300).contains(&status)
-    } else {
-        spec.expect_status.contains(&status)
-    };
-    let result = if !expected {
-        let want = if spec.expect_status.is_empty() {
-            "2xx".to_owned()
-        } else {
-            format!("{:?}", spec.expect_status)
-        };
+    let result = if let Err(want) = super::status_accepted(&spec.expect_status, status) {
         Err((FailureReason::HttpStatus, format!("GET {} answered {status}, expected {want}", spec.path)))
     } else if let Some(needle) = &spec.body_contains {
         match Limited::new(resp.into_body(), BODY_LIMIT).collect().await {

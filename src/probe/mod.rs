@@ -315,6 +315,29 @@ impl BuildCx<'_> {
         })
     }
 
+    /// `expect_status`: codes within `range`; empty when not given (any 2xx).
+    pub fn status_codes(
+        &self,
+        v: Option<&Spanned<Vec<u16>>>,
+        range: std::ops::RangeInclusive<u16>,
+        what: &str,
+    ) -> Result<Vec<u16>, BuildError> {
+        let Some(v) = v else { return Ok(Vec::new()) };
+        if let Some(bad) = v.get_ref().iter().find(|c| !range.contains(*c)) {
+            return Err(self.err(v.span(), &format!("expect_status: {bad} is not {what}")));
+        }
+        Ok(v.get_ref().clone())
+    }
+
+    /// A record name (`{fqdn}` expanded, trailing dot optional): the absolute name and
+    /// its text without the dot (the `target` label).
+    pub fn record_name(&self, record: &Spanned<String>) -> Result<(hickory_proto::rr::Name, String), BuildError> {
+        let text = self.expand(record, "record")?.trim_end_matches('.').to_owned();
+        let name = hickory_proto::rr::Name::from_ascii(format!("{text}."))
+            .map_err(|e| self.err(record.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;
+        Ok((name, text))
+    }
+
     /// `expect_pool`, which must name a pool of the configuration.
     pub fn expect_pool(&self, pool: Option<&Spanned<String>>) -> Result<Option<String>, BuildError> {
         match pool {
@@ -323,6 +346,19 @@ impl BuildCx<'_> {
             }
             p => Ok(p.map(|p| p.get_ref().clone())),
         }
+    }
+}
+
+/// Whether `code` passes `expect_status` (empty: any 2xx), and what was expected, for
+/// the failure detail.
+pub fn status_accepted(expect: &[u16], code: u16) -> Result<(), String> {
+    let ok = if expect.is_empty() { (200..300).contains(&code) } else { expect.contains(&code) };
+    if ok {
+        Ok(())
+    } else if expect.is_empty() {
+        Err("2xx".to_owned())
+    } else {
+        Err(format!("{expect:?}"))
     }
 }
 

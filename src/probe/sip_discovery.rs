@@ -76,9 +76,7 @@ impl CheckKind for SipDiscoverySpec {
             .record
             .as_ref()
             .ok_or_else(|| cx.err(cx.name_span.clone(), "record: required for kind \"sip_discovery\""))?;
-        let text = cx.expand(rec, "record")?.trim_end_matches('.').to_owned();
-        let record = Name::from_ascii(format!("{text}."))
-            .map_err(|e| cx.err(rec.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;
+        let (record, text) = cx.record_name(rec)?;
         let lower = text.to_ascii_lowercase();
         let transport = match &keys.transport {
             Some(t) => sip::parse_transport(t, cx)?,
@@ -91,7 +89,7 @@ impl CheckKind for SipDiscoverySpec {
             record,
             transport,
             user: keys.user.as_ref().map(|u| u.get_ref().clone()),
-            expect_status: keys.expect_status.as_ref().map(|v| v.get_ref().clone()).unwrap_or_default(),
+            expect_status: cx.status_codes(keys.expect_status.as_ref(), 200..=699, "a final SIP status code")?,
             opts: cx.tls_options(&super::TlsKeys {
                 tls_min_version: keys.tls_min_version.as_ref(),
                 tls_skip_verify: keys.tls_skip_verify.as_ref(),
