@@ -39,7 +39,7 @@
 //! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | |
 //! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
 //! | [`sip_wire`] | SIP on the wire without sockets: requests, the bounded response parser | I/O |
-//! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1) behind one interface; certificate summaries | read the configuration file |
+//! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1), one module each behind one trait; certificate summaries | read the configuration file |
 //! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | |
 //! | [`pool`] | pools, roles, host-name rules | |
 //! | [`resolve`] | target name resolution through the DNS client, uncached | |

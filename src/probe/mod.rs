@@ -331,7 +331,10 @@ impl BuildCx<'_> {
 
     /// A record name (`{fqdn}` expanded, trailing dot optional): the absolute name and
     /// its text without the dot (the `target` label).
-    pub fn record_name(&self, record: &Spanned<String>) -> Result<(hickory_proto::rr::Name, String), BuildError> {
+    pub fn record_name(
+        &self,
+        record: &Spanned<String>,
+    ) -> Result<(hickory_proto::rr::Name, String), BuildError> {
         let text = self.expand(record, "record")?.trim_end_matches('.').to_owned();
         let name = hickory_proto::rr::Name::from_ascii(format!("{text}."))
             .map_err(|e| self.err(record.span(), &format!("record: {text:?} is not a DNS name: {e}")))?;

@@ -89,7 +89,11 @@ impl CheckKind for SipDiscoverySpec {
             record,
             transport,
             user: keys.user.as_ref().map(|u| u.get_ref().clone()),
-            expect_status: cx.status_codes(keys.expect_status.as_ref(), 200..=699, "a final SIP status code")?,
+            expect_status: cx.status_codes(
+                keys.expect_status.as_ref(),
+                200..=699,
+                "a final SIP status code",
+            )?,
             opts: cx.tls_options(&super::TlsKeys {
                 tls_min_version: keys.tls_min_version.as_ref(),
                 tls_skip_verify: keys.tls_skip_verify.as_ref(),
