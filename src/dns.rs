@@ -3,7 +3,7 @@
 //! no cache, replies accepted by the rules of RFC 5452.
 //!
 //! Ground floor: imports nothing of the crate but the trace recorder. It reports what
-//! the server said (rcode, records as text); what that means for a check is the dns
+//! the server said (rcode, typed records); what that means for a check is the dns
 //! kind's business (`probe::dns`).
 
 use std::net::SocketAddr;
@@ -14,18 +14,86 @@ use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-/// The text form of an answer record, as written in `expect`.
-pub fn answer_text(data: &RData) -> Option<String> {
-    Some(match data {
-        RData::A(a) => a.0.to_string(),
-        RData::AAAA(a) => a.0.to_string(),
-        RData::CNAME(c) => lower_fqdn(&c.0),
-        RData::SRV(s) => format!("{} {} {} {}", s.priority, s.weight, s.port, lower_fqdn(&s.target)),
-        RData::TXT(t) => {
-            t.txt_data.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect::<Vec<_>>().join("")
+/// One answer record of a type coexistd asks for, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rec {
+    /// IPv4 address.
+    A(std::net::Ipv4Addr),
+    /// IPv6 address.
+    Aaaa(std::net::Ipv6Addr),
+    /// Alias target, lower case with the trailing dot.
+    Cname(String),
+    /// Service location.
+    Srv(Srv),
+    /// Text (the strings of the record joined).
+    Txt(String),
+}
+
+/// An SRV record's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srv {
+    /// Lower is preferred.
+    pub priority: u16,
+    /// Among equal priorities, higher is chosen more often.
+    pub weight: u16,
+    /// The service's port.
+    pub port: u16,
+    /// The host, lower case with the trailing dot.
+    pub target: String,
+}
+
+impl Rec {
+    /// The record of `data`, for the types above; `None` for others.
+    pub fn from_rdata(data: &RData) -> Option<Rec> {
+        Some(match data {
+            RData::A(a) => Rec::A(a.0),
+            RData::AAAA(a) => Rec::Aaaa(a.0),
+            RData::CNAME(c) => Rec::Cname(lower_fqdn(&c.0)),
+            RData::SRV(s) => Rec::Srv(Srv {
+                priority: s.priority,
+                weight: s.weight,
+                port: s.port,
+                target: lower_fqdn(&s.target),
+            }),
+            RData::TXT(t) => Rec::Txt(
+                t.txt_data
+                    .iter()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(""),
+            ),
+            _ => return None,
+        })
+    }
+
+    /// The text form, as written in a dns check's `expect`: `10.0.0.1`, `::1`,
+    /// `host.example.`, `0 0 5061 host.example.`, the text.
+    pub fn text(&self) -> String {
+        match self {
+            Rec::A(a) => a.to_string(),
+            Rec::Aaaa(a) => a.to_string(),
+            Rec::Cname(c) | Rec::Txt(c) => c.clone(),
+            Rec::Srv(s) => format!("{} {} {} {}", s.priority, s.weight, s.port, s.target),
         }
-        _ => return None,
-    })
+    }
+
+    /// The address of an A or AAAA record.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        match self {
+            Rec::A(a) => Some((*a).into()),
+            Rec::Aaaa(a) => Some((*a).into()),
+            _ => None,
+        }
+    }
+
+    /// The host name an SRV or CNAME record names.
+    pub fn host(&self) -> Option<&str> {
+        match self {
+            Rec::Srv(s) => Some(&s.target),
+            Rec::Cname(c) => Some(c),
+            _ => None,
+        }
+    }
 }
 
 fn lower_fqdn(n: &Name) -> String {
@@ -42,8 +110,8 @@ fn lower_fqdn(n: &Name) -> String {
 pub struct Answer {
     /// The response code.
     pub rcode: ResponseCode,
-    /// Records of the asked type, as text.
-    pub records: Vec<String>,
+    /// Records of the asked type.
+    pub records: Vec<Rec>,
     /// Every record in the answer section (CNAMEs of a chain included).
     pub answer_count: usize,
     /// The server that answered.
@@ -219,7 +287,7 @@ fn describe_reply(m: &Message, server: SocketAddr) -> String {
         m.answers.len()
     );
     for r in &m.answers {
-        let data = answer_text(&r.data).unwrap_or_else(|| format!("({})", r.record_type()));
+        let data = Rec::from_rdata(&r.data).map_or_else(|| format!("({})", r.record_type()), |r| r.text());
         s.push_str(&format!("\n{} {} {} {data}", r.name, r.ttl, r.record_type()));
     }
     s
@@ -298,20 +366,7 @@ fn to_answer(resp: Message, rtype: RecordType, server: SocketAddr) -> Answer {
         .answers
         .iter()
         .filter(|r| r.record_type() == rtype)
-        .filter_map(|r| answer_text(&r.data))
+        .filter_map(|r| Rec::from_rdata(&r.data))
         .collect();
     Answer { rcode: resp.metadata.response_code, records, answer_count: resp.answers.len(), server }
-}
-
-/// Position of the target in an SRV answer's text (`priority weight port target.`).
-pub const SRV_TARGET: usize = 3;
-
-/// `(priority, weight, port, target without the trailing dot)` of an SRV answer in the
-/// text form [`answer_text`] gives.
-pub fn srv_fields(text: &str) -> Option<(u16, u16, u16, String)> {
-    let mut it = text.split_whitespace();
-    let p = it.next()?.parse().ok()?;
-    let w = it.next()?.parse().ok()?;
-    let port = it.next()?.parse().ok()?;
-    Some((p, w, port, it.next()?.trim_end_matches('.').to_owned()))
 }

@@ -86,7 +86,7 @@ impl Resolver {
         let mut problems = Vec::new();
         for (label, a) in ["A", "AAAA"].into_iter().zip(answers) {
             if a.rcode == ResponseCode::NoError {
-                ips.extend(a.records.iter().filter_map(|r| r.parse::<IpAddr>().ok()));
+                ips.extend(a.records.iter().filter_map(crate::dns::Rec::ip));
             } else {
                 problems.push(format!("{label}: {} answered {}", a.server, a.rcode));
             }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
-use crate::dns::{Answer, SRV_TARGET};
+use crate::dns::Answer;
 
 /// Record types a dns check can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +163,7 @@ impl CheckKind for DnsSpec {
     }
 }
 
-/// Normalises one expected answer to the form [`answer_text`] produces.
+/// Normalises one expected answer to the form [`crate::dns::Rec::text`] produces.
 fn normalise_expected(rtype: DnsType, s: &str) -> Result<String, String> {
     let s = s.trim();
     match rtype {
@@ -214,7 +214,7 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
             format!("{} answered NOERROR with no record of the type asked", answer.server),
         ));
     }
-    let got: BTreeSet<String> = answer.records.iter().cloned().collect();
+    let got: BTreeSet<String> = answer.records.iter().map(crate::dns::Rec::text).collect();
     let shown = || got.iter().cloned().collect::<Vec<_>>().join(", ");
     match expect {
         Expectation::AnyAnswer => Ok(()),
@@ -248,17 +248,16 @@ async fn points_to(spec: &DnsSpec, answer: &Answer, cx: &ProbeContext) -> Option
         return None;
     }
     let names: Vec<&str> = match spec.rtype {
-        DnsType::Srv => answer.records.iter().filter_map(|r| r.split_whitespace().nth(SRV_TARGET)).collect(),
-        DnsType::Cname => answer.records.iter().map(String::as_str).collect(),
+        DnsType::Srv | DnsType::Cname => answer.records.iter().filter_map(crate::dns::Rec::host).collect(),
         DnsType::A | DnsType::Aaaa => {
             for pool in &spec.pools {
                 let mut addrs = std::collections::HashSet::new();
                 for host in std::iter::once(&pool.fqdn).chain(&pool.members) {
                     if let Ok(ips) = cx.resolver.lookup_ip(host).await {
-                        addrs.extend(ips.into_iter().map(|ip| ip.to_string()));
+                        addrs.extend(ips);
                     }
                 }
-                if answer.records.iter().all(|r| addrs.contains(r)) {
+                if answer.records.iter().all(|r| r.ip().is_some_and(|ip| addrs.contains(&ip))) {
                     return Some(pool.name.clone());
                 }
             }
@@ -288,7 +287,10 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
                 if got != want {
                     verdict = Err((
                         FailureReason::DnsWrongPool,
-                        format!("points to {got} [{}], expected pool {want}", answer.records.join(", ")),
+                        format!(
+                            "points to {got} [{}], expected pool {want}",
+                            answer.records.iter().map(crate::dns::Rec::text).collect::<Vec<_>>().join(", ")
+                        ),
                     ));
                 }
             }
@@ -310,7 +312,14 @@ mod tests {
     fn answer(rcode: ResponseCode, records: &[&str]) -> Answer {
         Answer {
             rcode,
-            records: records.iter().map(|s| s.to_string()).collect(),
+            records: records
+                .iter()
+                .map(|s| match s.parse::<std::net::IpAddr>() {
+                    Ok(std::net::IpAddr::V4(a)) => crate::dns::Rec::A(a),
+                    Ok(std::net::IpAddr::V6(a)) => crate::dns::Rec::Aaaa(a),
+                    Err(_) => crate::dns::Rec::Txt(s.to_string()),
+                })
+                .collect(),
             answer_count: records.len(),
             server: "127.0.0.1:53".parse().unwrap(),
         }

@@ -129,12 +129,17 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     if let Err((reason, detail)) = super::dns::judge(&answer, &super::dns::Expectation::AnyAnswer) {
         return Outcome::fail(reason, detail, vec![(Phase::Resolve, srv_time)]);
     }
-    let Some((_, _, port, host)) = answer
+    let chosen = answer
         .records
         .iter()
-        .filter_map(|r| crate::dns::srv_fields(r))
-        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(a.3.cmp(&b.3)))
-    else {
+        .filter_map(|r| match r {
+            crate::dns::Rec::Srv(s) => Some(s),
+            _ => None,
+        })
+        .min_by(|a, b| {
+            a.priority.cmp(&b.priority).then(b.weight.cmp(&a.weight)).then(a.target.cmp(&b.target))
+        });
+    let Some((port, host)) = chosen.map(|s| (s.port, s.target.trim_end_matches('.').to_owned())) else {
         return Outcome::fail(
             FailureReason::DnsNoAnswer,
             "no usable SRV target",
