@@ -20,6 +20,7 @@ use toml::Spanned;
 pub use crate::pool::{check_hostname, Pool, Role};
 use crate::probe::{parse_tls_version, BuildCx, BuildError, CheckSpec, Kind, KindKeys};
 pub use crate::tls::TlsConfig;
+pub use crate::users::{Aor, User, UserAuth};
 
 /// Why a configuration was rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +57,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Every pool, in file order.
     pub pools: Vec<Pool>,
+    /// Every test user, in file order.
+    pub users: Vec<User>,
     /// Every check instance this agent runs (after `agent.shard` is applied), in file order.
     pub instances: Vec<Arc<CheckInstance>>,
 }
@@ -179,6 +182,8 @@ struct RawFile {
     tls: Option<RawTls>,
     #[serde(default)]
     pools: Vec<RawPool>,
+    #[serde(default)]
+    users: Vec<RawUser>,
     /// Decoded apart (see [`decode_check`]); named here so that an unknown top-level
     /// key's message lists it.
     #[serde(default)]
@@ -240,6 +245,23 @@ struct RawPool {
     tls_min_version: Option<Spanned<String>>,
     #[serde(default)]
     members: Vec<Spanned<String>>,
+}
+
+/// A `[[users]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    uri: Spanned<String>,
+    pool: Spanned<String>,
+    auth: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    password_env: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+    /// Accepted by the decoder only to be refused with a message that says where a
+    /// password goes instead.
+    password: Option<Spanned<serde::de::IgnoredAny>>,
 }
 
 /// The keys every `[[checks]]` table has, whatever its kind. The rest of the table
@@ -552,6 +574,8 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
         });
     }
 
+    let users = build_users(&raw.users, &pools, src)?;
+
     let mut names = HashSet::new();
     let mut instances = Vec::new();
     for (i, RawCheck { common: rc, keys }) in checks.iter().enumerate() {
@@ -581,7 +605,24 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 ),
             ));
         }
+        // Per-user kinds: one instance per selected user, in the user's planned pool.
+        let selected: Vec<Option<&User>> = match keys.users() {
+            None => vec![None],
+            Some(sel) => {
+                if let Some(p) = &rc.pools {
+                    return Err(src.err(
+                        p.span(),
+                        &format!(
+                            "{path}.pools: kind \"{}\" runs as test users, in their pools; use users",
+                            rc.kind.get_ref().as_str()
+                        ),
+                    ));
+                }
+                select_users(sel, &users, &path, rc.name.span(), src)?.into_iter().map(Some).collect()
+            }
+        };
         let targets: Vec<Option<&Pool>> = match &rc.pools {
+            _ if selected[0].is_some() => Vec::new(),
             None => pools.iter().map(Some).collect(),
             Some(list) if list.get_ref().is_empty() => vec![None],
             Some(list) => {
@@ -601,7 +642,10 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 v
             }
         };
-        for pool in targets {
+        let per_user = selected.iter().flatten().map(|u| (pools.iter().find(|p| p.name == u.pool), Some(*u)));
+        let runs: Vec<(Option<&Pool>, Option<&User>)> =
+            targets.into_iter().map(|p| (p, None)).chain(per_user).collect();
+        for (pool, user) in runs {
             let cx = BuildCx {
                 path: path.clone(),
                 name_span: rc.name.span(),
@@ -609,6 +653,7 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 pool,
                 timeout: check_timeout,
                 pools: &pools,
+                user,
             };
             let (spec, target) =
                 keys.build(&cx).map_err(|BuildError { span, message }| src.err(span, &message))?;
@@ -626,7 +671,150 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
     if let Some(shard) = shard {
         instances.retain(|i| (i.stable_hash() % u64::from(shard.count)) as u32 == shard.index - 1);
     }
-    Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, instances })
+    Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, users, instances })
+}
+
+/// Validates `[[users]]` and reads their secrets.
+fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<User>, ConfigError> {
+    let mut users: Vec<User> = Vec::new();
+    for (i, ru) in raw.iter().enumerate() {
+        let p = format!("users[{i}]");
+        if let Some(pw) = &ru.password {
+            return Err(src.err(
+                pw.span(),
+                &format!(
+                    "{p}.password: a password is not written in the configuration (configurations get \
+                     pasted into tickets); put it in a file named by password_file (mode 600) or in \
+                     the environment variable named by password_env"
+                ),
+            ));
+        }
+        let name = ru.name.get_ref();
+        check_name(name).map_err(|m| src.err(ru.name.span(), &format!("{p}.name: {m}")))?;
+        if users.iter().any(|u| &u.name == name) {
+            return Err(src.err(ru.name.span(), &format!("{p}.name: duplicate user name {name:?}")));
+        }
+        let aor =
+            Aor::parse(ru.uri.get_ref()).map_err(|m| src.err(ru.uri.span(), &format!("{p}.uri: {m}")))?;
+        if users.iter().any(|u| u.aor == aor) {
+            return Err(src.err(ru.uri.span(), &format!("{p}.uri: {} is another user's too", aor.uri())));
+        }
+        if !pools.iter().any(|x| &x.name == ru.pool.get_ref()) {
+            return Err(src.err(ru.pool.span(), &format!("{p}.pool: unknown pool {:?}", ru.pool.get_ref())));
+        }
+        let transport = match &ru.transport {
+            None => crate::sip_wire::Transport::Tls,
+            Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
+                "tls" => crate::sip_wire::Transport::Tls,
+                "tcp" => crate::sip_wire::Transport::Tcp,
+                "udp" => crate::sip_wire::Transport::Udp,
+                other => {
+                    return Err(
+                        src.err(t.span(), &format!("{p}.transport: {other:?} is not one of tls, tcp, udp"))
+                    )
+                }
+            },
+        };
+        let auth_kind = ru.auth.as_ref().map_or("digest", |a| a.get_ref().as_str());
+        let auth = match auth_kind {
+            "digest" => {
+                let password = match (&ru.password_file, &ru.password_env) {
+                    (Some(f), None) => {
+                        let path = f.get_ref();
+                        let bytes = crate::tls::read_config_file(path).map_err(|m| {
+                            src.err(f.span(), &format!("{p}.password_file: {}: {m}", path.display()))
+                        })?;
+                        crate::tls::warn_if_readable_by_others(path);
+                        let text = String::from_utf8(bytes).map_err(|_| {
+                            src.err(
+                                f.span(),
+                                &format!("{p}.password_file: {}: not UTF-8 text", path.display()),
+                            )
+                        })?;
+                        let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+                        if pw.is_empty() {
+                            return Err(
+                                src.err(f.span(), &format!("{p}.password_file: {}: empty", path.display()))
+                            );
+                        }
+                        pw
+                    }
+                    (None, Some(e)) => match std::env::var(e.get_ref()) {
+                        Ok(v) if !v.is_empty() => v,
+                        _ => {
+                            return Err(src.err(
+                                e.span(),
+                                &format!(
+                                    "{p}.password_env: {} is not set (or empty) in the agent's environment",
+                                    e.get_ref()
+                                ),
+                            ))
+                        }
+                    },
+                    (Some(f), Some(_)) => {
+                        return Err(src.err(
+                            f.span(),
+                            &format!("{p}.password_file: give password_file or password_env, not both"),
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(src.err(
+                            ru.name.span(),
+                            &format!("{p}: auth = \"digest\" needs password_file or password_env"),
+                        ))
+                    }
+                };
+                let username = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
+                UserAuth::Digest { username, password: crate::sip_auth::Secret::new(password) }
+            }
+            "none" => {
+                if let Some(f) =
+                    ru.password_file.as_ref().map(|f| f.span()).or(ru.password_env.as_ref().map(|e| e.span()))
+                {
+                    return Err(src.err(f, &format!("{p}: auth = \"none\" uses no password")));
+                }
+                UserAuth::None
+            }
+            other => {
+                let span = ru.auth.as_ref().map_or(0..0, |a| a.span());
+                return Err(src.err(span, &format!("{p}.auth: {other:?} is not one of digest, none")));
+            }
+        };
+        users.push(User { name: name.clone(), aor, pool: ru.pool.get_ref().clone(), auth, transport });
+    }
+    Ok(users)
+}
+
+/// The users a per-user check runs as: those named, or every one.
+fn select_users<'u>(
+    sel: crate::probe::UserSelection<'_>,
+    users: &'u [User],
+    path: &str,
+    name_span: std::ops::Range<usize>,
+    src: &Source<'_>,
+) -> Result<Vec<&'u User>, ConfigError> {
+    let picked: Vec<&User> = match sel.0 {
+        None => users.iter().collect(),
+        Some(list) => {
+            let mut v: Vec<&User> = Vec::new();
+            for n in list.get_ref() {
+                let u = users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
+                    src.err(n.span(), &format!("{path}.users: unknown user {:?}", n.get_ref()))
+                })?;
+                if v.iter().any(|x| x.name == u.name) {
+                    return Err(
+                        src.err(n.span(), &format!("{path}.users: {:?} is listed twice", n.get_ref()))
+                    );
+                }
+                v.push(u);
+            }
+            v
+        }
+    };
+    if picked.is_empty() {
+        return Err(src.err(name_span, &format!("{path}.users: no test user to run as (add [[users]])")));
+    }
+    Ok(picked)
 }
 
 /// Label names the agent sets itself; `agent.labels` may not reuse them.

@@ -19,8 +19,8 @@
 //! | layer | modules |
 //! |---|---|
 //! | 0 basics | [`failure`], [`trace`], [`os`], [`logging`] |
-//! | 1 wire | [`dns`], [`sip_wire`], [`tls`] |
-//! | 2 facts | [`outcome`], [`pool`], [`resolve`] |
+//! | 1 wire | [`dns`], [`sip_wire`], [`sip_auth`], [`tls`] |
+//! | 2 facts | [`outcome`], [`pool`], [`users`], [`resolve`] |
 //! | 3 check kinds | [`probe`] |
 //! | 4 configuration | [`config`] |
 //! | 5 results | [`labels`], [`results`] |
@@ -40,6 +40,8 @@
 //! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
 //! | [`sip_wire`] | SIP on the wire without sockets: requests, the bounded response parser | I/O |
 //! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1), one module each behind one trait; certificate summaries | read the configuration file |
+//! | [`sip_auth`] | answering a registrar's challenge: Digest (RFC 7616) behind one small scheme interface | I/O |
+//! | [`users`] | test users: address of record, planned pool, credentials (never printed) | read secrets |
 //! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | |
 //! | [`pool`] | pools, roles, host-name rules | |
 //! | [`resolve`] | target name resolution through the DNS client, uncached | |
@@ -83,9 +85,11 @@ pub mod results;
 pub mod rollup;
 pub mod scheduler;
 pub mod server;
+pub mod sip_auth;
 pub mod sip_wire;
 pub mod status_page;
 pub mod tls;
 pub mod trace;
 pub mod tracer;
+pub mod users;
 pub mod web;

@@ -62,12 +62,13 @@ enum Family {
     SipStatus,
     SipServer,
     PointsTo,
+    UserHome,
     Interval,
     LastChange,
 }
 
 /// The per-instance families, in exposition order: (family, name, help, type).
-const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 18] = [
+const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 19] = [
     (
         Family::Success,
         "coexist_probe_success",
@@ -152,6 +153,12 @@ const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 18] = [
         Family::PointsTo,
         "coexist_dns_points_to",
         "1 for the pool the record points at now (unknown: none of the configured pools).",
+        MetricType::Gauge,
+    ),
+    (
+        Family::UserHome,
+        "coexist_user_home",
+        "1 for the pool the test user registered on (unknown: none of the configured pools); its planned pool is the pool label.",
         MetricType::Gauge,
     ),
     (
@@ -434,6 +441,20 @@ fn write_instance_family(
                 w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
             }
         }
+        Family::UserHome => {
+            let (crate::probe::CheckSpec::SipRegister(spec), Some(p)) =
+                (&instance.spec, last.and_then(|l| l.outcome.points_to.as_deref()))
+            else {
+                return;
+            };
+            let mut extra = String::from(",user=\"");
+            escape_label_value(&mut extra, &spec.user.name);
+            extra.push_str("\",home_pool=\"");
+            escape_label_value(&mut extra, p);
+            extra.push('"');
+            w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
+        }
+        Family::PointsTo if matches!(instance.spec, crate::probe::CheckSpec::SipRegister(_)) => {}
         Family::PointsTo => {
             if let Some(p) = last.and_then(|l| l.outcome.points_to.as_deref()) {
                 let mut extra = String::from(",points_to=\"");

@@ -45,15 +45,125 @@ impl Transport {
     }
 }
 
-/// The identity of one OPTIONS transaction: what a response must echo.
+/// The identity of one client transaction: what a response must echo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transaction {
     /// Via branch, `z9hG4bK…`.
     pub branch: String,
     /// Call-ID.
     pub call_id: String,
-    /// CSeq number (the method is OPTIONS).
+    /// CSeq number.
     pub cseq: u32,
+    /// CSeq method (`OPTIONS`, `REGISTER`, …).
+    pub method: &'static str,
+}
+
+impl Transaction {
+    /// The next transaction of the same dialog or registration: a new branch, the same
+    /// Call-ID, the next CSeq number.
+    pub fn next(&self, method: &'static str) -> Transaction {
+        Transaction {
+            branch: format!("{BRANCH_COOKIE}{}", token(16)),
+            call_id: self.call_id.clone(),
+            cseq: self.cseq.saturating_add(1),
+            method,
+        }
+    }
+}
+
+/// Everything a REGISTER request is built from.
+#[derive(Debug, Clone)]
+pub struct RegisterParams<'a> {
+    /// Transport of the Via header and the Contact.
+    pub transport: Transport,
+    /// The address of record's user part.
+    pub user: &'a str,
+    /// The domain: Request-URI, From and To.
+    pub domain: &'a str,
+    /// `host:port` of the local socket: Via sent-by and Contact.
+    pub sent_by: &'a str,
+    /// The transaction's identifiers.
+    pub tx: &'a Transaction,
+    /// From tag.
+    pub from_tag: &'a str,
+    /// Seconds asked for; 0 removes the binding.
+    pub expires: u32,
+    /// `(header name, value)` answering a challenge: `Authorization` or
+    /// `Proxy-Authorization`.
+    pub credentials: Option<(&'a str, &'a str)>,
+}
+
+/// Builds the REGISTER request bytes (RFC 3261 §10.2).
+pub fn register_request(p: &RegisterParams<'_>) -> Vec<u8> {
+    let transport_param = match p.transport {
+        Transport::Udp => String::new(),
+        t => format!(";transport={}", t.as_str()),
+    };
+    let mut s = String::with_capacity(768);
+    let _ = write!(s, "REGISTER sip:{} SIP/2.0\r\n", p.domain);
+    let _ =
+        write!(s, "Via: SIP/2.0/{} {};branch={};rport\r\n", p.transport.via_token(), p.sent_by, p.tx.branch);
+    s.push_str("Max-Forwards: 70\r\n");
+    let _ = write!(s, "From: <sip:{}@{}>;tag={}\r\n", p.user, p.domain, p.from_tag);
+    let _ = write!(s, "To: <sip:{}@{}>\r\n", p.user, p.domain);
+    let _ = write!(s, "Call-ID: {}\r\n", p.tx.call_id);
+    let _ = write!(s, "CSeq: {} REGISTER\r\n", p.tx.cseq);
+    let _ = write!(s, "Contact: <sip:{}@{}{transport_param}>\r\n", p.user, p.sent_by);
+    let _ = write!(s, "Expires: {}\r\n", p.expires);
+    if let Some((name, value)) = p.credentials {
+        let _ = write!(s, "{name}: {value}\r\n");
+    }
+    s.push_str(concat!("User-Agent: coexistd/", env!("CARGO_PKG_VERSION"), "\r\n"));
+    s.push_str("Content-Length: 0\r\n\r\n");
+    s.into_bytes()
+}
+
+/// Where a SIP URI (as in a `Contact` of a 3xx) sends a client: host, port (if given)
+/// and transport (if given). `<…>`, display names, a user part and header parameters
+/// are skipped.
+pub fn uri_target(value: &str) -> Option<(String, Option<u16>, Option<Transport>)> {
+    let v = value.trim();
+    let v = match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => &v[a + 1..b],
+        _ => v.split(';').next().unwrap_or(v),
+    };
+    let (scheme_tls, rest) =
+        if let Some(r) = v.strip_prefix("sips:") { (true, r) } else { (false, v.strip_prefix("sip:")?) };
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let (hostport, params) = rest.split_once(';').unwrap_or((rest, ""));
+    let hostport = hostport.split('?').next().unwrap_or(hostport);
+    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
+        let (h, after) = r.split_once(']')?;
+        (h.to_owned(), after.strip_prefix(':'))
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (hostport.to_owned(), None),
+        }
+    };
+    if host.is_empty()
+        || host.len() > 253
+        || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:".contains(&b))
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(u16::try_from(bounded_decimal(p, 65_535)?).ok().filter(|p| *p > 0)?),
+        None => None,
+    };
+    let transport = params.split(';').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("transport") {
+            return None;
+        }
+        match v.trim().to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
+            _ => None,
+        }
+    });
+    Some((host, port, if scheme_tls { Some(Transport::Tls) } else { transport }))
 }
 
 /// Everything an OPTIONS request is built from.
@@ -179,7 +289,7 @@ impl Message {
         self.status().is_some()
             && self.top_via_branch() == Some(tx.branch.as_str())
             && self.header("call-id").map(str::trim) == Some(tx.call_id.as_str())
-            && self.cseq().is_some_and(|(n, m)| n == tx.cseq && m.eq_ignore_ascii_case("OPTIONS"))
+            && self.cseq().is_some_and(|(n, m)| n == tx.cseq && m.eq_ignore_ascii_case(tx.method))
     }
 
     /// What the peer calls itself: `Server`, else `User-Agent`.
@@ -456,6 +566,7 @@ pub fn new_transaction() -> Transaction {
         branch: format!("{BRANCH_COOKIE}{}", token(16)),
         call_id: format!("{}@coexistd", token(24)),
         cseq: 1,
+        method: "OPTIONS",
     }
 }
 
@@ -499,7 +610,12 @@ mod tests {
     use super::*;
 
     fn tx() -> Transaction {
-        Transaction { branch: "z9hG4bK1a2b3c".into(), call_id: "c0ffee@coexistd".into(), cseq: 1 }
+        Transaction {
+            branch: "z9hG4bK1a2b3c".into(),
+            call_id: "c0ffee@coexistd".into(),
+            cseq: 1,
+            method: "OPTIONS",
+        }
     }
 
     #[test]

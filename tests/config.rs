@@ -25,7 +25,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown top-level key",
             "colour = 1\n".into(),
-            "t.toml:1:1: unknown field `colour`, expected one of `agent`, `dns`, `tls`, `pools`, `checks`",
+            "t.toml:1:1: unknown field `colour`, expected one of `agent`, `dns`, `tls`, `pools`, `users`, `checks`",
         ),
         (
             "unknown key in [agent]",
@@ -110,7 +110,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"icmp\"\n"),
-            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`, `sip_discovery`",
+            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`, `sip_discovery`, `sip_register`",
         ),
         (
             "port out of range",
@@ -336,6 +336,56 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "a date for the labels table",
             "[agent]\nlabels = 1979-05-27T07:32:00Z\n".into(),
             "t.toml:2:10: a date or time is not allowed here (quote it if it is meant as text)",
+        ),
+        (
+            "user on an unknown pool",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"skype\"\npassword_env = \"PATH\"\n"),
+            "t.toml:14:8: users[0].pool: unknown pool \"skype\"",
+        ),
+        (
+            "user URI without a user part",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n"),
+            "t.toml:13:7: users[0].uri: \"sip:contoso.com\" has no user part (sip:user@domain)",
+        ),
+        (
+            "user name twice",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[users]]\nname = \"alice\"\nuri = \"sip:alice2@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n"),
+            "t.toml:17:8: users[1].name: duplicate user name \"alice\"",
+        ),
+        (
+            "digest without a password",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\n"),
+            "t.toml:12:8: users[0]: auth = \"digest\" needs password_file or password_env",
+        ),
+        (
+            "password file and env both",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\npassword_file = \"/etc/hostname\"\npassword_env = \"PATH\"\n"),
+            "t.toml:15:17: users[0].password_file: give password_file or password_env, not both",
+        ),
+        (
+            "password env not set",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\npassword_env = \"COEXISTD_SURELY_UNSET\"\n"),
+            "t.toml:15:16: users[0].password_env: COEXISTD_SURELY_UNSET is not set (or empty) in the agent's environment",
+        ),
+        (
+            "unknown auth",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\n"),
+            "t.toml:15:8: users[0].auth: \"ntlm\" is not one of digest, none",
+        ),
+        (
+            "pools on a per-user kind",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[checks]]\nname = \"r\"\nkind = \"sip_register\"\npools = [\"ocs\"]\n"),
+            "t.toml:19:9: checks[0].pools: kind \"sip_register\" runs as test users, in their pools; use users",
+        ),
+        (
+            "unknown user",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[checks]]\nname = \"r\"\nkind = \"sip_register\"\nusers = [\"bob\"]\n"),
+            "t.toml:19:10: checks[0].users: unknown user \"bob\"",
+        ),
+        (
+            "no users to run as",
+            with_pools("[[checks]]\nname = \"r\"\nkind = \"sip_register\"\n"),
+            "t.toml:12:8: checks[0].users: no test user to run as (add [[users]])",
         ),
     ]
 }

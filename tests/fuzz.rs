@@ -110,7 +110,12 @@ fn sip_message() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn tx() -> message::Transaction {
-    message::Transaction { branch: "z9hG4bKfuzz".into(), call_id: "fuzz@coexistd".into(), cseq: 1 }
+    message::Transaction {
+        branch: "z9hG4bKfuzz".into(),
+        call_id: "fuzz@coexistd".into(),
+        cseq: 1,
+        method: "OPTIONS",
+    }
 }
 
 /// What must hold for any input: no panic; a complete message claims no more than the

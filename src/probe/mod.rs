@@ -10,6 +10,7 @@ pub mod dns;
 pub mod http;
 pub mod sip;
 pub mod sip_discovery;
+pub mod sip_register;
 pub mod tcp;
 pub mod tls;
 
@@ -65,7 +66,17 @@ pub trait CheckKind: Sized {
     fn expect_pool(&self) -> Option<&str> {
         None
     }
+
+    /// For kinds that run as test users: which users (one instance each, in the user's
+    /// planned pool). `None`: the kind runs once per pool of `pools`.
+    fn users(_keys: &Self::Keys) -> Option<UserSelection<'_>> {
+        None
+    }
 }
+
+/// The `users` key of a per-user kind: the names listed, or every user when absent.
+#[derive(Debug, Clone, Copy)]
+pub struct UserSelection<'a>(pub Option<&'a Spanned<Vec<Spanned<String>>>>);
 
 /// Declares the check kinds from one list: [`Kind`] (the `kind` key and label),
 /// [`CheckSpec`], [`KindKeys`] and every dispatch come from it.
@@ -134,6 +145,13 @@ macro_rules! check_kinds {
                 }
             }
 
+            /// See [`CheckKind::users`].
+            pub fn users(&self) -> Option<UserSelection<'_>> {
+                match self {
+                    $(KindKeys::$variant(k) => <$spec as CheckKind>::users(k),)+
+                }
+            }
+
             /// Whether the keys ask for `each_address`.
             pub fn each_address(&self) -> bool {
                 match self {
@@ -194,6 +212,9 @@ check_kinds! {
     Sip(sip::SipSpec) => "sip",
     /// SRV record → host → TLS → OPTIONS, as a client signs in.
     SipDiscovery(sip_discovery::SipDiscoverySpec) => "sip_discovery",
+    /// A test user registers with digest authentication (following one redirect), is
+    /// found where it is homed, and unregisters.
+    SipRegister(sip_register::SipRegisterSpec) => "sip_register",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde
@@ -251,6 +272,8 @@ pub struct BuildCx<'a> {
     pub timeout: Duration,
     /// Every pool of the configuration (for `expect_pool` and `points_to`).
     pub pools: &'a [Pool],
+    /// The test user the instance runs as (per-user kinds).
+    pub user: Option<&'a crate::users::User>,
 }
 
 impl BuildCx<'_> {

@@ -132,6 +132,11 @@ impl Agent {
 
     /// Like [`Agent::start`] with extra arguments to `coexistd run`.
     pub fn start_with(config: &str, args: &[&str]) -> Agent {
+        Agent::start_env(config, args, &[])
+    }
+
+    /// Like [`Agent::start_with`] with environment variables, logging at `info`.
+    pub fn start_env(config: &str, args: &[&str], env: &[(&str, &str)]) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let path = dir.path().join("coexistd.toml");
@@ -140,7 +145,8 @@ impl Agent {
             .args(["run", "--config"])
             .arg(&path)
             .args(args)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if env.is_empty() { "warn" } else { "info" })
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -152,6 +158,16 @@ impl Agent {
             std::thread::sleep(Duration::from_millis(50));
         }
         a
+    }
+
+    /// Everything it wrote on standard error (once it has been killed).
+    pub fn stderr(&mut self) -> String {
+        let _ = self.child.wait();
+        let mut s = String::new();
+        if let Some(e) = self.child.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut s);
+        }
+        s
     }
 
     /// GET a path; (status, body).
@@ -332,8 +348,6 @@ impl Kamailio {
 
     /// Listens on `ip` (a loopback address) and `port` for UDP and TCP.
     pub fn start_at(ip: &str, port: u16, mode: KamailioMode, tls: Option<KamailioTls<'_>>) -> Kamailio {
-        let kamailio = require("kamailio", "kamailio and kamailio-tls-modules");
-        let dir = tempfile::tempdir().unwrap();
         let tls_port = loop {
             let p = free_port();
             if p != port {
@@ -346,9 +360,29 @@ impl Kamailio {
             KamailioMode::Slow => "usleep(\"3000000\"); sl_send_reply(\"200\", \"OK\");",
             KamailioMode::Drop => "drop;",
         };
+        let routes = format!(
+            "request_route {{\n  if (method == \"OPTIONS\") {{\n    {reply}\n    exit;\n  }}\n  sl_send_reply(\"405\", \"Method Not Allowed\");\n}}\n"
+        );
+        Kamailio::start_custom(ip, port, tls_port, tls, &format!("kamailio-test ({mode:?})"), "", &routes)
+    }
+
+    /// A Kamailio on `ip`: UDP and TCP on `port`, TLS on `tls_port` (with `tls`), the
+    /// `Server` header `server`, extra module lines `prelude` (`{dir}` is its own
+    /// directory) and the routing logic `routes`.
+    pub fn start_custom(
+        ip: &str,
+        port: u16,
+        tls_port: u16,
+        tls: Option<KamailioTls<'_>>,
+        server: &str,
+        prelude: &str,
+        routes: &str,
+    ) -> Kamailio {
+        let kamailio = require("kamailio", "kamailio and kamailio-tls-modules");
+        let dir = tempfile::tempdir().unwrap();
         let mut cfg = format!(
             "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nchildren=2\ntcp_children=2\nauto_aliases=no\n\
-             server_header=\"Server: kamailio-test ({mode:?})\"\n\
+             server_header=\"Server: {server}\"\n\
              listen=udp:{ip}:{port}\nlisten=tcp:{ip}:{port}\n\
              mpath=\"/usr/lib/x86_64-linux-gnu/kamailio/modules/\"\n\
              loadmodule \"sl.so\"\nloadmodule \"cfgutils.so\"\n"
@@ -372,9 +406,8 @@ impl Kamailio {
                 dir.path().join("tls.cfg").display()
             ));
         }
-        cfg.push_str(&format!(
-            "request_route {{\n  if (method == \"OPTIONS\") {{\n    {reply}\n    exit;\n  }}\n  sl_send_reply(\"405\", \"Method Not Allowed\");\n}}\n"
-        ));
+        cfg.push_str(&prelude.replace("{dir}", &dir.path().display().to_string()));
+        cfg.push_str(routes);
         let path = dir.path().join("kamailio.cfg");
         std::fs::write(&path, cfg).unwrap();
         // A legacy server: Debian's OpenSSL refuses TLS 1.0 and SHA-1 signatures by
@@ -398,7 +431,8 @@ impl Kamailio {
         let child = command
             .arg("-f")
             .arg(&path)
-            .args(["-DD", "-E", "-Y"])
+            // At the default shared memory its TLS module corrupts memory under load.
+            .args(["-m", "512", "-M", "32", "-DD", "-E", "-Y"])
             .arg(dir.path())
             .arg("-w")
             .arg(dir.path())
@@ -427,6 +461,11 @@ impl Kamailio {
             }
         });
         k
+    }
+
+    /// Its working directory (its control socket, when it has one).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     /// Its log so far (errors and warnings), for assertion messages.

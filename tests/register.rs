@@ -1,0 +1,284 @@
+//! `sip_register` against two real Kamailio registrars from Debian's packages acting as
+//! the legacy and the new pool of one SIP domain: digest authentication with passwords
+//! from `htable`, `registrar`/`usrloc` in memory, and a REGISTER for a user homed on the
+//! other pool answered `301` with that pool in `Contact` (as Lync and OCS registrars
+//! redirect). Over TLS and UDP. Homing and passwords are changed while the test runs
+//! with `kamcmd`, as an operator moves users between pools.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
+use common::{require, sample, Agent, Kamailio, KamailioTls, Knot};
+use openssl::hash::MessageDigest;
+
+const OCS_IP: &str = "127.0.51.1";
+const LYNC_IP: &str = "127.0.51.2";
+const ZONE: &str = "ocspool A 127.0.51.1\nlyncpool A 127.0.51.2\n";
+/// Test passwords: every output of the agent is searched for them.
+const ALICE_PW: &str = "alice-Secret-7c1e";
+const BOB_PW: &str = "bob-Secret-93fa";
+const CAROL_PW: &str = "carol-Secret-0d2b";
+
+/// A registrar for `pool`: users homed elsewhere get 301 to their home pool.
+fn registrar(pool: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio {
+    let prelude = format!(
+        "loadmodule \"tm.so\"\nloadmodule \"pv.so\"\nloadmodule \"textops.so\"\nloadmodule \"usrloc.so\"\n\
+         loadmodule \"registrar.so\"\nloadmodule \"auth.so\"\nloadmodule \"htable.so\"\nloadmodule \"ctl.so\"\n\
+         modparam(\"usrloc\", \"db_mode\", 0)\n\
+         modparam(\"htable\", \"htable\", \"users=>size=4;\")\n\
+         modparam(\"htable\", \"htable\", \"homes=>size=4;\")\n\
+         modparam(\"htable\", \"htable\", \"routes=>size=4;\")\n\
+         modparam(\"ctl\", \"binrpc\", \"unix:{{dir}}/ctl.sock\")\n\
+         event_route[htable:mod-init] {{\n\
+           $sht(users=>alice) = \"{ALICE_PW}\";\n  $sht(users=>bob) = \"{BOB_PW}\";\n  $sht(users=>carol) = \"{CAROL_PW}\";\n\
+           $sht(homes=>alice) = \"ocs\";\n  $sht(homes=>bob) = \"lync\";\n  $sht(homes=>carol) = \"lync\";\n\
+           $sht(routes=>ocs) = \"sip:ocspool.contoso.test:{tls_port};transport=tls\";\n\
+           $sht(routes=>lync) = \"sip:lyncpool.contoso.test:{tls_port};transport=tls\";\n\
+         }}\n"
+    );
+    let routes = format!(
+        "request_route {{\n\
+           if (is_method(\"REGISTER\")) {{\n\
+             $var(home) = $sht(homes=>$tU);\n\
+             if ($var(home) != \"{pool}\") {{\n\
+               append_to_reply(\"Contact: <$sht(routes=>$var(home))>\\r\\n\");\n\
+               sl_send_reply(\"301\", \"Redirect request to Home Server\");\n\
+               exit;\n\
+             }}\n\
+             if (!pv_auth_check(\"$fd\", \"$sht(users=>$fU)\", \"0\", \"1\")) {{\n\
+               auth_challenge(\"$fd\", \"1\");\n\
+               exit;\n\
+             }}\n\
+             if (!save(\"location\")) {{ sl_reply_error(); }}\n\
+             exit;\n\
+           }}\n\
+           sl_send_reply(\"404\", \"Not Found\");\n\
+         }}\n"
+    );
+    let ip = if pool == "ocs" { OCS_IP } else { LYNC_IP };
+    Kamailio::start_custom(ip, port, tls_port, Some(tls), &format!("registrar {pool}"), &prelude, &routes)
+}
+
+/// `kamcmd` against a registrar's control socket.
+fn kamcmd(k: &Kamailio, args: &[&str]) {
+    let sock = k.dir().join("ctl.sock");
+    let out = Command::new(require("kamcmd", "kamailio"))
+        .arg("-s")
+        .arg(format!("unix:{}", sock.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kamcmd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn config(knot: &Knot, ca: &Path, dir: &Path, alice_pool: &str) -> String {
+    for (name, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
+        let f = dir.join(format!("{name}.pass"));
+        std::fs::write(&f, format!("{pw}\n")).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    format!(
+        r#"[agent]
+listen = "{{listen}}"
+interval = "1s"
+timeout = "900ms"
+labels = {{ site = "lab" }}
+[dns]
+servers = ["{dns}"]
+[tls]
+ca_file = "{ca}"
+[[pools]]
+name = "ocs2007r2"
+role = "legacy"
+fqdn = "ocspool.contoso.test"
+[[pools]]
+name = "lync2013"
+role = "new"
+fqdn = "lyncpool.contoso.test"
+[[users]]
+name = "alice"
+uri = "sip:alice@contoso.test"
+pool = "{alice_pool}"
+password_file = "{dir}/alice.pass"
+[[users]]
+name = "bob"
+uri = "sip:bob@contoso.test"
+pool = "lync2013"
+password_file = "{dir}/bob.pass"
+[[users]]
+name = "carol"
+uri = "sip:carol@contoso.test"
+pool = "lync2013"
+transport = "udp"
+password_env = "COEXISTD_TEST_CAROL_PASSWORD"
+[[checks]]
+name = "register"
+kind = "sip_register"
+"#,
+        dns = knot.addr,
+        ca = ca.display(),
+        dir = dir.display(),
+    )
+}
+
+#[test]
+fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
+    let knot = Knot::start("contoso.test", ZONE);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Contoso Registrar Root", KeyKind::Rsa2048, MessageDigest::sha256()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
+    let certs: Vec<_> = ["ocspool.contoso.test", "lyncpool.contoso.test"]
+        .iter()
+        .map(|n| {
+            ca.issue(&Leaf { cn: n, sans: &[n], ..Leaf::default() })
+                .unwrap()
+                .write(dir.path(), n, &[])
+                .unwrap()
+        })
+        .collect();
+    // One port number on both addresses: UDP/TCP 5060-like, TLS 5061-like.
+    let port = common::free_port();
+    let tls_port = loop {
+        let p = common::free_port();
+        if p != port {
+            break p;
+        }
+    };
+    let tls = |i: usize| KamailioTls {
+        cert: &certs[i].0,
+        key: &certs[i].1,
+        ca: &ca_file,
+        method: "TLSv1.2+",
+        require_client_cert: false,
+    };
+    let ocs = registrar("ocs", port, tls_port, tls(0));
+    let lync = registrar("lync", port, tls_port, tls(1));
+
+    let text = config(&knot, &ca_file, dir.path(), "ocs2007r2")
+        .replace("kind = \"sip_register\"\n", &format!("kind = \"sip_register\"\nport = {tls_port}\n"));
+    // carol registers over UDP: its port is the UDP one.
+    let text = text.replace(
+        "[[checks]]\nname = \"register\"\nkind = \"sip_register\"\n",
+        &format!(
+            "[[checks]]\nname = \"register-udp\"\nkind = \"sip_register\"\nusers = [\"carol\"]\nport = {port}\n\
+             [[checks]]\nname = \"register\"\nkind = \"sip_register\"\nusers = [\"alice\", \"bob\"]\n"
+        ),
+    );
+    let agent = Agent::start_env(&text, &[], &[("COEXISTD_TEST_CAROL_PASSWORD", CAROL_PW)]);
+    let home = |m: &str, user: &str, pool: &str| {
+        sample(m, "coexist_user_home", &[("user", user), ("home_pool", pool)]) == Some(1.0)
+    };
+    let ok = |m: &str, target: &str| sample(m, "coexist_probe_success", &[("target", target)]) == Some(1.0);
+    let m = agent.wait_metrics(Duration::from_secs(15), |m| {
+        ok(m, "sip:alice@contoso.test") && ok(m, "sip:bob@contoso.test") && ok(m, "sip:carol@contoso.test")
+    });
+    assert!(
+        home(&m, "alice", "ocs2007r2") && home(&m, "bob", "lync2013") && home(&m, "carol", "lync2013"),
+        "{m}"
+    );
+    let alice_labels = [
+        ("target", "sip:alice@contoso.test"),
+        ("pool", "ocs2007r2"),
+        ("role", "legacy"),
+        ("kind", "sip_register"),
+    ];
+    assert_eq!(sample(&m, "coexist_probe_success", &alice_labels), Some(1.0));
+
+    // alice moves to the new pool (both registrars learn it): the legacy registrar
+    // redirects her, she registers there; the plan still says legacy: wrong_home.
+    for k in [&ocs, &lync] {
+        kamcmd(k, &["htable.sets", "homes", "alice", "lync"]);
+    }
+    let m = agent.wait_metrics(Duration::from_secs(15), |m| home(m, "alice", "lync2013"));
+    assert_eq!(sample(&m, "coexist_probe_success", &[("target", "sip:alice@contoso.test")]), Some(0.0));
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let row = v["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["target"] == "sip:alice@contoso.test")
+        .unwrap()
+        .clone();
+    assert_eq!(row["reason"], "wrong_home", "{row}");
+    let detail = row["detail"].as_str().unwrap();
+    eprintln!("alice re-homed: {detail}");
+    assert!(
+        detail.contains("lync2013")
+            && detail.contains("after a redirect")
+            && detail.contains("planned ocs2007r2"),
+        "{detail}"
+    );
+    assert_eq!(row["points_to"], "lync2013");
+    assert_eq!(row["expect_pool"], "ocs2007r2");
+    assert!(!home(&m, "alice", "ocs2007r2"), "the old home is gone: {m}");
+
+    // The plan follows (a reload): she passes again.
+    std::fs::write(
+        &agent.config,
+        std::fs::read_to_string(&agent.config).unwrap().replace(
+            "name = \"alice\"\nuri = \"sip:alice@contoso.test\"\npool = \"ocs2007r2\"",
+            "name = \"alice\"\nuri = \"sip:alice@contoso.test\"\npool = \"lync2013\"",
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap().success());
+    agent.wait_metrics(Duration::from_secs(15), |m| {
+        sample(m, "coexist_probe_success", &[("target", "sip:alice@contoso.test"), ("pool", "lync2013")])
+            == Some(1.0)
+    });
+
+    // bob's password changes on the registrar (ours is now wrong): auth_failed for bob
+    // only.
+    kamcmd(&lync, &["htable.sets", "users", "bob", "changed-elsewhere"]);
+    let m = agent.wait_metrics(Duration::from_secs(15), |m| {
+        sample(
+            m,
+            "coexist_probe_failures_total",
+            &[("target", "sip:bob@contoso.test"), ("reason", "auth_failed")],
+        )
+        .is_some_and(|n| n >= 1.0)
+    });
+    assert_eq!(sample(&m, "coexist_probe_success", &[("target", "sip:bob@contoso.test")]), Some(0.0));
+    assert_eq!(sample(&m, "coexist_probe_success", &[("target", "sip:alice@contoso.test")]), Some(1.0));
+    assert_eq!(sample(&m, "coexist_probe_success", &[("target", "sip:carol@contoso.test")]), Some(1.0));
+
+    // No output of the agent carries a password.
+    let (_, page) = agent.get("/");
+    let (_, events) = agent.get("/api/v1/events");
+    let (_, trace) = agent.get("/api/v1/trace?check=register");
+    assert!(trace.contains("Authorization: Digest ***"), "the trace masks credentials:\n{trace}");
+    eprintln!("{trace}");
+    let mut agent = agent;
+    let _ = agent.child.kill();
+    let log = agent.stderr();
+    for (what, text) in [
+        ("metrics", &m),
+        ("status", &status),
+        ("page", &page),
+        ("events", &events),
+        ("trace", &trace),
+        ("log", &log),
+    ] {
+        for pw in [ALICE_PW, BOB_PW, CAROL_PW] {
+            assert!(!text.contains(pw), "{what} carries a password");
+        }
+    }
+    drop((ocs, lync));
+}
+
+#[test]
+fn an_inline_password_is_refused_naming_where_it_goes() {
+    let text = "[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"p.contoso.test\"\n\
+                [[users]]\nname = \"a\"\nuri = \"sip:a@contoso.test\"\npool = \"p\"\npassword = \"hunter2\"\n";
+    let e = coexistd::config::Config::parse(text, "t.toml").unwrap_err().to_string();
+    assert!(
+        e.starts_with("t.toml:9:12: users[0].password: a password is not written in the configuration"),
+        "{e}"
+    );
+    assert!(e.contains("password_file") && e.contains("password_env") && !e.contains("hunter2"), "{e}");
+}
