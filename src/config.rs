@@ -445,7 +445,22 @@ fn decode_checks(
         let kind = *common.kind.get_ref();
         for (k, v) in rest.iter() {
             let key: &str = k.get_ref();
-            if !kind.keys().contains(&key) && Kind::ALL.iter().any(|other| other.keys().contains(&key)) {
+            if !Kind::ALL.iter().any(|other| other.keys().contains(&key)) {
+                // A key of no kind (a typo of a common key, too): every key a check
+                // table may have, as before the kinds had structs of their own.
+                let mut all: Vec<&str> = COMMON_CHECK_KEYS.to_vec();
+                for k in Kind::ALL.iter().flat_map(|k| k.keys()) {
+                    if !all.contains(k) {
+                        all.push(k);
+                    }
+                }
+                let expected: Vec<String> = all.iter().map(|k| format!("`{k}`")).collect();
+                return Err(src.err(
+                    k.span(),
+                    &format!("unknown field `{key}`, expected one of {}", expected.join(", ")),
+                ));
+            }
+            if !kind.keys().contains(&key) {
                 return Err(src.err(
                     v.span(),
                     &format!(
@@ -704,16 +719,9 @@ fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<
         }
         let transport = match &ru.transport {
             None => crate::sip_wire::Transport::Tls,
-            Some(t) => match t.get_ref().to_ascii_lowercase().as_str() {
-                "tls" => crate::sip_wire::Transport::Tls,
-                "tcp" => crate::sip_wire::Transport::Tcp,
-                "udp" => crate::sip_wire::Transport::Udp,
-                other => {
-                    return Err(
-                        src.err(t.span(), &format!("{p}.transport: {other:?} is not one of tls, tcp, udp"))
-                    )
-                }
-            },
+            Some(t) => crate::sip_wire::Transport::parse(t.get_ref()).ok_or_else(|| {
+                src.err(t.span(), &format!("{p}.transport: {:?} is not one of udp, tcp, tls", t.get_ref()))
+            })?,
         };
         let auth_kind = ru.auth.as_ref().map_or("digest", |a| a.get_ref().as_str());
         let auth = match auth_kind {

@@ -2,7 +2,8 @@
 //! configured servers (hickory-proto for the wire format), UDP with TCP on truncation,
 //! no cache, replies accepted by the rules of RFC 5452.
 //!
-//! Ground floor: imports nothing of the crate but the trace recorder. It reports what
+//! Ground floor: imports only the trace recorder, the UDP-socket helper of `os` and the
+//! failure reasons (to say what a failed query means). It reports what
 //! the server said (rcode, typed records); what that means for a check is the dns
 //! kind's business (`probe::dns`).
 

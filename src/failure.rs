@@ -92,8 +92,7 @@ failure_reasons! {
     SipStatus => "sip_status",
     /// What came back is not a well-formed SIP response (or is larger than 64 KiB).
     SipMalformed => "sip_malformed",
-    /// The registrar refused the test user's credentials (a challenge answered and
-    /// challenged again without a stale nonce, or 403).
+    /// The registrar refused the test user's credentials (a challenge answered and challenged again without a stale nonce, or 403).
     AuthFailed => "auth_failed",
     /// The test user registered, but on another pool than its planned `pool`.
     WrongHome => "wrong_home",

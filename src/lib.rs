@@ -13,7 +13,7 @@
 //! Results flow one way: configuration → instances → scheduler → check kinds →
 //! results (with rollups) → outputs (metrics, status JSON and page, the `check` table).
 //! A module uses only modules of its own layer or below; `scripts/check-layers.py`
-//! checks every `crate::` path against this table (and refuses cycles within a layer)
+//! checks every `crate::` path against this table (and refuses two modules of one layer that use each other)
 //! in CI.
 //!
 //! | layer | modules |
@@ -33,36 +33,38 @@
 //!
 //! | module | what it does | what it does not |
 //! |---|---|---|
-//! | [`failure`] | the fixed failure reasons (one list, the `reason` label) and [`failure::Failure`] | classify: callers map their own errors |
+//! | [`failure`] | the fixed failure reasons (one list, the `reason` label), [`failure::Failure`], the connect-error mapping | know about protocols above TCP |
 //! | [`trace`] | the step recorder of `check --trace`: a no-op outside a trace | run probes ([`tracer`] does) |
-//! | [`os`] | thread priority, giving memory back | |
-//! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | |
+//! | [`os`] | thread priority, giving memory back, fresh connected UDP sockets | keep state |
+//! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | decide what is logged |
 //! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
 //! | [`sip_wire`] | SIP on the wire without sockets: requests, the bounded response parser | I/O |
-//! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1), one module each behind one trait; certificate summaries | read the configuration file |
+//! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1), one module each behind one handshake trait; certificate summaries | read the configuration file |
 //! | [`sip_auth`] | answering a registrar's challenge: Digest (RFC 7616) behind one small scheme interface | I/O |
 //! | [`users`] | test users: address of record, planned pool, credentials (never printed) | read secrets |
-//! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | |
-//! | [`pool`] | pools, roles, host-name rules | |
-//! | [`resolve`] | target name resolution through the DNS client, uncached | |
-//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]) | schedule, time out |
+//! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | keep history |
+//! | [`pool`] | pools, roles, host-name rules | resolve names |
+//! | [`resolve`] | target name resolution through the DNS client, uncached | cache |
+//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]) | schedule; enforce the instance's timeout (the scheduler does; a probe may end earlier with its own reason) |
 //! | [`config`] | decode and validate TOML; expand checks into instances; hand each check's keys to its kind | probe |
-//! | [`labels`] | an instance's series label block | |
-//! | [`results`] | per-instance results of the loaded configuration, staleness, the last 500 state changes | encode |
-//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, reload, shutdown; `each_address` fan-out; a panic becomes `internal` | |
-//! | [`tracer`] | one round of an instance inside the trace recorder | |
-//! | [`rollup`] | per-pool rollups (UP/DOWN and counts) | |
+//! | [`labels`] | an instance's series label block | write samples |
+//! | [`results`] | per-instance results of the loaded configuration (with each instance's label block, rendered once by [`labels`]), staleness, the last 500 state changes | write any output |
+//! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, reload, shutdown; `each_address` fan-out; a panic becomes `internal`; `check`'s one round | know any kind |
+//! | [`tracer`] | one round of an instance inside the trace recorder | record results |
+//! | [`rollup`] | per-pool rollups (UP/DOWN and counts) | render |
 //! | [`report`] | status and events JSON, the `check` table | HTML |
 //! | [`status_page`] | the HTML status page | read the results store |
 //! | [`metrics`] | encodes the current results at scrape time | probe |
 //! | [`web`] | the HTTP port: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits | routes |
-//! | [`server`] | the HTTP endpoints | |
-//! | [`agent`] | the daemon: load, serve, schedule, reload, stop | |
-//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start), also the tests' in-process peers | |
+//! | [`server`] | the HTTP endpoints | TLS, authentication, connection limits ([`web`] does) |
+//! | [`agent`] | the daemon: load, serve, schedule, reload, stop; builds the probe context | probe |
+//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start), also the tests' in-process peers (feature `lab`) | fault injection outside tests (feature `lab-faults`) |
 //!
 //! Adding a check kind: a module under `probe/` with a type implementing
 //! [`probe::CheckKind`] (its keys struct, `build`, `probe`), one line in the
-//! `check_kinds!` list in `probe/mod.rs`, and its row in the README.
+//! `check_kinds!` list in `probe/mod.rs`, and its row in the README (tested). A kind
+//! that reports a new measurement also adds a family to [`metrics`]; a kind that runs as
+//! test users implements [`probe::CheckKind::users`].
 
 #![warn(missing_docs)]
 

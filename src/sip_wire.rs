@@ -1,5 +1,6 @@
-//! SIP messages on the wire, without sockets: the OPTIONS request a probe sends
-//! (RFC 3261 §8.1.1) and a parser for what comes back.
+//! SIP messages on the wire, without sockets: the OPTIONS and REGISTER requests the
+//! probes send (RFC 3261 §8.1.1, §10.2), the targets of a redirect's `Contact`, and a
+//! parser for what comes back.
 //!
 //! The parser takes bytes and says: a complete message (and how many bytes it used),
 //! more bytes needed, or malformed. It never reads past [`MAX_MESSAGE`] bytes, so a peer
@@ -36,6 +37,26 @@ impl Transport {
     }
 
     /// `udp`, `tcp`, `tls` as in `;transport=`.
+    /// `udp`, `tcp` or `tls`, any case.
+    pub fn parse(s: &str) -> Option<Transport> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(Transport::Udp),
+            "tcp" => Some(Transport::Tcp),
+            "tls" => Some(Transport::Tls),
+            _ => None,
+        }
+    }
+
+    /// The default SIP port of the transport: 5061 for TLS, 5060 otherwise.
+    pub fn default_port(self) -> u16 {
+        if self == Transport::Tls {
+            5061
+        } else {
+            5060
+        }
+    }
+
+    /// `udp`, `tcp`, `tls`.
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Udp => "udp",

@@ -149,7 +149,8 @@ impl DnsServer {
         Ok(DnsServer { addr, shared, tasks: vec![udp_task, tcp_task] })
     }
 
-    /// Replaces every record.
+    /// Replaces every record (tests only).
+    #[cfg(feature = "lab-faults")]
     pub fn set_records(&self, records: Vec<Record>) {
         *self.shared.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
     }

@@ -69,6 +69,7 @@ impl Issued {
     }
 
     /// NotAfter as unix seconds.
+    #[cfg(feature = "lab-faults")]
     pub fn not_after_unix(&self) -> i64 {
         crate::tls::cert::summarize(&self.cert).not_after
     }
@@ -141,6 +142,7 @@ impl Ca {
 }
 
 /// A self-signed leaf (no CA).
+#[cfg(feature = "lab-faults")]
 pub fn self_signed(leaf: &Leaf<'_>) -> Result<Issued, ErrorStack> {
     sign_leaf(leaf, None)
 }

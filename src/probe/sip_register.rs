@@ -76,8 +76,7 @@ impl CheckKind for SipRegisterSpec {
             cx.pool.ok_or_else(|| cx.err(cx.name_span.clone(), "users: the user's pool is unknown"))?;
         let port = match &keys.port {
             Some(_) => cx.port(keys.port.as_ref())?,
-            None if user.transport == Transport::Tls => 5061,
-            None => 5060,
+            None => user.transport.default_port(),
         };
         let opts = cx.tls_options(&super::TlsKeys {
             tls_min_version: keys.tls_min_version.as_ref(),
@@ -362,7 +361,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
                 };
                 crate::trace::step("sip", || format!("redirected to {contact}: following it once"));
                 transport = tr.unwrap_or(transport);
-                port = p.unwrap_or(if transport == Transport::Tls { 5061 } else { 5060 });
+                port = p.unwrap_or(transport.default_port());
                 host = h;
                 redirected = Some(contact);
             }

@@ -77,12 +77,12 @@ pub struct SipKeys {
 
 /// `transport`: udp, tcp or tls (any case).
 pub fn parse_transport(t: &Spanned<String>, cx: &BuildCx<'_>) -> Result<Transport, BuildError> {
-    match t.get_ref().to_ascii_lowercase().as_str() {
-        "udp" => Ok(Transport::Udp),
-        "tcp" => Ok(Transport::Tcp),
-        "tls" => Ok(Transport::Tls),
-        other => Err(cx.err(t.span(), &format!("transport: {other:?} is not one of udp, tcp, tls"))),
-    }
+    Transport::parse(t.get_ref()).ok_or_else(|| {
+        cx.err(
+            t.span(),
+            &format!("transport: {:?} is not one of udp, tcp, tls", t.get_ref().to_ascii_lowercase()),
+        )
+    })
 }
 
 impl CheckKind for SipSpec {
@@ -96,8 +96,7 @@ impl CheckKind for SipSpec {
         };
         let port = match &keys.port {
             Some(_) => cx.port(keys.port.as_ref())?,
-            None if transport == Transport::Tls => 5061,
-            None => 5060,
+            None => transport.default_port(),
         };
         let expect_status =
             cx.status_codes(keys.expect_status.as_ref(), 200..=699, "a final SIP status code")?;
