@@ -178,6 +178,59 @@ impl Algorithm {
     }
 }
 
+fn parse_algorithm(text: &str) -> Option<(Algorithm, bool)> {
+    Some(match text.to_ascii_uppercase().as_str() {
+        "MD5" => (Algorithm::Md5, false),
+        "MD5-SESS" => (Algorithm::Md5, true),
+        "SHA-256" => (Algorithm::Sha256, false),
+        "SHA-256-SESS" => (Algorithm::Sha256, true),
+        "SHA-512-256" => (Algorithm::Sha512_256, false),
+        "SHA-512-256-SESS" => (Algorithm::Sha512_256, true),
+        _ => return None,
+    })
+}
+
+/// The digest response (RFC 7616 §3.4.1): `(algorithm, -sess)`, `(username, realm,
+/// password)`, the request, `(nonce, nc, cnonce, qop)`.
+fn compute(
+    (algorithm, sess): (Algorithm, bool),
+    (username, realm, password): (&str, &str, &str),
+    req: Request<'_>,
+    (nonce, nc, cnonce, qop): (&str, &str, &str, Option<&str>),
+) -> String {
+    let h = |s: &str| algorithm.digest(s);
+    let mut ha1 = h(&format!("{username}:{realm}:{password}"));
+    if sess {
+        ha1 = h(&format!("{ha1}:{nonce}:{cnonce}"));
+    }
+    let ha2 = h(&format!("{}:{}", req.method, req.uri));
+    match qop {
+        Some(q) => h(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{q}:{ha2}")),
+        None => h(&format!("{ha1}:{nonce}:{ha2}")),
+    }
+}
+
+/// Server side (the demo lab's registrars): whether the `Authorization` value carries
+/// the right Digest response for `password` and `method`. The nonce is not checked
+/// against the ones issued: a lab registrar, not a security boundary.
+pub fn verify(authorization: &str, password: &Secret, method: &str) -> bool {
+    let Ok(c) = Challenge::parse(authorization) else { return false };
+    if !c.scheme.eq_ignore_ascii_case("Digest") {
+        return false;
+    }
+    let (Some(username), Some(realm), Some(nonce), Some(uri), Some(response)) =
+        (c.param("username"), c.param("realm"), c.param("nonce"), c.param("uri"), c.param("response"))
+    else {
+        return false;
+    };
+    let Some(alg) = parse_algorithm(c.param("algorithm").unwrap_or("MD5")) else { return false };
+    let qop = c.param("qop");
+    let (nc, cnonce) = (c.param("nc").unwrap_or(""), c.param("cnonce").unwrap_or(""));
+    let want =
+        compute(alg, (username, realm, password.expose()), Request { method, uri }, (nonce, nc, cnonce, qop));
+    want.eq_ignore_ascii_case(response)
+}
+
 /// The Digest scheme for one user: username, password, and the nonce count per nonce.
 pub struct Digest {
     username: String,
@@ -225,15 +278,8 @@ impl Scheme for Digest {
         let realm = ch.param("realm").ok_or_else(|| AuthError::BadChallenge("no realm".into()))?;
         let nonce = ch.param("nonce").ok_or_else(|| AuthError::BadChallenge("no nonce".into()))?;
         let algorithm_text = ch.param("algorithm").unwrap_or("MD5");
-        let (algorithm, sess) = match algorithm_text.to_ascii_uppercase().as_str() {
-            "MD5" => (Algorithm::Md5, false),
-            "MD5-SESS" => (Algorithm::Md5, true),
-            "SHA-256" => (Algorithm::Sha256, false),
-            "SHA-256-SESS" => (Algorithm::Sha256, true),
-            "SHA-512-256" => (Algorithm::Sha512_256, false),
-            "SHA-512-256-SESS" => (Algorithm::Sha512_256, true),
-            other => return Err(AuthError::Unsupported(format!("algorithm {other}"))),
-        };
+        let (algorithm, sess) = parse_algorithm(algorithm_text)
+            .ok_or_else(|| AuthError::Unsupported(format!("algorithm {algorithm_text}")))?;
         // qop: `auth` when offered; `auth-int` alone is not supported; none: RFC 2069 form.
         let qop = match ch.param("qop") {
             None => None,
@@ -246,16 +292,12 @@ impl Scheme for Digest {
         }
         self.nc = self.nc.wrapping_add(1);
         let nc = format!("{:08x}", self.nc);
-        let h = |s: &str| algorithm.digest(s);
-        let mut ha1 = h(&format!("{}:{realm}:{}", self.username, self.password.expose()));
-        if sess {
-            ha1 = h(&format!("{ha1}:{nonce}:{cnonce}"));
-        }
-        let ha2 = h(&format!("{}:{}", req.method, req.uri));
-        let response = match qop {
-            Some(q) => h(&format!("{ha1}:{nonce}:{nc}:{cnonce}:{q}:{ha2}")),
-            None => h(&format!("{ha1}:{nonce}:{ha2}")),
-        };
+        let response = compute(
+            (algorithm, sess),
+            (&self.username, realm, self.password.expose()),
+            req,
+            (nonce, &nc, cnonce, qop),
+        );
         let mut v = format!(
             "Digest username={}, realm={}, nonce={}, uri={}, response={}, algorithm={algorithm_text}",
             quote(&self.username),
@@ -305,6 +347,22 @@ mod tests {
         let mut d = Digest::new("Mufasa", Secret::new("Circle of Life"));
         let a = d.answer(&Challenge::parse(&md5).unwrap(), req, CNONCE).unwrap();
         assert_eq!(response_of(&a), "8ca523f5e9506fed4657c9700eebdbec");
+    }
+
+    #[test]
+    fn the_server_side_verifies_what_the_client_side_answers() {
+        let req = Request { method: "REGISTER", uri: "sip:contoso.test" };
+        for alg in ["MD5", "SHA-256", "SHA-256-sess", "SHA-512-256"] {
+            let ch = Challenge::parse(&format!(
+                "Digest realm=\"contoso.test\", nonce=\"n\", qop=\"auth\", algorithm={alg}"
+            ))
+            .unwrap();
+            let a = Digest::new("alice", Secret::new("pw")).answer(&ch, req, "c").unwrap();
+            assert!(verify(&a, &Secret::new("pw"), "REGISTER"), "{alg}: {a}");
+            assert!(!verify(&a, &Secret::new("other"), "REGISTER"), "{alg}");
+            assert!(!verify(&a, &Secret::new("pw"), "INVITE"), "{alg}");
+        }
+        assert!(!verify("garbage", &Secret::new("pw"), "REGISTER"));
     }
 
     #[test]

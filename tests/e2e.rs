@@ -354,7 +354,8 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
-    assert_eq!(successes.len(), 18, "{m}");
+    // 18 server checks and 4 test users registering (2 per pool, over TLS, UDP and TCP).
+    assert_eq!(successes.len(), 22, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
@@ -399,6 +400,15 @@ fn the_demo_serves_a_passing_lab() {
         &[("pool", "ocs2007r2"), ("server", "RTC/3.0 (coexistd lab: OCS 2007 R2)")]
     )
     .is_some());
+    for (user, pool) in
+        [("alice", "ocs2007r2"), ("adam", "ocs2007r2"), ("bob", "lync2013"), ("beth", "lync2013")]
+    {
+        assert_eq!(
+            sample(&m, "coexist_user_home", &[("user", user), ("home_pool", pool), ("pool", pool)]),
+            Some(1.0),
+            "{user}"
+        );
+    }
     promtool_check(&m);
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let t = Instant::now();

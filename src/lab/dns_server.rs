@@ -39,6 +39,8 @@ struct Shared {
 pub struct DnsServer {
     /// The UDP and TCP address it serves on.
     pub addr: SocketAddr,
+    // Read by the tests' record and fault setters (feature `lab-faults`).
+    #[cfg_attr(not(feature = "lab-faults"), allow(dead_code))]
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
 }

@@ -16,6 +16,12 @@
 //! progress: `_sipinternaltls._tcp` already points at the new pool, the legacy
 //! `_sipinternal._tcp` still at the old one.
 //!
+//! The SIP servers are also small registrars for four test users, two homed on each pool
+//! (alice and adam on the legacy pool, bob and beth on the new one): a REGISTER is
+//! challenged with Digest (SHA-256, `qop=auth`), one for a user homed on the other pool
+//! is answered `301` with that pool in `Contact`. Passwords are random per start, in
+//! files (mode 600) the generated configuration names.
+//!
 //! The agent then runs against the lab with [`Lab::config_text`].
 
 pub mod dns_server;
@@ -52,6 +58,8 @@ pub struct Lab {
     pub dns: DnsServer,
     /// The lab CA's certificate (PEM), named by the generated configuration.
     pub ca_file: PathBuf,
+    /// Where the test users' password files are.
+    pub users_dir: PathBuf,
     listeners: Vec<JoinHandle<()>>,
 }
 
@@ -61,7 +69,66 @@ impl Drop for Lab {
             l.abort();
         }
         let _ = std::fs::remove_file(&self.ca_file);
+        let _ = std::fs::remove_dir_all(&self.users_dir);
     }
+}
+
+/// The lab's test users: name and the pool each is homed on.
+pub const LAB_USERS: [(&str, &str); 4] =
+    [("alice", "ocs2007r2"), ("adam", "ocs2007r2"), ("bob", "lync2013"), ("beth", "lync2013")];
+
+/// A lab registrar: the pool it is, and every test user's password and home.
+#[derive(Debug)]
+pub struct Registrar {
+    pool: &'static str,
+    users: Arc<Vec<(&'static str, &'static str, crate::sip_auth::Secret)>>,
+}
+
+impl Registrar {
+    /// The response to `req`: REGISTER as a registrar does, 200 to anything else.
+    fn answer(&self, req: &message::Message, server: &str) -> Vec<u8> {
+        let method = match &req.start {
+            message::StartLine::Request { method, .. } => method.as_str(),
+            message::StartLine::Response { .. } => return Vec::new(),
+        };
+        if method != "REGISTER" {
+            return message::response_to(req, 200, "OK", server);
+        }
+        let to = req.header("to").unwrap_or("");
+        let user = to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or("");
+        let Some((_, home, password)) = self.users.iter().find(|(n, _, _)| *n == user) else {
+            return message::response_to(req, 404, "Not Found", server);
+        };
+        if *home != self.pool {
+            let pool_host = if *home == "ocs2007r2" { "ocspool" } else { "lyncpool" };
+            let contact = format!("Contact: <sip:{pool_host}.{DOMAIN}:5061;transport=tls>\r\n");
+            return with_headers(
+                message::response_to(req, 301, "Redirect request to Home Server", server),
+                &contact,
+            );
+        }
+        match req.header("authorization") {
+            Some(a) if crate::sip_auth::verify(a, password, "REGISTER") => {
+                let contact = req.header("contact").map(|c| format!("Contact: {c}\r\n")).unwrap_or_default();
+                with_headers(message::response_to(req, 200, "OK", server), &contact)
+            }
+            _ => {
+                let challenge = format!(
+                    "WWW-Authenticate: Digest realm=\"{DOMAIN}\", nonce=\"{}\", qop=\"auth\", algorithm=SHA-256\r\n",
+                    message::token(24)
+                );
+                with_headers(message::response_to(req, 401, "Unauthorized", server), &challenge)
+            }
+        }
+    }
+}
+
+/// `resp` with header lines `extra` added after its status line.
+fn with_headers(mut resp: Vec<u8>, extra: &str) -> Vec<u8> {
+    if let Some(i) = resp.windows(2).position(|w| w == b"\r\n") {
+        resp.splice(i + 2..i + 2, extra.bytes());
+    }
+    resp
 }
 
 /// What a lab port speaks.
@@ -141,14 +208,26 @@ fn acceptor(cert: &Issued, legacy: bool) -> Result<SslAcceptor, openssl::error::
 
 /// Answers SIP requests with 200 OK on a stream (TCP or TLS) until the client closes,
 /// as `server` (also used by the benchmarks as a responder).
-pub async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S, server: &str) {
+pub async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S, server: &str) {
+    sip_stream_as(s, server, None).await
+}
+
+/// Like [`sip_stream`], REGISTER answered by `registrar` when there is one.
+async fn sip_stream_as<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    server: &str,
+    registrar: Option<&Registrar>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         while let Ok(message::Parsed::Complete(req, used)) = message::parse(&buf, true) {
             buf.drain(..used);
             if matches!(req.start, message::StartLine::Request { .. }) {
-                let resp = message::response_to(&req, 200, "OK", server);
+                let resp = match registrar {
+                    Some(r) => r.answer(&req, server),
+                    None => message::response_to(&req, 200, "OK", server),
+                };
                 if s.write_all(&resp).await.is_err() {
                     return;
                 }
@@ -163,9 +242,15 @@ pub async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
 }
 
 /// Serves one accepted connection.
-async fn serve(tcp: TcpStream, service: Service, legacy: bool, acceptor: Arc<SslAcceptor>) {
+async fn serve(
+    tcp: TcpStream,
+    service: Service,
+    legacy: bool,
+    acceptor: Arc<SslAcceptor>,
+    registrar: Arc<Registrar>,
+) {
     if service == Service::SipTcp {
-        return sip_stream(tcp, server_name(legacy)).await;
+        return sip_stream_as(tcp, server_name(legacy), Some(&registrar)).await;
     }
     let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
     let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
@@ -178,18 +263,27 @@ async fn serve(tcp: TcpStream, service: Service, legacy: bool, acceptor: Arc<Ssl
         });
         let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
     } else {
-        sip_stream(tls, server_name(legacy)).await;
+        sip_stream_as(tls, server_name(legacy), Some(&registrar)).await;
     }
 }
 
 /// Answers SIP request datagrams with 200 OK as `server`.
 pub async fn sip_udp(sock: UdpSocket, server: &'static str) {
+    sip_udp_as(sock, server, None).await
+}
+
+/// Like [`sip_udp`], REGISTER answered by `registrar` when there is one.
+async fn sip_udp_as(sock: UdpSocket, server: &'static str, registrar: Option<Arc<Registrar>>) {
     let mut buf = vec![0u8; message::MAX_MESSAGE];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
         if let Ok(message::Parsed::Complete(req, _)) = message::parse(&buf[..n], false) {
             if matches!(req.start, message::StartLine::Request { .. }) {
-                let _ = sock.send_to(&message::response_to(&req, 200, "OK", server), peer).await;
+                let resp = match &registrar {
+                    Some(r) => r.answer(&req, server),
+                    None => message::response_to(&req, 200, "OK", server),
+                };
+                let _ = sock.send_to(&resp, peer).await;
             }
         }
     }
@@ -232,16 +326,29 @@ impl Lab {
         let legacy_tls = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
         let new_tls = Arc::new(acceptor(&pki.new, false).map_err(std::io::Error::other)?);
         let dns = DnsServer::start("127.0.0.1:0".parse().expect("literal"), zone()).await?;
-        let mut lab = Lab { dns, ca_file, listeners: Vec::new() };
+        let users_dir = std::env::temp_dir().join(format!("coexistd-demo-users-{}", std::process::id()));
+        std::fs::create_dir_all(&users_dir)?;
+        let mut users = Vec::new();
+        for (name, home) in LAB_USERS {
+            let password = message::token(20);
+            let path = users_dir.join(format!("{name}.pass"));
+            std::fs::write(&path, &password)?;
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            users.push((name, home, crate::sip_auth::Secret::new(password)));
+        }
+        let users = Arc::new(users);
+        let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
             for &(port, service) in ports {
                 let addr: SocketAddr = format!("{ip}:{port}").parse().expect("literal");
                 let busy = |e: std::io::Error| {
                     std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))
                 };
+                let pool = if legacy { "ocs2007r2" } else { "lync2013" };
+                let registrar = Arc::new(Registrar { pool, users: users.clone() });
                 if service == Service::SipUdp {
                     let sock = UdpSocket::bind(addr).await.map_err(busy)?;
-                    lab.listeners.push(tokio::spawn(sip_udp(sock, server_name(legacy))));
+                    lab.listeners.push(tokio::spawn(sip_udp_as(sock, server_name(legacy), Some(registrar))));
                     continue;
                 }
                 let l = TcpListener::bind(addr).await.map_err(busy)?;
@@ -249,7 +356,7 @@ impl Lab {
                 lab.listeners.push(tokio::spawn(async move {
                     loop {
                         if let Ok((tcp, _)) = l.accept().await {
-                            tokio::spawn(serve(tcp, service, legacy, acceptor.clone()));
+                            tokio::spawn(serve(tcp, service, legacy, acceptor.clone(), registrar.clone()));
                         }
                     }
                 }));
@@ -379,9 +486,42 @@ pools = ["lync2013"]
 record = "{{fqdn}}"
 type = "A"
 expect = ["127.0.20.1", "127.0.20.2"]
+
+# Test users, two homed on each pool (passwords: random per start, in files).
+[[users]]
+name = "alice"
+uri = "sip:alice@{DOMAIN}"
+pool = "ocs2007r2"
+password_file = "{users}/alice.pass"
+
+[[users]]
+name = "adam"
+uri = "sip:adam@{DOMAIN}"
+pool = "ocs2007r2"
+password_file = "{users}/adam.pass"
+transport = "udp"
+
+[[users]]
+name = "bob"
+uri = "sip:bob@{DOMAIN}"
+pool = "lync2013"
+password_file = "{users}/bob.pass"
+
+[[users]]
+name = "beth"
+uri = "sip:beth@{DOMAIN}"
+pool = "lync2013"
+password_file = "{users}/beth.pass"
+transport = "tcp"
+
+# Each registers (Digest, SHA-256) where the plan homes it, and unregisters.
+[[checks]]
+name = "register"
+kind = "sip_register"
 "#,
             dns = self.dns.addr,
             ca = self.ca_file.display(),
+            users = self.users_dir.display(),
         )
     }
 }
