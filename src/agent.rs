@@ -67,7 +67,12 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
             message: e.to_string(),
         })
     })?;
-    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None })
+    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None, endpoints: Arc::default() })
+}
+
+/// The registered endpoints the instances of `config` need (one per test user).
+pub fn endpoint_specs(config: &Config) -> Vec<crate::probe::endpoint::EndpointSpec> {
+    config.instances.iter().flat_map(|i| i.spec.endpoints()).cloned().collect()
 }
 
 /// Time a stopping scheduler waits for probes in flight.
@@ -88,13 +93,15 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let config = source.load()?;
     let listen = config.agent.listen;
-    let cx = probe_context(&config)?;
+    let mut cx = probe_context(&config)?;
     let concurrency = config.agent.concurrency;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|e| AgentError::Startup(format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(%listen, config = %config.origin, instances = config.instances.len(), "coexistd started");
     let store = Arc::new(Store::new(config));
+    cx.endpoints = store.endpoints.clone();
+    store.endpoints.sync(endpoint_specs(&store.current().config), &cx, &probes);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
     let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
@@ -118,6 +125,9 @@ pub async fn run(
         }
     }
     scheduler.stop(STOP_GRACE).await;
+    // Test users unregister (each endpoint sends `Expires: 0`, at most 1 s).
+    store.endpoints.stop_all();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // The HTTP server drains on the same token; do not wait past the 2 s budget.
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     tracing::info!("coexistd stopped");
@@ -136,7 +146,7 @@ async fn reload(
         .load()
         .map_err(|e| e.to_string())
         .and_then(|c| probe_context(&c).map(|cx| (c, cx)).map_err(|e| e.to_string()));
-    let (config, cx) = match loaded {
+    let (config, mut cx) = match loaded {
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "configuration reload rejected; the running configuration stays");
@@ -152,6 +162,8 @@ async fn reload(
     let old = std::mem::replace(scheduler, Scheduler::start_empty());
     old.stop(STOP_GRACE).await;
     let generation = store.swap(config);
+    cx.endpoints = store.endpoints.clone();
+    store.endpoints.sync(endpoint_specs(&generation.config), &cx, probes);
     let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
     tracer.set_prober(prober.clone());
     *scheduler = Scheduler::start_on(probes, generation, store.clone(), prober, concurrency);

@@ -259,6 +259,7 @@ struct RawUser {
     password_file: Option<Spanned<PathBuf>>,
     password_env: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
     /// Accepted by the decoder only to be refused with a message that says where a
     /// password goes instead.
     password: Option<Spanned<serde::de::IgnoredAny>>,
@@ -620,24 +621,43 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 ),
             ));
         }
-        // Per-user kinds: one instance per selected user, in the user's planned pool.
-        let selected: Vec<Option<&User>> = match keys.users() {
-            None => vec![None],
-            Some(sel) => {
-                if let Some(p) = &rc.pools {
+        // Per-user kinds: one instance per selected user, in the user's planned pool;
+        // per-pair kinds: one per ordered pair of different users, in the sender's.
+        let per_user_kind = keys.users().is_some() || keys.pairs().is_some();
+        if let (true, Some(p)) = (per_user_kind, &rc.pools) {
+            return Err(src.err(
+                p.span(),
+                &format!(
+                    "{path}.pools: kind \"{}\" runs as test users, in their pools; use {}",
+                    rc.kind.get_ref().as_str(),
+                    if keys.pairs().is_some() { "from and to" } else { "users" }
+                ),
+            ));
+        }
+        let selected: Vec<(Option<&User>, Option<&User>)> = match (keys.users(), keys.pairs()) {
+            (Some(sel), _) => select_users(sel, &users, &path, "users", rc.name.span(), src)?
+                .into_iter()
+                .map(|u| (Some(u), None))
+                .collect(),
+            (None, Some((from, to))) => {
+                let from = select_users(from, &users, &path, "from", rc.name.span(), src)?;
+                let to = select_users(to, &users, &path, "to", rc.name.span(), src)?;
+                let pairs: Vec<(Option<&User>, Option<&User>)> = from
+                    .iter()
+                    .flat_map(|a| to.iter().filter(move |b| b.name != a.name).map(move |b| (Some(*a), Some(*b))))
+                    .collect();
+                if pairs.is_empty() {
                     return Err(src.err(
-                        p.span(),
-                        &format!(
-                            "{path}.pools: kind \"{}\" runs as test users, in their pools; use users",
-                            rc.kind.get_ref().as_str()
-                        ),
+                        rc.name.span(),
+                        &format!("{path}.to: no pair of two different test users (from and to name the same one)"),
                     ));
                 }
-                select_users(sel, &users, &path, rc.name.span(), src)?.into_iter().map(Some).collect()
+                pairs
             }
+            (None, None) => vec![(None, None)],
         };
         let targets: Vec<Option<&Pool>> = match &rc.pools {
-            _ if selected[0].is_some() => Vec::new(),
+            _ if per_user_kind => Vec::new(),
             None => pools.iter().map(Some).collect(),
             Some(list) if list.get_ref().is_empty() => vec![None],
             Some(list) => {
@@ -657,10 +677,12 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 v
             }
         };
-        let per_user = selected.iter().flatten().map(|u| (pools.iter().find(|p| p.name == u.pool), Some(*u)));
-        let runs: Vec<(Option<&Pool>, Option<&User>)> =
-            targets.into_iter().map(|p| (p, None)).chain(per_user).collect();
-        for (pool, user) in runs {
+        let per_user = selected
+            .iter()
+            .filter_map(|(u, peer)| u.map(|u| (pools.iter().find(|p| p.name == u.pool), Some(u), *peer)));
+        let runs: Vec<(Option<&Pool>, Option<&User>, Option<&User>)> =
+            targets.into_iter().map(|p| (p, None, None)).chain(per_user).collect();
+        for (pool, user, peer) in runs {
             let cx = BuildCx {
                 path: path.clone(),
                 name_span: rc.name.span(),
@@ -669,6 +691,7 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 timeout: check_timeout,
                 pools: &pools,
                 user,
+                peer,
             };
             let (spec, target) =
                 keys.build(&cx).map_err(|BuildError { span, message }| src.err(span, &message))?;
@@ -788,7 +811,12 @@ fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<
                 return Err(src.err(span, &format!("{p}.auth: {other:?} is not one of digest, none")));
             }
         };
-        users.push(User { name: name.clone(), aor, pool: ru.pool.get_ref().clone(), auth, transport });
+        let port = match &ru.port {
+            Some(v) if *v.get_ref() == 0 => return Err(src.err(v.span(), &format!("{p}.port: must be 1-65535"))),
+            Some(v) => *v.get_ref(),
+            None => transport.default_port(),
+        };
+        users.push(User { name: name.clone(), aor, pool: ru.pool.get_ref().clone(), auth, transport, port });
     }
     Ok(users)
 }
@@ -798,6 +826,7 @@ fn select_users<'u>(
     sel: crate::probe::UserSelection<'_>,
     users: &'u [User],
     path: &str,
+    key: &str,
     name_span: std::ops::Range<usize>,
     src: &Source<'_>,
 ) -> Result<Vec<&'u User>, ConfigError> {
@@ -807,11 +836,11 @@ fn select_users<'u>(
             let mut v: Vec<&User> = Vec::new();
             for n in list.get_ref() {
                 let u = users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
-                    src.err(n.span(), &format!("{path}.users: unknown user {:?}", n.get_ref()))
+                    src.err(n.span(), &format!("{path}.{key}: unknown user {:?}", n.get_ref()))
                 })?;
                 if v.iter().any(|x| x.name == u.name) {
                     return Err(
-                        src.err(n.span(), &format!("{path}.users: {:?} is listed twice", n.get_ref()))
+                        src.err(n.span(), &format!("{path}.{key}: {:?} is listed twice", n.get_ref()))
                     );
                 }
                 v.push(u);
@@ -820,7 +849,7 @@ fn select_users<'u>(
         }
     };
     if picked.is_empty() {
-        return Err(src.err(name_span, &format!("{path}.users: no test user to run as (add [[users]])")));
+        return Err(src.err(name_span, &format!("{path}.{key}: no test user to run as (add [[users]])")));
     }
     Ok(picked)
 }

@@ -96,6 +96,10 @@ failure_reasons! {
     AuthFailed => "auth_failed",
     /// The test user registered, but on another pool than its planned `pool`.
     WrongHome => "wrong_home",
+    /// The sending or the receiving test user has no registration (the test setup is broken, not the route between pools).
+    NotRegistered => "not_registered",
+    /// The sender got a 2xx, but the recipient's endpoint never received the request.
+    NotDelivered => "not_delivered",
     /// The probe failed inside the agent (a bug: it panicked); logged at `error`.
     Internal => "internal",
 }

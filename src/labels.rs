@@ -28,6 +28,9 @@ pub fn render_labels(config: &Config, instance: &CheckInstance) -> String {
     push("check", &instance.check);
     push("kind", instance.kind().as_str());
     push("target", &instance.target);
+    for (k, v) in instance.spec.extra_labels() {
+        push(k, v);
+    }
     s
 }
 

@@ -299,15 +299,35 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format, trace: 
             return if config_error { ExitCode::from(EXIT_CONFIG) } else { ExitCode::FAILURE };
         }
     };
+    // Test users that sip_im checks name register first (and unregister at the end).
+    let endpoints = cx.endpoints.clone();
+    endpoints.sync(agent::endpoint_specs(&config), &cx, &tokio::runtime::Handle::current());
+    let longest = config.instances.iter().map(|i| i.timeout).max().unwrap_or_default();
+    endpoints.settled(tokio::time::Instant::now() + longest.max(std::time::Duration::from_secs(5))).await;
+    let code = check_registered(&config, cx, pools, format, trace).await;
+    endpoints.stop_all();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    code
+}
+
+async fn check_registered(
+    config: &coexistd::config::Config,
+    cx: coexistd::probe::ProbeContext,
+    pools: &[String],
+    format: Format,
+    trace: Option<String>,
+) -> ExitCode {
+    let endpoints = cx.endpoints.clone();
     let prober: Arc<dyn Prober> = Arc::new(LiveProber(Arc::new(cx)));
     if let Some(name) = trace {
-        return trace_check(&config, &prober, &name, pools, format).await;
+        return trace_check(config, &prober, &name, pools, format).await;
     }
     let slots: Vec<Arc<Slot>> =
-        config.instances.iter().map(|i| Arc::new(Slot::new(&config, i.clone()))).collect();
+        config.instances.iter().map(|i| Arc::new(Slot::new(config, i.clone()))).collect();
     coexistd::scheduler::run_each_once(&slots, prober, config.agent.concurrency).await;
     let units = coexistd::results::units(&slots);
-    let mut report = Report::build(&config, &slots, &units);
+    let mut report = Report::build(config, &slots, &units);
+    report.users = endpoints.statuses();
     if !pools.is_empty() {
         report.pools.retain(|p| pools.contains(&p.name));
     }

@@ -63,12 +63,13 @@ enum Family {
     SipServer,
     PointsTo,
     UserHome,
+    Delivery,
     Interval,
     LastChange,
 }
 
 /// The per-instance families, in exposition order: (family, name, help, type).
-const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 19] = [
+const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 20] = [
     (
         Family::Success,
         "coexist_probe_success",
@@ -162,6 +163,12 @@ const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 19] = [
         MetricType::Gauge,
     ),
     (
+        Family::Delivery,
+        "coexist_sip_delivery_seconds",
+        "Time from the sending test user's request leaving to the receiving user's endpoint getting it, in the last passing sip_im probe.",
+        MetricType::Gauge,
+    ),
+    (
         Family::Interval,
         "coexist_check_interval_seconds",
         "Configured probe interval of the instance (stale: no run finished for 3 intervals).",
@@ -228,6 +235,7 @@ pub fn encode_chunks(
         units,
         reload: store.reload_status(),
         lag: store.lag(),
+        users: store.endpoints.statuses(),
     }));
     if openmetrics {
         prometheus_client::encoding::text::encode(w.out, &registry)?;
@@ -454,6 +462,11 @@ fn write_instance_family(
             extra.push('"');
             w.sample(name, "", labels, Some(("", &extra)), Value::U(1));
         }
+        Family::Delivery => {
+            if let Some(d) = last.and_then(|l| l.outcome.delivery) {
+                w.sample(name, "", labels, None, Value::F(d.as_secs_f64()));
+            }
+        }
         Family::PointsTo if matches!(instance.spec, crate::probe::CheckSpec::SipRegister(_)) => {}
         Family::PointsTo => {
             if let Some(p) = last.and_then(|l| l.outcome.points_to.as_deref()) {
@@ -472,6 +485,7 @@ struct AgentFamilies {
     units: Vec<(usize, crate::results::Unit)>,
     reload: ReloadStatus,
     lag: Histogram<{ LAG_BUCKETS.len() + 1 }>,
+    users: Vec<crate::probe::endpoint::EndpointStatus>,
 }
 
 impl fmt::Debug for AgentFamilies {
@@ -483,6 +497,7 @@ impl fmt::Debug for AgentFamilies {
 impl Collector for AgentFamilies {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         self.encode_pools(&mut encoder)?;
+        self.encode_interop(&mut encoder)?;
         self.encode_agent(&mut encoder)
     }
 }
@@ -519,6 +534,37 @@ impl AgentFamilies {
                 )?
                 .encode_gauge(&(n as i64))?;
             }
+        }
+        Ok(())
+    }
+
+    fn encode_interop(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
+        let g = &self.generation;
+        let cells = crate::rollup::interop(&g.config, &g.slots, &self.units);
+        if !cells.is_empty() {
+            let mut e = encoder.encode_descriptor(
+                "coexist_interop_up",
+                "1 if every sip_im pair from test users planned on from_pool to those planned on to_pool passed its last probe.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for c in &cells {
+                e.encode_family(&[("from_pool", c.from_pool.as_str()), ("to_pool", c.to_pool.as_str())].as_slice())?
+                    .encode_gauge(&(c.up as i64))?;
+            }
+        }
+        if self.users.is_empty() {
+            return Ok(());
+        }
+        let mut e = encoder.encode_descriptor(
+            "coexist_user_registered",
+            "1 while the test user's endpoint is registered (kept for the sip_im checks that name it); the last failure is in /api/v1/status.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for u in &self.users {
+            e.encode_family(&[("user", u.user.as_str()), ("pool", u.pool.as_str())].as_slice())?
+                .encode_gauge(&(u.registered as i64))?;
         }
         Ok(())
     }

@@ -52,6 +52,8 @@ pub struct Outcome {
     pub sip_server: Option<String>,
     /// dns: the pool the answer points at (`unknown` when none).
     pub points_to: Option<String>,
+    /// sip_im: time from the sender's request leaving to the recipient receiving it.
+    pub delivery: Option<Duration>,
 }
 
 impl Outcome {
@@ -65,6 +67,7 @@ impl Outcome {
             sip_status: None,
             sip_server: None,
             points_to: None,
+            delivery: None,
         }
     }
 

@@ -66,6 +66,10 @@ pub struct Report {
     pub pools: Vec<PoolReport>,
     /// Per instance, in configuration order.
     pub instances: Vec<InstanceReport>,
+    /// The coexistence matrix: test users of one pool reaching those of another.
+    pub interop: Vec<crate::rollup::InteropCell>,
+    /// The test users' registered endpoints (users that `sip_im` checks name).
+    pub users: Vec<crate::probe::endpoint::EndpointStatus>,
     /// The agent's constant labels (`agent.labels`), naming its vantage point.
     #[serde(skip)]
     pub labels: Vec<(String, String)>,
@@ -168,8 +172,9 @@ impl Report {
             })
             .collect();
         let pools = crate::rollup::pool_reports(config, slots, units);
+        let interop = crate::rollup::interop(config, slots, units);
         let labels = config.agent.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        Report { config: config.origin.clone(), pools, instances, labels }
+        Report { config: config.origin.clone(), pools, instances, interop, users: Vec::new(), labels }
     }
 
     /// True when every instance passed.
@@ -236,6 +241,35 @@ impl Report {
                 i.target,
                 i.check,
                 i.points_to.as_deref().unwrap_or_default()
+            );
+        }
+        for u in &self.users {
+            let _ = match (u.registered, &u.home_pool) {
+                (true, Some(home)) => writeln!(
+                    out,
+                    "user {} ({}) registered on {home} (planned {})",
+                    u.user, u.uri, u.pool
+                ),
+                _ => writeln!(
+                    out,
+                    "user {} ({}) NOT registered: {} {}",
+                    u.user,
+                    u.uri,
+                    u.reason.map_or("-", |r| r.as_str()),
+                    u.detail.as_deref().unwrap_or("")
+                ),
+            };
+        }
+        for c in &self.interop {
+            let _ = writeln!(
+                out,
+                "interop {} -> {}: {} - {} pairs passing, {} failing{}",
+                c.from_pool,
+                c.to_pool,
+                if c.up { "UP" } else { "DOWN" },
+                c.passing,
+                c.failing,
+                if c.pending + c.stale > 0 { format!(", {} not run or stale", c.pending + c.stale) } else { String::new() }
             );
         }
         for p in &self.pools {

@@ -441,6 +441,9 @@ pub struct Store {
     lag: Mutex<Histogram<{ LAG_BUCKETS.len() + 1 }>>,
     /// The newest state changes, oldest first.
     events: Mutex<std::collections::VecDeque<Transition>>,
+    /// The test users' registered endpoints (kept by the agent; their status is shown
+    /// with the results).
+    pub endpoints: Arc<crate::probe::endpoint::Endpoints>,
 }
 
 /// Outcome of the last configuration (re)load.
@@ -469,6 +472,7 @@ impl Store {
             version: std::sync::atomic::AtomicU64::new(0),
             lag: Mutex::new(Histogram::default()),
             events: Mutex::new(std::collections::VecDeque::with_capacity(EVENTS_KEPT)),
+            endpoints: Arc::default(),
         }
     }
 

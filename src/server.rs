@@ -326,6 +326,7 @@ fn report(store: &Store) -> Report {
     let g = store.current();
     let units = crate::results::units(&g.slots);
     let mut r = Report::build(&g.config, &g.slots, &units);
+    r.users = store.endpoints.statuses();
     // The configuration's path is not for whoever reaches the port.
     r.config.clear();
     r

@@ -139,6 +139,151 @@ pub fn register_request(p: &RegisterParams<'_>) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Everything a test user's request (MESSAGE, INVITE, ACK, BYE, OPTIONS) is built from.
+#[derive(Debug, Clone)]
+pub struct RequestParams<'a> {
+    /// The Request-URI.
+    pub uri: &'a str,
+    /// Transport of the Via header and the Contact.
+    pub transport: Transport,
+    /// `host:port` of the local socket: Via sent-by and Contact.
+    pub sent_by: &'a str,
+    /// The transaction's identifiers (its method is the request's).
+    pub tx: &'a Transaction,
+    /// The sender's address of record and From tag.
+    pub from: (&'a str, &'a str),
+    /// The recipient's address of record and To tag (in a dialog).
+    pub to: (&'a str, Option<&'a str>),
+    /// The Contact's user part (INVITE), none for requests outside a dialog.
+    pub contact_user: Option<&'a str>,
+    /// Route headers (a dialog's route set), in order.
+    pub route: &'a [String],
+    /// `(header name, value)` answering a challenge.
+    pub credentials: Option<(&'a str, &'a str)>,
+    /// `(Content-Type, body)`.
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+/// Builds a request (RFC 3261 §8.1.1).
+pub fn request(p: &RequestParams<'_>) -> Vec<u8> {
+    let mut s = String::with_capacity(768);
+    let _ = write!(s, "{} {} SIP/2.0\r\n", p.tx.method, p.uri);
+    let _ =
+        write!(s, "Via: SIP/2.0/{} {};branch={};rport\r\n", p.transport.via_token(), p.sent_by, p.tx.branch);
+    s.push_str("Max-Forwards: 70\r\n");
+    for r in p.route {
+        let _ = write!(s, "Route: {r}\r\n");
+    }
+    let _ = write!(s, "From: <{}>;tag={}\r\n", p.from.0, p.from.1);
+    match p.to.1 {
+        Some(tag) => {
+            let _ = write!(s, "To: <{}>;tag={tag}\r\n", p.to.0);
+        }
+        None => {
+            let _ = write!(s, "To: <{}>\r\n", p.to.0);
+        }
+    }
+    let _ = write!(s, "Call-ID: {}\r\n", p.tx.call_id);
+    let _ = write!(s, "CSeq: {} {}\r\n", p.tx.cseq, p.tx.method);
+    if let Some(user) = p.contact_user {
+        let _ = write!(s, "Contact: <sip:{user}@{}{}>\r\n", p.sent_by, transport_param(p.transport));
+    }
+    if let Some((name, value)) = p.credentials {
+        let _ = write!(s, "{name}: {value}\r\n");
+    }
+    s.push_str(concat!("User-Agent: coexistd/", env!("CARGO_PKG_VERSION"), "\r\n"));
+    let body = p.body.map_or(&[][..], |(_, b)| b);
+    if let Some((ct, _)) = p.body {
+        let _ = write!(s, "Content-Type: {ct}\r\n");
+    }
+    let _ = write!(s, "Content-Length: {}\r\n\r\n", body.len());
+    let mut out = s.into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// `;transport=…` for a Contact or Request-URI (none for UDP).
+pub fn transport_param(t: Transport) -> String {
+    match t {
+        Transport::Udp => String::new(),
+        t => format!(";transport={}", t.as_str()),
+    }
+}
+
+/// A user agent's response to `req` (RFC 3261 §8.2.6): Via, From, Call-ID and CSeq
+/// echoed, `to_tag` added to To when it has none, Record-Route echoed on a 2xx to
+/// INVITE, then `extra` header lines (each ending in CRLF) and the body.
+pub fn reply(
+    req: &Message,
+    code: u16,
+    reason: &str,
+    to_tag: &str,
+    extra: &str,
+    body: Option<(&str, &[u8])>,
+) -> Vec<u8> {
+    let invite_ok = (200..300).contains(&code)
+        && matches!(&req.start, StartLine::Request { method, .. } if method == "INVITE");
+    let mut s = format!("SIP/2.0 {code} {reason}\r\n");
+    for (name, value) in &req.headers {
+        match name.as_str() {
+            "via" => {
+                let _ = write!(s, "Via: {value}\r\n");
+            }
+            "record-route" if invite_ok => {
+                let _ = write!(s, "Record-Route: {value}\r\n");
+            }
+            "from" => {
+                let _ = write!(s, "From: {value}\r\n");
+            }
+            "call-id" => {
+                let _ = write!(s, "Call-ID: {value}\r\n");
+            }
+            "cseq" => {
+                let _ = write!(s, "CSeq: {value}\r\n");
+            }
+            "to" if param(value, "tag").is_none() => {
+                let _ = write!(s, "To: {value};tag={to_tag}\r\n");
+            }
+            "to" => {
+                let _ = write!(s, "To: {value}\r\n");
+            }
+            _ => {}
+        }
+    }
+    s.push_str(extra);
+    s.push_str(concat!("Server: coexistd/", env!("CARGO_PKG_VERSION"), "\r\n"));
+    let b = body.map_or(&[][..], |(_, b)| b);
+    if let Some((ct, _)) = body {
+        let _ = write!(s, "Content-Type: {ct}\r\n");
+    }
+    let _ = write!(s, "Content-Length: {}\r\n\r\n", b.len());
+    let mut out = s.into_bytes();
+    out.extend_from_slice(b);
+    out
+}
+
+/// The `tag` parameter of a From or To value.
+pub fn tag_of(value: &str) -> Option<&str> {
+    param(value, "tag")
+}
+
+/// The URI inside a name-addr (`"Bob" <sip:bob@x>;tag=1` → `sip:bob@x`), or the
+/// addr-spec up to its parameters.
+pub fn addr_uri(value: &str) -> &str {
+    let v = value.trim();
+    match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => &v[a + 1..b],
+        _ => v.split(';').next().unwrap_or(v).trim(),
+    }
+}
+
+/// The user part of a SIP URI, if any.
+pub fn uri_user(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix("sip:").or_else(|| uri.strip_prefix("sips:"))?;
+    let (user, _) = rest.split_once('@')?;
+    Some(user.split(';').next().unwrap_or(user))
+}
+
 /// Where a SIP URI (as in a `Contact` of a 3xx) sends a client: host, port (if given)
 /// and transport (if given). `<…>`, display names, a user part and header parameters
 /// are skipped.
@@ -340,7 +485,8 @@ fn split_commas(v: &str) -> Vec<&str> {
 }
 
 /// The value of `;name=value` in a header value.
-fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
+/// A `;name=value` parameter of a header value (after its first `;`).
+pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
     value.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
         k.trim().eq_ignore_ascii_case(name).then(|| v.trim())

@@ -70,4 +70,6 @@ pub struct User {
     pub auth: UserAuth,
     /// How it reaches its registrar.
     pub transport: Transport,
+    /// The registrar's port (`port`; default 5061 for TLS, 5060 otherwise).
+    pub port: u16,
 }

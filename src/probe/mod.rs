@@ -7,9 +7,11 @@
 //! timeout and turns an elapsed deadline into [`CheckSpec::timeout_reason`].
 
 pub mod dns;
+pub mod endpoint;
 pub mod http;
 pub mod sip;
 pub mod sip_discovery;
+pub mod sip_im;
 pub mod sip_register;
 pub mod tcp;
 pub mod tls;
@@ -71,6 +73,23 @@ pub trait CheckKind: Sized {
     /// planned pool). `None`: the kind runs once per pool of `pools`.
     fn users(_keys: &Self::Keys) -> Option<UserSelection<'_>> {
         None
+    }
+
+    /// For kinds that run between two test users: the senders and the recipients (one
+    /// instance per ordered pair of different users, in the sender's planned pool;
+    /// [`BuildCx::peer`] is the recipient).
+    fn pairs(_keys: &Self::Keys) -> Option<(UserSelection<'_>, UserSelection<'_>)> {
+        None
+    }
+
+    /// The registered endpoints the instance needs the agent to keep.
+    fn endpoints(&self) -> Vec<&endpoint::EndpointSpec> {
+        Vec::new()
+    }
+
+    /// Labels of the instance's series besides pool, role, check, kind and target.
+    fn extra_labels(&self) -> Vec<(&'static str, &str)> {
+        Vec::new()
     }
 }
 
@@ -152,6 +171,13 @@ macro_rules! check_kinds {
                 }
             }
 
+            /// See [`CheckKind::pairs`].
+            pub fn pairs(&self) -> Option<(UserSelection<'_>, UserSelection<'_>)> {
+                match self {
+                    $(KindKeys::$variant(k) => <$spec as CheckKind>::pairs(k),)+
+                }
+            }
+
             /// Whether the keys ask for `each_address`.
             pub fn each_address(&self) -> bool {
                 match self {
@@ -188,6 +214,20 @@ macro_rules! check_kinds {
                     $(CheckSpec::$variant(s) => s.expect_pool(),)+
                 }
             }
+
+            /// See [`CheckKind::endpoints`].
+            pub fn endpoints(&self) -> Vec<&endpoint::EndpointSpec> {
+                match self {
+                    $(CheckSpec::$variant(s) => s.endpoints(),)+
+                }
+            }
+
+            /// See [`CheckKind::extra_labels`].
+            pub fn extra_labels(&self) -> Vec<(&'static str, &str)> {
+                match self {
+                    $(CheckSpec::$variant(s) => s.extra_labels(),)+
+                }
+            }
         }
 
         /// Runs one probe, without a deadline of its own.
@@ -215,6 +255,9 @@ check_kinds! {
     /// A test user registers with digest authentication (following one redirect), is
     /// found where it is homed, and unregisters.
     SipRegister(sip_register::SipRegisterSpec) => "sip_register",
+    /// One test user reaches another through the pools (MESSAGE, an INVITE IM session,
+    /// or OPTIONS), both registered endpoints of the agent; one instance per ordered pair.
+    SipIm(sip_im::SipImSpec) => "sip_im",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde
@@ -259,6 +302,7 @@ pub struct BuildError {
 }
 
 /// What a kind's [`CheckKind::build`] may know about the instance it builds.
+#[derive(Clone)]
 pub struct BuildCx<'a> {
     /// `checks[N]`, the prefix of every key named in an error.
     pub path: String,
@@ -274,6 +318,8 @@ pub struct BuildCx<'a> {
     pub pools: &'a [Pool],
     /// The test user the instance runs as (per-user kinds).
     pub user: Option<&'a crate::users::User>,
+    /// The other test user (kinds that run between two users).
+    pub peer: Option<&'a crate::users::User>,
 }
 
 impl BuildCx<'_> {
@@ -418,6 +464,8 @@ pub struct ProbeContext {
     /// `each_address`: connect to this address instead of resolving the target name
     /// (SNI, certificate name and SIP Request-URI stay the name).
     pub address: Option<std::net::IpAddr>,
+    /// The test users' registered endpoints (kept across reloads by the agent).
+    pub endpoints: std::sync::Arc<endpoint::Endpoints>,
 }
 
 impl ProbeContext {

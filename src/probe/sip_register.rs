@@ -40,7 +40,7 @@ const EXPIRES: u32 = 60;
 pub struct SipRegisterKeys {
     /// The test users (`[[users]]` names) to register; default: every one.
     pub users: Option<Spanned<Vec<Spanned<String>>>>,
-    /// The registrar's port (default 5061 for TLS, 5060 otherwise).
+    /// The registrar's port (default: the user's `port`).
     pub port: Option<Spanned<u16>>,
     /// Lowest TLS version (overrides the pool's).
     pub tls_min_version: Option<Spanned<String>>,
@@ -76,7 +76,7 @@ impl CheckKind for SipRegisterSpec {
             cx.pool.ok_or_else(|| cx.err(cx.name_span.clone(), "users: the user's pool is unknown"))?;
         let port = match &keys.port {
             Some(_) => cx.port(keys.port.as_ref())?,
-            None => user.transport.default_port(),
+            None => user.port,
         };
         let opts = cx.tls_options(&super::TlsKeys {
             tls_min_version: keys.tls_min_version.as_ref(),
@@ -108,28 +108,38 @@ impl CheckKind for SipRegisterSpec {
 }
 
 /// A connection to a registrar: a TLS or TCP stream, or a connected UDP socket.
-enum Conn {
+pub(super) enum Conn {
     Stream(Box<dyn Stream>, String),
     Udp(tokio::net::UdpSocket, String),
 }
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A TLS or TCP stream.
+pub(super) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-impl Conn {
+/// What REGISTER transactions run over: a connection of the probe's own, or a
+/// registered endpoint's shared link.
+pub(super) trait Transact: Send {
     /// The Via sent-by and Contact host:port.
-    fn sent_by(&self) -> &str {
-        match self {
-            Conn::Stream(_, s) | Conn::Udp(_, s) => s,
-        }
-    }
+    fn sent_by(&self) -> String;
 
-    async fn transact(
+    /// Sends `request` and waits for the final response of `tx` until `deadline`.
+    fn transact(
         &mut self,
         request: &[u8],
         tx: &Transaction,
         deadline: Instant,
-    ) -> Result<Message, TxError> {
+    ) -> impl std::future::Future<Output = Result<Message, TxError>> + Send;
+}
+
+impl Transact for Conn {
+    fn sent_by(&self) -> String {
+        match self {
+            Conn::Stream(_, s) | Conn::Udp(_, s) => s.clone(),
+        }
+    }
+
+    async fn transact(&mut self, request: &[u8], tx: &Transaction, deadline: Instant) -> Result<Message, TxError> {
         match self {
             Conn::Stream(s, _) => {
                 match tokio::time::timeout_at(deadline, stream_transaction(s, request, tx)).await {
@@ -145,8 +155,8 @@ impl Conn {
 }
 
 /// Opens a connection to `host:port` over `transport`.
-async fn connect(
-    spec: &SipRegisterSpec,
+pub(super) async fn connect(
+    opts: &TlsOptions,
     host: &str,
     port: u16,
     transport: Transport,
@@ -156,7 +166,7 @@ async fn connect(
     let local = |a: Option<std::net::SocketAddr>| a.map_or_else(|| "0.0.0.0:0".to_owned(), |a| a.to_string());
     match transport {
         Transport::Tls => {
-            let (stream, _) = tls::open(host, port, &spec.opts, cx, phases).await?;
+            let (stream, _) = tls::open(host, port, opts, cx, phases).await?;
             let sent_by = local(stream.local_addr());
             Ok(Conn::Stream(Box::new(stream), sent_by))
         }
@@ -183,18 +193,18 @@ async fn connect(
 }
 
 /// How one REGISTER exchange ended.
-enum Registered {
-    /// 200: the binding exists (to be removed).
-    Ok,
+pub(super) enum Registered {
+    /// 2xx: the binding exists (the response says for how long).
+    Ok(Message),
     /// 301/302 to this Contact.
     Redirect(String),
 }
 
 /// Runs REGISTER transactions on `conn` until a final verdict, answering challenges;
 /// `tx` ends as the last transaction sent (the next one follows it).
-async fn register(
-    spec: &SipRegisterSpec,
-    conn: &mut Conn,
+pub(super) async fn register(
+    user: &User,
+    conn: &mut impl Transact,
     scheme: &mut Option<Digest>,
     tx: &mut Transaction,
     tag: &str,
@@ -203,9 +213,8 @@ async fn register(
 ) -> Result<Registered, (FailureReason, String)> {
     let mut credentials: Option<(&'static str, String)> = None;
     let mut stale_retried = false;
-    let user = &spec.user;
     for _ in 0..4 {
-        let sent_by = conn.sent_by().to_owned();
+        let sent_by = conn.sent_by();
         let request = sip_wire::register_request(&RegisterParams {
             transport: user.transport,
             user: &user.aor.user,
@@ -223,34 +232,15 @@ async fn register(
             sip_wire::StartLine::Request { .. } => String::new(),
         };
         match code {
-            200..=299 => return Ok(Registered::Ok),
+            200..=299 => return Ok(Registered::Ok(resp)),
             301 | 302 => {
                 let contact = resp.header("contact").unwrap_or("").to_owned();
                 return Ok(Registered::Redirect(contact));
             }
             401 | 407 => {
-                let (challenge_header, answer_header) = if code == 401 {
-                    ("www-authenticate", "Authorization")
-                } else {
-                    ("proxy-authenticate", "Proxy-Authorization")
-                };
-                let challenges: Vec<Challenge> = resp
-                    .headers
-                    .iter()
-                    .filter(|(n, _)| n == challenge_header)
-                    .filter_map(|(_, v)| Challenge::parse(v).ok())
-                    .collect();
-                let offered: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
-                let Some(digest) = challenges.iter().find(|c| c.scheme.eq_ignore_ascii_case("Digest")) else {
-                    return Err((
-                        FailureReason::AuthFailed,
-                        format!(
-                            "{code} {reason_phrase}: no Digest challenge (offered: {})",
-                            offered.join(", ")
-                        ),
-                    ));
-                };
-                let stale = digest.param("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
+                let uri = format!("sip:{}", user.aor.domain);
+                let (answer, stale) =
+                    answer_challenge(&resp, code, &reason_phrase, scheme, "REGISTER", &uri)?;
                 if credentials.is_some() && (!stale || stale_retried) {
                     return Err((
                         FailureReason::AuthFailed,
@@ -258,17 +248,7 @@ async fn register(
                     ));
                 }
                 stale_retried |= credentials.is_some() && stale;
-                let Some(d) = scheme.as_mut() else {
-                    return Err((
-                        FailureReason::AuthFailed,
-                        format!("{code} {reason_phrase}: challenged, but auth = \"none\""),
-                    ));
-                };
-                let uri = format!("sip:{}", user.aor.domain);
-                let value = d
-                    .answer(digest, Request { method: "REGISTER", uri: &uri }, &sip_wire::token(16))
-                    .map_err(|e| (FailureReason::AuthFailed, format!("{code}: cannot answer: {e}")))?;
-                credentials = Some((answer_header, value));
+                credentials = Some(answer);
                 *tx = tx.next("REGISTER");
             }
             403 => return Err((FailureReason::AuthFailed, format!("403 {reason_phrase}"))),
@@ -287,13 +267,49 @@ async fn register(
     Err((FailureReason::AuthFailed, "challenged four times".into()))
 }
 
+/// The credentials answering the Digest challenge of a `401`/`407` (`code`) to
+/// `method` at `uri`: the header to send them in and its value, and whether the
+/// challenge says the previous nonce was stale.
+pub(super) fn answer_challenge(
+    resp: &Message,
+    code: u16,
+    reason_phrase: &str,
+    scheme: &mut Option<Digest>,
+    method: &'static str,
+    uri: &str,
+) -> Result<((&'static str, String), bool), (FailureReason, String)> {
+    let (challenge_header, answer_header) =
+        if code == 401 { ("www-authenticate", "Authorization") } else { ("proxy-authenticate", "Proxy-Authorization") };
+    let challenges: Vec<Challenge> = resp
+        .headers
+        .iter()
+        .filter(|(n, _)| n == challenge_header)
+        .filter_map(|(_, v)| Challenge::parse(v).ok())
+        .collect();
+    let offered: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+    let Some(digest) = challenges.iter().find(|c| c.scheme.eq_ignore_ascii_case("Digest")) else {
+        return Err((
+            FailureReason::AuthFailed,
+            format!("{code} {reason_phrase}: no Digest challenge (offered: {})", offered.join(", ")),
+        ));
+    };
+    let stale = digest.param("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
+    let Some(d) = scheme.as_mut() else {
+        return Err((FailureReason::AuthFailed, format!("{code} {reason_phrase}: challenged, but auth = \"none\"")));
+    };
+    let value = d
+        .answer(digest, Request { method, uri }, &sip_wire::token(16))
+        .map_err(|e| (FailureReason::AuthFailed, format!("{code}: cannot answer: {e}")))?;
+    Ok(((answer_header, value), stale))
+}
+
 /// The pool `host` belongs to: by name (FQDN or member), else by address.
-async fn home_of(spec: &SipRegisterSpec, host: &str, cx: &ProbeContext) -> String {
-    if let Some(p) = spec.pools.iter().find(|p| p.owns_name(host)) {
+pub(super) async fn home_of(pools: &[Pool], host: &str, cx: &ProbeContext) -> String {
+    if let Some(p) = pools.iter().find(|p| p.owns_name(host)) {
         return p.name.clone();
     }
     let Ok(ips) = cx.resolver.lookup_ip(host).await else { return super::dns::UNKNOWN.to_owned() };
-    for p in &spec.pools {
+    for p in pools {
         for name in std::iter::once(&p.fqdn).chain(&p.members) {
             if let Ok(pool_ips) = cx.resolver.lookup_ip(name).await {
                 if ips.iter().any(|ip| pool_ips.contains(ip)) {
@@ -317,7 +333,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
     let mut redirected: Option<String> = None;
     let t = Instant::now();
     loop {
-        let mut conn = match connect(spec, &host, port, transport, cx, &mut phases).await {
+        let mut conn = match connect(&spec.opts, &host, port, transport, cx, &mut phases).await {
             Ok(c) => c,
             Err(mut o) => {
                 if let Some(r) = &redirected {
@@ -332,7 +348,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
         tx.method = "REGISTER";
         // One Call-ID and From tag for the registration and its removal (RFC 3261 §10.2).
         let tag = sip_wire::token(8);
-        let verdict = register(spec, &mut conn, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
+        let verdict = register(&spec.user, &mut conn, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
         match verdict {
             Err((r, d)) => {
                 phases.push((Phase::Request, t.elapsed()));
@@ -365,12 +381,12 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
                 host = h;
                 redirected = Some(contact);
             }
-            Ok(Registered::Ok) => {
+            Ok(Registered::Ok(_)) => {
                 // Remove the binding: the test user must not stay registered here.
                 tx = tx.next("REGISTER");
-                let unregistered = register(spec, &mut conn, &mut scheme, &mut tx, &tag, 0, deadline).await;
+                let unregistered = register(&spec.user, &mut conn, &mut scheme, &mut tx, &tag, 0, deadline).await;
                 phases.push((Phase::Request, t.elapsed()));
-                let home = home_of(spec, &host, cx).await;
+                let home = home_of(&spec.pools, &host, cx).await;
                 let mut o = match unregistered {
                     Err((r, d)) => {
                         Outcome::fail(r, format!("registered, but removing the binding failed: {d}"), phases)
@@ -380,7 +396,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
                         format!("registered, but the unregister was redirected to {c}"),
                         phases,
                     ),
-                    Ok(Registered::Ok) if home != spec.user.pool => Outcome::fail(
+                    Ok(Registered::Ok(_)) if home != spec.user.pool => Outcome::fail(
                         FailureReason::WrongHome,
                         format!(
                             "{} registered on pool {home} (registrar {host}{}), planned {}",
@@ -390,7 +406,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
                         ),
                         phases,
                     ),
-                    Ok(Registered::Ok) => Outcome::pass(phases),
+                    Ok(Registered::Ok(_)) => Outcome::pass(phases),
                 };
                 o.points_to = Some(home);
                 return o;

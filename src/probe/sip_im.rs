@@ -1,0 +1,355 @@
+//! `kind = "sip_im"`: a test user reaches another test user through the pools, the
+//! coexistence question itself ("clients interoperate with both new and old users").
+//!
+//! One instance per ordered pair of users (`from` × `to`, never a user to itself), in
+//! the sender's planned pool; `target` is the recipient's address of record and
+//! `to_pool` its planned pool. Both users keep registered endpoints
+//! ([`super::endpoint`]); the sender's endpoint sends the request to the recipient's
+//! address of record over its connection to its home pool (answering a `401`/`407`
+//! with its credentials), and the probe passes when the recipient's endpoint received
+//! it (matched by a random Call-ID) and the sender got a final `2xx`.
+//!
+//! `method`: `MESSAGE` (page mode, the default), `OPTIONS`, or `INVITE`: an IM session
+//! as Lync and OCS clients open one (INVITE with an SDP `m=message` offer, ACK, a
+//! MESSAGE in the dialog, which must arrive too, BYE).
+//!
+//! `coexist_sip_delivery_seconds` is the time from the sender's (authenticated) request
+//! leaving to the recipient's endpoint receiving it; for INVITE, the INVITE's. Both
+//! ends are in this process, so the figure needs no clock synchronisation.
+//!
+//! Reasons: `not_registered` (either user has no registration: the test setup is
+//! broken, not the route), `not_delivered` (a 2xx came back but the recipient never saw
+//! the request), `sip_status` (with the status code), `auth_failed`, `timeout`, and the
+//! connection's.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::Instant;
+use toml::Spanned;
+
+use super::endpoint::{im_sdp, Endpoint, EndpointSpec, Link};
+use super::sip::TxError;
+use super::sip_register::answer_challenge;
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use crate::sip_auth::Digest;
+use crate::sip_wire::{self, Message, RequestParams, StartLine, Transaction};
+use crate::users::{User, UserAuth};
+
+/// The keys of `kind = "sip_im"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipImKeys {
+    /// The sending users (`[[users]]` names); default: every one.
+    pub from: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The receiving users; default: every one.
+    pub to: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `MESSAGE` (default), `INVITE` (an IM session) or `OPTIONS`.
+    pub method: Option<Spanned<String>>,
+}
+
+/// What the sender sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImMethod {
+    /// A MESSAGE in page mode.
+    Message,
+    /// An IM session: INVITE, ACK, MESSAGE in the dialog, BYE.
+    Invite,
+    /// An OPTIONS to the user.
+    Options,
+}
+
+impl ImMethod {
+    /// The SIP method of the first request.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ImMethod::Message => "MESSAGE",
+            ImMethod::Invite => "INVITE",
+            ImMethod::Options => "OPTIONS",
+        }
+    }
+}
+
+/// A sip_im check of one ordered pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SipImSpec {
+    /// The sender's endpoint.
+    pub from: EndpointSpec,
+    /// The recipient's endpoint.
+    pub to: EndpointSpec,
+    /// What is sent.
+    pub method: ImMethod,
+    /// The instance's timeout.
+    pub budget: Duration,
+}
+
+impl CheckKind for SipImSpec {
+    type Keys = SipImKeys;
+
+    /// The target label is the recipient's address of record.
+    fn build(keys: &SipImKeys, cx: &BuildCx<'_>) -> Result<(SipImSpec, String), BuildError> {
+        let (Some(from), Some(to)) = (cx.user, cx.peer) else {
+            return Err(cx.err(cx.name_span.clone(), "from: sip_im runs between two test users"));
+        };
+        let method = match &keys.method {
+            None => ImMethod::Message,
+            Some(m) => match m.get_ref().to_ascii_uppercase().as_str() {
+                "MESSAGE" => ImMethod::Message,
+                "INVITE" => ImMethod::Invite,
+                "OPTIONS" => ImMethod::Options,
+                other => {
+                    return Err(cx.err(
+                        m.span(),
+                        &format!("method: {other:?} is not one of \"MESSAGE\", \"INVITE\", \"OPTIONS\""),
+                    ))
+                }
+            },
+        };
+        let endpoint = |u: &User| -> Result<EndpointSpec, BuildError> {
+            let pool = cx
+                .pools
+                .iter()
+                .find(|p| p.name == u.pool)
+                .ok_or_else(|| cx.err(cx.name_span.clone(), "from: a user's pool is unknown"))?;
+            let pool_cx = BuildCx { pool: Some(pool), ..cx.clone() };
+            Ok(EndpointSpec {
+                user: u.clone(),
+                registrar: pool.fqdn.clone(),
+                opts: pool_cx.tls_options(&super::TlsKeys::default())?,
+                pools: cx.pools.to_vec(),
+            })
+        };
+        let spec = SipImSpec { from: endpoint(from)?, to: endpoint(to)?, method, budget: cx.timeout };
+        Ok((spec, to.aor.uri()))
+    }
+
+    fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
+        probe(self, cx)
+    }
+
+    fn pairs(keys: &SipImKeys) -> Option<(super::UserSelection<'_>, super::UserSelection<'_>)> {
+        Some((super::UserSelection(keys.from.as_ref()), super::UserSelection(keys.to.as_ref())))
+    }
+
+    fn endpoints(&self) -> Vec<&EndpointSpec> {
+        vec![&self.from, &self.to]
+    }
+
+    fn extra_labels(&self) -> Vec<(&'static str, &str)> {
+        vec![("to_pool", self.to.user.pool.as_str())]
+    }
+}
+
+/// Why one step failed: the reason and the detail.
+type StepError = (FailureReason, String);
+
+fn from_tx(TxError(r, d): TxError) -> StepError {
+    (r, d)
+}
+
+/// One request of the exchange: what varies between them.
+struct Req<'a> {
+    uri: &'a str,
+    to_tag: Option<&'a str>,
+    route: &'a [String],
+    body: Option<(&'a str, &'a [u8])>,
+}
+
+/// The sender's side of the exchange.
+struct Sender<'a> {
+    link: &'a Link,
+    user: &'a User,
+    to: &'a User,
+    from_uri: String,
+    to_uri: String,
+    tag: String,
+    scheme: Option<Digest>,
+}
+
+impl Sender<'_> {
+    fn build(&self, req: &Req<'_>, tx: &Transaction, credentials: Option<(&str, &str)>) -> Vec<u8> {
+        sip_wire::request(&RequestParams {
+            uri: req.uri,
+            transport: self.link.transport,
+            sent_by: &self.link.sent_by,
+            tx,
+            from: (&self.from_uri, &self.tag),
+            to: (&self.to_uri, req.to_tag),
+            contact_user: (tx.method == "INVITE").then_some(self.user.aor.user.as_str()),
+            route: req.route,
+            credentials,
+            body: req.body,
+        })
+    }
+
+    /// Sends a request, answering one challenge; the final response and when the
+    /// answered (last) request left. `tx` ends as the last transaction sent.
+    async fn send(
+        &mut self,
+        req: &Req<'_>,
+        tx: &mut Transaction,
+        deadline: Instant,
+    ) -> Result<(Message, Instant), StepError> {
+        let mut credentials: Option<(&'static str, String)> = None;
+        loop {
+            let bytes = self.build(req, tx, credentials.as_ref().map(|(n, v)| (*n, v.as_str())));
+            let sent = Instant::now();
+            let resp = self.link.transaction(&bytes, tx, deadline).await.map_err(from_tx)?;
+            let code = resp.status().unwrap_or(0);
+            if tx.method == "INVITE" && code >= 300 {
+                // A non-2xx final response to INVITE is acknowledged in its transaction.
+                self.ack(req, tx, &resp, &tx.branch.clone()).await?;
+            }
+            if !matches!(code, 401 | 407) {
+                return Ok((resp, sent));
+            }
+            let phrase = reason_phrase(&resp);
+            if credentials.is_some() {
+                return Err((
+                    FailureReason::AuthFailed,
+                    format!("{} credentials refused: {code} {phrase} again", self.user.name),
+                ));
+            }
+            let (answer, _) = answer_challenge(&resp, code, &phrase, &mut self.scheme, tx.method, req.uri)?;
+            credentials = Some(answer);
+            *tx = tx.next(tx.method);
+        }
+    }
+
+    /// ACK for an INVITE's final response `resp` (`branch`: the INVITE's for a
+    /// non-2xx, a new one for a 2xx).
+    async fn ack(&self, req: &Req<'_>, invite: &Transaction, resp: &Message, branch: &str) -> Result<(), StepError> {
+        let tx = Transaction { branch: branch.to_owned(), call_id: invite.call_id.clone(), cseq: invite.cseq, method: "ACK" };
+        let to_tag = resp.header("to").and_then(sip_wire::tag_of);
+        let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
+        self.link.send(&self.build(&ack, &tx, None)).await.map_err(from_tx)
+    }
+}
+
+fn reason_phrase(resp: &Message) -> String {
+    match &resp.start {
+        StartLine::Response { reason, .. } => reason.clone(),
+        StartLine::Request { .. } => String::new(),
+    }
+}
+
+/// `sip_status` for a final response that is not 2xx.
+fn status_failure(method: &str, to: &str, resp: &Message) -> StepError {
+    let code = resp.status().unwrap_or(0);
+    let diag = resp.header("ms-diagnostics").map(|d| format!(" (ms-diagnostics: {d})")).unwrap_or_default();
+    (FailureReason::SipStatus, format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)))
+}
+
+/// Whether an endpoint can take part now: its link, or `not_registered`.
+fn registered(e: &Endpoint) -> Result<std::sync::Arc<Link>, StepError> {
+    e.link().ok_or_else(|| {
+        let s = e.status();
+        let why = match (s.reason, s.detail) {
+            (Some(r), Some(d)) => format!(": {} ({d})", r.as_str()),
+            _ => " yet".to_owned(),
+        };
+        (FailureReason::NotRegistered, format!("{} ({}) is not registered{why}", s.user, s.uri))
+    })
+}
+
+/// Runs a sip_im probe.
+pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
+    let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
+    let t = Instant::now();
+    let mut status = None;
+    let r = exchange(spec, cx, deadline, &mut status).await;
+    let phases = vec![(Phase::Request, t.elapsed())];
+    let mut o = match r {
+        Ok(delivery) => {
+            let mut o = Outcome::pass(phases);
+            o.delivery = Some(delivery);
+            o
+        }
+        Err((reason, detail)) => Outcome::fail(reason, detail, phases),
+    };
+    o.sip_status = status;
+    o
+}
+
+async fn exchange(
+    spec: &SipImSpec,
+    cx: &ProbeContext,
+    deadline: Instant,
+    status: &mut Option<u16>,
+) -> Result<Duration, StepError> {
+    let missing = |u: &User| (FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name));
+    let a = cx.endpoints.get(&spec.from.user.name).ok_or_else(|| missing(&spec.from.user))?;
+    let b = cx.endpoints.get(&spec.to.user.name).ok_or_else(|| missing(&spec.to.user))?;
+    let link = registered(&a)?;
+    registered(&b)?;
+    let method = spec.method.as_str();
+    let mut tx = sip_wire::new_transaction();
+    tx.method = method;
+    tx.call_id = format!("{}@coexistd", sip_wire::token(24));
+    let busy = || (FailureReason::Internal, "too many probes wait at this endpoint".to_owned());
+    let mut first = b.expect(&tx.call_id, method).ok_or_else(busy)?;
+    let mut sender = Sender {
+        link: &link,
+        user: &spec.from.user,
+        to: &spec.to.user,
+        from_uri: spec.from.user.aor.uri(),
+        to_uri: spec.to.user.aor.uri(),
+        tag: sip_wire::token(8),
+        scheme: match &spec.from.user.auth {
+            UserAuth::Digest { username, password } => Some(Digest::new(username.clone(), password.clone())),
+            UserAuth::None => None,
+        },
+    };
+    let to_uri = sender.to_uri.clone();
+    let text = format!("coexistd interop test {}", tx.call_id).into_bytes();
+    let sdp = im_sdp(&link.sent_by);
+    let body = match spec.method {
+        ImMethod::Message => Some(("text/plain", &text[..])),
+        ImMethod::Invite => Some(("application/sdp", &sdp[..])),
+        ImMethod::Options => None,
+    };
+    let req = Req { uri: &to_uri, to_tag: None, route: &[], body };
+    let (resp, sent) = sender.send(&req, &mut tx, deadline).await?;
+    *status = resp.status();
+    if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
+        return Err(status_failure(method, &to_uri, &resp));
+    }
+    let code = resp.status().unwrap_or(0);
+    let Some(arrived) = first.arrived(deadline).await else {
+        return Err((
+            FailureReason::NotDelivered,
+            format!("{method} answered {code} but {} never received it", sender.to.name),
+        ));
+    };
+    let delivery = arrived.saturating_duration_since(sent);
+    if spec.method != ImMethod::Invite {
+        return Ok(delivery);
+    }
+    // The IM session: ACK the 2xx along the route set, a MESSAGE in the dialog, BYE.
+    let to_tag = resp.header("to").and_then(sip_wire::tag_of).map(str::to_owned);
+    let target = resp.header("contact").map(|c| sip_wire::addr_uri(c).to_owned()).ok_or_else(|| {
+        (FailureReason::SipMalformed, format!("INVITE 2xx from {to_uri} without a Contact"))
+    })?;
+    let mut route: Vec<String> = resp.header_values("record-route").map(str::to_owned).collect();
+    route.reverse();
+    let dialog = |body| Req { uri: &target, to_tag: to_tag.as_deref(), route: &route, body };
+    sender.ack(&dialog(None), &tx, &resp, &format!("{}{}", sip_wire::BRANCH_COOKIE, sip_wire::token(16))).await?;
+    let mut in_dialog = tx.next("MESSAGE");
+    let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
+    let (resp, _) = sender.send(&dialog(Some(("text/plain", &text[..]))), &mut in_dialog, deadline).await?;
+    if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
+        return Err(status_failure("MESSAGE in the IM session", &to_uri, &resp));
+    }
+    if second.arrived(deadline).await.is_none() {
+        return Err((
+            FailureReason::NotDelivered,
+            format!("the MESSAGE in the IM session was answered 2xx but {} never received it", sender.to.name),
+        ));
+    }
+    let mut bye = in_dialog.next("BYE");
+    let (resp, _) = sender.send(&dialog(None), &mut bye, deadline).await?;
+    if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
+        return Err(status_failure("BYE", &to_uri, &resp));
+    }
+    Ok(delivery)
+}
