@@ -44,6 +44,9 @@ use crate::users::{User, UserAuth};
 pub const EXPIRES: u32 = 600;
 /// The shortest refresh period, whatever the registrar grants.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
+/// CRLF keep-alives on a stream (RFC 5626 §4.4.1), so that the registrar does not
+/// close an idle connection between refreshes.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// Backoff after a failed registration: from this, doubling…
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// …up to this.
@@ -702,8 +705,20 @@ async fn run(endpoint: Arc<Endpoint>, stop: CancellationToken) {
 /// lost, a refresh fails (the failure), or `stop` (unregisters; `None`).
 async fn hold(endpoint: &Arc<Endpoint>, mut s: Session, stop: &CancellationToken) -> Option<Failure> {
     let user = &endpoint.spec.user;
+    let stream = s.link.transport != Transport::Udp;
     loop {
         let refresh = (Duration::from_secs(u64::from(s.granted)) / 2).max(MIN_REFRESH);
+        let refresh_at = Instant::now() + refresh;
+        // Keep-alives until the refresh is due.
+        while stream && refresh_at.saturating_duration_since(Instant::now()) > KEEPALIVE {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = s.link.closed.cancelled() => break,
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    let _ = s.link.send(b"\r\n\r\n").await;
+                }
+            }
+        }
         tokio::select! {
             _ = stop.cancelled() => {
                 s.tx = s.tx.next("REGISTER");
@@ -716,7 +731,7 @@ async fn hold(endpoint: &Arc<Endpoint>, mut s: Session, stop: &CancellationToken
             _ = s.link.closed.cancelled() => {
                 return Some(fail(FailureReason::Io, format!("the connection to {} closed", s.host)));
             }
-            _ = tokio::time::sleep(refresh) => {
+            _ = tokio::time::sleep_until(refresh_at) => {
                 s.tx = s.tx.next("REGISTER");
                 let deadline = Instant::now() + REGISTER_BUDGET;
                 let mut lr = LinkRef(s.link.clone());

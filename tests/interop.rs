@@ -1,0 +1,346 @@
+//! `sip_im` and the registered endpoints against two real Kamailio proxies from
+//! Debian's packages acting as the legacy and the new pool of one SIP domain: digest
+//! authentication (`pv_auth_check`/`auth_challenge`, passwords in `htable`),
+//! `registrar`/`usrloc` in memory (granting at most 10 s, so endpoints refresh every
+//! 5 s), `tm`, `rr`; a REGISTER for a user homed on the other pool answered `301`; a
+//! request for a user homed on the other pool relayed there (over UDP: the peer pool is
+//! trusted by its source address, which a UDP socket keeps). Two users per
+//! pool, one over TLS and one over UDP. Routing, passwords and the pools themselves are
+//! broken while the test runs, as they break in a migration.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
+use common::{require, sample, Agent, Kamailio, KamailioTls, Knot};
+use openssl::hash::MessageDigest;
+
+const OCS_IP: &str = "127.0.52.1";
+const LYNC_IP: &str = "127.0.52.2";
+const ZONE: &str = "ocspool A 127.0.52.1\nlyncpool A 127.0.52.2\n";
+/// (user, home, password): alice and adam on the legacy pool, bob and beth on the new.
+const USERS: [(&str, &str, &str); 4] = [
+    ("alice", "ocs", "alice-Im-Secret-41c9"),
+    ("adam", "ocs", "adam-Im-Secret-77d0"),
+    ("bob", "lync", "bob-Im-Secret-2e5b"),
+    ("beth", "lync", "beth-Im-Secret-c3a8"),
+];
+
+/// A pool: registrar for users homed here (301 for the others), proxy that relays
+/// requests for users homed on the other pool there (unless `relay` is "off").
+fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio {
+    let mut init = String::new();
+    for (u, home, pw) in USERS {
+        init.push_str(&format!("  $sht(users=>{u}) = \"{pw}\";\n  $sht(homes=>{u}) = \"{home}\";\n"));
+    }
+    let prelude = format!(
+        "loadmodule \"tm.so\"\nloadmodule \"pv.so\"\nloadmodule \"textops.so\"\nloadmodule \"siputils.so\"\n\
+         loadmodule \"rr.so\"\nloadmodule \"usrloc.so\"\nloadmodule \"registrar.so\"\nloadmodule \"auth.so\"\n\
+         loadmodule \"htable.so\"\nloadmodule \"ctl.so\"\n\
+         modparam(\"usrloc\", \"db_mode\", 0)\n\
+         modparam(\"registrar\", \"max_expires\", 10)\nmodparam(\"registrar\", \"min_expires\", 1)\n\
+         modparam(\"htable\", \"htable\", \"users=>size=4;\")\n\
+         modparam(\"htable\", \"htable\", \"homes=>size=4;\")\n\
+         modparam(\"htable\", \"htable\", \"cfg=>size=2;\")\n\
+         modparam(\"ctl\", \"binrpc\", \"unix:{{dir}}/ctl.sock\")\n\
+         event_route[htable:mod-init] {{\n{init}  $sht(cfg=>relay) = \"on\";\n}}\n"
+    );
+    let other_ip = if name == "ocs" { LYNC_IP } else { OCS_IP };
+    let routes = format!(
+        "request_route {{\n\
+           if (has_totag()) {{\n\
+             if (loose_route()) {{ t_relay(); exit; }}\n\
+             if (is_method(\"ACK\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+             sl_send_reply(\"404\", \"Not Here\");\n\
+             exit;\n\
+           }}\n\
+           if (is_method(\"ACK\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+           if (is_method(\"CANCEL\")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}\n\
+           if (is_method(\"REGISTER\")) {{\n\
+             $var(home) = $sht(homes=>$tU);\n\
+             if ($var(home) != \"{name}\") {{\n\
+               append_to_reply(\"Contact: <sip:$var(home)pool.contoso.test:{tls_port};transport=tls>\\r\\n\");\n\
+               sl_send_reply(\"301\", \"Redirect request to Home Server\");\n\
+               exit;\n\
+             }}\n\
+             if (!pv_auth_check(\"$fd\", \"$sht(users=>$fU)\", \"0\", \"1\")) {{\n\
+               auth_challenge(\"$fd\", \"1\");\n\
+               exit;\n\
+             }}\n\
+             if (!save(\"location\")) {{ sl_reply_error(); }}\n\
+             exit;\n\
+           }}\n\
+           if ($si != \"{other_ip}\") {{\n\
+             if (!pv_auth_check(\"$fd\", \"$sht(users=>$fU)\", \"0\", \"1\")) {{\n\
+               auth_challenge(\"$fd\", \"1\");\n\
+               exit;\n\
+             }}\n\
+             consume_credentials();\n\
+           }}\n\
+           $var(home) = $sht(homes=>$rU);\n\
+           if ($var(home) == $null) {{ sl_send_reply(\"404\", \"Not Found\"); exit; }}\n\
+           record_route();\n\
+           if ($var(home) != \"{name}\") {{\n\
+             if ($sht(cfg=>relay) == \"off\") {{ sl_send_reply(\"503\", \"Service Unavailable\"); exit; }}\n\
+             $du = \"sip:{other_ip}:{port}\";\n\
+             t_relay();\n\
+             exit;\n\
+           }}\n\
+           if (!lookup(\"location\")) {{ sl_send_reply(\"480\", \"Temporarily Unavailable\"); exit; }}\n\
+           t_relay();\n\
+         }}\n"
+    );
+    let ip = if name == "ocs" { OCS_IP } else { LYNC_IP };
+    Kamailio::start_custom(ip, port, tls_port, Some(tls), &format!("pool {name}"), &prelude, &routes)
+}
+
+/// `kamcmd` against a pool's control socket.
+fn kamcmd(k: &Kamailio, args: &[&str]) {
+    let sock = k.dir().join("ctl.sock");
+    let out = Command::new(require("kamcmd", "kamailio"))
+        .arg("-s")
+        .arg(format!("unix:{}", sock.display()))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kamcmd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn config(knot: &Knot, ca: &Path, dir: &Path, port: u16, tls_port: u16) -> String {
+    let mut users = String::new();
+    for (i, (u, home, pw)) in USERS.iter().enumerate() {
+        let f = dir.join(format!("{u}.pass"));
+        std::fs::write(&f, format!("{pw}\n")).unwrap();
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let pool = if *home == "ocs" { "ocs2007r2" } else { "lync2013" };
+        // The first user of each pool over TLS, the second over UDP.
+        let (transport, p) = if i % 2 == 0 { ("tls", tls_port) } else { ("udp", port) };
+        users.push_str(&format!(
+            "[[users]]\nname = \"{u}\"\nuri = \"sip:{u}@contoso.test\"\npool = \"{pool}\"\n\
+             password_file = \"{}\"\ntransport = \"{transport}\"\nport = {p}\n",
+            f.display()
+        ));
+    }
+    format!(
+        r#"[agent]
+listen = "{{listen}}"
+interval = "1s"
+timeout = "900ms"
+labels = {{ site = "lab" }}
+[dns]
+servers = ["{dns}"]
+[tls]
+ca_file = "{ca}"
+[[pools]]
+name = "ocs2007r2"
+role = "legacy"
+fqdn = "ocspool.contoso.test"
+[[pools]]
+name = "lync2013"
+role = "new"
+fqdn = "lyncpool.contoso.test"
+{users}
+[[checks]]
+name = "register"
+kind = "sip_register"
+[[checks]]
+name = "im"
+kind = "sip_im"
+method = "MESSAGE"
+[[checks]]
+name = "im-session"
+kind = "sip_im"
+method = "INVITE"
+"#,
+        dns = knot.addr,
+        ca = ca.display(),
+    )
+}
+
+const POOLS: [&str; 2] = ["ocs2007r2", "lync2013"];
+
+fn interop(m: &str, from: &str, to: &str) -> Option<f64> {
+    sample(m, "coexist_interop_up", &[("from_pool", from), ("to_pool", to)])
+}
+
+fn all_interop_up(m: &str) -> bool {
+    POOLS.iter().all(|f| POOLS.iter().all(|t| interop(m, f, t) == Some(1.0)))
+}
+
+/// Every sip_im series of the exposition: (check, pool, target, to_pool, success).
+fn pairs(m: &str) -> Vec<(String, String, String, String, f64)> {
+    m.lines()
+        .filter(|l| l.starts_with("coexist_probe_success{") && l.contains("kind=\"sip_im\""))
+        .map(|l| {
+            let label = |k: &str| {
+                let start = l.find(&format!(",{k}=\"")).map(|i| i + k.len() + 3).unwrap();
+                l[start..].split('"').next().unwrap().to_owned()
+            };
+            let v: f64 = l.rsplit(' ').next().unwrap().parse().unwrap();
+            (label("check"), label("pool"), label("target"), label("to_pool"), v)
+        })
+        .collect()
+}
+
+#[test]
+fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
+    let knot = Knot::start("contoso.test", ZONE);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("Contoso Pools Root", KeyKind::Rsa2048, MessageDigest::sha256()).unwrap();
+    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
+    let certs: Vec<_> = ["ocspool.contoso.test", "lyncpool.contoso.test"]
+        .iter()
+        .map(|n| {
+            ca.issue(&Leaf { cn: n, sans: &[n], ..Leaf::default() })
+                .unwrap()
+                .write(dir.path(), n, &[])
+                .unwrap()
+        })
+        .collect();
+    let port = common::free_port();
+    let tls_port = loop {
+        let p = common::free_port();
+        if p != port {
+            break p;
+        }
+    };
+    let tls = |i: usize| KamailioTls {
+        cert: &certs[i].0,
+        key: &certs[i].1,
+        ca: &ca_file,
+        method: "TLSv1.2+",
+        require_client_cert: false,
+    };
+    let mut ocs = pool("ocs", port, tls_port, tls(0));
+    let lync = pool("lync", port, tls_port, tls(1));
+    let agent = Agent::start(&config(&knot, &ca_file, dir.path(), port, tls_port));
+
+    // 1. Everything passes: 12 ordered pairs × (MESSAGE, INVITE session), four cells.
+    let m = agent.wait_metrics(Duration::from_secs(30), |m| {
+        all_interop_up(m) && pairs(m).len() == 24 && pairs(m).iter().all(|p| p.4 == 1.0)
+    });
+    for (u, _, _) in USERS {
+        assert_eq!(sample(&m, "coexist_user_registered", &[("user", u)]), Some(1.0), "{u}: {m}");
+    }
+    let delivery = sample(
+        &m,
+        "coexist_sip_delivery_seconds",
+        &[("check", "im"), ("pool", "lync2013"), ("target", "sip:alice@contoso.test"), ("to_pool", "ocs2007r2")],
+    )
+    .expect("delivery time of bob -> alice");
+    assert!(delivery > 0.0 && delivery < 0.9, "{delivery}");
+    eprintln!("bob -> alice delivered in {:.2} ms", delivery * 1000.0);
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["interop"].as_array().unwrap().len(), 4, "{}", v["interop"]);
+    let users = v["users"].as_array().unwrap();
+    assert_eq!(users.len(), 4);
+    for u in users {
+        assert_eq!(u["registered"], true, "{u}");
+        assert_eq!(u["home_pool"], u["pool"], "{u}");
+        // max_expires = 10 on the registrars: what was granted, not what was asked.
+        assert_eq!(u["expires"], 10, "{u}");
+    }
+
+    // 2. The new pool stops relaying to the legacy pool: exactly the new -> legacy
+    //    pairs fail, with the status code, and only that cell of the matrix is 0.
+    kamcmd(&lync, &["htable.sets", "cfg", "relay", "off"]);
+    let m = agent.wait_metrics(Duration::from_secs(15), |m| {
+        interop(m, "lync2013", "ocs2007r2") == Some(0.0)
+            && pairs(m).iter().filter(|p| p.4 == 0.0).count() == 8
+    });
+    for (check, from, target, to, ok) in pairs(&m) {
+        let broken = from == "lync2013" && to == "ocs2007r2";
+        assert_eq!(ok, if broken { 0.0 } else { 1.0 }, "{check} {from} -> {target}");
+    }
+    assert_eq!(interop(&m, "ocs2007r2", "ocs2007r2"), Some(1.0));
+    assert_eq!(interop(&m, "ocs2007r2", "lync2013"), Some(1.0));
+    assert_eq!(interop(&m, "lync2013", "lync2013"), Some(1.0));
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let failing: Vec<&serde_json::Value> =
+        v["instances"].as_array().unwrap().iter().filter(|i| i["success"] == false).collect();
+    assert_eq!(failing.len(), 8);
+    for i in &failing {
+        assert_eq!(i["reason"], "sip_status", "{i}");
+        assert!(i["detail"].as_str().unwrap().contains("503"), "{i}");
+    }
+    let (_, page) = agent.get("/");
+    assert!(page.contains("lync2013 \u{2192} ocs2007r2") || page.contains("lync2013 &rarr; ocs2007r2"), "the page names the broken cell");
+    kamcmd(&lync, &["htable.sets", "cfg", "relay", "on"]);
+    agent.wait_metrics(Duration::from_secs(15), all_interop_up);
+
+    // 3. adam's password is changed on his registrar: his endpoint's refresh is refused
+    //    (auth_failed), his pairs are not_registered, nothing else fails.
+    kamcmd(&ocs, &["htable.sets", "users", "adam", "changed-elsewhere"]);
+    let m = agent.wait_metrics(Duration::from_secs(20), |m| {
+        sample(m, "coexist_user_registered", &[("user", "adam")]) == Some(0.0)
+            && pairs(m).iter().filter(|p| p.4 == 0.0).count() == 12
+            && sample(m, "coexist_probe_success", &[("check", "register"), ("target", "sip:adam@contoso.test")])
+                == Some(0.0)
+    });
+    for (check, from, target, _, ok) in pairs(&m) {
+        let adams = from == "ocs2007r2" && target != "sip:adam@contoso.test" && false;
+        let _ = adams;
+        let involves_adam = target == "sip:adam@contoso.test";
+        if !involves_adam && ok == 0.0 {
+            // A pair from adam: its target is someone else, the failure must be adam's.
+            let (_, s) = agent.get("/api/v1/status");
+            let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+            let row = v["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["check"] == check.as_str() && i["pool"] == from.as_str() && i["target"] == target.as_str() && i["success"] == false)
+                .cloned();
+            if let Some(row) = row {
+                assert_eq!(row["reason"], "not_registered", "{row}");
+                assert!(row["detail"].as_str().unwrap().contains("adam"), "{row}");
+            }
+        }
+    }
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    for i in v["instances"].as_array().unwrap().iter().filter(|i| i["success"] == false) {
+        let is_adams = i["target"] == "sip:adam@contoso.test"
+            || i["detail"].as_str().unwrap_or("").starts_with("adam ");
+        assert!(is_adams, "only adam's checks fail: {i}");
+        let want = if i["kind"] == "sip_register" { "auth_failed" } else { "not_registered" };
+        assert_eq!(i["reason"], want, "{i}");
+    }
+    let adam = v["users"].as_array().unwrap().iter().find(|u| u["user"] == "adam").unwrap().clone();
+    assert_eq!(adam["registered"], false);
+    assert_eq!(adam["reason"], "auth_failed", "{adam}");
+    kamcmd(&ocs, &["htable.sets", "users", "adam", USERS[1].2]);
+    agent.wait_metrics(Duration::from_secs(45), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
+
+    // 4. The legacy pool restarts (its registrations are gone): the endpoints register
+    //    again and the matrix recovers without the agent restarting.
+    ocs.stop();
+    drop(ocs);
+    agent.wait_metrics(Duration::from_secs(20), |m| interop(m, "lync2013", "ocs2007r2") == Some(0.0));
+    let ocs = pool("ocs", port, tls_port, tls(0));
+    let m = agent
+        .wait_metrics(Duration::from_secs(60), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
+    assert_eq!(sample(&m, "coexist_user_registered", &[("user", "alice")]), Some(1.0));
+
+    // No output of the agent carries a password.
+    let (_, status) = agent.get("/api/v1/status");
+    let (_, page) = agent.get("/");
+    let (_, events) = agent.get("/api/v1/events");
+    let (_, trace) = agent.get("/api/v1/trace?check=im-session&pool=ocs2007r2");
+    eprintln!("{trace}");
+    assert!(trace.contains("INVITE sip:bob@contoso.test") || trace.contains("INVITE sip:beth@contoso.test"), "{trace}");
+    let mut agent = agent;
+    let _ = agent.child.kill();
+    let log = agent.stderr();
+    for (what, text) in [("metrics", &m), ("status", &status), ("page", &page), ("events", &events), ("trace", &trace), ("log", &log)] {
+        for (_, _, pw) in USERS {
+            assert!(!text.contains(pw), "{what} carries a password");
+        }
+    }
+    drop((ocs, lync));
+}
