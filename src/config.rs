@@ -644,12 +644,16 @@ fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config
                 let to = select_users(to, &users, &path, "to", rc.name.span(), src)?;
                 let pairs: Vec<(Option<&User>, Option<&User>)> = from
                     .iter()
-                    .flat_map(|a| to.iter().filter(move |b| b.name != a.name).map(move |b| (Some(*a), Some(*b))))
+                    .flat_map(|a| {
+                        to.iter().filter(move |b| b.name != a.name).map(move |b| (Some(*a), Some(*b)))
+                    })
                     .collect();
                 if pairs.is_empty() {
                     return Err(src.err(
                         rc.name.span(),
-                        &format!("{path}.to: no pair of two different test users (from and to name the same one)"),
+                        &format!(
+                            "{path}.to: no pair of two different test users (from and to name the same one)"
+                        ),
                     ));
                 }
                 pairs
@@ -812,7 +816,9 @@ fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<
             }
         };
         let port = match &ru.port {
-            Some(v) if *v.get_ref() == 0 => return Err(src.err(v.span(), &format!("{p}.port: must be 1-65535"))),
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(src.err(v.span(), &format!("{p}.port: must be 1-65535")))
+            }
             Some(v) => *v.get_ref(),
             None => transport.default_port(),
         };

@@ -549,8 +549,10 @@ impl AgentFamilies {
                 MetricType::Gauge,
             )?;
             for c in &cells {
-                e.encode_family(&[("from_pool", c.from_pool.as_str()), ("to_pool", c.to_pool.as_str())].as_slice())?
-                    .encode_gauge(&(c.up as i64))?;
+                e.encode_family(
+                    &[("from_pool", c.from_pool.as_str()), ("to_pool", c.to_pool.as_str())].as_slice(),
+                )?
+                .encode_gauge(&(c.up as i64))?;
             }
         }
         if self.users.is_empty() {

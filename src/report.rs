@@ -245,11 +245,9 @@ impl Report {
         }
         for u in &self.users {
             let _ = match (u.registered, &u.home_pool) {
-                (true, Some(home)) => writeln!(
-                    out,
-                    "user {} ({}) registered on {home} (planned {})",
-                    u.user, u.uri, u.pool
-                ),
+                (true, Some(home)) => {
+                    writeln!(out, "user {} ({}) registered on {home} (planned {})", u.user, u.uri, u.pool)
+                }
                 _ => writeln!(
                     out,
                     "user {} ({}) NOT registered: {} {}",
@@ -269,7 +267,11 @@ impl Report {
                 if c.up { "UP" } else { "DOWN" },
                 c.passing,
                 c.failing,
-                if c.pending + c.stale > 0 { format!(", {} not run or stale", c.pending + c.stale) } else { String::new() }
+                if c.pending + c.stale > 0 {
+                    format!(", {} not run or stale", c.pending + c.stale)
+                } else {
+                    String::new()
+                }
             );
         }
         for p in &self.pools {

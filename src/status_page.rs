@@ -81,6 +81,7 @@ pub fn render(report: &Report, events: &[EventReport], now: SystemTime) -> Strin
     );
     banner(&mut s, report);
     pools(&mut s, report, now);
+    interop(&mut s, report);
     records(&mut s, report, now);
     matrix(&mut s, report, now);
     changes(&mut s, events, now);
@@ -129,12 +130,21 @@ fn banner(s: &mut String, report: &Report) {
     let stale = report.instances.iter().filter(|i| i.stale).count();
     let pending = report.instances.iter().filter(|i| i.success.is_none() && !i.stale).count();
     let down = report.pools.iter().filter(|p| p.failing > 0).count();
+    let interop_down = report.interop.iter().filter(|c| c.failing > 0).count();
     let (class, text) = if failing > 0 {
         (
             "bad",
             format!(
-                "{down} of {} pools DOWN &middot; {failing} of {} check results failing",
+                "{down} of {} pools DOWN{} &middot; {failing} of {} check results failing",
                 report.pools.len(),
+                if interop_down > 0 {
+                    format!(
+                        " &middot; users cannot reach each other in {interop_down} of {} pool pairs",
+                        report.interop.len()
+                    )
+                } else {
+                    String::new()
+                },
                 report.instances.len()
             ),
         )
@@ -214,6 +224,91 @@ fn pools(s: &mut String, report: &Report, now: SystemTime) {
         s.push_str("</div>");
     }
     s.push_str("</div>");
+}
+
+/// The coexistence matrix (test users of one pool reaching those of another) and
+/// where each test user is registered.
+fn interop(s: &mut String, report: &Report) {
+    if !report.interop.is_empty() {
+        let mut pools: Vec<&str> = Vec::new();
+        for c in &report.interop {
+            for p in [&c.from_pool, &c.to_pool] {
+                if !pools.contains(&p.as_str()) {
+                    pools.push(p);
+                }
+            }
+        }
+        let order = |n: &str| report.pools.iter().position(|p| p.name == n).unwrap_or(usize::MAX);
+        pools.sort_by_key(|p| order(p));
+        s.push_str(
+            "<h2>Users across pools</h2><div class=\"scroll\"><table id=\"interop\"><thead><tr>\
+             <th>from &darr; to &rarr;</th>",
+        );
+        for p in &pools {
+            let _ = write!(s, "<th>{}</th>", esc(p));
+        }
+        s.push_str("</tr></thead><tbody>");
+        for from in &pools {
+            let _ = write!(s, "<tr><th>{}</th>", esc(from));
+            for to in &pools {
+                let Some(c) = report.interop.iter().find(|c| c.from_pool == *from && c.to_pool == *to) else {
+                    s.push_str("<td></td>");
+                    continue;
+                };
+                let (word, class) = if c.up {
+                    ("UP", "pass")
+                } else if c.failing > 0 {
+                    ("DOWN", "fail")
+                } else if c.stale > 0 {
+                    ("STALE", "stale")
+                } else {
+                    ("NOT RUN", "pending")
+                };
+                let total = c.passing + c.failing + c.pending + c.stale;
+                let _ = write!(
+                    s,
+                    "<td class=\"{class}\"><b>{} &rarr; {}: {word}</b><br><small>{} of {total} pairs passing</small>",
+                    esc(&c.from_pool),
+                    esc(&c.to_pool),
+                    c.passing
+                );
+                for f in &c.failures {
+                    let _ = write!(s, "<div class=\"detail\">{}</div>", esc(f));
+                }
+                s.push_str("</td>");
+            }
+            s.push_str("</tr>");
+        }
+        s.push_str("</tbody></table></div>");
+    }
+    if report.users.is_empty() {
+        return;
+    }
+    s.push_str(
+        "<h2>Test users</h2><div class=\"scroll\"><table id=\"users\"><thead><tr><th>user</th>\
+         <th>planned pool</th><th>registered on</th><th>registrar</th><th>last failure</th></tr></thead><tbody>",
+    );
+    for u in &report.users {
+        let (home, class) = match (&u.registered, &u.home_pool) {
+            (true, Some(h)) if *h == u.pool => (esc(h), "pass"),
+            (true, Some(h)) => (format!("<b>{}</b>: NOT AS PLANNED", esc(h)), "fail"),
+            _ => ("NOT REGISTERED".to_owned(), "fail"),
+        };
+        let failure = match (&u.reason, &u.detail) {
+            (Some(r), Some(d)) => format!("{}: {}", r.as_str(), esc(d)),
+            _ => "-".to_owned(),
+        };
+        let _ = write!(
+            s,
+            "<tr><th>{} <small><code>{}</code></small></th><td>{}</td><td class=\"{class}\">{home}</td>\
+             <td>{}</td><td>{failure}</td></tr>",
+            esc(&u.user),
+            esc(&u.uri),
+            esc(&u.pool),
+            esc(u.registrar.as_deref().unwrap_or("-")),
+        );
+    }
+    s.push_str("</tbody></table></div>");
 }
 
 fn pool_state(p: &PoolReport) -> (&'static str, &'static str) {

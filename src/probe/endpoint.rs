@@ -164,7 +164,9 @@ impl Endpoints {
 
     /// Waits until every endpoint has made its first attempt, or `deadline`.
     pub async fn settled(&self, deadline: Instant) {
-        while Instant::now() < deadline && self.statuses().iter().any(|s| s.attempts == 0 || (!s.registered && s.reason.is_none())) {
+        while Instant::now() < deadline
+            && self.statuses().iter().any(|s| s.attempts == 0 || (!s.registered && s.reason.is_none()))
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -302,7 +304,14 @@ impl Endpoint {
                     link.sent_by,
                     sip_wire::transport_param(link.transport)
                 );
-                Some(sip_wire::reply(req, 200, "OK", &tag, &contact, Some(("application/sdp", &im_sdp(&link.sent_by)))))
+                Some(sip_wire::reply(
+                    req,
+                    200,
+                    "OK",
+                    &tag,
+                    &contact,
+                    Some(("application/sdp", &im_sdp(&link.sent_by))),
+                ))
             }
             _ => Some(sip_wire::reply(
                 req,
@@ -385,7 +394,9 @@ impl Link {
             .map_err(io),
             Writer::Udp(s) => s.send(bytes).await.map(|_| ()).map_err(io),
         };
-        crate::trace::step("sip", || format!("sent ({} bytes):\n{}", bytes.len(), crate::trace::mask_credentials(bytes)));
+        crate::trace::step("sip", || {
+            format!("sent ({} bytes):\n{}", bytes.len(), crate::trace::mask_credentials(bytes))
+        });
         if r.is_err() {
             self.closed.cancel();
         }
@@ -403,7 +414,12 @@ impl Link {
 
     /// Runs a client transaction: sends `request`, retransmits over UDP (timer A/E),
     /// and returns the final response to `tx`.
-    pub async fn transaction(&self, request: &[u8], tx: &Transaction, deadline: Instant) -> Result<Message, TxError> {
+    pub async fn transaction(
+        &self,
+        request: &[u8],
+        tx: &Transaction,
+        deadline: Instant,
+    ) -> Result<Message, TxError> {
         let (stx, mut srx) = mpsc::channel(8);
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -480,7 +496,12 @@ impl Transact for LinkRef {
         self.0.sent_by.clone()
     }
 
-    async fn transact(&mut self, request: &[u8], tx: &Transaction, deadline: Instant) -> Result<Message, TxError> {
+    async fn transact(
+        &mut self,
+        request: &[u8],
+        tx: &Transaction,
+        deadline: Instant,
+    ) -> Result<Message, TxError> {
         self.0.transaction(request, tx, deadline).await
     }
 }
@@ -608,7 +629,8 @@ fn granted(resp: &Message, sent_by: &str) -> u32 {
         .find(|c| c.contains(sent_by))
         .and_then(|c| sip_wire::param(c, "expires"))
         .and_then(|v| sip_wire::bounded_decimal(v.trim_end_matches('>'), u64::from(EXPIRES)));
-    let from_header = || resp.header("expires").and_then(|v| sip_wire::bounded_decimal(v.trim(), u64::from(u32::MAX)));
+    let from_header =
+        || resp.header("expires").and_then(|v| sip_wire::bounded_decimal(v.trim(), u64::from(u32::MAX)));
     from_contact.or_else(from_header).map_or(EXPIRES, |v| v.min(u64::from(EXPIRES)) as u32)
 }
 
@@ -637,7 +659,8 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
         tx.method = "REGISTER";
         let tag = sip_wire::token(8);
         let mut lr = LinkRef(link.clone());
-        let r = sip_register::register(&spec.user, &mut lr, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
+        let r =
+            sip_register::register(&spec.user, &mut lr, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
         match r {
             Err((reason, detail)) => {
                 link.close();
@@ -649,7 +672,10 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
                     return Err(fail(FailureReason::SipStatus, format!("redirected twice (to {contact})")));
                 }
                 let Some((h, p, tr)) = sip_wire::uri_target(&contact) else {
-                    return Err(fail(FailureReason::SipMalformed, format!("3xx without a usable Contact: {contact:?}")));
+                    return Err(fail(
+                        FailureReason::SipMalformed,
+                        format!("3xx without a usable Contact: {contact:?}"),
+                    ));
                 };
                 transport = tr.unwrap_or(transport);
                 port = p.unwrap_or(transport.default_port());

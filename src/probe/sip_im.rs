@@ -74,9 +74,9 @@ impl ImMethod {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipImSpec {
     /// The sender's endpoint.
-    pub from: EndpointSpec,
+    pub from: Box<EndpointSpec>,
     /// The recipient's endpoint.
-    pub to: EndpointSpec,
+    pub to: Box<EndpointSpec>,
     /// What is sent.
     pub method: ImMethod,
     /// The instance's timeout.
@@ -105,19 +105,19 @@ impl CheckKind for SipImSpec {
                 }
             },
         };
-        let endpoint = |u: &User| -> Result<EndpointSpec, BuildError> {
+        let endpoint = |u: &User| -> Result<Box<EndpointSpec>, BuildError> {
             let pool = cx
                 .pools
                 .iter()
                 .find(|p| p.name == u.pool)
                 .ok_or_else(|| cx.err(cx.name_span.clone(), "from: a user's pool is unknown"))?;
             let pool_cx = BuildCx { pool: Some(pool), ..cx.clone() };
-            Ok(EndpointSpec {
+            Ok(Box::new(EndpointSpec {
                 user: u.clone(),
                 registrar: pool.fqdn.clone(),
                 opts: pool_cx.tls_options(&super::TlsKeys::default())?,
                 pools: cx.pools.to_vec(),
-            })
+            }))
         };
         let spec = SipImSpec { from: endpoint(from)?, to: endpoint(to)?, method, budget: cx.timeout };
         Ok((spec, to.aor.uri()))
@@ -218,8 +218,19 @@ impl Sender<'_> {
 
     /// ACK for an INVITE's final response `resp` (`branch`: the INVITE's for a
     /// non-2xx, a new one for a 2xx).
-    async fn ack(&self, req: &Req<'_>, invite: &Transaction, resp: &Message, branch: &str) -> Result<(), StepError> {
-        let tx = Transaction { branch: branch.to_owned(), call_id: invite.call_id.clone(), cseq: invite.cseq, method: "ACK" };
+    async fn ack(
+        &self,
+        req: &Req<'_>,
+        invite: &Transaction,
+        resp: &Message,
+        branch: &str,
+    ) -> Result<(), StepError> {
+        let tx = Transaction {
+            branch: branch.to_owned(),
+            call_id: invite.call_id.clone(),
+            cseq: invite.cseq,
+            method: "ACK",
+        };
         let to_tag = resp.header("to").and_then(sip_wire::tag_of);
         let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
         self.link.send(&self.build(&ack, &tx, None)).await.map_err(from_tx)
@@ -277,7 +288,8 @@ async fn exchange(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Duration, StepError> {
-    let missing = |u: &User| (FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name));
+    let missing =
+        |u: &User| (FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name));
     let a = cx.endpoints.get(&spec.from.user.name).ok_or_else(|| missing(&spec.from.user))?;
     let b = cx.endpoints.get(&spec.to.user.name).ok_or_else(|| missing(&spec.to.user))?;
     let link = registered(&a)?;
@@ -333,7 +345,9 @@ async fn exchange(
     let mut route: Vec<String> = resp.header_values("record-route").map(str::to_owned).collect();
     route.reverse();
     let dialog = |body| Req { uri: &target, to_tag: to_tag.as_deref(), route: &route, body };
-    sender.ack(&dialog(None), &tx, &resp, &format!("{}{}", sip_wire::BRANCH_COOKIE, sip_wire::token(16))).await?;
+    sender
+        .ack(&dialog(None), &tx, &resp, &format!("{}{}", sip_wire::BRANCH_COOKIE, sip_wire::token(16)))
+        .await?;
     let mut in_dialog = tx.next("MESSAGE");
     let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
     let (resp, _) = sender.send(&dialog(Some(("text/plain", &text[..]))), &mut in_dialog, deadline).await?;
@@ -343,7 +357,10 @@ async fn exchange(
     if second.arrived(deadline).await.is_none() {
         return Err((
             FailureReason::NotDelivered,
-            format!("the MESSAGE in the IM session was answered 2xx but {} never received it", sender.to.name),
+            format!(
+                "the MESSAGE in the IM session was answered 2xx but {} never received it",
+                sender.to.name
+            ),
         ));
     }
     let mut bye = in_dialog.next("BYE");

@@ -139,7 +139,12 @@ impl Transact for Conn {
         }
     }
 
-    async fn transact(&mut self, request: &[u8], tx: &Transaction, deadline: Instant) -> Result<Message, TxError> {
+    async fn transact(
+        &mut self,
+        request: &[u8],
+        tx: &Transaction,
+        deadline: Instant,
+    ) -> Result<Message, TxError> {
         match self {
             Conn::Stream(s, _) => {
                 match tokio::time::timeout_at(deadline, stream_transaction(s, request, tx)).await {
@@ -267,6 +272,9 @@ pub(super) async fn register(
     Err((FailureReason::AuthFailed, "challenged four times".into()))
 }
 
+/// A header name and the credentials in it (`Authorization` or `Proxy-Authorization`).
+pub(super) type Credentials = (&'static str, String);
+
 /// The credentials answering the Digest challenge of a `401`/`407` (`code`) to
 /// `method` at `uri`: the header to send them in and its value, and whether the
 /// challenge says the previous nonce was stale.
@@ -277,9 +285,12 @@ pub(super) fn answer_challenge(
     scheme: &mut Option<Digest>,
     method: &'static str,
     uri: &str,
-) -> Result<((&'static str, String), bool), (FailureReason, String)> {
-    let (challenge_header, answer_header) =
-        if code == 401 { ("www-authenticate", "Authorization") } else { ("proxy-authenticate", "Proxy-Authorization") };
+) -> Result<(Credentials, bool), (FailureReason, String)> {
+    let (challenge_header, answer_header) = if code == 401 {
+        ("www-authenticate", "Authorization")
+    } else {
+        ("proxy-authenticate", "Proxy-Authorization")
+    };
     let challenges: Vec<Challenge> = resp
         .headers
         .iter()
@@ -295,7 +306,10 @@ pub(super) fn answer_challenge(
     };
     let stale = digest.param("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
     let Some(d) = scheme.as_mut() else {
-        return Err((FailureReason::AuthFailed, format!("{code} {reason_phrase}: challenged, but auth = \"none\"")));
+        return Err((
+            FailureReason::AuthFailed,
+            format!("{code} {reason_phrase}: challenged, but auth = \"none\""),
+        ));
     };
     let value = d
         .answer(digest, Request { method, uri }, &sip_wire::token(16))
@@ -384,7 +398,8 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
             Ok(Registered::Ok(_)) => {
                 // Remove the binding: the test user must not stay registered here.
                 tx = tx.next("REGISTER");
-                let unregistered = register(&spec.user, &mut conn, &mut scheme, &mut tx, &tag, 0, deadline).await;
+                let unregistered =
+                    register(&spec.user, &mut conn, &mut scheme, &mut tx, &tag, 0, deadline).await;
                 phases.push((Phase::Request, t.elapsed()));
                 let home = home_of(&spec.pools, &host, cx).await;
                 let mut o = match unregistered {
