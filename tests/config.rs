@@ -110,7 +110,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown kind",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"icmp\"\n"),
-            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`, `sip_discovery`, `sip_register`",
+            "t.toml:13:8: unknown variant `icmp`, expected one of `tcp`, `dns`, `tls`, `http`, `sip`, `sip_discovery`, `sip_register`, `sip_im`",
         ),
         (
             "port out of range",
@@ -386,6 +386,31 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "no users to run as",
             with_pools("[[checks]]\nname = \"r\"\nkind = \"sip_register\"\n"),
             "t.toml:12:8: checks[0].users: no test user to run as (add [[users]])",
+        ),
+        (
+            "a user's port 0",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\nport = 0\n"),
+            "t.toml:16:8: users[0].port: must be 1-65535",
+        ),
+        (
+            "pools on a per-pair kind",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[checks]]\nname = \"im\"\nkind = \"sip_im\"\npools = [\"ocs\"]\n"),
+            "t.toml:19:9: checks[0].pools: kind \"sip_im\" runs as test users, in their pools; use from and to",
+        ),
+        (
+            "sip_im with one user",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[checks]]\nname = \"im\"\nkind = \"sip_im\"\n"),
+            "t.toml:17:8: checks[0].to: no pair of two different test users (from and to name the same one)",
+        ),
+        (
+            "sip_im unknown sender",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[checks]]\nname = \"im\"\nkind = \"sip_im\"\nfrom = [\"bob\"]\n"),
+            "t.toml:19:9: checks[0].from: unknown user \"bob\"",
+        ),
+        (
+            "sip_im unknown method",
+            with_pools("[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[users]]\nname = \"bob\"\nuri = \"sip:bob@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\n[[checks]]\nname = \"im\"\nkind = \"sip_im\"\nmethod = \"SUBSCRIBE\"\n"),
+            "t.toml:24:10: checks[0].method: \"SUBSCRIBE\" is not one of \"MESSAGE\", \"INVITE\", \"OPTIONS\"",
         ),
     ]
 }
