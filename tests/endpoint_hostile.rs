@@ -1,0 +1,280 @@
+//! A registered endpoint against a hostile registrar (an in-process fake: a real one
+//! does not send these). The fake accepts every REGISTER (no authentication), answers
+//! every MESSAGE with 200 without delivering it, and the test pushes requests down the
+//! endpoints' connections: a 10 MB body, garbage, a request for another user, over TCP
+//! and UDP. The endpoint answers or drops, never panics, buffers nothing past 64 KiB,
+//! and registers again after closing a connection it cannot trust.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{sample, Agent, Knot};
+
+const IP: &str = "127.0.53.1";
+
+/// What the fake registrar has seen: per user, the latest connection it registered over
+/// (TCP) and the REGISTERs counted.
+#[derive(Default)]
+struct Seen {
+    conns: Vec<(String, TcpStream)>,
+    registers: usize,
+    udp_contact: Option<std::net::SocketAddr>,
+    udp_responses: Vec<String>,
+    tcp_responses: Vec<String>,
+}
+
+/// Reads one SIP message (headers and Content-Length body) from a stream.
+fn read_message(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+        // Keep-alives between messages.
+        if buf == b"\r\n" {
+            buf.clear();
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: ").or_else(|| l.strip_prefix("l: ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8_lossy(&body))
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> &'a str {
+    msg.lines()
+        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
+        .map_or("", |l| l.split_once(':').unwrap().1.trim())
+}
+
+/// 200 to a request, its Via/From/To/Call-ID/CSeq echoed, Contact `expires=60`.
+fn ok(req: &str) -> String {
+    let mut r = String::from("SIP/2.0 200 OK\r\n");
+    for h in ["Via", "From", "Call-ID", "CSeq"] {
+        r.push_str(&format!("{h}: {}\r\n", header(req, h)));
+    }
+    r.push_str(&format!("To: {};tag=fake\r\n", header(req, "To")));
+    if req.starts_with("REGISTER") {
+        r.push_str(&format!("Contact: {};expires=60\r\n", header(req, "Contact")));
+    }
+    r.push_str("Content-Length: 0\r\n\r\n");
+    r
+}
+
+fn user_of(req: &str) -> String {
+    let to = header(req, "To");
+    to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or("").to_owned()
+}
+
+fn serve_tcp(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
+    for conn in listener.incoming() {
+        let Ok(mut c) = conn else { continue };
+        let seen = seen.clone();
+        std::thread::spawn(move || {
+            while let Some(req) = read_message(&mut c) {
+                if req.starts_with("SIP/2.0") {
+                    seen.lock().unwrap().tcp_responses.push(req);
+                    continue;
+                }
+                if req.starts_with("REGISTER") {
+                    let mut s = seen.lock().unwrap();
+                    s.registers += 1;
+                    let user = user_of(&req);
+                    s.conns.retain(|(u, _)| *u != user);
+                    s.conns.push((user, c.try_clone().unwrap()));
+                }
+                let _ = c.write_all(ok(&req).as_bytes());
+            }
+        });
+    }
+}
+
+fn serve_udp(sock: UdpSocket, seen: Arc<Mutex<Seen>>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
+        let req = String::from_utf8_lossy(&buf[..n]).to_string();
+        if req.starts_with("SIP/2.0") {
+            seen.lock().unwrap().udp_responses.push(req);
+            continue;
+        }
+        if req.starts_with("REGISTER") {
+            let mut s = seen.lock().unwrap();
+            s.registers += 1;
+            s.udp_contact = Some(from);
+        }
+        let _ = sock.send_to(ok(&req).as_bytes(), from);
+    }
+}
+
+/// The response whose Call-ID is `call_id`, waiting for it.
+fn response(seen: &Arc<Mutex<Seen>>, udp: bool, call_id: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        {
+            let s = seen.lock().unwrap();
+            let list = if udp { &s.udp_responses } else { &s.tcp_responses };
+            if let Some(r) = list.iter().find(|r| header(r, "Call-ID") == call_id) {
+                return r.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no response with Call-ID {call_id}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The connection alice is registered over now (waiting for one).
+fn alice_conn(seen: &Arc<Mutex<Seen>>) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some((_, c)) = seen.lock().unwrap().conns.iter().find(|(u, _)| u == "alice") {
+            return c.try_clone().unwrap();
+        }
+        assert!(Instant::now() < deadline, "alice never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn request(method: &str, user: &str, extra: &str, body_len: usize) -> String {
+    format!(
+        "{method} sip:{user}@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP {IP}:5060;branch=z9hG4bKhostile{method}{user}\r\n\
+         From: <sip:mallory@contoso.test>;tag=m\r\nTo: <sip:{user}@contoso.test>\r\nCall-ID: hostile-{method}-{user}\r\n\
+         CSeq: 1 {method}\r\nMax-Forwards: 70\r\n{extra}Content-Length: {body_len}\r\n\r\n"
+    )
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_hostile_registrar_gets_answers_or_a_closed_connection_and_the_endpoint_registers_again() {
+    let knot = Knot::start("contoso.test", &format!("pool A {IP}\n"));
+    let listener = TcpListener::bind((IP, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let udp = UdpSocket::bind((IP, port)).unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || serve_tcp(listener, seen));
+    }
+    let udp_probe = udp.try_clone().unwrap();
+    {
+        let seen = seen.clone();
+        std::thread::spawn(move || serve_udp(udp, seen));
+    }
+    let mut users = String::new();
+    for (u, t) in [("alice", "tcp"), ("bob", "tcp"), ("carol", "udp")] {
+        users.push_str(&format!(
+            "[[users]]\nname = \"{u}\"\nuri = \"sip:{u}@contoso.test\"\npool = \"p\"\nauth = \"none\"\n\
+             transport = \"{t}\"\nport = {port}\n"
+        ));
+    }
+    let agent = Agent::start(&format!(
+        "[agent]\nlisten = \"{{listen}}\"\ninterval = \"1s\"\ntimeout = \"900ms\"\n[dns]\nservers = [\"{}\"]\n\
+         [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n{users}\
+         [[checks]]\nname = \"im\"\nkind = \"sip_im\"\nfrom = [\"alice\"]\nto = [\"bob\", \"carol\"]\n",
+        knot.addr
+    ));
+    // The fake says 200 to the MESSAGE but never delivers it: not_delivered.
+    let m = agent.wait_metrics(Duration::from_secs(15), |m| {
+        sample(m, "coexist_probe_failures_total", &[("check", "im"), ("reason", "not_delivered")])
+            .is_some_and(|n| n >= 1.0)
+    });
+    for u in ["alice", "bob", "carol"] {
+        assert_eq!(sample(&m, "coexist_user_registered", &[("user", u)]), Some(1.0), "{u}");
+    }
+
+    // A well-formed OPTIONS for alice: 200. A MESSAGE for another user: 404.
+    let mut c = alice_conn(&seen);
+    c.write_all(request("OPTIONS", "alice", "", 0).as_bytes()).unwrap();
+    let resp = response(&seen, false, "hostile-OPTIONS-alice");
+    assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    c.write_all(request("MESSAGE", "mallory", "Content-Type: text/plain\r\n", 2).as_bytes()).unwrap();
+    c.write_all(b"hi").unwrap();
+    let resp = response(&seen, false, "hostile-MESSAGE-mallory");
+    assert!(resp.starts_with("SIP/2.0 404"), "{resp}");
+    c.write_all(request("SUBSCRIBE", "alice", "", 0).as_bytes()).unwrap();
+    let resp = response(&seen, false, "hostile-SUBSCRIBE-alice");
+    assert!(resp.starts_with("SIP/2.0 405") && resp.contains("Allow:"), "{resp}");
+    let registers_before = seen.lock().unwrap().registers;
+
+    // A request announcing a 10 MB body, then the body: the endpoint closes the
+    // connection after the headers (nothing past 64 KiB is buffered) and registers again.
+    c.write_all(request("MESSAGE", "alice", "Content-Type: text/plain\r\n", 10_000_000).as_bytes()).unwrap();
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut written = 0usize;
+    let write_error = loop {
+        match c.write(&chunk) {
+            Ok(n) => written += n,
+            Err(e) => break Some(e),
+        }
+        if written >= 10_000_000 {
+            break None;
+        }
+    };
+    assert!(write_error.is_some(), "the endpoint kept reading a 10 MB body ({written} bytes taken)");
+    eprintln!("10 MB body: connection reset after {written} bytes were taken by the kernel buffers");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.lock().unwrap().registers == registers_before {
+        assert!(Instant::now() < deadline, "alice did not register again");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Garbage on the new connection: closed again, registered again.
+    let registers_before = seen.lock().unwrap().registers;
+    std::thread::sleep(Duration::from_millis(200));
+    let mut c = alice_conn(&seen);
+    c.write_all(b"\x00\x01\x02 this is not SIP at all\r\n\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.lock().unwrap().registers == registers_before {
+        assert!(Instant::now() < deadline, "alice did not register again after garbage");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Over UDP: an oversized datagram and garbage are dropped; the next OPTIONS is answered.
+    let carol = seen.lock().unwrap().udp_contact.expect("carol registered over UDP");
+    let mut big = request("MESSAGE", "carol", "", 65_000).into_bytes();
+    big.resize(65_000, b'x');
+    udp_probe.send_to(&big, carol).unwrap();
+    udp_probe.send_to(b"\xff\xfe garbage", carol).unwrap();
+    udp_probe.send_to(request("OPTIONS", "carol", "", 0).as_bytes(), carol).unwrap();
+    let resp = response(&seen, true, "hostile-OPTIONS-carol");
+    assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    assert!(
+        !seen.lock().unwrap().udp_responses.iter().any(|r| r.contains("hostile-MESSAGE-carol")),
+        "the oversized datagram was dropped, not answered"
+    );
+
+    // Still serving, every user registered again, memory never near 10 MB of body.
+    let m = agent.wait_metrics(Duration::from_secs(15), |m| {
+        ["alice", "bob", "carol"]
+            .iter()
+            .all(|u| sample(m, "coexist_user_registered", &[("user", u)]) == Some(1.0))
+    });
+    assert!(m.contains("coexist_interop_up"));
+    assert_eq!(agent.get("/-/healthy").0, 200);
+    let peak = peak_rss_kib(agent.child.id());
+    eprintln!("agent peak RSS: {peak} KiB");
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+    let mut agent = agent;
+    let _ = agent.child.kill();
+    let log = agent.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+}
