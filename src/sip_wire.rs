@@ -262,6 +262,22 @@ pub fn reply(
     out
 }
 
+/// A parsed message back to bytes (a proxy forwarding it): the start line, the headers
+/// in order under their long lower-case names (names are case-insensitive), the body.
+pub fn serialize(m: &Message) -> Vec<u8> {
+    let mut s = match &m.start {
+        StartLine::Request { method, uri } => format!("{method} {uri} SIP/2.0\r\n"),
+        StartLine::Response { code, reason } => format!("SIP/2.0 {code} {reason}\r\n"),
+    };
+    for (name, value) in &m.headers {
+        let _ = write!(s, "{name}: {value}\r\n");
+    }
+    s.push_str("\r\n");
+    let mut out = s.into_bytes();
+    out.extend_from_slice(&m.body);
+    out
+}
+
 /// The `tag` parameter of a From or To value.
 pub fn tag_of(value: &str) -> Option<&str> {
     param(value, "tag")

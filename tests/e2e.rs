@@ -354,11 +354,21 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
-    // 18 server checks and 4 test users registering (2 per pool, over TLS, UDP and TCP).
-    assert_eq!(successes.len(), 22, "{m}");
+    // 18 server checks, 4 test users registering (2 per pool, over TLS, UDP and TCP) and
+    // the 12 ordered pairs of them exchanging a MESSAGE through the pools.
+    assert_eq!(successes.len(), 34, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
+    for from in ["ocs2007r2", "lync2013"] {
+        for to in ["ocs2007r2", "lync2013"] {
+            let cell = [("from_pool", from), ("to_pool", to)];
+            assert_eq!(sample(&m, "coexist_interop_up", &cell), Some(1.0), "{from} -> {to}: {m}");
+        }
+    }
+    for u in ["alice", "adam", "bob", "beth"] {
+        assert_eq!(sample(&m, "coexist_user_registered", &[("user", u)]), Some(1.0), "{u}");
+    }
     // The legacy pool is reached over TLS 1.0 with its SHA-1 certificate, the new one over TLS 1.3.
     let legacy = [("pool", "ocs2007r2"), ("check", "sip-tls")];
     assert_eq!(

@@ -19,8 +19,12 @@
 //! The SIP servers are also small registrars for four test users, two homed on each pool
 //! (alice and adam on the legacy pool, bob and beth on the new one): a REGISTER is
 //! challenged with Digest (SHA-256, `qop=auth`), one for a user homed on the other pool
-//! is answered `301` with that pool in `Contact`. Passwords are random per start, in
-//! files (mode 600) the generated configuration names.
+//! is answered `301` with that pool in `Contact`. They are proxies too: any other request
+//! from a test user is challenged (`407`, Digest SHA-256) unless it is in a dialog, then
+//! delivered over the target user's registered connection (or to its UDP address), or
+//! handed to the pool the target is homed on, which delivers it; responses go back the
+//! same way. Passwords are random per start, in files (mode 600) the generated
+//! configuration names.
 //!
 //! The agent then runs against the lab with [`Lab::config_text`].
 
@@ -77,31 +81,115 @@ impl Drop for Lab {
 pub const LAB_USERS: [(&str, &str); 4] =
     [("alice", "ocs2007r2"), ("adam", "ocs2007r2"), ("bob", "lync2013"), ("beth", "lync2013")];
 
-/// A lab registrar: the pool it is, and every test user's password and home.
+/// Where bytes for a client go: its connection's writer, or its UDP address.
+#[derive(Debug, Clone)]
+enum Peer {
+    Stream(tokio::sync::mpsc::Sender<Vec<u8>>),
+    Udp(Arc<UdpSocket>, SocketAddr),
+}
+
+impl Peer {
+    async fn send(&self, bytes: Vec<u8>) {
+        match self {
+            // A full queue means a client that does not read: drop, as a proxy would.
+            Peer::Stream(tx) => {
+                let _ = tx.try_send(bytes);
+            }
+            Peer::Udp(sock, addr) => {
+                let _ = sock.send_to(&bytes, addr).await;
+            }
+        }
+    }
+}
+
+/// Transactions forwarded and not answered yet, at most (oldest dropped past this).
+const LAB_PENDING: usize = 10_000;
+
+/// The lab's SIP routing, shared by both pools: the test users (password and home),
+/// where each is registered, and forwarded transactions waiting for their response.
+#[derive(Debug)]
+pub struct Router {
+    users: Vec<(&'static str, &'static str, crate::sip_auth::Secret)>,
+    /// user → (contact, pool, peer), latest last.
+    bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, &'static str, Peer)>>>,
+    /// our Via branch → (where the response goes, Via lines to remove).
+    pending: std::sync::Mutex<std::collections::HashMap<String, (Peer, usize)>>,
+}
+
+/// A lab registrar and proxy for one pool.
 #[derive(Debug)]
 pub struct Registrar {
     pool: &'static str,
-    users: Arc<Vec<(&'static str, &'static str, crate::sip_auth::Secret)>>,
+    router: Arc<Router>,
+}
+
+fn pool_host(pool: &str) -> &'static str {
+    if pool == "ocs2007r2" {
+        "ocspool"
+    } else {
+        "lyncpool"
+    }
+}
+
+fn user_part(uri_or_header: &str) -> &str {
+    message::uri_user(message::addr_uri(uri_or_header)).unwrap_or("")
 }
 
 impl Registrar {
-    /// The response to `req`: REGISTER as a registrar does, 200 to anything else.
-    fn answer(&self, req: &message::Message, server: &str) -> Vec<u8> {
-        let method = match &req.start {
-            message::StartLine::Request { method, .. } => method.as_str(),
-            message::StartLine::Response { .. } => return Vec::new(),
+    /// Handles one message from `from`: a response goes back along its transaction; a
+    /// REGISTER is answered as a registrar does; any other request is challenged (407)
+    /// unless it is in a dialog, then delivered to the target's registration, relayed
+    /// to its home pool, or answered 404/480. Not a security boundary: nonces are not
+    /// tracked.
+    async fn handle(&self, msg: message::Message, from: Peer, server: &str) {
+        let method = match &msg.start {
+            message::StartLine::Request { method, .. } => method.clone(),
+            message::StartLine::Response { .. } => return self.router.response(msg).await,
         };
-        if method != "REGISTER" {
-            return message::response_to(req, 200, "OK", server);
+        if method == "REGISTER" {
+            let resp = self.register(&msg, &from, server);
+            return from.send(resp).await;
         }
-        let to = req.header("to").unwrap_or("");
-        let user = to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or("");
-        let Some((_, home, password)) = self.users.iter().find(|(n, _, _)| *n == user) else {
+        // Addressed to the server itself (no user part: an OPTIONS ping): it answers.
+        let uri = match &msg.start {
+            message::StartLine::Request { uri, .. } => uri.as_str(),
+            message::StartLine::Response { .. } => "",
+        };
+        if message::uri_user(message::addr_uri(uri)).is_none() {
+            if method != "ACK" {
+                from.send(message::response_to(&msg, 200, "OK", server)).await;
+            }
+            return;
+        }
+        let in_dialog = msg.header("to").and_then(message::tag_of).is_some();
+        if !in_dialog && method != "ACK" && method != "CANCEL" {
+            let sender = user_part(msg.header("from").unwrap_or(""));
+            let ok = match (self.router.user(sender), msg.header("proxy-authorization")) {
+                (Some((_, _, pw)), Some(a)) => crate::sip_auth::verify(a, pw, &method),
+                _ => false,
+            };
+            if !ok {
+                let challenge = format!(
+                    "Proxy-Authenticate: Digest realm=\"{DOMAIN}\", nonce=\"{}\", qop=\"auth\", algorithm=SHA-256\r\n",
+                    message::token(24)
+                );
+                let resp = with_headers(
+                    message::response_to(&msg, 407, "Proxy Authentication Required", server),
+                    &challenge,
+                );
+                return from.send(resp).await;
+            }
+        }
+        self.router.route(self.pool, msg, from, 1, server).await;
+    }
+
+    fn register(&self, req: &message::Message, from: &Peer, server: &str) -> Vec<u8> {
+        let user = user_part(req.header("to").unwrap_or(""));
+        let Some((_, home, password)) = self.router.user(user) else {
             return message::response_to(req, 404, "Not Found", server);
         };
         if *home != self.pool {
-            let pool_host = if *home == "ocs2007r2" { "ocspool" } else { "lyncpool" };
-            let contact = format!("Contact: <sip:{pool_host}.{DOMAIN}:5061;transport=tls>\r\n");
+            let contact = format!("Contact: <sip:{}.{DOMAIN}:5061;transport=tls>\r\n", pool_host(home));
             return with_headers(
                 message::response_to(req, 301, "Redirect request to Home Server", server),
                 &contact,
@@ -109,8 +197,23 @@ impl Registrar {
         }
         match req.header("authorization") {
             Some(a) if crate::sip_auth::verify(a, password, "REGISTER") => {
-                let contact = req.header("contact").map(|c| format!("Contact: {c}\r\n")).unwrap_or_default();
-                with_headers(message::response_to(req, 200, "OK", server), &contact)
+                let contact = req.header("contact").unwrap_or("").to_owned();
+                let expires = req
+                    .header("expires")
+                    .and_then(|e| message::bounded_decimal(e.trim(), 3600))
+                    .unwrap_or(600);
+                let mut b = self.router.bindings.lock().unwrap_or_else(|e| e.into_inner());
+                let list = b.entry(user.to_owned()).or_default();
+                list.retain(|(c, _, _)| *c != contact);
+                if expires > 0 {
+                    list.push((contact.clone(), self.pool, from.clone()));
+                }
+                let header = if expires > 0 {
+                    format!("Contact: {contact};expires={expires}\r\n")
+                } else {
+                    String::new()
+                };
+                with_headers(message::response_to(req, 200, "OK", server), &header)
             }
             _ => {
                 let challenge = format!(
@@ -120,6 +223,83 @@ impl Registrar {
                 with_headers(message::response_to(req, 401, "Unauthorized", server), &challenge)
             }
         }
+    }
+}
+
+impl Router {
+    fn user(&self, name: &str) -> Option<&(&'static str, &'static str, crate::sip_auth::Secret)> {
+        self.users.iter().find(|(n, _, _)| *n == name)
+    }
+
+    /// Routes a request at `pool` (which adds its Via): to the target's registration
+    /// when homed here, else to its home pool (`vias` counts the lab's Via lines).
+    async fn route(&self, pool: &'static str, msg: message::Message, from: Peer, vias: usize, server: &str) {
+        let uri = match &msg.start {
+            message::StartLine::Request { uri, .. } => uri.clone(),
+            message::StartLine::Response { .. } => return,
+        };
+        let is_ack = matches!(&msg.start, message::StartLine::Request { method, .. } if method == "ACK");
+        let target = user_part(&uri).to_owned();
+        let Some((_, home, _)) = self.user(&target) else {
+            if !is_ack {
+                from.send(message::response_to(&msg, 404, "Not Found", server)).await;
+            }
+            return;
+        };
+        if *home != pool {
+            // Relayed to the home pool (in-process: both pools are this lab).
+            return Box::pin(self.route(home, msg, from, vias + 1, server)).await;
+        }
+        let to = {
+            let b = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
+            b.get(&target).and_then(|l| l.last()).map(|(_, _, p)| p.clone())
+        };
+        let Some(to) = to else {
+            if !is_ack {
+                from.send(message::response_to(&msg, 480, "Temporarily Unavailable", server)).await;
+            }
+            return;
+        };
+        let branch = format!("{}{}", message::BRANCH_COOKIE, message::token(16));
+        if !is_ack {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len() >= LAB_PENDING {
+                p.clear();
+            }
+            p.insert(branch.clone(), (from, vias));
+        }
+        let mut via = String::new();
+        for i in 0..vias {
+            let b = if i == 0 {
+                branch.clone()
+            } else {
+                format!("{}{}", message::BRANCH_COOKIE, message::token(16))
+            };
+            via.push_str(&format!("Via: SIP/2.0/TLS {}.{DOMAIN}:5061;branch={b}\r\n", pool_host(pool)));
+        }
+        to.send(with_headers(message::serialize(&msg), &via)).await;
+    }
+
+    /// A response from a client: back along the transaction it answers.
+    async fn response(&self, msg: message::Message) {
+        let Some(branch) = msg.top_via_branch().map(str::to_owned) else { return };
+        let fin = msg.status().is_some_and(|c| c >= 200);
+        let entry = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if fin {
+                p.remove(&branch)
+            } else {
+                p.get(&branch).cloned()
+            }
+        };
+        let Some((peer, vias)) = entry else { return };
+        let mut msg = msg;
+        for _ in 0..vias {
+            if let Some(i) = msg.headers.iter().position(|(n, _)| n == "via") {
+                msg.headers.remove(i);
+            }
+        }
+        peer.send(message::serialize(&msg)).await;
     }
 }
 
@@ -208,37 +388,58 @@ fn acceptor(cert: &Issued, legacy: bool) -> Result<SslAcceptor, openssl::error::
 
 /// Answers SIP requests with 200 OK on a stream (TCP or TLS) until the client closes,
 /// as `server` (also used by the benchmarks as a responder).
-pub async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: S, server: &str) {
+pub async fn sip_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    s: S,
+    server: &'static str,
+) {
     sip_stream_as(s, server, None).await
 }
 
-/// Like [`sip_stream`], REGISTER answered by `registrar` when there is one.
-async fn sip_stream_as<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
-    mut s: S,
-    server: &str,
-    registrar: Option<&Registrar>,
+/// Like [`sip_stream`], requests handled by `registrar` when there is one.
+async fn sip_stream_as<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static>(
+    s: S,
+    server: &'static str,
+    registrar: Option<Arc<Registrar>>,
 ) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        while let Ok(message::Parsed::Complete(req, used)) = message::parse(&buf, true) {
-            buf.drain(..used);
-            if matches!(req.start, message::StartLine::Request { .. }) {
-                let resp = match registrar {
-                    Some(r) => r.answer(&req, server),
-                    None => message::response_to(&req, 200, "OK", server),
-                };
-                if s.write_all(&resp).await.is_err() {
-                    return;
-                }
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if wr.write_all(&b).await.is_err() {
+                break;
             }
         }
-        match s.read(&mut chunk).await {
-            Ok(n) if n > 0 && buf.len() + n <= message::MAX_MESSAGE => buf.extend_from_slice(&chunk[..n]),
+        let _ = wr.shutdown().await;
+    });
+    let peer = Peer::Stream(tx.clone());
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    'conn: loop {
+        loop {
+            match message::parse(&buf, true) {
+                Ok(message::Parsed::Complete(msg, used)) => {
+                    buf.drain(..used);
+                    match &registrar {
+                        Some(r) => r.handle(msg, peer.clone(), server).await,
+                        None if matches!(msg.start, message::StartLine::Request { .. }) => {
+                            if tx.send(message::response_to(&msg, 200, "OK", server)).await.is_err() {
+                                break 'conn;
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                Ok(message::Parsed::Incomplete) => break,
+                Err(_) => break 'conn,
+            }
+        }
+        match rd.read(&mut chunk).await {
+            Ok(n) if n > 0 && buf.len() + n <= message::MAX_MESSAGE + 4 => buf.extend_from_slice(&chunk[..n]),
             _ => break,
         }
     }
-    let _ = s.shutdown().await;
+    drop((peer, tx));
+    let _ = writer.await;
 }
 
 /// Serves one accepted connection.
@@ -250,7 +451,7 @@ async fn serve(
     registrar: Arc<Registrar>,
 ) {
     if service == Service::SipTcp {
-        return sip_stream_as(tcp, server_name(legacy), Some(&registrar)).await;
+        return sip_stream_as(tcp, server_name(legacy), Some(registrar)).await;
     }
     let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
     let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
@@ -263,7 +464,7 @@ async fn serve(
         });
         let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
     } else {
-        sip_stream_as(tls, server_name(legacy), Some(&registrar)).await;
+        sip_stream_as(tls, server_name(legacy), Some(registrar)).await;
     }
 }
 
@@ -272,19 +473,19 @@ pub async fn sip_udp(sock: UdpSocket, server: &'static str) {
     sip_udp_as(sock, server, None).await
 }
 
-/// Like [`sip_udp`], REGISTER answered by `registrar` when there is one.
+/// Like [`sip_udp`], requests handled by `registrar` when there is one.
 async fn sip_udp_as(sock: UdpSocket, server: &'static str, registrar: Option<Arc<Registrar>>) {
+    let sock = Arc::new(sock);
     let mut buf = vec![0u8; message::MAX_MESSAGE];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
-        if let Ok(message::Parsed::Complete(req, _)) = message::parse(&buf[..n], false) {
-            if matches!(req.start, message::StartLine::Request { .. }) {
-                let resp = match &registrar {
-                    Some(r) => r.answer(&req, server),
-                    None => message::response_to(&req, 200, "OK", server),
-                };
-                let _ = sock.send_to(&resp, peer).await;
+        let Ok(message::Parsed::Complete(msg, _)) = message::parse(&buf[..n], false) else { continue };
+        match &registrar {
+            Some(r) => r.handle(msg, Peer::Udp(sock.clone(), peer), server).await,
+            None if matches!(msg.start, message::StartLine::Request { .. }) => {
+                let _ = sock.send_to(&message::response_to(&msg, 200, "OK", server), peer).await;
             }
+            None => {}
         }
     }
 }
@@ -336,7 +537,11 @@ impl Lab {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             users.push((name, home, crate::sip_auth::Secret::new(password)));
         }
-        let users = Arc::new(users);
+        let router = Arc::new(Router {
+            users,
+            bindings: std::sync::Mutex::new(std::collections::HashMap::new()),
+            pending: std::sync::Mutex::new(std::collections::HashMap::new()),
+        });
         let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
             for &(port, service) in ports {
@@ -345,7 +550,7 @@ impl Lab {
                     std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))
                 };
                 let pool = if legacy { "ocs2007r2" } else { "lync2013" };
-                let registrar = Arc::new(Registrar { pool, users: users.clone() });
+                let registrar = Arc::new(Registrar { pool, router: router.clone() });
                 if service == Service::SipUdp {
                     let sock = UdpSocket::bind(addr).await.map_err(busy)?;
                     lab.listeners.push(tokio::spawn(sip_udp_as(sock, server_name(legacy), Some(registrar))));
@@ -518,6 +723,13 @@ transport = "tcp"
 [[checks]]
 name = "register"
 kind = "sip_register"
+
+# Every ordered pair of them: a MESSAGE from one to the other through the pools (each
+# pool relays requests for users homed on the other): the coexistence matrix.
+[[checks]]
+name = "im"
+kind = "sip_im"
+method = "MESSAGE"
 "#,
             dns = self.dns.addr,
             ca = self.ca_file.display(),

@@ -222,6 +222,16 @@ impl Endpoint {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Waits (until `deadline`) while the endpoint has not finished its first
+    /// registration attempt: a probe right after start or a reload is not failed for
+    /// a registration still under way.
+    pub async fn first_attempt(&self, deadline: Instant) {
+        let settled = |s: &EndpointStatus| s.registered || s.reason.is_some();
+        while !settled(&self.status()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The connection it is registered over, when registered.
     pub fn link(&self) -> Option<Arc<Link>> {
         if !self.status.lock().unwrap_or_else(|e| e.into_inner()).registered {

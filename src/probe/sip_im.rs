@@ -292,6 +292,8 @@ async fn exchange(
         |u: &User| (FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name));
     let a = cx.endpoints.get(&spec.from.user.name).ok_or_else(|| missing(&spec.from.user))?;
     let b = cx.endpoints.get(&spec.to.user.name).ok_or_else(|| missing(&spec.to.user))?;
+    a.first_attempt(deadline).await;
+    b.first_attempt(deadline).await;
     let link = registered(&a)?;
     registered(&b)?;
     let method = spec.method.as_str();
