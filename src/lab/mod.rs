@@ -102,6 +102,9 @@ impl Peer {
     }
 }
 
+/// A registration: the Contact, the pool it registered at, where to send requests.
+type Binding = (String, &'static str, Peer);
+
 /// Transactions forwarded and not answered yet, at most (oldest dropped past this).
 const LAB_PENDING: usize = 10_000;
 
@@ -111,7 +114,7 @@ const LAB_PENDING: usize = 10_000;
 pub struct Router {
     users: Vec<(&'static str, &'static str, crate::sip_auth::Secret)>,
     /// user → (contact, pool, peer), latest last.
-    bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<(String, &'static str, Peer)>>>,
+    bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<Binding>>>,
     /// our Via branch → (where the response goes, Via lines to remove).
     pending: std::sync::Mutex<std::collections::HashMap<String, (Peer, usize)>>,
 }
@@ -421,10 +424,10 @@ async fn sip_stream_as<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin +
                     buf.drain(..used);
                     match &registrar {
                         Some(r) => r.handle(msg, peer.clone(), server).await,
-                        None if matches!(msg.start, message::StartLine::Request { .. }) => {
-                            if tx.send(message::response_to(&msg, 200, "OK", server)).await.is_err() {
-                                break 'conn;
-                            }
+                        None if matches!(msg.start, message::StartLine::Request { .. })
+                            && tx.send(message::response_to(&msg, 200, "OK", server)).await.is_err() =>
+                        {
+                            break 'conn;
                         }
                         None => {}
                     }
