@@ -112,11 +112,13 @@ const LAB_PENDING: usize = 10_000;
 /// where each is registered, and forwarded transactions waiting for their response.
 #[derive(Debug)]
 pub struct Router {
-    users: Vec<(&'static str, &'static str, crate::sip_auth::Secret)>,
+    users: Vec<(String, &'static str, crate::sip_auth::Secret)>,
     /// user → (contact, pool, peer), latest last.
     bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<Binding>>>,
     /// our Via branch → (where the response goes, Via lines to remove).
     pending: std::sync::Mutex<std::collections::HashMap<String, (Peer, usize)>>,
+    /// Branches of INVITEs the lab answered itself (407): their ACK ends here.
+    answered: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A lab registrar and proxy for one pool.
@@ -164,6 +166,13 @@ impl Registrar {
             }
             return;
         }
+        if method == "ACK" {
+            let branch = msg.top_via_branch().unwrap_or("");
+            if self.router.answered.lock().unwrap_or_else(|e| e.into_inner()).remove(branch) {
+                // The ACK of our own 407: hop by hop, it goes no further.
+                return;
+            }
+        }
         let in_dialog = msg.header("to").and_then(message::tag_of).is_some();
         if !in_dialog && method != "ACK" && method != "CANCEL" {
             let sender = user_part(msg.header("from").unwrap_or(""));
@@ -172,6 +181,13 @@ impl Registrar {
                 _ => false,
             };
             if !ok {
+                if method == "INVITE" {
+                    let mut a = self.router.answered.lock().unwrap_or_else(|e| e.into_inner());
+                    if a.len() >= LAB_PENDING {
+                        a.clear();
+                    }
+                    a.insert(msg.top_via_branch().unwrap_or("").to_owned());
+                }
                 let challenge = format!(
                     "Proxy-Authenticate: Digest realm=\"{DOMAIN}\", nonce=\"{}\", qop=\"auth\", algorithm=SHA-256\r\n",
                     message::token(24)
@@ -230,8 +246,8 @@ impl Registrar {
 }
 
 impl Router {
-    fn user(&self, name: &str) -> Option<&(&'static str, &'static str, crate::sip_auth::Secret)> {
-        self.users.iter().find(|(n, _, _)| *n == name)
+    fn user(&self, name: &str) -> Option<&(String, &'static str, crate::sip_auth::Secret)> {
+        self.users.iter().find(|(n, _, _)| n == name)
     }
 
     /// Routes a request at `pool` (which adds its Via): to the target's registration
@@ -524,6 +540,13 @@ pub fn zone() -> Vec<Record> {
 impl Lab {
     /// Starts the DNS responder and every member's listeners.
     pub async fn start() -> std::io::Result<Lab> {
+        Lab::start_with_users(0).await
+    }
+
+    /// Like [`Lab::start`], with `extra` more test users (benchmarks): `user0001`…,
+    /// homed alternately on the legacy and the new pool, passwords in `users_dir` like
+    /// the others.
+    pub async fn start_with_users(extra: usize) -> std::io::Result<Lab> {
         let pki = lab_pki().map_err(std::io::Error::other)?;
         let ca_file = std::env::temp_dir().join(format!("coexistd-demo-ca-{}.pem", std::process::id()));
         std::fs::write(&ca_file, pki.ca.issued.cert.to_pem().map_err(std::io::Error::other)?)?;
@@ -533,7 +556,12 @@ impl Lab {
         let users_dir = std::env::temp_dir().join(format!("coexistd-demo-users-{}", std::process::id()));
         std::fs::create_dir_all(&users_dir)?;
         let mut users = Vec::new();
-        for (name, home) in LAB_USERS {
+        let extra_users = (1..=extra).map(|i| {
+            let home = if i % 2 == 1 { "ocs2007r2" } else { "lync2013" };
+            (format!("user{i:04}"), home)
+        });
+        let all = LAB_USERS.iter().map(|(n, h)| ((*n).to_owned(), *h)).chain(extra_users);
+        for (name, home) in all {
             let password = message::token(20);
             let path = users_dir.join(format!("{name}.pass"));
             std::fs::write(&path, &password)?;
@@ -544,6 +572,7 @@ impl Lab {
             users,
             bindings: std::sync::Mutex::new(std::collections::HashMap::new()),
             pending: std::sync::Mutex::new(std::collections::HashMap::new()),
+            answered: std::sync::Mutex::new(std::collections::HashSet::new()),
         });
         let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
@@ -564,6 +593,7 @@ impl Lab {
                 lab.listeners.push(tokio::spawn(async move {
                     loop {
                         if let Ok((tcp, _)) = l.accept().await {
+                            let _ = tcp.set_nodelay(true);
                             tokio::spawn(serve(tcp, service, legacy, acceptor.clone(), registrar.clone()));
                         }
                     }

@@ -85,6 +85,10 @@ pub async fn connect(
         match TcpStream::connect(addr).await {
             Ok(s) => {
                 phases.push((Phase::Connect, t.elapsed()));
+                // Requests leave at once (SIP clients do this): with Nagle, a request
+                // written right after one that gets no response (an ACK) waits for the
+                // peer's delayed acknowledgement, about 40 ms.
+                let _ = s.set_nodelay(true);
                 crate::trace::step("connect", || {
                     let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
                     format!(
