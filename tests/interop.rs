@@ -250,6 +250,51 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
         assert_eq!(u["expires"], 10, "{u}");
     }
 
+    // A reload keeps the endpoints' registrations (no new attempt).
+    let attempts = |v: &serde_json::Value| -> Vec<u64> {
+        v["users"].as_array().unwrap().iter().map(|u| u["attempts"].as_u64().unwrap()).collect()
+    };
+    let before = attempts(&v);
+    assert!(Command::new("kill").args(["-HUP", &agent.child.id().to_string()]).status().unwrap().success());
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, status) = agent.get("/api/v1/status");
+    let after: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(attempts(&after), before, "a reload must not register the endpoints again");
+
+    // `coexistd check` registers the users itself and prints the matrix and the homes.
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["check", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{table}\n{}", String::from_utf8_lossy(&out.stderr));
+    // Per cell: 2 users × 2 users (1 × 2 within a pool) × 2 checks.
+    for (from, to, n) in [
+        ("ocs2007r2", "ocs2007r2", 4),
+        ("ocs2007r2", "lync2013", 8),
+        ("lync2013", "ocs2007r2", 8),
+        ("lync2013", "lync2013", 4),
+    ] {
+        assert!(
+            table.contains(&format!("interop {from} -> {to}: UP - {n} pairs passing, 0 failing")),
+            "{table}"
+        );
+    }
+    assert!(
+        table.contains("user alice (sip:alice@contoso.test) registered on ocs2007r2 (planned ocs2007r2)"),
+        "{table}"
+    );
+    let json = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["check", "--format", "json", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(j["interop"].as_array().unwrap().len(), 4, "{j}");
+    assert!(j["interop"].as_array().unwrap().iter().all(|c| c["up"] == true), "{}", j["interop"]);
+    assert_eq!(j["users"].as_array().unwrap().len(), 4);
+
     // 2. The new pool stops relaying to the legacy pool: exactly the new -> legacy
     //    pairs fail, with the status code, and only that cell of the matrix is 0.
     kamcmd(&lync, &["htable.sets", "cfg", "relay", "off"]);

@@ -9,7 +9,10 @@
 //!
 //! Requests that reach the endpoint are answered as a client answers them: `200` to
 //! MESSAGE, OPTIONS, INFO, BYE and CANCEL, `200` with a Contact (and the Record-Route
-//! echoed) to INVITE, nothing to ACK, `404` for another user, `405` to anything else.
+//! echoed) to an INVITE a probe of this agent waits for (`480` to any other: several
+//! agents may register the same test user, and a forking registrar must set the session
+//! up with the sender's agent), nothing to ACK, `404` for another user, `405` to
+//! anything else.
 //! A `sip_im` probe waiting for a request (by its Call-ID and method) is told when it
 //! arrived.
 //!
@@ -253,10 +256,15 @@ impl Endpoint {
         Some(Expect { endpoint: self.clone(), key, rx: Some(rx) })
     }
 
-    fn notify(&self, call_id: &str, method: &str) {
+    /// Tells the probe waiting for this request that it arrived; whether one waited.
+    fn notify(&self, call_id: &str, method: &str) -> bool {
         let key = format!("{call_id} {method}");
-        if let Some(tx) = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
-            let _ = tx.send(Instant::now());
+        match self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&key) {
+            Some(tx) => {
+                let _ = tx.send(Instant::now());
+                true
+            }
+            None => false,
         }
     }
 
@@ -307,7 +315,14 @@ impl Endpoint {
                 Some(sip_wire::reply(req, 200, "OK", &tag, "", None))
             }
             "INVITE" => {
-                self.notify(call_id, method);
+                // Only sessions this agent's probes open are accepted. The same test user
+                // may be registered by several agents (one per site): the registrar then
+                // forks an INVITE to every one, and the session must be set up with the
+                // endpoint whose agent sent it, or its in-dialog MESSAGE goes elsewhere.
+                // 480 (not 6xx) lets a forking proxy wait for the other branches.
+                if !self.notify(call_id, method) {
+                    return Some(sip_wire::reply(req, 480, "Temporarily Unavailable", &tag, "", None));
+                }
                 let contact = format!(
                     "Contact: <sip:{}@{}{}>\r\n",
                     self.spec.user.aor.user,
