@@ -126,8 +126,7 @@ pub async fn run(
     }
     scheduler.stop(STOP_GRACE).await;
     // Test users unregister (each endpoint sends `Expires: 0`, at most 1 s).
-    store.endpoints.stop_all();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.endpoints.stop_all(Duration::from_secs(1)).await;
     // The HTTP server drains on the same token; do not wait past the 2 s budget.
     let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
     tracing::info!("coexistd stopped");

@@ -135,7 +135,15 @@ impl CheckInstance {
 
     /// Identity across reloads: an instance with the same key keeps its counters.
     pub fn key(&self) -> String {
-        format!("{}\u{0}{}\u{0}{}", self.check, self.pool_name(), self.target)
+        let mut k = format!("{}\u{0}{}\u{0}{}", self.check, self.pool_name(), self.target);
+        // Per-pair kinds: the sender is a label too (two senders of one pool to one user).
+        for (name, value) in self.spec.extra_labels() {
+            k.push('\u{0}');
+            k.push_str(name);
+            k.push('=');
+            k.push_str(value);
+        }
+        k
     }
 
     /// A stable 64-bit hash of [`CheckInstance::key`] (FNV-1a), used to spread first

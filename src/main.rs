@@ -305,8 +305,7 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format, trace: 
     let longest = config.instances.iter().map(|i| i.timeout).max().unwrap_or_default();
     endpoints.settled(tokio::time::Instant::now() + longest.max(std::time::Duration::from_secs(5))).await;
     let code = check_registered(&config, cx, pools, format, trace).await;
-    endpoints.stop_all();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    endpoints.stop_all(std::time::Duration::from_secs(1)).await;
     code
 }
 

@@ -579,7 +579,8 @@ pub fn parse(buf: &[u8], stream: bool) -> Result<Parsed, ParseError> {
     let skip = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
     let buf = &buf[skip..];
     let Some(head_end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > MAX_MESSAGE {
+        // Keep-alives count too: endless CRLFs must not grow a caller's buffer.
+        if skip + buf.len() > MAX_MESSAGE {
             return Err(ParseError::TooLarge);
         }
         // A datagram is the whole message: there is no more to wait for.

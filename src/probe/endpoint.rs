@@ -56,6 +56,12 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Time allowed to one registration attempt (connect, challenge, redirect).
 const REGISTER_BUDGET: Duration = Duration::from_secs(10);
+/// Longest a write to the registrar may block before the connection is given up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Responses kept for retransmitted requests (RFC 3261 §17.2: the server transaction
+/// answers a retransmission with the same response), and for how long.
+const ANSWERS_KEPT: usize = 1024;
+const ANSWER_TTL: Duration = Duration::from_secs(32);
 /// Probes waiting for a request at one endpoint, at most (one per `sip_im` in flight).
 const MAX_WAITERS: usize = 4096;
 /// Transactions in flight on one link, at most.
@@ -116,6 +122,7 @@ impl std::fmt::Debug for Endpoints {
 struct Running {
     endpoint: Arc<Endpoint>,
     stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Endpoints {
@@ -142,8 +149,8 @@ impl Endpoints {
             }
             let endpoint = Arc::new(Endpoint::new(spec, cx.clone()));
             let stop = CancellationToken::new();
-            rt.spawn(run(endpoint.clone(), stop.clone()));
-            running.insert(name, Running { endpoint, stop });
+            let task = rt.spawn(run(endpoint.clone(), stop.clone()));
+            running.insert(name, Running { endpoint, stop, task });
         }
     }
 
@@ -174,11 +181,24 @@ impl Endpoints {
         }
     }
 
-    /// Unregisters and stops every endpoint.
-    pub fn stop_all(&self) {
-        for (_, r) in self.running.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-            r.stop.cancel();
-        }
+    /// Unregisters and stops every endpoint, waiting at most `within` for them.
+    pub async fn stop_all(&self, within: Duration) {
+        let tasks: Vec<tokio::task::JoinHandle<()>> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, r)| {
+                r.stop.cancel();
+                r.task
+            })
+            .collect();
+        let _ = tokio::time::timeout(within, async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        })
+        .await;
     }
 }
 
@@ -189,6 +209,7 @@ pub struct Endpoint {
     status: Mutex<EndpointStatus>,
     link: Mutex<Option<Arc<Link>>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<Instant>>>,
+    answers: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
 }
 
 impl Endpoint {
@@ -212,6 +233,7 @@ impl Endpoint {
             status: Mutex::new(status),
             link: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),
+            answers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -297,8 +319,37 @@ impl Endpoint {
         s.detail = Some(f.detail);
     }
 
-    /// The answer to a request that reached the endpoint (and tells a waiting probe).
+    /// The answer to a request that reached the endpoint; a retransmission (same
+    /// branch and method within 32 s) gets the same answer again.
     fn answer(&self, req: &Message, link: &Link) -> Option<Vec<u8>> {
+        let method = match &req.start {
+            StartLine::Request { method, .. } if method != "ACK" => method.as_str(),
+            _ => return self.answer_fresh(req, link),
+        };
+        let key = format!("{} {method}", req.top_via_branch().unwrap_or(""));
+        let now = Instant::now();
+        {
+            let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, resp)) = answers.get(&key) {
+                if now.duration_since(*at) < ANSWER_TTL {
+                    return Some(resp.clone());
+                }
+            }
+        }
+        let resp = self.answer_fresh(req, link)?;
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if answers.len() >= ANSWERS_KEPT {
+            answers.retain(|_, (at, _)| now.duration_since(*at) < ANSWER_TTL);
+            if answers.len() >= ANSWERS_KEPT {
+                answers.clear();
+            }
+        }
+        answers.insert(key, (now, resp.clone()));
+        Some(resp)
+    }
+
+    /// The answer to a request seen for the first time (and tells a waiting probe).
+    fn answer_fresh(&self, req: &Message, link: &Link) -> Option<Vec<u8>> {
         let StartLine::Request { method, uri } = &req.start else { return None };
         if method == "ACK" {
             return None;
@@ -410,14 +461,21 @@ impl Link {
     /// Sends bytes as they are (an ACK; a response).
     pub async fn send(&self, bytes: &[u8]) -> Result<(), TxError> {
         let io = |e: std::io::Error| TxError(crate::tls::io_reason(&e), format!("sending: {e}"));
-        let r = match &mut *self.writer.lock().await {
-            Writer::Stream(w) => async {
-                w.write_all(bytes).await?;
-                w.flush().await
+        let write = async {
+            match &mut *self.writer.lock().await {
+                Writer::Stream(w) => async {
+                    w.write_all(bytes).await?;
+                    w.flush().await
+                }
+                .await
+                .map_err(io),
+                Writer::Udp(s) => s.send(bytes).await.map(|_| ()).map_err(io),
             }
-            .await
-            .map_err(io),
-            Writer::Udp(s) => s.send(bytes).await.map(|_| ()).map_err(io),
+        };
+        // A registrar that stops reading must not hold the endpoint (or its reader).
+        let r = match tokio::time::timeout(SEND_TIMEOUT, write).await {
+            Ok(r) => r,
+            Err(_) => Err(TxError(FailureReason::Timeout, format!("sending: blocked for {SEND_TIMEOUT:?}"))),
         };
         crate::trace::step("sip", || {
             format!("sent ({} bytes):\n{}", bytes.len(), crate::trace::mask_credentials(bytes))
@@ -513,6 +571,23 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// Closes a link when dropped, unless disarmed.
+struct CloseOnDrop(Option<Arc<Link>>);
+
+impl CloseOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        if let Some(l) = &self.0 {
+            l.close();
+        }
+    }
+}
+
 /// A link as a REGISTER runs over it.
 struct LinkRef(Arc<Link>);
 
@@ -576,7 +651,12 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
                         let _ = link.send(&resp).await;
                     }
                 }
-                Ok(Parsed::Incomplete) => break,
+                Ok(Parsed::Incomplete) => {
+                    // Keep-alive CRLFs (a registrar's pongs) are not kept.
+                    let crlf = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    buf.drain(..crlf);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(user = %user, error = %e, "bytes from the registrar are not SIP; closing the connection");
                     link.close();
@@ -680,6 +760,9 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
         .map_err(|_| fail(FailureReason::Timeout, format!("connecting to {host}:{port}")))?
         .map_err(|o| o.result.err().unwrap_or_else(|| fail(FailureReason::Internal, "connect failed")))?;
         let link = start_link(conn, transport, endpoint);
+        // Closes the link (and ends its reader) if this attempt is dropped half-way, as
+        // on a stop or a reload.
+        let guard = CloseOnDrop(Some(link.clone()));
         let mut tx = sip_wire::new_transaction();
         tx.method = "REGISTER";
         let tag = sip_wire::token(8);
@@ -709,6 +792,7 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
             }
             Ok(Registered::Ok(resp)) => {
                 let granted = granted(&resp, &link.sent_by);
+                guard.disarm();
                 return Ok(Session { link, tx, tag, scheme, granted, host });
             }
         }

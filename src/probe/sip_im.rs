@@ -2,8 +2,8 @@
 //! coexistence question itself ("clients interoperate with both new and old users").
 //!
 //! One instance per ordered pair of users (`from` × `to`, never a user to itself), in
-//! the sender's planned pool; `target` is the recipient's address of record and
-//! `to_pool` its planned pool. Both users keep registered endpoints
+//! the sender's planned pool; `user` is the sender, `target` the recipient's address
+//! of record and `to_pool` its planned pool. Both users keep registered endpoints
 //! ([`super::endpoint`]); the sender's endpoint sends the request to the recipient's
 //! address of record over its connection to its home pool (answering a `401`/`407`
 //! with its credentials), and the probe passes when the recipient's endpoint received
@@ -135,8 +135,10 @@ impl CheckKind for SipImSpec {
         vec![&self.from, &self.to]
     }
 
+    /// The sender (`user`: two senders of one pool to one recipient are two series)
+    /// and the recipient's planned pool.
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
-        vec![("to_pool", self.to.user.pool.as_str())]
+        vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
     }
 }
 
@@ -329,17 +331,18 @@ async fn exchange(
         return Err(status_failure(method, &to_uri, &resp));
     }
     let code = resp.status().unwrap_or(0);
-    let Some(arrived) = first.arrived(deadline).await else {
-        return Err((
-            FailureReason::NotDelivered,
-            format!("{method} answered {code} but {} never received it", sender.to.name),
-        ));
-    };
-    let delivery = arrived.saturating_duration_since(sent);
     if spec.method != ImMethod::Invite {
-        return Ok(delivery);
+        let Some(arrived) = first.arrived(deadline).await else {
+            return Err((
+                FailureReason::NotDelivered,
+                format!("{method} answered {code} but {} never received it", sender.to.name),
+            ));
+        };
+        return Ok(arrived.saturating_duration_since(sent));
     }
-    // The IM session: ACK the 2xx along the route set, a MESSAGE in the dialog, BYE.
+    // The IM session: the 2xx is acknowledged at once along the route set (whatever
+    // follows), then a MESSAGE in the dialog, then BYE; a session that was set up is
+    // ended with BYE even when a step fails.
     let to_tag = resp.header("to").and_then(sip_wire::tag_of).map(str::to_owned);
     let target = resp.header("contact").map(|c| sip_wire::addr_uri(c).to_owned()).ok_or_else(|| {
         (FailureReason::SipMalformed, format!("INVITE 2xx from {to_uri} without a Contact"))
@@ -351,22 +354,37 @@ async fn exchange(
         .ack(&dialog(None), &tx, &resp, &format!("{}{}", sip_wire::BRANCH_COOKIE, sip_wire::token(16)))
         .await?;
     let mut in_dialog = tx.next("MESSAGE");
-    let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
-    let (resp, _) = sender.send(&dialog(Some(("text/plain", &text[..]))), &mut in_dialog, deadline).await?;
-    if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
-        return Err(status_failure("MESSAGE in the IM session", &to_uri, &resp));
+    let session = async {
+        let Some(arrived) = first.arrived(deadline).await else {
+            return Err((
+                FailureReason::NotDelivered,
+                format!("INVITE answered {code} but {} never received it", sender.to.name),
+            ));
+        };
+        let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
+        let (resp, _) =
+            sender.send(&dialog(Some(("text/plain", &text[..]))), &mut in_dialog, deadline).await?;
+        if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
+            return Err(status_failure("MESSAGE in the IM session", &to_uri, &resp));
+        }
+        if second.arrived(deadline).await.is_none() {
+            return Err((
+                FailureReason::NotDelivered,
+                format!(
+                    "the MESSAGE in the IM session was answered 2xx but {} never received it",
+                    sender.to.name
+                ),
+            ));
+        }
+        Ok(arrived.saturating_duration_since(sent))
     }
-    if second.arrived(deadline).await.is_none() {
-        return Err((
-            FailureReason::NotDelivered,
-            format!(
-                "the MESSAGE in the IM session was answered 2xx but {} never received it",
-                sender.to.name
-            ),
-        ));
-    }
+    .await;
     let mut bye = in_dialog.next("BYE");
-    let (resp, _) = sender.send(&dialog(None), &mut bye, deadline).await?;
+    // The BYE gets a moment past the deadline when the session failed: it must be sent.
+    let bye_deadline = deadline.max(Instant::now() + Duration::from_millis(200));
+    let ended = sender.send(&dialog(None), &mut bye, bye_deadline).await;
+    let delivery = session?;
+    let (resp, _) = ended?;
     if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
         return Err(status_failure("BYE", &to_uri, &resp));
     }
