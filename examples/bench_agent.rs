@@ -465,7 +465,7 @@ fn main() {
 
 /// Answers SIP OPTIONS over UDP after `delay`.
 async fn delayed_sip_udp(sock: Arc<tokio::net::UdpSocket>, delay: Duration) {
-    use coexistd::sip_wire::{self as message, Parsed};
+    use coexistd::sip::message::{self, Parsed};
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };

@@ -753,8 +753,8 @@ fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<
             return Err(src.err(ru.pool.span(), &format!("{p}.pool: unknown pool {:?}", ru.pool.get_ref())));
         }
         let transport = match &ru.transport {
-            None => crate::sip_wire::Transport::Tls,
-            Some(t) => crate::sip_wire::Transport::parse(t.get_ref()).ok_or_else(|| {
+            None => crate::sip::message::Transport::Tls,
+            Some(t) => crate::sip::message::Transport::parse(t.get_ref()).ok_or_else(|| {
                 src.err(t.span(), &format!("{p}.transport: {:?} is not one of udp, tcp, tls", t.get_ref()))
             })?,
         };
@@ -808,7 +808,7 @@ fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<
                     }
                 };
                 let username = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
-                UserAuth::Digest { username, password: crate::sip_auth::Secret::new(password) }
+                UserAuth::Digest { username, password: crate::sip::auth::Secret::new(password) }
             }
             "none" => {
                 if let Some(f) =

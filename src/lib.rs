@@ -19,7 +19,7 @@
 //! | layer | modules |
 //! |---|---|
 //! | 0 basics | [`failure`], [`trace`], [`os`], [`logging`] |
-//! | 1 wire | [`dns`], [`sip_wire`], [`sip_auth`], [`tls`] |
+//! | 1 wire | [`dns`], [`sip`], [`tls`] |
 //! | 2 facts | [`outcome`], [`pool`], [`users`], [`resolve`] |
 //! | 3 check kinds | [`probe`] |
 //! | 4 configuration | [`config`] |
@@ -38,9 +38,8 @@
 //! | [`os`] | thread priority, giving memory back, fresh connected UDP sockets | keep state |
 //! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | decide what is logged |
 //! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
-//! | [`sip_wire`] | SIP on the wire without sockets: requests, the bounded response parser | I/O |
+//! | [`sip`] | the SIP user agent without sockets: messages and the bounded parser ([`sip::message`]), stream framing, challenge answers (Digest), the redirect and authentication policy, server transactions under one byte budget | I/O |
 //! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1), one module each behind one handshake trait; certificate summaries | read the configuration file |
-//! | [`sip_auth`] | answering a registrar's challenge: Digest (RFC 7616) behind one small scheme interface | I/O |
 //! | [`users`] | test users: address of record, planned pool, credentials (never printed) | read secrets |
 //! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | keep history |
 //! | [`pool`] | pools, roles, host-name rules | resolve names |
@@ -87,8 +86,7 @@ pub mod results;
 pub mod rollup;
 pub mod scheduler;
 pub mod server;
-pub mod sip_auth;
-pub mod sip_wire;
+pub mod sip;
 pub mod status_page;
 pub mod tls;
 pub mod trace;

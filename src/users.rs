@@ -4,8 +4,8 @@
 //! Ground floor (facts): plain data; secrets are [`Secret`]s that never print. Reading
 //! and validating them is the configuration's job.
 
-use crate::sip_auth::Secret;
-use crate::sip_wire::Transport;
+use crate::sip::auth::Secret;
+use crate::sip::message::Transport;
 
 /// An address of record: `sip:user@domain`.
 #[derive(Debug, Clone, PartialEq, Eq)]

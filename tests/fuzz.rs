@@ -10,7 +10,7 @@
 //! `scripts/fuzz.sh DURATION` runs them longer with random seeds.
 
 use coexistd::dns::{match_reply, Reply};
-use coexistd::sip_wire::{self as message, bounded_decimal, parse, Parsed, MAX_MESSAGE};
+use coexistd::sip::message::{self, bounded_decimal, parse, Parsed, MAX_MESSAGE};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{rdata::A, DNSClass, Name, RData, Record, RecordType};
 use proptest::prelude::*;

@@ -3,7 +3,7 @@
 //! message larger than the 64 KiB cap. (A coverage-guided fuzzer is not needed for a
 //! parser this size; these run thousands of cases on every test run.)
 
-use coexistd::sip_wire::{parse, Parsed, MAX_MESSAGE};
+use coexistd::sip::message::{parse, Parsed, MAX_MESSAGE};
 use proptest::prelude::*;
 
 const VALID: &[u8] = b"SIP/2.0 200 OK\r\nv: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK1\r\ni: c@x\r\nCSeq: 1 OPTIONS\r\nServer: x\r\nl: 3\r\n\r\nabc";

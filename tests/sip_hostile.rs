@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use coexistd::probe::sip::{udp_transaction, Datagrams};
 use coexistd::probe::{FailureReason, Outcome};
-use coexistd::sip_wire::{self as message, Parsed};
+use coexistd::sip::message::{self, Parsed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
 use coexistd::probe::FailureReason;
-use coexistd::sip_wire::{self as message, Parsed};
+use coexistd::sip::message::{self, Parsed};
 use openssl::hash::MessageDigest;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -165,7 +165,7 @@ async fn hostile_numbers_are_malformed_over_udp_tcp_and_tls() {
 
 #[test]
 fn bounded_decimal_takes_digits_only_within_range() {
-    use coexistd::sip_wire::bounded_decimal;
+    use coexistd::sip::message::bounded_decimal;
     assert_eq!(bounded_decimal("0", 10), Some(0));
     assert_eq!(bounded_decimal("0000000000000000000000000007", 10), Some(7));
     assert_eq!(bounded_decimal("10", 10), Some(10));

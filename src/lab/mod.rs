@@ -46,7 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
-use crate::sip_wire as message;
+use crate::sip::message;
 use pki::{Ca, Issued, KeyKind, Leaf};
 
 use dns_server::{a, cname, srv, txt, DnsServer};
@@ -112,7 +112,7 @@ const LAB_PENDING: usize = 10_000;
 /// where each is registered, and forwarded transactions waiting for their response.
 #[derive(Debug)]
 pub struct Router {
-    users: Vec<(String, &'static str, crate::sip_auth::Secret)>,
+    users: Vec<(String, &'static str, crate::sip::auth::Secret)>,
     /// user → (contact, pool, peer), latest last.
     bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<Binding>>>,
     /// our Via branch → (where the response goes, Via lines to remove).
@@ -177,7 +177,7 @@ impl Registrar {
         if !in_dialog && method != "ACK" && method != "CANCEL" {
             let sender = user_part(msg.header("from").unwrap_or(""));
             let ok = match (self.router.user(sender), msg.header("proxy-authorization")) {
-                (Some((_, _, pw)), Some(a)) => crate::sip_auth::verify(a, pw, &method),
+                (Some((_, _, pw)), Some(a)) => crate::sip::auth::verify(a, pw, &method),
                 _ => false,
             };
             if !ok {
@@ -215,7 +215,7 @@ impl Registrar {
             );
         }
         match req.header("authorization") {
-            Some(a) if crate::sip_auth::verify(a, password, "REGISTER") => {
+            Some(a) if crate::sip::auth::verify(a, password, "REGISTER") => {
                 let contact = req.header("contact").unwrap_or("").to_owned();
                 let expires = req
                     .header("expires")
@@ -246,7 +246,7 @@ impl Registrar {
 }
 
 impl Router {
-    fn user(&self, name: &str) -> Option<&(String, &'static str, crate::sip_auth::Secret)> {
+    fn user(&self, name: &str) -> Option<&(String, &'static str, crate::sip::auth::Secret)> {
         self.users.iter().find(|(n, _, _)| n == name)
     }
 
@@ -566,7 +566,7 @@ impl Lab {
             let path = users_dir.join(format!("{name}.pass"));
             std::fs::write(&path, &password)?;
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-            users.push((name, home, crate::sip_auth::Secret::new(password)));
+            users.push((name, home, crate::sip::auth::Secret::new(password)));
         }
         let router = Arc::new(Router {
             users,

@@ -16,7 +16,7 @@
 //! A `sip_im` probe waiting for a request (by its Call-ID and method) is told when it
 //! arrived.
 //!
-//! Hostile bytes: a stream message past 64 KiB ([`crate::sip_wire::MAX_MESSAGE`]) or
+//! Hostile bytes: a stream message past 64 KiB ([`crate::sip::message::MAX_MESSAGE`]) or
 //! that does not parse closes the connection (there is no resynchronising a stream);
 //! the endpoint registers again. A bad datagram is dropped. Nothing is buffered past
 //! 64 KiB per connection.
@@ -38,8 +38,8 @@ use super::sip::{TxError, T1, T2};
 use super::sip_register::{self, Conn, Registered, Stream, Transact};
 use super::{Failure, FailureReason, ProbeContext};
 use crate::pool::Pool;
-use crate::sip_auth::Digest;
-use crate::sip_wire::{self, Message, Parsed, StartLine, Transaction, Transport, MAX_MESSAGE};
+use crate::sip::auth::Digest;
+use crate::sip::message::{self, Message, Parsed, StartLine, Transaction, Transport, MAX_MESSAGE};
 use crate::tls::TlsOptions;
 use crate::users::{User, UserAuth};
 
@@ -354,16 +354,16 @@ impl Endpoint {
         if method == "ACK" {
             return None;
         }
-        let tag = sip_wire::token(8);
-        let ours = sip_wire::uri_user(sip_wire::addr_uri(uri)) == Some(self.spec.user.aor.user.as_str());
+        let tag = message::token(8);
+        let ours = message::uri_user(message::addr_uri(uri)) == Some(self.spec.user.aor.user.as_str());
         if !ours {
-            return Some(sip_wire::reply(req, 404, "Not Found", &tag, "", None));
+            return Some(message::reply(req, 404, "Not Found", &tag, "", None));
         }
         let call_id = req.header("call-id").unwrap_or("").trim();
         match method.as_str() {
             "MESSAGE" | "OPTIONS" | "INFO" | "BYE" | "CANCEL" => {
                 self.notify(call_id, method);
-                Some(sip_wire::reply(req, 200, "OK", &tag, "", None))
+                Some(message::reply(req, 200, "OK", &tag, "", None))
             }
             "INVITE" => {
                 // Only sessions this agent's probes open are accepted. The same test user
@@ -372,15 +372,15 @@ impl Endpoint {
                 // endpoint whose agent sent it, or its in-dialog MESSAGE goes elsewhere.
                 // 480 (not 6xx) lets a forking proxy wait for the other branches.
                 if !self.notify(call_id, method) {
-                    return Some(sip_wire::reply(req, 480, "Temporarily Unavailable", &tag, "", None));
+                    return Some(message::reply(req, 480, "Temporarily Unavailable", &tag, "", None));
                 }
                 let contact = format!(
                     "Contact: <sip:{}@{}{}>\r\n",
                     self.spec.user.aor.user,
                     link.sent_by,
-                    sip_wire::transport_param(link.transport)
+                    message::transport_param(link.transport)
                 );
-                Some(sip_wire::reply(
+                Some(message::reply(
                     req,
                     200,
                     "OK",
@@ -389,7 +389,7 @@ impl Endpoint {
                     Some(("application/sdp", &im_sdp(&link.sent_by))),
                 ))
             }
-            _ => Some(sip_wire::reply(
+            _ => Some(message::reply(
                 req,
                 405,
                 "Method Not Allowed",
@@ -644,7 +644,7 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
     let user = endpoint.spec.user.name.clone();
     loop {
         loop {
-            match sip_wire::parse(&buf, true) {
+            match message::parse(&buf, true) {
                 Ok(Parsed::Complete(m, used)) => {
                     buf.drain(..used);
                     if let Some(resp) = link.dispatch(m, &endpoint) {
@@ -696,7 +696,7 @@ async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net
                 return;
             }
         };
-        match sip_wire::parse(&buf[..n], false) {
+        match message::parse(&buf[..n], false) {
             Ok(Parsed::Complete(m, _)) => {
                 if let Some(resp) = link.dispatch(m, &endpoint) {
                     let _ = link.send(&resp).await;
@@ -732,10 +732,10 @@ fn granted(resp: &Message, sent_by: &str) -> u32 {
     let from_contact = resp
         .header_values("contact")
         .find(|c| c.contains(sent_by))
-        .and_then(|c| sip_wire::param(c, "expires"))
-        .and_then(|v| sip_wire::bounded_decimal(v.trim_end_matches('>'), u64::from(EXPIRES)));
+        .and_then(|c| message::param(c, "expires"))
+        .and_then(|v| message::bounded_decimal(v.trim_end_matches('>'), u64::from(EXPIRES)));
     let from_header =
-        || resp.header("expires").and_then(|v| sip_wire::bounded_decimal(v.trim(), u64::from(u32::MAX)));
+        || resp.header("expires").and_then(|v| message::bounded_decimal(v.trim(), u64::from(u32::MAX)));
     from_contact.or_else(from_header).map_or(EXPIRES, |v| v.min(u64::from(EXPIRES)) as u32)
 }
 
@@ -763,9 +763,9 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
         // Closes the link (and ends its reader) if this attempt is dropped half-way, as
         // on a stop or a reload.
         let guard = CloseOnDrop(Some(link.clone()));
-        let mut tx = sip_wire::new_transaction();
+        let mut tx = message::new_transaction();
         tx.method = "REGISTER";
-        let tag = sip_wire::token(8);
+        let tag = message::token(8);
         let mut lr = LinkRef(link.clone());
         let r =
             sip_register::register(&spec.user, &mut lr, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
@@ -779,7 +779,7 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
                 if redirected {
                     return Err(fail(FailureReason::SipStatus, format!("redirected twice (to {contact})")));
                 }
-                let Some((h, p, tr)) = sip_wire::uri_target(&contact) else {
+                let Some((h, p, tr)) = message::uri_target(&contact) else {
                     return Err(fail(
                         FailureReason::SipMalformed,
                         format!("3xx without a usable Contact: {contact:?}"),

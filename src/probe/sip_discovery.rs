@@ -16,7 +16,7 @@ use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
 
 use super::sip::{self, SipSpec};
-use crate::sip_wire::Transport;
+use crate::sip::message::Transport;
 use serde::Deserialize;
 use toml::Spanned;
 

@@ -32,8 +32,8 @@ use super::endpoint::{im_sdp, Endpoint, EndpointSpec, Link};
 use super::sip::TxError;
 use super::sip_register::answer_challenge;
 use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
-use crate::sip_auth::Digest;
-use crate::sip_wire::{self, Message, RequestParams, StartLine, Transaction};
+use crate::sip::auth::Digest;
+use crate::sip::message::{self, Message, RequestParams, StartLine, Transaction};
 use crate::users::{User, UserAuth};
 
 /// The keys of `kind = "sip_im"`.
@@ -170,7 +170,7 @@ struct Sender<'a> {
 
 impl Sender<'_> {
     fn build(&self, req: &Req<'_>, tx: &Transaction, credentials: Option<(&str, &str)>) -> Vec<u8> {
-        sip_wire::request(&RequestParams {
+        message::request(&RequestParams {
             uri: req.uri,
             transport: self.link.transport,
             sent_by: &self.link.sent_by,
@@ -233,7 +233,7 @@ impl Sender<'_> {
             cseq: invite.cseq,
             method: "ACK",
         };
-        let to_tag = resp.header("to").and_then(sip_wire::tag_of);
+        let to_tag = resp.header("to").and_then(message::tag_of);
         let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
         self.link.send(&self.build(&ack, &tx, None)).await.map_err(from_tx)
     }
@@ -299,9 +299,9 @@ async fn exchange(
     let link = registered(&a)?;
     registered(&b)?;
     let method = spec.method.as_str();
-    let mut tx = sip_wire::new_transaction();
+    let mut tx = message::new_transaction();
     tx.method = method;
-    tx.call_id = format!("{}@coexistd", sip_wire::token(24));
+    tx.call_id = format!("{}@coexistd", message::token(24));
     let busy = || (FailureReason::Internal, "too many probes wait at this endpoint".to_owned());
     let mut first = b.expect(&tx.call_id, method).ok_or_else(busy)?;
     let mut sender = Sender {
@@ -310,7 +310,7 @@ async fn exchange(
         to: &spec.to.user,
         from_uri: spec.from.user.aor.uri(),
         to_uri: spec.to.user.aor.uri(),
-        tag: sip_wire::token(8),
+        tag: message::token(8),
         scheme: match &spec.from.user.auth {
             UserAuth::Digest { username, password } => Some(Digest::new(username.clone(), password.clone())),
             UserAuth::None => None,
@@ -343,15 +343,15 @@ async fn exchange(
     // The IM session: the 2xx is acknowledged at once along the route set (whatever
     // follows), then a MESSAGE in the dialog, then BYE; a session that was set up is
     // ended with BYE even when a step fails.
-    let to_tag = resp.header("to").and_then(sip_wire::tag_of).map(str::to_owned);
-    let target = resp.header("contact").map(|c| sip_wire::addr_uri(c).to_owned()).ok_or_else(|| {
+    let to_tag = resp.header("to").and_then(message::tag_of).map(str::to_owned);
+    let target = resp.header("contact").map(|c| message::addr_uri(c).to_owned()).ok_or_else(|| {
         (FailureReason::SipMalformed, format!("INVITE 2xx from {to_uri} without a Contact"))
     })?;
     let mut route: Vec<String> = resp.header_values("record-route").map(str::to_owned).collect();
     route.reverse();
     let dialog = |body| Req { uri: &target, to_tag: to_tag.as_deref(), route: &route, body };
     sender
-        .ack(&dialog(None), &tx, &resp, &format!("{}{}", sip_wire::BRANCH_COOKIE, sip_wire::token(16)))
+        .ack(&dialog(None), &tx, &resp, &format!("{}{}", message::BRANCH_COOKIE, message::token(16)))
         .await?;
     let mut in_dialog = tx.next("MESSAGE");
     let session = async {

@@ -2,7 +2,7 @@
 //!
 //! The REGISTER goes to the user's planned pool (its FQDN, port 5061 for TLS and 5060
 //! otherwise, or `port`) over the user's transport. A `401`/`407` challenge is answered
-//! with the user's credentials ([`crate::sip_auth`]: Digest, RFC 7616); a stale nonce
+//! with the user's credentials ([`crate::sip::auth`]: Digest, RFC 7616); a stale nonce
 //! is answered once more; a second challenge otherwise, or a `403`, is `auth_failed`. A
 //! `301`/`302` ("Redirect request to Home Server", what Lync and OCS registrars send for
 //! a user homed elsewhere) is followed once, as a client follows it, to the host its
@@ -26,8 +26,8 @@ use toml::Spanned;
 use super::sip::{stream_transaction, udp_transaction, TxError};
 use super::{tcp, tls, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 use crate::pool::Pool;
-use crate::sip_auth::{Challenge, Digest, Request, Scheme};
-use crate::sip_wire::{self, Message, RegisterParams, Transaction, Transport};
+use crate::sip::auth::{Challenge, Digest, Request, Scheme};
+use crate::sip::message::{self, Message, RegisterParams, Transaction, Transport};
 use crate::tls::TlsOptions;
 use crate::users::{User, UserAuth};
 
@@ -220,7 +220,7 @@ pub(super) async fn register(
     let mut stale_retried = false;
     for _ in 0..4 {
         let sent_by = conn.sent_by();
-        let request = sip_wire::register_request(&RegisterParams {
+        let request = message::register_request(&RegisterParams {
             transport: user.transport,
             user: &user.aor.user,
             domain: &user.aor.domain,
@@ -233,8 +233,8 @@ pub(super) async fn register(
         let resp = conn.transact(&request, tx, deadline).await.map_err(|TxError(r, d)| (r, d))?;
         let code = resp.status().unwrap_or(0);
         let reason_phrase = match &resp.start {
-            sip_wire::StartLine::Response { reason, .. } => reason.clone(),
-            sip_wire::StartLine::Request { .. } => String::new(),
+            message::StartLine::Response { reason, .. } => reason.clone(),
+            message::StartLine::Request { .. } => String::new(),
         };
         match code {
             200..=299 => return Ok(Registered::Ok(resp)),
@@ -312,7 +312,7 @@ pub(super) fn answer_challenge(
         ));
     };
     let value = d
-        .answer(digest, Request { method, uri }, &sip_wire::token(16))
+        .answer(digest, Request { method, uri }, &message::token(16))
         .map_err(|e| (FailureReason::AuthFailed, format!("{code}: cannot answer: {e}")))?;
     Ok(((answer_header, value), stale))
 }
@@ -358,10 +358,10 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
                 return o;
             }
         };
-        let mut tx = sip_wire::new_transaction();
+        let mut tx = message::new_transaction();
         tx.method = "REGISTER";
         // One Call-ID and From tag for the registration and its removal (RFC 3261 §10.2).
-        let tag = sip_wire::token(8);
+        let tag = message::token(8);
         let verdict = register(&spec.user, &mut conn, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
         match verdict {
             Err((r, d)) => {
@@ -381,7 +381,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
                         phases,
                     );
                 }
-                let Some((h, p, tr)) = sip_wire::uri_target(&contact) else {
+                let Some((h, p, tr)) = message::uri_target(&contact) else {
                     phases.push((Phase::Request, t.elapsed()));
                     return Outcome::fail(
                         FailureReason::SipMalformed,

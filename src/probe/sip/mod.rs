@@ -22,8 +22,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{tcp, tls, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
-use crate::sip_wire::{
-    self as message, Message, OptionsParams, ParseError, Parsed, Transaction, Transport, MAX_MESSAGE,
+use crate::sip::message::{
+    self, Message, OptionsParams, ParseError, Parsed, Transaction, Transport, MAX_MESSAGE,
 };
 use crate::tls::TlsOptions;
 

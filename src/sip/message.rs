@@ -586,6 +586,45 @@ pub fn parse(buf: &[u8], stream: bool) -> Result<Parsed, ParseError> {
         // A datagram is the whole message: there is no more to wait for.
         return if stream || buf.is_empty() { Ok(Parsed::Incomplete) } else { Err(ParseError::Truncated) };
     };
+    let head = parse_head(buf, head_end, stream)?;
+    let body_start = head_end + 4;
+    let end = match head.body_len {
+        Some(n) => body_start + n,
+        None => buf.len(),
+    };
+    if buf.len() < end {
+        if !stream {
+            return Err(ParseError::ContentLength(format!(
+                "{} but the datagram has {} body bytes",
+                end - body_start,
+                buf.len().saturating_sub(body_start)
+            )));
+        }
+        return Ok(Parsed::Incomplete);
+    }
+    Ok(Parsed::Complete(head.into_message(&buf[body_start..end]), skip + end))
+}
+
+/// A message's start line and headers, and its body length when Content-Length gives
+/// it (a datagram without one: the rest of the datagram).
+#[derive(Debug)]
+pub(crate) struct Head {
+    start: StartLine,
+    headers: Vec<(String, String)>,
+    /// Content-Length; `None` only for a datagram without one.
+    pub(crate) body_len: Option<usize>,
+}
+
+impl Head {
+    pub(crate) fn into_message(self, body: &[u8]) -> Message {
+        Message { start: self.start, headers: self.headers, body: body.to_vec() }
+    }
+}
+
+/// Parses the head of `buf` (which ends at `head_end`, the blank line's offset): start
+/// line, headers, numbers, and the Content-Length, bounded so that head and body fit
+/// in [`MAX_MESSAGE`].
+pub(crate) fn parse_head(buf: &[u8], head_end: usize, stream: bool) -> Result<Head, ParseError> {
     if head_end > MAX_MESSAGE {
         return Err(ParseError::TooLarge);
     }
@@ -626,29 +665,20 @@ pub fn parse(buf: &[u8], stream: bool) -> Result<Parsed, ParseError> {
     let body_len = match length {
         // Bounded before any arithmetic: a peer's number never reaches an addition.
         Some(v) => match bounded_decimal(v, MAX_MESSAGE as u64) {
-            Some(n) => n as usize,
+            Some(n) => Some(n as usize),
             None if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) => {
                 return Err(ParseError::TooLarge)
             }
             None => return Err(ParseError::ContentLength(format!("{:?}", short(v)))),
         },
         None if stream => return Err(ParseError::ContentLength("missing on a stream transport".into())),
-        None => buf.len().saturating_sub(body_start),
+        None => None,
     };
-    let Some(end) = body_start.checked_add(body_len).filter(|e| *e <= MAX_MESSAGE) else {
+    let end = body_start.checked_add(body_len.unwrap_or(buf.len().saturating_sub(body_start)));
+    if end.is_none_or(|e| e > MAX_MESSAGE) {
         return Err(ParseError::TooLarge);
-    };
-    if buf.len() < end {
-        if !stream {
-            return Err(ParseError::ContentLength(format!(
-                "{body_len} but the datagram has {} body bytes",
-                buf.len().saturating_sub(body_start)
-            )));
-        }
-        return Ok(Parsed::Incomplete);
     }
-    let body = buf.get(body_start..end).unwrap_or_default().to_vec();
-    Ok(Parsed::Complete(Message { start, headers, body }, skip + end))
+    Ok(Head { start, headers, body_len })
 }
 
 fn start_line(line: &str) -> Result<StartLine, ParseError> {
@@ -726,7 +756,7 @@ fn short(v: &str) -> String {
     v.chars().take(40).collect()
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 

@@ -178,7 +178,9 @@ impl Algorithm {
     }
 }
 
-fn parse_algorithm(text: &str) -> Option<(Algorithm, bool)> {
+/// The algorithm of a Digest challenge's `algorithm` value and whether it is a
+/// `-sess` variant; `None` for one this build does not speak.
+pub fn parse_algorithm(text: &str) -> Option<(Algorithm, bool)> {
     Some(match text.to_ascii_uppercase().as_str() {
         "MD5" => (Algorithm::Md5, false),
         "MD5-SESS" => (Algorithm::Md5, true),
@@ -225,6 +227,9 @@ pub fn verify(authorization: &str, password: &Secret, method: &str) -> bool {
     };
     let Some(alg) = parse_algorithm(c.param("algorithm").unwrap_or("MD5")) else { return false };
     let qop = c.param("qop");
+    if alg.1 && c.param("cnonce").is_none() {
+        return false;
+    }
     let (nc, cnonce) = (c.param("nc").unwrap_or(""), c.param("cnonce").unwrap_or(""));
     let want =
         compute(alg, (username, realm, password.expose()), Request { method, uri }, (nonce, nc, cnonce, qop));
@@ -306,8 +311,12 @@ impl Scheme for Digest {
             quote(req.uri),
             quote(&response)
         );
-        if let Some(q) = qop {
-            v.push_str(&format!(", cnonce={}, qop={q}, nc={nc}", quote(cnonce)));
+        match qop {
+            Some(q) => v.push_str(&format!(", cnonce={}, qop={q}, nc={nc}", quote(cnonce))),
+            // `-sess` hashes the cnonce into HA1: the server needs it even without qop
+            // (RFC 2617 §3.2.2.2).
+            None if sess => v.push_str(&format!(", cnonce={}", quote(cnonce))),
+            None => {}
         }
         if let Some(opaque) = ch.param("opaque") {
             v.push_str(&format!(", opaque={}", quote(opaque)));
@@ -375,6 +384,17 @@ mod tests {
         let ch2 =
             Challenge::parse("Digest realm=\"contoso.com\", nonce=\"n2\", qop=\"auth\", stale=TRUE").unwrap();
         assert!(d.answer(&ch2, req, "c").unwrap().contains("nc=00000001"));
+    }
+
+    #[test]
+    fn sess_without_qop_sends_the_cnonce_it_hashed() {
+        let c = Challenge::parse("Digest realm=\"r\", nonce=\"n\", algorithm=SHA-256-sess").unwrap();
+        let mut d = Digest::new("bob", Secret::new("pw"));
+        let v = d.answer(&c, Request { method: "REGISTER", uri: "sip:x" }, "cn0").unwrap();
+        assert!(v.contains("cnonce=\"cn0\""), "{v}");
+        assert!(!v.contains("qop="), "{v}");
+        assert!(verify(&v, &Secret::new("pw"), "REGISTER"), "the server side can check it: {v}");
+        assert!(!verify(&v, &Secret::new("other"), "REGISTER"));
     }
 
     #[test]

@@ -1,0 +1,20 @@
+//! The SIP user agent's socket-free parts, below every kind that speaks SIP:
+//!
+//! - [`message`]: messages on the wire (building requests and responses, the bounded
+//!   parser, URIs and parameters);
+//! - [`framer`]: incremental stream framing (never rescans what it has seen, bounded);
+//! - [`auth`]: answering a challenge (Digest, RFC 7616) behind one scheme interface;
+//! - [`policy`]: which redirects and challenges a test user may follow or answer;
+//! - [`server_tx`]: server transactions (RFC 3261 §17.2) under one byte budget shared
+//!   by every endpoint;
+//! - [`budget`]: that byte budget.
+//!
+//! What it does not do: open sockets or resolve names (the kinds' user-agent module,
+//! `probe::ua`, does, through the network helpers).
+
+pub mod auth;
+pub mod budget;
+pub mod framer;
+pub mod message;
+pub mod policy;
+pub mod server_tx;
