@@ -71,7 +71,7 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
 }
 
 /// The registered endpoints the instances of `config` need (one per test user).
-pub fn endpoint_specs(config: &Config) -> Vec<crate::probe::endpoint::EndpointSpec> {
+pub fn endpoint_specs(config: &Config) -> Vec<crate::probe::ua::endpoint::EndpointSpec> {
     config.instances.iter().flat_map(|i| i.spec.endpoints()).cloned().collect()
 }
 

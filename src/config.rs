@@ -268,6 +268,8 @@ struct RawUser {
     password_env: Option<Spanned<String>>,
     transport: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
+    realm: Option<Spanned<String>>,
+    allow_md5: Option<Spanned<bool>>,
     /// Accepted by the decoder only to be refused with a message that says where a
     /// password goes instead.
     password: Option<Spanned<serde::de::IgnoredAny>>,
@@ -808,13 +810,32 @@ fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<
                     }
                 };
                 let username = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
-                UserAuth::Digest { username, password: crate::sip::auth::Secret::new(password) }
+                let realm = match &ru.realm {
+                    Some(r) if r.get_ref().is_empty() || r.get_ref().contains(['"', '\\']) => {
+                        return Err(src.err(r.span(), &format!("{p}.realm: {:?} is not a realm", r.get_ref())))
+                    }
+                    r => r.as_ref().map(|r| r.get_ref().clone()),
+                };
+                let allow_md5 = ru.allow_md5.as_ref().is_some_and(|a| *a.get_ref());
+                UserAuth::Digest {
+                    username,
+                    password: crate::sip::auth::Secret::new(password),
+                    realm,
+                    allow_md5,
+                }
             }
             "none" => {
                 if let Some(f) =
                     ru.password_file.as_ref().map(|f| f.span()).or(ru.password_env.as_ref().map(|e| e.span()))
                 {
                     return Err(src.err(f, &format!("{p}: auth = \"none\" uses no password")));
+                }
+                if let Some(k) =
+                    ru.realm.as_ref().map(|r| r.span()).or(ru.allow_md5.as_ref().map(|a| a.span()))
+                {
+                    return Err(
+                        src.err(k, &format!("{p}: auth = \"none\" answers no challenge (realm, allow_md5)"))
+                    );
                 }
                 UserAuth::None
             }

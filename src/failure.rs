@@ -94,6 +94,8 @@ failure_reasons! {
     SipMalformed => "sip_malformed",
     /// The registrar refused the test user's credentials (a challenge answered and challenged again without a stale nonce, or 403).
     AuthFailed => "auth_failed",
+    /// The agent refused to follow a redirect or answer a challenge that its policy forbids: a host of no configured pool, a weaker transport, a weaker Digest algorithm, another realm.
+    PolicyRefused => "policy_refused",
     /// The test user registered, but on another pool than its planned `pool`.
     WrongHome => "wrong_home",
     /// The sending or the receiving test user has no registration (the test setup is broken, not the route between pools).
@@ -111,6 +113,19 @@ pub struct Failure {
     pub reason: FailureReason,
     /// What happened, in words (error text, the answer received, ...).
     pub detail: String,
+}
+
+impl Failure {
+    /// A failure for `reason` with `detail`.
+    pub fn new(reason: FailureReason, detail: impl Into<String>) -> Failure {
+        Failure { reason, detail: detail.into() }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason.as_str(), self.detail)
+    }
 }
 
 /// Maps a connect error to a failure reason.

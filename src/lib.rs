@@ -44,7 +44,7 @@
 //! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | keep history |
 //! | [`pool`] | pools, roles, host-name rules | resolve names |
 //! | [`resolve`] | target name resolution through the DNS client, uncached | cache |
-//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]); the test users' registered endpoints ([`probe::endpoint`]) | schedule; enforce the instance's timeout (the scheduler does; a probe may end earlier with its own reason) |
+//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]); the test users' registered endpoints ([`probe::ua::endpoint`]) | schedule; enforce the instance's timeout (the scheduler does; a probe may end earlier with its own reason) |
 //! | [`config`] | decode and validate TOML; expand checks into instances; hand each check's keys to its kind | probe |
 //! | [`labels`] | an instance's series label block | write samples |
 //! | [`results`] | per-instance results of the loaded configuration (with each instance's label block, rendered once by [`labels`]), staleness, the last 500 state changes | write any output |

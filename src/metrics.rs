@@ -485,7 +485,7 @@ struct AgentFamilies {
     units: Vec<(usize, crate::results::Unit)>,
     reload: ReloadStatus,
     lag: Histogram<{ LAG_BUCKETS.len() + 1 }>,
-    users: Vec<crate::probe::endpoint::EndpointStatus>,
+    users: Vec<crate::probe::ua::endpoint::EndpointStatus>,
 }
 
 impl fmt::Debug for AgentFamilies {

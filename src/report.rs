@@ -69,7 +69,7 @@ pub struct Report {
     /// The coexistence matrix: test users of one pool reaching those of another.
     pub interop: Vec<crate::rollup::InteropCell>,
     /// The test users' registered endpoints (users that `sip_im` checks name).
-    pub users: Vec<crate::probe::endpoint::EndpointStatus>,
+    pub users: Vec<crate::probe::ua::endpoint::EndpointStatus>,
     /// The agent's constant labels (`agent.labels`), naming its vantage point.
     #[serde(skip)]
     pub labels: Vec<(String, String)>,

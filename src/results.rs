@@ -443,7 +443,7 @@ pub struct Store {
     events: Mutex<std::collections::VecDeque<Transition>>,
     /// The test users' registered endpoints (kept by the agent; their status is shown
     /// with the results).
-    pub endpoints: Arc<crate::probe::endpoint::Endpoints>,
+    pub endpoints: Arc<crate::probe::ua::endpoint::Endpoints>,
 }
 
 /// Outcome of the last configuration (re)load.

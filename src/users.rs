@@ -52,6 +52,11 @@ pub enum UserAuth {
         username: String,
         /// The password, from `password_file` or `password_env`.
         password: Secret,
+        /// The realm the credentials belong to (`realm`); none: the first realm a
+        /// challenge is answered in successfully is pinned.
+        realm: Option<String>,
+        /// MD5 may be answered when the registrar offers nothing stronger (`allow_md5`).
+        allow_md5: bool,
     },
     /// No challenge is answered (a trusted server presents `[tls] client_cert`).
     None,

@@ -4,6 +4,12 @@
 //! other pool answered `301` with that pool in `Contact` (as Lync and OCS registrars
 //! redirect). Over TLS and UDP. Homing and passwords are changed while the test runs
 //! with `kamcmd`, as an operator moves users between pools.
+//!
+//! The legacy registrar challenges with Digest MD5 (Kamailio's default), the new one
+//! with SHA-256: MD5 is answered only for a user that allows it. A registrar that
+//! redirects a user to a host of no pool, over UDP from TLS, gets `policy_refused` and
+//! not a single byte at that host (the password-leak reproduction: a `301` to
+//! `127.0.99.3` over UDP, whose `401` asked for MD5 in realm `attacker.example`).
 
 mod common;
 
@@ -22,9 +28,15 @@ const ZONE: &str = "ocspool A 127.0.51.1\nlyncpool A 127.0.51.2\n";
 const ALICE_PW: &str = "alice-Secret-7c1e";
 const BOB_PW: &str = "bob-Secret-93fa";
 const CAROL_PW: &str = "carol-Secret-0d2b";
+const DAVE_PW: &str = "dave-Secret-55e1";
+const ERIN_PW: &str = "erin-Secret-a9f0";
+/// The host a hostile redirect names: no pool's.
+const ATTACKER_IP: &str = "127.0.99.3";
 
 /// A registrar for `pool`: users homed elsewhere get 301 to their home pool.
-fn registrar(pool: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio {
+fn registrar(pool: &str, port: u16, tls_port: u16, attacker_port: u16, tls: KamailioTls<'_>) -> Kamailio {
+    // The new pool speaks SHA-256; the legacy one Kamailio's default, MD5.
+    let algorithm = if pool == "lync" { "modparam(\"auth\", \"algorithm\", \"SHA-256\")\n" } else { "" };
     let prelude = format!(
         "loadmodule \"tm.so\"\nloadmodule \"pv.so\"\nloadmodule \"textops.so\"\nloadmodule \"usrloc.so\"\n\
          loadmodule \"registrar.so\"\nloadmodule \"auth.so\"\nloadmodule \"htable.so\"\nloadmodule \"ctl.so\"\n\
@@ -32,10 +44,13 @@ fn registrar(pool: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kama
          modparam(\"htable\", \"htable\", \"users=>size=4;\")\n\
          modparam(\"htable\", \"htable\", \"homes=>size=4;\")\n\
          modparam(\"htable\", \"htable\", \"routes=>size=4;\")\n\
-         modparam(\"ctl\", \"binrpc\", \"unix:{{dir}}/ctl.sock\")\n\
+         modparam(\"ctl\", \"binrpc\", \"unix:{{dir}}/ctl.sock\")\n{algorithm}\
          event_route[htable:mod-init] {{\n\
            $sht(users=>alice) = \"{ALICE_PW}\";\n  $sht(users=>bob) = \"{BOB_PW}\";\n  $sht(users=>carol) = \"{CAROL_PW}\";\n\
+           $sht(users=>dave) = \"{DAVE_PW}\";\n  $sht(users=>erin) = \"{ERIN_PW}\";\n\
            $sht(homes=>alice) = \"ocs\";\n  $sht(homes=>bob) = \"lync\";\n  $sht(homes=>carol) = \"lync\";\n\
+           $sht(homes=>dave) = \"ocs\";\n  $sht(homes=>erin) = \"evil\";\n\
+           $sht(routes=>evil) = \"sip:{ATTACKER_IP}:{attacker_port};transport=udp\";\n\
            $sht(routes=>ocs) = \"sip:ocspool.contoso.test:{tls_port};transport=tls\";\n\
            $sht(routes=>lync) = \"sip:lyncpool.contoso.test:{tls_port};transport=tls\";\n\
          }}\n"
@@ -76,7 +91,7 @@ fn kamcmd(k: &Kamailio, args: &[&str]) {
 }
 
 fn config(knot: &Knot, ca: &Path, dir: &Path, alice_pool: &str) -> String {
-    for (name, pw) in [("alice", ALICE_PW), ("bob", BOB_PW)] {
+    for (name, pw) in [("alice", ALICE_PW), ("bob", BOB_PW), ("dave", DAVE_PW), ("erin", ERIN_PW)] {
         let f = dir.join(format!("{name}.pass"));
         std::fs::write(&f, format!("{pw}\n")).unwrap();
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -104,6 +119,7 @@ name = "alice"
 uri = "sip:alice@contoso.test"
 pool = "{alice_pool}"
 password_file = "{dir}/alice.pass"
+allow_md5 = true
 [[users]]
 name = "bob"
 uri = "sip:bob@contoso.test"
@@ -115,6 +131,16 @@ uri = "sip:carol@contoso.test"
 pool = "lync2013"
 transport = "udp"
 password_env = "COEXISTD_TEST_CAROL_PASSWORD"
+[[users]]
+name = "dave"
+uri = "sip:dave@contoso.test"
+pool = "ocs2007r2"
+password_file = "{dir}/dave.pass"
+[[users]]
+name = "erin"
+uri = "sip:erin@contoso.test"
+pool = "lync2013"
+password_file = "{dir}/erin.pass"
 [[checks]]
 name = "register"
 kind = "sip_register"
@@ -155,8 +181,36 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
         method: "TLSv1.2+",
         require_client_cert: false,
     };
-    let ocs = registrar("ocs", port, tls_port, tls(0));
-    let lync = registrar("lync", port, tls_port, tls(1));
+    // Where the hostile redirect points: a UDP socket that records what reaches it and
+    // answers a REGISTER with an MD5 challenge of its own realm.
+    let attacker = std::net::UdpSocket::bind((ATTACKER_IP, 0)).unwrap();
+    let attacker_port = attacker.local_addr().unwrap().port();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let received = received.clone();
+        let attacker = attacker.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            while let Ok((n, from)) = attacker.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                received.lock().unwrap().push(text.clone());
+                let echo: String = text
+                    .lines()
+                    .filter(|l| {
+                        ["Via:", "From:", "To:", "Call-ID:", "CSeq:"].iter().any(|h| l.starts_with(h))
+                    })
+                    .map(|l| format!("{l}\r\n"))
+                    .collect();
+                let reply = format!(
+                    "SIP/2.0 401 Unauthorized\r\n{echo}WWW-Authenticate: Digest realm=\"attacker.example\", \
+                     nonce=\"chosen-by-the-attacker\", algorithm=MD5\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = attacker.send_to(reply.as_bytes(), from);
+            }
+        });
+    }
+    let ocs = registrar("ocs", port, tls_port, attacker_port, tls(0));
+    let lync = registrar("lync", port, tls_port, attacker_port, tls(1));
 
     let text = config(&knot, &ca_file, dir.path(), "ocs2007r2")
         .replace("kind = \"sip_register\"\n", &format!("kind = \"sip_register\"\nport = {tls_port}\n"));
@@ -165,6 +219,7 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
         "[[checks]]\nname = \"register\"\nkind = \"sip_register\"\n",
         &format!(
             "[[checks]]\nname = \"register-udp\"\nkind = \"sip_register\"\nusers = [\"carol\"]\nport = {port}\n\
+             [[checks]]\nname = \"register-policy\"\nkind = \"sip_register\"\nusers = [\"dave\", \"erin\"]\nport = {tls_port}\n\
              [[checks]]\nname = \"register\"\nkind = \"sip_register\"\nusers = [\"alice\", \"bob\"]\n"
         ),
     );
@@ -187,6 +242,31 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
         ("kind", "sip_register"),
     ];
     assert_eq!(sample(&m, "coexist_probe_success", &alice_labels), Some(1.0));
+
+    // The policy: dave's registrar offers only MD5 and dave does not allow it; erin's
+    // registrar redirects her to a host of no pool, over UDP. Both policy_refused, with
+    // the reason in the detail; nothing ever reaches the attacker's host.
+    let refused = |m: &str, target: &str| {
+        sample(m, "coexist_probe_failures_total", &[("target", target), ("reason", "policy_refused")])
+            .is_some_and(|n| n >= 1.0)
+    };
+    agent.wait_metrics(Duration::from_secs(15), |m| {
+        refused(m, "sip:dave@contoso.test") && refused(m, "sip:erin@contoso.test")
+    });
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let detail_of = |target: &str| {
+        v["instances"].as_array().unwrap().iter().find(|i| i["target"] == target).unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let dave = detail_of("sip:dave@contoso.test");
+    assert!(dave.contains("only MD5 offered") && dave.contains("allow_md5"), "{dave}");
+    let erin = detail_of("sip:erin@contoso.test");
+    assert!(erin.contains(ATTACKER_IP) && erin.contains("weaker transport"), "{erin}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(received.lock().unwrap().is_empty(), "the redirect was followed: {:?}", received.lock().unwrap());
 
     // alice moves to the new pool (both registrars learn it): the legacy registrar
     // redirects her, she registers there; the plan still says legacy: wrong_home.
@@ -264,7 +344,7 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
         ("trace", &trace),
         ("log", &log),
     ] {
-        for pw in [ALICE_PW, BOB_PW, CAROL_PW] {
+        for pw in [ALICE_PW, BOB_PW, CAROL_PW, DAVE_PW, ERIN_PW] {
             assert!(!text.contains(pw), "{what} carries a password");
         }
     }

@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coexistd::probe::sip::{udp_transaction, Datagrams};
+use coexistd::probe::ua::{udp_transaction, Datagrams};
 use coexistd::probe::{FailureReason, Outcome};
 use coexistd::sip::message::{self, Parsed};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -196,7 +196,7 @@ async fn udp_retransmits_on_timer_e_within_the_timeout() {
     let tx = message::new_transaction();
     let t0 = Instant::now();
     let r = udp_transaction(&rec, b"OPTIONS sip:x SIP/2.0\r\n\r\n", &tx, t0 + Duration::from_secs(2)).await;
-    assert_eq!(r.unwrap_err().0, FailureReason::Timeout);
+    assert_eq!(r.unwrap_err().reason, FailureReason::Timeout);
     let sends = rec.0.lock().unwrap().clone();
     let at: Vec<Duration> = sends.iter().map(|(t, _)| *t - t0).collect();
     assert_eq!(at, [Duration::ZERO, Duration::from_millis(500), Duration::from_millis(1500)]);

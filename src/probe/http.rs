@@ -14,7 +14,8 @@ use tokio::time::Instant;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{tcp, tls, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use super::net::{host_port, open};
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
 use crate::tls::TlsOptions;
 
 /// Largest body read for `body_contains`.
@@ -94,7 +95,7 @@ impl CheckKind for HttpSpec {
         let target = if port == 443 {
             format!("https://{host}{path}")
         } else {
-            format!("https://{}{path}", tcp::host_port(&host, port))
+            format!("https://{}{path}", host_port(&host, port))
         };
         let spec = HttpSpec {
             host,
@@ -157,7 +158,7 @@ fn check_path(path: &str) -> Result<(), String> {
 /// Runs an http probe.
 pub async fn probe(spec: &HttpSpec, cx: &ProbeContext) -> Outcome {
     let mut phases = Vec::with_capacity(4);
-    let (stream, info) = match tls::open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
+    let (stream, info) = match open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
         Ok(v) => v,
         Err(o) => return o,
     };
@@ -180,7 +181,7 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
     let conn = tokio::spawn(async move {
         let _ = conn.await;
     });
-    let host = if spec.port == 443 { spec.host.clone() } else { tcp::host_port(&spec.host, spec.port) };
+    let host = if spec.port == 443 { spec.host.clone() } else { host_port(&spec.host, spec.port) };
     let req = Request::get(spec.path.as_str())
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, concat!("coexistd/", env!("CARGO_PKG_VERSION")))

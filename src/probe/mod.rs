@@ -7,14 +7,15 @@
 //! timeout and turns an elapsed deadline into [`CheckSpec::timeout_reason`].
 
 pub mod dns;
-pub mod endpoint;
 pub mod http;
+pub mod net;
 pub mod sip;
 pub mod sip_discovery;
 pub mod sip_im;
 pub mod sip_register;
 pub mod tcp;
 pub mod tls;
+pub mod ua;
 
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ pub trait CheckKind: Sized {
     }
 
     /// The registered endpoints the instance needs the agent to keep.
-    fn endpoints(&self) -> Vec<&endpoint::EndpointSpec> {
+    fn endpoints(&self) -> Vec<&ua::endpoint::EndpointSpec> {
         Vec::new()
     }
 
@@ -216,7 +217,7 @@ macro_rules! check_kinds {
             }
 
             /// See [`CheckKind::endpoints`].
-            pub fn endpoints(&self) -> Vec<&endpoint::EndpointSpec> {
+            pub fn endpoints(&self) -> Vec<&ua::endpoint::EndpointSpec> {
                 match self {
                     $(CheckSpec::$variant(s) => s.endpoints(),)+
                 }
@@ -360,6 +361,16 @@ impl BuildCx<'_> {
         }
     }
 
+    /// `transport`: udp, tcp or tls (any case).
+    pub fn transport(&self, t: &Spanned<String>) -> Result<crate::sip::message::Transport, BuildError> {
+        crate::sip::message::Transport::parse(t.get_ref()).ok_or_else(|| {
+            self.err(
+                t.span(),
+                &format!("transport: {:?} is not one of udp, tcp, tls", t.get_ref().to_ascii_lowercase()),
+            )
+        })
+    }
+
     /// The target port, required.
     pub fn port(&self, port: Option<&Spanned<u16>>) -> Result<u16, BuildError> {
         match port {
@@ -465,7 +476,7 @@ pub struct ProbeContext {
     /// (SNI, certificate name and SIP Request-URI stay the name).
     pub address: Option<std::net::IpAddr>,
     /// The test users' registered endpoints (kept across reloads by the agent).
-    pub endpoints: std::sync::Arc<endpoint::Endpoints>,
+    pub endpoints: std::sync::Arc<ua::endpoint::Endpoints>,
 }
 
 impl ProbeContext {

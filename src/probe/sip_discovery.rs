@@ -15,7 +15,7 @@ use std::time::Duration;
 use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
 
-use super::sip::{self, SipSpec};
+use super::ua::options::{self, SipSpec};
 use crate::sip::message::Transport;
 use serde::Deserialize;
 use toml::Spanned;
@@ -79,7 +79,7 @@ impl CheckKind for SipDiscoverySpec {
         let (record, text) = cx.record_name(rec)?;
         let lower = text.to_ascii_lowercase();
         let transport = match &keys.transport {
-            Some(t) => sip::parse_transport(t, cx)?,
+            Some(t) => cx.transport(t)?,
             // `_sipinternaltls._tcp`, `_sip._tls`, `_sipfederationtls._tcp`: TLS.
             None if lower.contains("tls") => Transport::Tls,
             None if lower.contains("._udp.") => Transport::Udp,
@@ -169,7 +169,7 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
         opts: spec.opts,
         budget: spec.budget.saturating_sub(t.elapsed()),
     };
-    let mut o = sip::probe(&sip_spec, cx).await;
+    let mut o = options::probe(&sip_spec, cx).await;
     // The SRV lookup is part of resolving.
     match o.phases.iter_mut().find(|p| p.0 == Phase::Resolve) {
         Some(p) => p.1 += srv_time,

@@ -17,6 +17,12 @@
 //! leaving to the recipient's endpoint receiving it; for INVITE, the INVITE's. Both
 //! ends are in this process, so the figure needs no clock synchronisation.
 //!
+//! A `404` or `480` for a recipient that reads registered means its registrar lost
+//! the binding (a registrar restarted): the recipient's endpoint registers again at
+//! once and the pair is tried once more; the event is counted on the endpoint
+//! (`bindings_lost`), not as a route failure. A challenge with a stale nonce is
+//! answered once more.
+//!
 //! Reasons: `not_registered` (either user has no registration: the test setup is
 //! broken, not the route), `not_delivered` (a 2xx came back but the recipient never saw
 //! the request), `sip_status` (with the status code), `auth_failed`, `timeout`, and the
@@ -28,13 +34,11 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use toml::Spanned;
 
-use super::endpoint::{im_sdp, Endpoint, EndpointSpec, Link};
-use super::sip::TxError;
-use super::sip_register::answer_challenge;
-use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
-use crate::sip::auth::Digest;
-use crate::sip::message::{self, Message, RequestParams, StartLine, Transaction};
-use crate::users::{User, UserAuth};
+use super::ua::endpoint::{im_sdp, Endpoint, EndpointSpec, Link};
+use super::ua::registration::{reason_phrase, Credentials};
+use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
+use crate::sip::message::{self, Message, RequestParams, Transaction};
+use crate::users::User;
 
 /// The keys of `kind = "sip_im"`.
 #[derive(Debug, Deserialize)]
@@ -142,13 +146,6 @@ impl CheckKind for SipImSpec {
     }
 }
 
-/// Why one step failed: the reason and the detail.
-type StepError = (FailureReason, String);
-
-fn from_tx(TxError(r, d): TxError) -> StepError {
-    (r, d)
-}
-
 /// One request of the exchange: what varies between them.
 struct Req<'a> {
     uri: &'a str,
@@ -165,7 +162,7 @@ struct Sender<'a> {
     from_uri: String,
     to_uri: String,
     tag: String,
-    scheme: Option<Digest>,
+    creds: Credentials,
 }
 
 impl Sender<'_> {
@@ -191,12 +188,13 @@ impl Sender<'_> {
         req: &Req<'_>,
         tx: &mut Transaction,
         deadline: Instant,
-    ) -> Result<(Message, Instant), StepError> {
+    ) -> Result<(Message, Instant), Failure> {
         let mut credentials: Option<(&'static str, String)> = None;
+        let mut stale_retried = false;
         loop {
             let bytes = self.build(req, tx, credentials.as_ref().map(|(n, v)| (*n, v.as_str())));
             let sent = Instant::now();
-            let resp = self.link.transaction(&bytes, tx, deadline).await.map_err(from_tx)?;
+            let resp = self.link.transaction(&bytes, tx, deadline).await?;
             let code = resp.status().unwrap_or(0);
             if tx.method == "INVITE" && code >= 300 {
                 // A non-2xx final response to INVITE is acknowledged in its transaction.
@@ -206,13 +204,14 @@ impl Sender<'_> {
                 return Ok((resp, sent));
             }
             let phrase = reason_phrase(&resp);
-            if credentials.is_some() {
-                return Err((
+            let (answer, stale) = self.creds.answer(&resp, tx.method, req.uri)?;
+            if credentials.is_some() && (!stale || stale_retried) {
+                return Err(Failure::new(
                     FailureReason::AuthFailed,
                     format!("{} credentials refused: {code} {phrase} again", self.user.name),
                 ));
             }
-            let (answer, _) = answer_challenge(&resp, code, &phrase, &mut self.scheme, tx.method, req.uri)?;
+            stale_retried |= credentials.is_some() && stale;
             credentials = Some(answer);
             *tx = tx.next(tx.method);
         }
@@ -226,7 +225,7 @@ impl Sender<'_> {
         invite: &Transaction,
         resp: &Message,
         branch: &str,
-    ) -> Result<(), StepError> {
+    ) -> Result<(), Failure> {
         let tx = Transaction {
             branch: branch.to_owned(),
             call_id: invite.call_id.clone(),
@@ -235,33 +234,29 @@ impl Sender<'_> {
         };
         let to_tag = resp.header("to").and_then(message::tag_of);
         let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
-        self.link.send(&self.build(&ack, &tx, None)).await.map_err(from_tx)
-    }
-}
-
-fn reason_phrase(resp: &Message) -> String {
-    match &resp.start {
-        StartLine::Response { reason, .. } => reason.clone(),
-        StartLine::Request { .. } => String::new(),
+        self.link.send(&self.build(&ack, &tx, None)).await
     }
 }
 
 /// `sip_status` for a final response that is not 2xx.
-fn status_failure(method: &str, to: &str, resp: &Message) -> StepError {
+fn status_failure(method: &str, to: &str, resp: &Message) -> Failure {
     let code = resp.status().unwrap_or(0);
     let diag = resp.header("ms-diagnostics").map(|d| format!(" (ms-diagnostics: {d})")).unwrap_or_default();
-    (FailureReason::SipStatus, format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)))
+    Failure::new(
+        FailureReason::SipStatus,
+        format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)),
+    )
 }
 
 /// Whether an endpoint can take part now: its link, or `not_registered`.
-fn registered(e: &Endpoint) -> Result<std::sync::Arc<Link>, StepError> {
+fn registered(e: &Endpoint) -> Result<std::sync::Arc<Link>, Failure> {
     e.link().ok_or_else(|| {
         let s = e.status();
         let why = match (s.reason, s.detail) {
             (Some(r), Some(d)) => format!(": {} ({d})", r.as_str()),
             _ => " yet".to_owned(),
         };
-        (FailureReason::NotRegistered, format!("{} ({}) is not registered{why}", s.user, s.uri))
+        Failure::new(FailureReason::NotRegistered, format!("{} ({}) is not registered{why}", s.user, s.uri))
     })
 }
 
@@ -270,7 +265,20 @@ pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
     let mut status = None;
-    let r = exchange(spec, cx, deadline, &mut status).await;
+    let mut r = exchange(spec, cx, deadline, &mut status).await;
+    if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) && matches!(status, Some(404 | 480)) {
+        // The recipient reads registered, yet its pool says there is no such binding:
+        // the registrar lost it (a restart). Register it again now and try once more.
+        if let Some(b) = cx.endpoints.get(&spec.to.user.name) {
+            if b.link().is_some() && b.refresh_now(deadline).await {
+                status = None;
+                r = exchange(spec, cx, deadline, &mut status).await;
+                if r.is_ok() {
+                    b.binding_was_lost();
+                }
+            }
+        }
+    }
     let phases = vec![(Phase::Request, t.elapsed())];
     let mut o = match r {
         Ok(delivery) => {
@@ -278,7 +286,7 @@ pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
             o.delivery = Some(delivery);
             o
         }
-        Err((reason, detail)) => Outcome::fail(reason, detail, phases),
+        Err(Failure { reason, detail }) => Outcome::fail(reason, detail, phases),
     };
     o.sip_status = status;
     o
@@ -289,9 +297,10 @@ async fn exchange(
     cx: &ProbeContext,
     deadline: Instant,
     status: &mut Option<u16>,
-) -> Result<Duration, StepError> {
-    let missing =
-        |u: &User| (FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name));
+) -> Result<Duration, Failure> {
+    let missing = |u: &User| {
+        Failure::new(FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name))
+    };
     let a = cx.endpoints.get(&spec.from.user.name).ok_or_else(|| missing(&spec.from.user))?;
     let b = cx.endpoints.get(&spec.to.user.name).ok_or_else(|| missing(&spec.to.user))?;
     a.first_attempt(deadline).await;
@@ -302,7 +311,7 @@ async fn exchange(
     let mut tx = message::new_transaction();
     tx.method = method;
     tx.call_id = format!("{}@coexistd", message::token(24));
-    let busy = || (FailureReason::Internal, "too many probes wait at this endpoint".to_owned());
+    let busy = || Failure::new(FailureReason::Internal, "too many probes wait at this endpoint");
     let mut first = b.expect(&tx.call_id, method).ok_or_else(busy)?;
     let mut sender = Sender {
         link: &link,
@@ -311,10 +320,7 @@ async fn exchange(
         from_uri: spec.from.user.aor.uri(),
         to_uri: spec.to.user.aor.uri(),
         tag: message::token(8),
-        scheme: match &spec.from.user.auth {
-            UserAuth::Digest { username, password } => Some(Digest::new(username.clone(), password.clone())),
-            UserAuth::None => None,
-        },
+        creds: Credentials::of(&spec.from.user, cx.endpoints.realm_of(&spec.from.user.name)),
     };
     let to_uri = sender.to_uri.clone();
     let text = format!("coexistd interop test {}", tx.call_id).into_bytes();
@@ -333,7 +339,7 @@ async fn exchange(
     let code = resp.status().unwrap_or(0);
     if spec.method != ImMethod::Invite {
         let Some(arrived) = first.arrived(deadline).await else {
-            return Err((
+            return Err(Failure::new(
                 FailureReason::NotDelivered,
                 format!("{method} answered {code} but {} never received it", sender.to.name),
             ));
@@ -345,7 +351,7 @@ async fn exchange(
     // ended with BYE even when a step fails.
     let to_tag = resp.header("to").and_then(message::tag_of).map(str::to_owned);
     let target = resp.header("contact").map(|c| message::addr_uri(c).to_owned()).ok_or_else(|| {
-        (FailureReason::SipMalformed, format!("INVITE 2xx from {to_uri} without a Contact"))
+        Failure::new(FailureReason::SipMalformed, format!("INVITE 2xx from {to_uri} without a Contact"))
     })?;
     let mut route: Vec<String> = resp.header_values("record-route").map(str::to_owned).collect();
     route.reverse();
@@ -356,7 +362,7 @@ async fn exchange(
     let mut in_dialog = tx.next("MESSAGE");
     let session = async {
         let Some(arrived) = first.arrived(deadline).await else {
-            return Err((
+            return Err(Failure::new(
                 FailureReason::NotDelivered,
                 format!("INVITE answered {code} but {} never received it", sender.to.name),
             ));
@@ -368,7 +374,7 @@ async fn exchange(
             return Err(status_failure("MESSAGE in the IM session", &to_uri, &resp));
         }
         if second.arrived(deadline).await.is_none() {
-            return Err((
+            return Err(Failure::new(
                 FailureReason::NotDelivered,
                 format!(
                     "the MESSAGE in the IM session was answered 2xx but {} never received it",

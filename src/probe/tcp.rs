@@ -4,15 +4,11 @@
 //! load-balancer faults. Addresses are tried in order, as a client does, and the probe
 //! passes when one accepts.
 
-use std::net::SocketAddr;
-
-use tokio::net::TcpStream;
-use tokio::time::Instant;
-
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{connect_reason, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use super::net::{connect, host_port};
+use super::{BuildCx, BuildError, CheckKind, Outcome, ProbeContext};
 
 /// A tcp check: `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,56 +53,6 @@ impl CheckKind for TcpSpec {
     fn host(&self) -> Option<&str> {
         Some(&self.host)
     }
-}
-
-/// `host:port`, with brackets around an IPv6 literal.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// Resolves `host` and connects to its addresses in turn; returns the open stream.
-/// Shared by every connecting kind so that resolve/connect phases and reasons agree.
-pub async fn connect(
-    host: &str,
-    port: u16,
-    cx: &ProbeContext,
-    phases: &mut Vec<(Phase, std::time::Duration)>,
-) -> Result<TcpStream, (FailureReason, String)> {
-    let addrs = cx.addresses(host, phases).await.map_err(|f| (f.reason, f.detail))?;
-    let t = Instant::now();
-    let mut last = None;
-    for ip in addrs {
-        let addr = SocketAddr::new(ip, port);
-        let c = Instant::now();
-        match TcpStream::connect(addr).await {
-            Ok(s) => {
-                phases.push((Phase::Connect, t.elapsed()));
-                // Requests leave at once (SIP clients do this): with Nagle, a request
-                // written right after one that gets no response (an ACK) waits for the
-                // peer's delayed acknowledgement, about 40 ms.
-                let _ = s.set_nodelay(true);
-                crate::trace::step("connect", || {
-                    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                    format!(
-                        "TCP {addr}: connected in {:.3} ms from {local}",
-                        c.elapsed().as_secs_f64() * 1000.0
-                    )
-                });
-                return Ok(s);
-            }
-            Err(e) => {
-                crate::trace::step("connect", || {
-                    format!("TCP {addr}: {e} after {:.3} ms", c.elapsed().as_secs_f64() * 1000.0)
-                });
-                last = Some((connect_reason(&e), format!("connect {addr}: {e}")))
-            }
-        }
-    }
-    Err(last.unwrap_or((FailureReason::Resolve, format!("{host}: no address"))))
 }
 
 /// Runs a tcp probe.

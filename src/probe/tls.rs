@@ -1,7 +1,6 @@
 //! `kind = "tls"`: connect, handshake with SNI = the target name, verify chain and name,
 //! report the chain. Phases: resolve, connect, tls.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -9,8 +8,9 @@ use tokio::time::Instant;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{tcp, BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
-use crate::tls::{TlsOptions, TlsStream};
+use super::net::{host_port, open};
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use crate::tls::TlsOptions;
 
 /// A tls check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl CheckKind for TlsSpec {
     fn build(keys: &TlsKeys, cx: &BuildCx<'_>) -> Result<(TlsSpec, String), BuildError> {
         let host = cx.host(keys.host.as_ref())?;
         let port = cx.port(keys.port.as_ref())?;
-        let target = tcp::host_port(&host, port);
+        let target = host_port(&host, port);
         let opts = cx.tls_options(&super::TlsKeys {
             tls_min_version: keys.tls_min_version.as_ref(),
             tls_skip_verify: keys.tls_skip_verify.as_ref(),
@@ -72,32 +72,6 @@ impl CheckKind for TlsSpec {
 
 /// How long to wait for a TLS 1.3 server's verdict on our client certificate.
 const CONFIRM_GRACE: Duration = Duration::from_millis(250);
-
-/// Connects and handshakes; shared by every TLS-speaking kind. On failure the outcome
-/// is returned ready to report (with whatever chain was seen).
-pub async fn open(
-    host: &str,
-    port: u16,
-    opts: &TlsOptions,
-    cx: &ProbeContext,
-    phases: &mut Vec<(Phase, Duration)>,
-) -> Result<(TlsStream, Arc<crate::tls::TlsInfo>), Outcome> {
-    let tcp =
-        tcp::connect(host, port, cx, phases).await.map_err(|(r, d)| Outcome::fail(r, d, phases.clone()))?;
-    let t = Instant::now();
-    match cx.tls.handshake(tcp, host, opts).await {
-        Ok((stream, info)) => {
-            phases.push((Phase::Tls, t.elapsed()));
-            Ok((stream, Arc::new(info)))
-        }
-        Err(f) => {
-            phases.push((Phase::Tls, t.elapsed()));
-            let mut o = Outcome::fail(f.reason, f.detail, phases.clone());
-            o.tls = f.info.map(Arc::new);
-            Err(o)
-        }
-    }
-}
 
 /// Runs a tls probe.
 pub async fn probe(spec: &TlsSpec, cx: &ProbeContext) -> Outcome {

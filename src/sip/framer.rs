@@ -46,6 +46,9 @@ pub struct Framer {
     grant: Option<Grant>,
     keepalives: u64,
     examined: u64,
+    /// Keep each message's bytes as received (a trace shows them).
+    keep_raw: bool,
+    raw: Vec<u8>,
 }
 
 impl Framer {
@@ -58,7 +61,20 @@ impl Framer {
             grant: budget.map(|b| b.empty()),
             keepalives: 0,
             examined: 0,
+            keep_raw: false,
+            raw: Vec::new(),
         }
+    }
+
+    /// Keeps the bytes of each message as received, for [`Framer::last_raw`].
+    pub fn keep_raw(mut self, keep: bool) -> Framer {
+        self.keep_raw = keep;
+        self
+    }
+
+    /// The bytes of the last message returned, when [`Framer::keep_raw`] is on.
+    pub fn last_raw(&self) -> &[u8] {
+        &self.raw
     }
 
     /// Appends bytes read from the stream.
@@ -125,6 +141,9 @@ impl Framer {
             }
             let Some((head, body_start, end)) = self.pending.take() else { return Ok(None) };
             let message = head.into_message(&self.buf[body_start..end]);
+            if self.keep_raw {
+                self.raw = self.buf[..end].to_vec();
+            }
             self.buf.drain(..end);
             self.searched = 0;
             // Keep-alives right after a message are not part of the next one.

@@ -62,7 +62,10 @@ pub struct DigestPolicy {
 
 /// The Digest challenge to answer among `challenges` (in the order the server sent
 /// them), under `policy`; the error says why none may be answered.
-pub fn choose_digest<'a>(challenges: &'a [Challenge], policy: &DigestPolicy) -> Result<&'a Challenge, String> {
+pub fn choose_digest<'a>(
+    challenges: &'a [Challenge],
+    policy: &DigestPolicy,
+) -> Result<&'a Challenge, String> {
     let digest: Vec<&Challenge> =
         challenges.iter().filter(|c| c.scheme.eq_ignore_ascii_case("Digest")).collect();
     let spoken: Vec<(&Challenge, Algorithm)> = digest

@@ -151,9 +151,12 @@ impl Agent {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let a = Agent { child, listen, config: path, _dir: dir };
+        let mut a = Agent { child, listen, config: path, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while http(a.listen, "GET", "/-/healthy").is_err() {
+            if let Ok(Some(st)) = a.child.try_wait() {
+                panic!("agent exited ({st}) before serving:\n{}", a.stderr());
+            }
             assert!(Instant::now() < deadline, "agent did not serve within 10 s");
             std::thread::sleep(Duration::from_millis(50));
         }

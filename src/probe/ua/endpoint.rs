@@ -1,68 +1,83 @@
-//! Registered endpoints: for every test user a `sip_im` check names, the agent stays
-//! registered as a client does, so that other test users can reach it.
+//! Registered endpoints: for every test user a kind between users names, the agent
+//! stays registered as a client does, so that other test users can reach it.
 //!
 //! One endpoint per user: one long-lived connection to the user's home pool (TLS or
-//! TCP; over UDP a connected socket, whose local address is the Contact), a REGISTER
-//! answered with the user's credentials (one `301`/`302` followed, as in
-//! `sip_register`), refreshed at half the granted expiry on the same connection,
-//! registered again with backoff (1 s doubling to 30 s) after a loss or a refusal.
+//! TCP; over UDP a connected socket, whose local address is the Contact), registered
+//! through [`super::registration`] (the redirect and authentication policy included),
+//! refreshed at half the granted expiry on the same connection, registered again after
+//! a loss or a refusal with jittered exponential backoff (1 s doubling to 30 s, reset
+//! only once a registration has held for a minute).
+//!
+//! Keep-alives (RFC 5626 §4.4): on a stream a CRLF ping every 15 s; a registrar that
+//! has ever answered one with a pong must answer each within 10 s, else the flow is
+//! dead. Over UDP, and on streams whose registrar never pongs, an OPTIONS to the
+//! registrar every 15 s must get a final response (any code). A dead flow is closed
+//! and the user registered again. A probe that finds the recipient's binding gone
+//! (`404`/`480` for a registered user) asks for an immediate refresh
+//! ([`Endpoint::refresh_now`]).
 //!
 //! Requests that reach the endpoint are answered as a client answers them: `200` to
 //! MESSAGE, OPTIONS, INFO, BYE and CANCEL, `200` with a Contact (and the Record-Route
 //! echoed) to an INVITE a probe of this agent waits for (`480` to any other: several
 //! agents may register the same test user, and a forking registrar must set the session
 //! up with the sender's agent), nothing to ACK, `404` for another user, `405` to
-//! anything else.
-//! A `sip_im` probe waiting for a request (by its Call-ID and method) is told when it
-//! arrived.
+//! anything else. A probe waiting for a request (by its Call-ID and method) is told
+//! when it arrived.
 //!
-//! Hostile bytes: a stream message past 64 KiB ([`crate::sip::message::MAX_MESSAGE`]) or
-//! that does not parse closes the connection (there is no resynchronising a stream);
-//! the endpoint registers again. A bad datagram is dropped. Nothing is buffered past
-//! 64 KiB per connection.
+//! Server transactions ([`crate::sip::server_tx`]): over UDP a retransmitted request
+//! gets the answer already sent, kept 32 s. Every endpoint's kept answers and stream
+//! buffers draw on one byte budget ([`crate::sip::budget`], 16 MiB by default).
+//!
+//! Hostile bytes: a stream message past 64 KiB, bytes that are not SIP, or a buffer the
+//! budget refuses close the connection (there is no resynchronising a stream); the
+//! endpoint registers again. A bad datagram is dropped.
 //!
 //! Endpoints live across configuration reloads: [`Endpoints::sync`] keeps those whose
 //! user, registrar and TLS options did not change.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::sip::{TxError, T1, T2};
-use super::sip_register::{self, Conn, Registered, Stream, Transact};
-use super::{Failure, FailureReason, ProbeContext};
+use super::super::net::{connect_sip, SipConn, Stream};
+use super::super::{Failure, FailureReason, Outcome, Phase, ProbeContext};
+use super::registration::{self, Binding, Connector, Plan, Transact};
+use super::{T1, T2};
 use crate::pool::Pool;
-use crate::sip::auth::Digest;
-use crate::sip::message::{self, Message, Parsed, StartLine, Transaction, Transport, MAX_MESSAGE};
+use crate::sip::budget::{self, Budget};
+use crate::sip::framer::{FrameError, Framer};
+use crate::sip::message::{self, Message, StartLine, Transaction, Transport, MAX_MESSAGE};
+use crate::sip::server_tx::{Key, ServerTransactions};
 use crate::tls::TlsOptions;
-use crate::users::{User, UserAuth};
+use crate::users::User;
 
 /// Seconds an endpoint's REGISTER asks for (refreshed at half of what is granted).
 pub const EXPIRES: u32 = 600;
 /// The shortest refresh period, whatever the registrar grants.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// CRLF keep-alives on a stream (RFC 5626 §4.4.1), so that the registrar does not
-/// close an idle connection between refreshes.
-const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Keep-alive period (RFC 5626 §4.4.1 suggests 95-120 s for streams; probes need to
+/// know sooner that a flow is dead).
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long a pong (or the OPTIONS keep-alive's response) may take (RFC 5626 §4.4.1).
+const PONG_WAIT: Duration = Duration::from_secs(10);
 /// Backoff after a failed registration: from this, doubling…
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// …up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A registration that held this long resets the backoff.
+const HELD_LONG_ENOUGH: Duration = Duration::from_secs(60);
 /// Time allowed to one registration attempt (connect, challenge, redirect).
 const REGISTER_BUDGET: Duration = Duration::from_secs(10);
 /// Longest a write to the registrar may block before the connection is given up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-/// Responses kept for retransmitted requests (RFC 3261 §17.2: the server transaction
-/// answers a retransmission with the same response), and for how long.
-const ANSWERS_KEPT: usize = 1024;
-const ANSWER_TTL: Duration = Duration::from_secs(32);
-/// Probes waiting for a request at one endpoint, at most (one per `sip_im` in flight).
+/// Probes waiting for a request at one endpoint, at most (one per probe in flight).
 const MAX_WAITERS: usize = 4096;
 /// Transactions in flight on one link, at most.
 const MAX_PENDING: usize = 4096;
@@ -105,12 +120,26 @@ pub struct EndpointStatus {
     pub since: f64,
     /// Registration attempts made (refreshes not counted).
     pub attempts: u64,
+    /// Times a probe found the registrar had lost this user's binding (a `404`/`480`
+    /// while registered) and the endpoint registered again at once.
+    pub bindings_lost: u64,
 }
 
 /// The registered endpoints of the running configuration.
-#[derive(Default)]
 pub struct Endpoints {
     running: Mutex<HashMap<String, Running>>,
+    /// One budget for every endpoint's kept answers and stream buffers.
+    budget: Arc<Budget>,
+    server_tx: Arc<ServerTransactions>,
+    /// Realms learned per user on its first success (pinned, [`crate::sip::policy`]).
+    realms: Mutex<HashMap<String, String>>,
+    next_scope: AtomicU64,
+}
+
+impl Default for Endpoints {
+    fn default() -> Endpoints {
+        Endpoints::with_budget(budget::DEFAULT_BYTES)
+    }
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -126,6 +155,37 @@ struct Running {
 }
 
 impl Endpoints {
+    /// No endpoints yet; their buffers and kept answers together get `bytes`.
+    pub fn with_budget(bytes: usize) -> Endpoints {
+        let budget = Budget::new(bytes);
+        Endpoints {
+            running: Mutex::new(HashMap::new()),
+            server_tx: Arc::new(ServerTransactions::new(budget.clone())),
+            budget,
+            realms: Mutex::new(HashMap::new()),
+            next_scope: AtomicU64::new(1),
+        }
+    }
+
+    /// The shared byte budget (bytes held now: [`Budget::used`]).
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// The realm pinned for user `name`, if any.
+    pub fn realm_of(&self, name: &str) -> Option<String> {
+        self.realms.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Pins `realm` for user `name` when none is pinned yet.
+    pub fn pin_realm(&self, name: &str, realm: &str) {
+        let mut r = self.realms.lock().unwrap_or_else(|e| e.into_inner());
+        if !r.contains_key(name) {
+            tracing::info!(user = %name, realm = %realm, "realm pinned for the test user");
+            r.insert(name.to_owned(), realm.to_owned());
+        }
+    }
+
     /// Makes the running endpoints those of `specs` (one per user): unchanged ones keep
     /// their registration, changed ones start over, others unregister and stop. New
     /// tasks run on `rt`; every endpoint uses `cx` from now on.
@@ -147,7 +207,9 @@ impl Endpoints {
                 *r.endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()) = cx.clone();
                 continue;
             }
-            let endpoint = Arc::new(Endpoint::new(spec, cx.clone()));
+            let scope = self.next_scope.fetch_add(1, Ordering::Relaxed);
+            let shared = Shared { budget: self.budget.clone(), server_tx: self.server_tx.clone(), scope };
+            let endpoint = Arc::new(Endpoint::new(spec, cx.clone(), shared));
             let stop = CancellationToken::new();
             let task = rt.spawn(run(endpoint.clone(), stop.clone()));
             running.insert(name, Running { endpoint, stop, task });
@@ -161,6 +223,8 @@ impl Endpoints {
 
     /// Every endpoint's status, by user name.
     pub fn statuses(&self) -> Vec<EndpointStatus> {
+        // Kept answers expire on time even when no request comes to push them out.
+        self.server_tx.expire(Instant::now());
         let mut v: Vec<EndpointStatus> = self
             .running
             .lock()
@@ -202,6 +266,14 @@ impl Endpoints {
     }
 }
 
+/// What every endpoint shares: the budget and the server transactions; `scope` keeps
+/// this endpoint's transactions apart.
+struct Shared {
+    budget: Arc<Budget>,
+    server_tx: Arc<ServerTransactions>,
+    scope: u64,
+}
+
 /// One test user's registered endpoint.
 pub struct Endpoint {
     spec: EndpointSpec,
@@ -209,11 +281,15 @@ pub struct Endpoint {
     status: Mutex<EndpointStatus>,
     link: Mutex<Option<Arc<Link>>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<Instant>>>,
-    answers: Mutex<HashMap<String, (Instant, Vec<u8>)>>,
+    shared: Shared,
+    /// Wakes the endpoint to refresh its registration now.
+    refresh: Notify,
+    /// Successful registrations and refreshes so far.
+    registrations: AtomicU64,
 }
 
 impl Endpoint {
-    fn new(spec: EndpointSpec, cx: ProbeContext) -> Endpoint {
+    fn new(spec: EndpointSpec, cx: ProbeContext, shared: Shared) -> Endpoint {
         let status = EndpointStatus {
             user: spec.user.name.clone(),
             uri: spec.user.aor.uri(),
@@ -226,6 +302,7 @@ impl Endpoint {
             detail: None,
             since: unix_now(),
             attempts: 0,
+            bindings_lost: 0,
         };
         Endpoint {
             spec,
@@ -233,7 +310,9 @@ impl Endpoint {
             status: Mutex::new(status),
             link: Mutex::new(None),
             waiters: Mutex::new(HashMap::new()),
-            answers: Mutex::new(HashMap::new()),
+            shared,
+            refresh: Notify::new(),
+            registrations: AtomicU64::new(0),
         }
     }
 
@@ -255,6 +334,29 @@ impl Endpoint {
         while !settled(&self.status()) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The registrar may have lost this user's binding (a probe got `404`/`480` for it
+    /// while it reads registered): refresh the registration now and wait (until
+    /// `deadline`) for the result. Whether the endpoint is registered afterwards.
+    pub async fn refresh_now(&self, deadline: Instant) -> bool {
+        let before = self.registrations.load(Ordering::Acquire);
+        self.refresh.notify_one();
+        while Instant::now() < deadline {
+            if self.registrations.load(Ordering::Acquire) > before {
+                return self.link().is_some();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Counts a binding the registrar had lost (a probe's retry after
+    /// [`Endpoint::refresh_now`] passed), with a log line.
+    pub fn binding_was_lost(&self) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.bindings_lost += 1;
+        tracing::warn!(user = %s.user, registrar = ?s.registrar, "the registrar had lost the test user's binding; registered again");
     }
 
     /// The connection it is registered over, when registered.
@@ -302,6 +404,8 @@ impl Endpoint {
         s.expires = Some(expires);
         s.reason = None;
         s.detail = None;
+        drop(s);
+        self.registrations.fetch_add(1, Ordering::AcqRel);
     }
 
     fn set_failed(&self, f: Failure) {
@@ -317,34 +421,26 @@ impl Endpoint {
         s.expires = None;
         s.reason = Some(f.reason);
         s.detail = Some(f.detail);
+        drop(s);
+        // A probe waiting in `refresh_now` learns the outcome at once.
+        self.registrations.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The answer to a request that reached the endpoint; a retransmission (same
-    /// branch and method within 32 s) gets the same answer again.
-    fn answer(&self, req: &Message, link: &Link) -> Option<Vec<u8>> {
-        let method = match &req.start {
-            StartLine::Request { method, .. } if method != "ACK" => method.as_str(),
-            _ => return self.answer_fresh(req, link),
-        };
-        let key = format!("{} {method}", req.top_via_branch().unwrap_or(""));
-        let now = Instant::now();
+    /// The answer to a request that reached the endpoint. Over UDP a retransmission
+    /// (the same server transaction, RFC 3261 §17.2.3) gets the answer already sent.
+    fn answer(&self, req: &Message, link: &Link) -> Option<Arc<[u8]>> {
+        if link.transport != Transport::Udp
+            || matches!(&req.start, StartLine::Request { method, .. } if method == "ACK")
         {
-            let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, resp)) = answers.get(&key) {
-                if now.duration_since(*at) < ANSWER_TTL {
-                    return Some(resp.clone());
-                }
-            }
+            return self.answer_fresh(req, link).map(Arc::from);
         }
-        let resp = self.answer_fresh(req, link)?;
-        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
-        if answers.len() >= ANSWERS_KEPT {
-            answers.retain(|_, (at, _)| now.duration_since(*at) < ANSWER_TTL);
-            if answers.len() >= ANSWERS_KEPT {
-                answers.clear();
-            }
+        let key = Key::of(req, self.shared.scope)?;
+        let now = Instant::now();
+        if let Some(kept) = self.shared.server_tx.answered(&key, now) {
+            return Some(kept);
         }
-        answers.insert(key, (now, resp.clone()));
+        let resp: Arc<[u8]> = Arc::from(self.answer_fresh(req, link)?);
+        self.shared.server_tx.keep(key, &resp, now);
         Some(resp)
     }
 
@@ -413,33 +509,6 @@ pub fn im_sdp(sent_by: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A probe waiting for a request at an endpoint.
-pub struct Expect {
-    endpoint: Arc<Endpoint>,
-    key: String,
-    rx: Option<oneshot::Receiver<Instant>>,
-}
-
-impl Expect {
-    /// When the request arrived, waiting until `deadline`.
-    pub async fn arrived(&mut self, deadline: Instant) -> Option<Instant> {
-        let rx = self.rx.as_mut()?;
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(t)) => {
-                self.rx = None;
-                Some(t)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl Drop for Expect {
-    fn drop(&mut self) {
-        self.endpoint.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
-    }
-}
-
 /// One connection an endpoint is registered over: requests and responses in both
 /// directions, demultiplexed by a reader task.
 pub struct Link {
@@ -450,6 +519,8 @@ pub struct Link {
     writer: tokio::sync::Mutex<Writer>,
     pending: Mutex<HashMap<String, mpsc::Sender<Message>>>,
     closed: CancellationToken,
+    /// CRLF keep-alive runs received (pongs), counted by the reader.
+    pongs: AtomicU64,
 }
 
 enum Writer {
@@ -458,9 +529,20 @@ enum Writer {
 }
 
 impl Link {
+    fn new(transport: Transport, sent_by: String, writer: Writer) -> Link {
+        Link {
+            transport,
+            sent_by,
+            writer: tokio::sync::Mutex::new(writer),
+            pending: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+            pongs: AtomicU64::new(0),
+        }
+    }
+
     /// Sends bytes as they are (an ACK; a response).
-    pub async fn send(&self, bytes: &[u8]) -> Result<(), TxError> {
-        let io = |e: std::io::Error| TxError(crate::tls::io_reason(&e), format!("sending: {e}"));
+    pub async fn send(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let io = |e: std::io::Error| Failure::new(crate::tls::io_reason(&e), format!("sending: {e}"));
         let write = async {
             match &mut *self.writer.lock().await {
                 Writer::Stream(w) => async {
@@ -475,7 +557,9 @@ impl Link {
         // A registrar that stops reading must not hold the endpoint (or its reader).
         let r = match tokio::time::timeout(SEND_TIMEOUT, write).await {
             Ok(r) => r,
-            Err(_) => Err(TxError(FailureReason::Timeout, format!("sending: blocked for {SEND_TIMEOUT:?}"))),
+            Err(_) => {
+                Err(Failure::new(FailureReason::Timeout, format!("sending: blocked for {SEND_TIMEOUT:?}")))
+            }
         };
         crate::trace::step("sip", || {
             format!("sent ({} bytes):\n{}", bytes.len(), crate::trace::mask_credentials(bytes))
@@ -502,12 +586,12 @@ impl Link {
         request: &[u8],
         tx: &Transaction,
         deadline: Instant,
-    ) -> Result<Message, TxError> {
+    ) -> Result<Message, Failure> {
         let (stx, mut srx) = mpsc::channel(8);
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.len() >= MAX_PENDING {
-                return Err(TxError(FailureReason::Internal, "too many transactions in flight".into()));
+                return Err(Failure::new(FailureReason::Internal, "too many transactions in flight"));
             }
             p.insert(tx.branch.clone(), stx);
         }
@@ -519,6 +603,7 @@ impl Link {
         let mut next = Instant::now() + interval;
         let mut provisional = false;
         let mut sends = 1u32;
+        let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
         loop {
             let wake = if udp && !(invite && provisional) { next.min(deadline) } else { deadline };
             tokio::select! {
@@ -532,14 +617,12 @@ impl Link {
                         interval = T2;
                     }
                     Some(_) => {}
-                    None => return Err(TxError(FailureReason::Io, "the connection to the registrar closed".into())),
+                    None => return Err(closed()),
                 },
-                _ = self.closed.cancelled() => {
-                    return Err(TxError(FailureReason::Io, "the connection to the registrar closed".into()));
-                }
+                _ = self.closed.cancelled() => return Err(closed()),
                 _ = tokio::time::sleep_until(wake) => {
                     if Instant::now() >= deadline {
-                        return Err(TxError(FailureReason::Timeout, format!("no final response to {} ({sends} transmissions)", tx.method)));
+                        return Err(Failure::new(FailureReason::Timeout, format!("no final response to {} ({sends} transmissions)", tx.method)));
                     }
                     self.send(request).await?;
                     sends += 1;
@@ -550,7 +633,7 @@ impl Link {
         }
     }
 
-    fn dispatch(&self, m: Message, endpoint: &Endpoint) -> Option<Vec<u8>> {
+    fn dispatch(&self, m: Message, endpoint: &Endpoint) -> Option<Arc<[u8]>> {
         if m.status().is_some() {
             let branch = m.top_via_branch().unwrap_or("").to_owned();
             let sender = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&branch).cloned();
@@ -571,29 +654,24 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
-/// Closes a link when dropped, unless disarmed.
-struct CloseOnDrop(Option<Arc<Link>>);
-
-impl CloseOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
+/// A link as a registration runs over it; closes the link when dropped while armed
+/// (an attempt given up half-way, a redirect, a stop or a reload).
+pub struct LinkRef {
+    link: Arc<Link>,
+    armed: bool,
 }
 
-impl Drop for CloseOnDrop {
+impl Drop for LinkRef {
     fn drop(&mut self) {
-        if let Some(l) = &self.0 {
-            l.close();
+        if self.armed {
+            self.link.close();
         }
     }
 }
 
-/// A link as a REGISTER runs over it.
-struct LinkRef(Arc<Link>);
-
 impl Transact for LinkRef {
     fn sent_by(&self) -> String {
-        self.0.sent_by.clone()
+        self.link.sent_by.clone()
     }
 
     async fn transact(
@@ -601,37 +679,46 @@ impl Transact for LinkRef {
         request: &[u8],
         tx: &Transaction,
         deadline: Instant,
-    ) -> Result<Message, TxError> {
-        self.0.transaction(request, tx, deadline).await
+    ) -> Result<Message, Failure> {
+        self.link.transaction(request, tx, deadline).await
+    }
+}
+
+/// Connects an endpoint's links: a fresh connection whose reader task answers
+/// requests for the endpoint.
+struct LinkConnector<'a> {
+    endpoint: &'a Arc<Endpoint>,
+    cx: &'a ProbeContext,
+}
+
+impl Connector for LinkConnector<'_> {
+    type Conn = LinkRef;
+
+    async fn connect(
+        &mut self,
+        host: &str,
+        port: u16,
+        transport: Transport,
+        phases: &mut Vec<(Phase, Duration)>,
+    ) -> Result<LinkRef, Outcome> {
+        let conn = connect_sip(&self.endpoint.spec.opts, host, port, transport, self.cx, phases).await?;
+        Ok(LinkRef { link: start_link(conn, transport, self.endpoint), armed: true })
     }
 }
 
 /// Turns a fresh connection into a link whose reader task answers requests for
 /// `endpoint`.
-fn start_link(conn: Conn, transport: Transport, endpoint: &Arc<Endpoint>) -> Arc<Link> {
-    let closed = CancellationToken::new();
+fn start_link(conn: SipConn, transport: Transport, endpoint: &Arc<Endpoint>) -> Arc<Link> {
     match conn {
-        Conn::Stream(s, sent_by) => {
+        SipConn::Stream(s, sent_by) => {
             let (rd, wr) = tokio::io::split(s);
-            let link = Arc::new(Link {
-                transport,
-                sent_by,
-                writer: tokio::sync::Mutex::new(Writer::Stream(wr)),
-                pending: Mutex::new(HashMap::new()),
-                closed,
-            });
+            let link = Arc::new(Link::new(transport, sent_by, Writer::Stream(wr)));
             tokio::spawn(read_stream(link.clone(), endpoint.clone(), rd));
             link
         }
-        Conn::Udp(sock, sent_by) => {
+        SipConn::Udp(sock, sent_by) => {
             let sock = Arc::new(sock);
-            let link = Arc::new(Link {
-                transport,
-                sent_by,
-                writer: tokio::sync::Mutex::new(Writer::Udp(sock.clone())),
-                pending: Mutex::new(HashMap::new()),
-                closed,
-            });
+            let link = Arc::new(Link::new(transport, sent_by, Writer::Udp(sock.clone())));
             tokio::spawn(read_udp(link.clone(), endpoint.clone(), sock));
             link
         }
@@ -639,34 +726,35 @@ fn start_link(conn: Conn, transport: Transport, endpoint: &Arc<Endpoint>) -> Arc
 }
 
 async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<Box<dyn Stream>>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut framer = Framer::new(Some(&endpoint.shared.budget));
     let mut chunk = [0u8; 4096];
     let user = endpoint.spec.user.name.clone();
+    let give_up = |e: FrameError| {
+        match e {
+            FrameError::Budget => {
+                tracing::warn!(user = %user, "the endpoints' memory budget is exhausted; closing the connection")
+            }
+            FrameError::Parse(e) => {
+                tracing::warn!(user = %user, error = %e, "bytes from the registrar are not SIP; closing the connection")
+            }
+        }
+        link.close();
+    };
     loop {
         loop {
-            match message::parse(&buf, true) {
-                Ok(Parsed::Complete(m, used)) => {
-                    buf.drain(..used);
+            match framer.next_message() {
+                Ok(Some(m)) => {
                     if let Some(resp) = link.dispatch(m, &endpoint) {
                         let _ = link.send(&resp).await;
                     }
                 }
-                Ok(Parsed::Incomplete) => {
-                    // Keep-alive CRLFs (a registrar's pongs) are not kept.
-                    let crlf = buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
-                    buf.drain(..crlf);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(user = %user, error = %e, "bytes from the registrar are not SIP; closing the connection");
-                    link.close();
-                    return;
-                }
+                Ok(None) => break,
+                Err(e) => return give_up(e),
             }
         }
-        let room = (MAX_MESSAGE + 4).saturating_sub(buf.len()).clamp(1, chunk.len());
+        link.pongs.store(framer.keepalives(), Ordering::Release);
         let n = tokio::select! {
-            r = rd.read(&mut chunk[..room]) => r,
+            r = rd.read(&mut chunk) => r,
             _ = link.closed.cancelled() => return,
         };
         match n {
@@ -674,21 +762,31 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
                 link.close();
                 return;
             }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                if let Err(e) = framer.push(&chunk[..n]) {
+                    return give_up(e);
+                }
+            }
         }
     }
 }
 
 async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net::UdpSocket>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
     loop {
-        buf.clear();
-        let r = tokio::select! {
-            r = sock.recv_buf(&mut buf) => r,
+        let ready = tokio::select! {
+            r = sock.readable() => r,
             _ = link.closed.cancelled() => return,
         };
-        let n = match r {
+        if ready.is_err() {
+            link.close();
+            return;
+        }
+        // A buffer per datagram, gone once it is handled: a thousand idle endpoints
+        // hold no 64 KiB buffer each.
+        let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
+        let n = match sock.try_recv_buf(&mut buf) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             // ICMP port unreachable from a restarted registrar: not fatal for UDP.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
             Err(_) => {
@@ -697,106 +795,56 @@ async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net
             }
         };
         match message::parse(&buf[..n], false) {
-            Ok(Parsed::Complete(m, _)) => {
+            Ok(message::Parsed::Complete(m, _)) => {
+                drop(buf);
                 if let Some(resp) = link.dispatch(m, &endpoint) {
                     let _ = link.send(&resp).await;
                 }
             }
-            Ok(Parsed::Incomplete) => {}
+            Ok(message::Parsed::Incomplete) => {}
             Err(e) => tracing::debug!(user = %endpoint.spec.user.name, error = %e, "datagram dropped"),
         }
     }
 }
 
-/// A registration in force: the link, its Call-ID/CSeq and tag, the credentials.
+/// A registration in force: the link and the binding.
 struct Session {
     link: Arc<Link>,
-    tx: Transaction,
-    tag: String,
-    scheme: Option<Digest>,
-    granted: u32,
-    host: String,
+    binding: Binding,
 }
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn fail(reason: FailureReason, detail: impl Into<String>) -> Failure {
-    Failure { reason, detail: detail.into() }
-}
-
-/// The expiry the registrar granted: our Contact's `expires`, else `Expires`, else
-/// what was asked.
-fn granted(resp: &Message, sent_by: &str) -> u32 {
-    let from_contact = resp
-        .header_values("contact")
-        .find(|c| c.contains(sent_by))
-        .and_then(|c| message::param(c, "expires"))
-        .and_then(|v| message::bounded_decimal(v.trim_end_matches('>'), u64::from(EXPIRES)));
-    let from_header =
-        || resp.header("expires").and_then(|v| message::bounded_decimal(v.trim(), u64::from(u32::MAX)));
-    from_contact.or_else(from_header).map_or(EXPIRES, |v| v.min(u64::from(EXPIRES)) as u32)
-}
-
-/// Connects to the planned pool and registers, following one redirect.
+/// Connects to the planned pool and registers (one redirect, as the policy allows).
 async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
     let spec = &endpoint.spec;
     let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let deadline = Instant::now() + REGISTER_BUDGET;
-    let mut scheme = match &spec.user.auth {
-        UserAuth::Digest { username, password } => Some(Digest::new(username.clone(), password.clone())),
-        UserAuth::None => None,
+    let plan = Plan {
+        user: &spec.user,
+        host: &spec.registrar,
+        port: spec.user.port,
+        pools: &spec.pools,
+        expires: EXPIRES,
+        deadline: Instant::now() + REGISTER_BUDGET,
     };
-    let (mut host, mut port, mut transport) = (spec.registrar.clone(), spec.user.port, spec.user.transport);
-    let mut redirected = false;
-    loop {
-        let mut phases = Vec::new();
-        let conn = tokio::time::timeout_at(
-            deadline,
-            sip_register::connect(&spec.opts, &host, port, transport, &cx, &mut phases),
-        )
-        .await
-        .map_err(|_| fail(FailureReason::Timeout, format!("connecting to {host}:{port}")))?
-        .map_err(|o| o.result.err().unwrap_or_else(|| fail(FailureReason::Internal, "connect failed")))?;
-        let link = start_link(conn, transport, endpoint);
-        // Closes the link (and ends its reader) if this attempt is dropped half-way, as
-        // on a stop or a reload.
-        let guard = CloseOnDrop(Some(link.clone()));
-        let mut tx = message::new_transaction();
-        tx.method = "REGISTER";
-        let tag = message::token(8);
-        let mut lr = LinkRef(link.clone());
-        let r =
-            sip_register::register(&spec.user, &mut lr, &mut scheme, &mut tx, &tag, EXPIRES, deadline).await;
-        match r {
-            Err((reason, detail)) => {
-                link.close();
-                return Err(fail(reason, format!("{host}:{port}: {detail}")));
-            }
-            Ok(Registered::Redirect(contact)) => {
-                link.close();
-                if redirected {
-                    return Err(fail(FailureReason::SipStatus, format!("redirected twice (to {contact})")));
-                }
-                let Some((h, p, tr)) = message::uri_target(&contact) else {
-                    return Err(fail(
-                        FailureReason::SipMalformed,
-                        format!("3xx without a usable Contact: {contact:?}"),
-                    ));
-                };
-                transport = tr.unwrap_or(transport);
-                port = p.unwrap_or(transport.default_port());
-                host = h;
-                redirected = true;
-            }
-            Ok(Registered::Ok(resp)) => {
-                let granted = granted(&resp, &link.sent_by);
-                guard.disarm();
-                return Ok(Session { link, tx, tag, scheme, granted, host });
-            }
-        }
-    }
+    let mut phases = Vec::new();
+    let mut k = LinkConnector { endpoint, cx: &cx };
+    let mut reg = registration::register(&mut k, &plan, &cx, &mut phases).await.map_err(|o| {
+        o.result.err().unwrap_or_else(|| Failure::new(FailureReason::Internal, "registration failed"))
+    })?;
+    reg.conn.armed = false;
+    Ok(Session { link: reg.conn.link.clone(), binding: reg.binding })
+}
+
+/// A random duration between half of `d` and `d` (backoff jitter: a thousand
+/// endpoints refused at once do not come back at once).
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    let frac = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
+    d.mul_f64(0.5 + 0.5 * frac)
 }
 
 /// The endpoint's life: register, hold (refresh), register again after a loss.
@@ -814,77 +862,167 @@ async fn run(endpoint: Arc<Endpoint>, stop: CancellationToken) {
                 endpoint.set_failed(f);
                 tokio::select! {
                     _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(jitter(backoff)) => {}
                 }
                 backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
-        backoff = BACKOFF_MIN;
         let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let home = sip_register::home_of(&endpoint.spec.pools, &session.host, &cx).await;
+        let home = registration::home_of(&endpoint.spec.pools, &session.binding.host, &cx).await;
         *endpoint.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.link.clone());
-        endpoint.set_registered(home, &session.host, session.granted);
+        endpoint.set_registered(home, &session.binding.host, session.binding.granted);
+        let since = Instant::now();
         match hold(&endpoint, session, &stop).await {
             None => return,
             Some(f) => endpoint.set_failed(f),
         }
+        // A registration the connection loses at once does not reset the backoff: a
+        // registrar that accepts and drops gets ever fewer attempts, not one a second.
+        if since.elapsed() >= HELD_LONG_ENOUGH {
+            backoff = BACKOFF_MIN;
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(BACKOFF_MIN) => {}
+            _ = tokio::time::sleep(jitter(backoff)) => {}
         }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// Keeps a registration: refreshes it at half the granted expiry until the link is
-/// lost, a refresh fails (the failure), or `stop` (unregisters; `None`).
+/// Whether the flow to the registrar is alive (RFC 5626 §4.4): a pong to a CRLF ping
+/// on a stream whose registrar pongs, else any final response to an OPTIONS.
+async fn keepalive(endpoint: &Endpoint, s: &Session) -> Result<(), Failure> {
+    let link = &s.link;
+    if link.transport != Transport::Udp {
+        let before = link.pongs.load(Ordering::Acquire);
+        link.send(b"\r\n\r\n").await?;
+        if before > 0 {
+            // This registrar answers pings: the answer must come.
+            let deadline = Instant::now() + PONG_WAIT;
+            while Instant::now() < deadline {
+                if link.pongs.load(Ordering::Acquire) > before {
+                    return Ok(());
+                }
+                if link.is_closed() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            return Err(Failure::new(
+                FailureReason::Timeout,
+                format!("no pong from {} within {PONG_WAIT:?}", s.binding.host),
+            ));
+        }
+        // Give a first pong a moment: once one is seen, pings alone keep the flow.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if link.pongs.load(Ordering::Acquire) > before {
+            return Ok(());
+        }
+    }
+    let user = &endpoint.spec.user;
+    let mut tx = message::new_transaction();
+    let domain_uri = format!("sip:{}", user.aor.domain);
+    let request = message::request(&message::RequestParams {
+        uri: &domain_uri,
+        transport: link.transport,
+        sent_by: &link.sent_by,
+        tx: &tx,
+        from: (&user.aor.uri(), &message::token(8)),
+        to: (&domain_uri, None),
+        contact_user: None,
+        route: &[],
+        credentials: None,
+        body: None,
+    });
+    tx.method = "OPTIONS";
+    link.transaction(&request, &tx, Instant::now() + PONG_WAIT).await.map(|_| ()).map_err(|f| {
+        Failure::new(f.reason, format!("keep-alive OPTIONS to {}: {}", s.binding.host, f.detail))
+    })
+}
+
+/// Keeps a registration: keep-alives, refreshes at half the granted expiry (or at
+/// once when a probe asks), until the link is lost, a refresh or keep-alive fails (the
+/// failure), or `stop` (unregisters; `None`).
 async fn hold(endpoint: &Arc<Endpoint>, mut s: Session, stop: &CancellationToken) -> Option<Failure> {
     let user = &endpoint.spec.user;
-    let stream = s.link.transport != Transport::Udp;
+    let lost = |f: Failure, s: &Session| {
+        s.link.close();
+        Some(f)
+    };
     loop {
-        let refresh = (Duration::from_secs(u64::from(s.granted)) / 2).max(MIN_REFRESH);
+        let refresh = (Duration::from_secs(u64::from(s.binding.granted)) / 2).max(MIN_REFRESH);
         let refresh_at = Instant::now() + refresh;
-        // Keep-alives until the refresh is due.
-        while stream && refresh_at.saturating_duration_since(Instant::now()) > KEEPALIVE {
+        let mut now_please = false;
+        // Keep-alives until the refresh is due (or asked for).
+        while refresh_at.saturating_duration_since(Instant::now()) > KEEPALIVE && !now_please {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = s.link.closed.cancelled() => break,
+                _ = endpoint.refresh.notified() => now_please = true,
                 _ = tokio::time::sleep(KEEPALIVE) => {
-                    let _ = s.link.send(b"\r\n\r\n").await;
+                    if let Err(f) = keepalive(endpoint, &s).await {
+                        return lost(f, &s);
+                    }
                 }
             }
         }
+        let mut lr = LinkRef { link: s.link.clone(), armed: false };
+        let due = async {
+            if !now_please {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(refresh_at) => {}
+                    _ = endpoint.refresh.notified() => {}
+                }
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => {
-                s.tx = s.tx.next("REGISTER");
                 let deadline = Instant::now() + Duration::from_secs(1);
-                let mut lr = LinkRef(s.link.clone());
-                let _ = sip_register::register(user, &mut lr, &mut s.scheme, &mut s.tx, &s.tag, 0, deadline).await;
+                let _ = registration::again(user, &mut lr, &mut s.binding, 0, deadline).await;
                 s.link.close();
                 return None;
             }
             _ = s.link.closed.cancelled() => {
-                return Some(fail(FailureReason::Io, format!("the connection to {} closed", s.host)));
+                return Some(Failure::new(FailureReason::Io, format!("the connection to {} closed", s.binding.host)));
             }
-            _ = tokio::time::sleep_until(refresh_at) => {
-                s.tx = s.tx.next("REGISTER");
+            _ = due => {
                 let deadline = Instant::now() + REGISTER_BUDGET;
-                let mut lr = LinkRef(s.link.clone());
-                match sip_register::register(user, &mut lr, &mut s.scheme, &mut s.tx, &s.tag, EXPIRES, deadline).await {
-                    Ok(Registered::Ok(resp)) => {
-                        s.granted = granted(&resp, &s.link.sent_by);
-                        endpoint.status.lock().unwrap_or_else(|e| e.into_inner()).expires = Some(s.granted);
+                match registration::again(user, &mut lr, &mut s.binding, EXPIRES, deadline).await {
+                    Ok(granted) => {
+                        endpoint.status.lock().unwrap_or_else(|e| e.into_inner()).expires = Some(granted);
+                        endpoint.registrations.fetch_add(1, Ordering::AcqRel);
                     }
-                    Ok(Registered::Redirect(c)) => {
-                        s.link.close();
-                        return Some(fail(FailureReason::SipStatus, format!("refresh redirected to {c}: registering again")));
-                    }
-                    Err((r, d)) => {
-                        s.link.close();
-                        return Some(fail(r, format!("refresh at {}: {d}", s.host)));
-                    }
+                    Err(f) => return lost(Failure::new(f.reason, format!("refresh at {}: {}", s.binding.host, f.detail)), &s),
                 }
             }
         }
+    }
+}
+
+/// A probe waiting for a request at an endpoint.
+pub struct Expect {
+    endpoint: Arc<Endpoint>,
+    key: String,
+    rx: Option<oneshot::Receiver<Instant>>,
+}
+
+impl Expect {
+    /// When the request arrived, waiting until `deadline`.
+    pub async fn arrived(&mut self, deadline: Instant) -> Option<Instant> {
+        let rx = self.rx.as_mut()?;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(t)) => {
+                self.rx = None;
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Expect {
+    fn drop(&mut self) {
+        self.endpoint.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
     }
 }

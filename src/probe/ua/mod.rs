@@ -1,0 +1,163 @@
+//! The SIP user agent the kinds stand on: client transactions over a connection of a
+//! probe's own ([`udp_transaction`], [`stream_transaction`]), the OPTIONS exchange
+//! ([`options`]), one registration routine with the redirect and authentication
+//! policy ([`registration`]), and the test users' registered endpoints ([`endpoint`]:
+//! their connections, client transactions on them, and the UAS side — which requests
+//! an endpoint answers and how, with server transactions under one byte budget).
+//!
+//! Kinds ask "did this user-level thing happen, and how long did it take"; everything
+//! SIP below that lives here or in [`crate::sip`] (the socket-free parts). Kinds never
+//! import each other: what two kinds share is here or in [`super::net`].
+//!
+//! - **UDP**: a request is retransmitted as RFC 3261 §17.1.2 asks of a non-INVITE
+//!   client transaction (timer E: T1 = 500 ms, doubling, capped at T2 = 4 s) until a
+//!   final response or the deadline; provisional responses move the interval to T2.
+//! - **TCP/TLS**: responses are framed incrementally ([`crate::sip::framer`]).
+//!
+//! A response counts only if it answers our transaction (top Via branch, Call-ID,
+//! CSeq); stray and mismatched messages are skipped. Nothing past 64 KiB is read.
+//!
+//! What it does not do: schedule, judge a check, or write results.
+
+pub mod endpoint;
+pub mod options;
+pub mod registration;
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::{connect_reason, Failure, FailureReason};
+use crate::sip::framer::{FrameError, Framer};
+use crate::sip::message::{self, Message, ParseError, Parsed, Transaction, MAX_MESSAGE};
+
+/// RFC 3261 T1: the first retransmission interval.
+pub const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 T2: the longest retransmission interval of a non-INVITE request.
+pub const T2: Duration = Duration::from_secs(4);
+
+/// A socket that sends and receives datagrams: the real one, or a recorder in tests.
+pub trait Datagrams {
+    /// Sends one datagram.
+    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+    /// Receives one datagram into the spare capacity of `buf` (which starts empty).
+    fn recv_buf(&self, buf: &mut Vec<u8>)
+        -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl Datagrams for UdpSocket {
+    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::send(self, buf)
+    }
+    fn recv_buf(
+        &self,
+        buf: &mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::recv_buf(self, buf)
+    }
+}
+
+/// The UDP client transaction: send, retransmit on timer E, wait for the final response.
+pub async fn udp_transaction<S: Datagrams + Sync>(
+    sock: &S,
+    request: &[u8],
+    tx: &Transaction,
+    deadline: Instant,
+) -> Result<Message, Failure> {
+    let io = |e: std::io::Error| Failure::new(connect_reason(&e), format!("UDP: {e}"));
+    sock.send(request).await.map_err(io)?;
+    crate::trace::step("sip", || {
+        format!("sent over UDP ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
+    });
+    let mut interval = T1;
+    let mut next = Instant::now() + interval;
+    // Capacity, not zeroed length: the datagram is written straight into it.
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
+    let mut malformed: Option<ParseError> = None;
+    let mut sends = 1u32;
+    loop {
+        tokio::select! {
+            r = { buf.clear(); sock.recv_buf(&mut buf) } => {
+                let n = r.map_err(io)?;
+                crate::trace::step("sip", || format!("received a datagram ({n} bytes):\n{}", crate::trace::mask_credentials(&buf[..n])));
+                match message::parse(&buf[..n], false) {
+                    Ok(Parsed::Complete(m, _)) if m.answers(tx) => {
+                        if m.status().is_some_and(|c| c >= 200) {
+                            return Ok(m);
+                        }
+                        // Provisional: the server has the request; retransmit at T2.
+                        interval = T2;
+                    }
+                    Ok(_) => {}
+                    Err(e) => malformed = Some(e),
+                }
+            }
+            _ = tokio::time::sleep_until(next.min(deadline)) => {
+                if Instant::now() >= deadline {
+                    return Err(match malformed {
+                        Some(e) => Failure::new(FailureReason::SipMalformed, format!("no valid response; received: {e}")),
+                        None => Failure::new(FailureReason::Timeout, format!("no final response to {sends} transmissions")),
+                    });
+                }
+                sock.send(request).await.map_err(io)?;
+                sends += 1;
+                crate::trace::step("sip", || format!("no final response yet: retransmission {sends}"));
+                interval = (interval * 2).min(T2);
+                next = Instant::now() + interval;
+            }
+        }
+    }
+}
+
+/// The stream client transaction: write, then read and frame until our final response.
+pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+    tx: &Transaction,
+) -> Result<Message, Failure> {
+    let io = |e: std::io::Error| Failure::new(crate::tls::io_reason(&e), format!("{e}"));
+    stream.write_all(request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    crate::trace::step("sip", || {
+        format!("sent ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
+    });
+    let mut framer = Framer::new(None).keep_raw(crate::trace::active());
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Every complete message already buffered; ours ends the transaction.
+        loop {
+            match framer.next_message() {
+                Ok(Some(m)) => {
+                    crate::trace::step("sip", || {
+                        let raw = framer.last_raw();
+                        format!("received ({} bytes):\n{}", raw.len(), crate::trace::mask_credentials(raw))
+                    });
+                    if m.answers(tx) && m.status().is_some_and(|c| c >= 200) {
+                        return Ok(m);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(malformed(e)),
+            }
+        }
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(if framer.buffered() == 0 {
+                Failure::new(FailureReason::Io, "connection closed without a response")
+            } else {
+                Failure::new(
+                    FailureReason::SipMalformed,
+                    format!("connection closed after {} bytes of a message", framer.buffered()),
+                )
+            });
+        }
+        framer.push(&chunk[..n]).map_err(malformed)?;
+    }
+}
+
+fn malformed(e: FrameError) -> Failure {
+    crate::trace::step("sip", || format!("received bytes that are not SIP: {e}"));
+    Failure::new(FailureReason::SipMalformed, e.to_string())
+}
