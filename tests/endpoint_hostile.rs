@@ -3,7 +3,9 @@
 //! every MESSAGE with 200 without delivering it, and the test pushes requests down the
 //! endpoints' connections: a 10 MB body, garbage, a request for another user, over TCP
 //! and UDP. The endpoint answers or drops, never panics, buffers nothing past 64 KiB,
-//! and registers again after closing a connection it cannot trust.
+//! and registers again after closing a connection it cannot trust. Over UDP, requests
+//! behind an RFC 2543 proxy (no branch) are told apart, and a flood of large requests
+//! with distinct branches keeps no more answers than the endpoints' budget.
 
 mod common;
 
@@ -154,6 +156,15 @@ fn request(method: &str, user: &str, extra: &str, body_len: usize) -> String {
     )
 }
 
+fn current_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -261,6 +272,47 @@ fn a_hostile_registrar_gets_answers_or_a_closed_connection_and_the_endpoint_regi
         !seen.lock().unwrap().udp_responses.iter().any(|r| r.contains("hostile-MESSAGE-carol")),
         "the oversized datagram was dropped, not answered"
     );
+
+    // Retransmission matching behind an RFC 2543 proxy (a Via without a branch): two
+    // different MESSAGEs are two transactions, each answered for its own Call-ID (a
+    // cache keyed by branch and method answered the second with the first's response).
+    for call_id in ["legacy-proxy-1", "legacy-proxy-2"] {
+        let req = format!(
+            "MESSAGE sip:carol@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {IP}:5060\r\n\
+             From: <sip:mallory@contoso.test>;tag=m\r\nTo: <sip:carol@contoso.test>\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        udp_probe.send_to(req.as_bytes(), carol).unwrap();
+        let resp = response(&seen, true, call_id);
+        assert!(resp.starts_with("SIP/2.0 200"), "{resp}");
+    }
+
+    // The retransmission cache as a weapon: 1,023 OPTIONS with distinct branches and a
+    // 60 KB Via each (echoed in every answer). Kept answers draw on one 16 MiB budget
+    // for every endpoint, so the agent stays far below what 1,023 answers would take.
+    let pad = "a".repeat(60_000);
+    let rss_before = current_rss_kib(agent.child.id());
+    let before = seen.lock().unwrap().udp_responses.len();
+    for i in 0..1023 {
+        let req = format!(
+            "OPTIONS sip:carol@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {IP}:5060;branch=z9hG4bKflood{i};x={pad}\r\n\
+             From: <sip:mallory@contoso.test>;tag=m\r\nTo: <sip:carol@contoso.test>\r\nCall-ID: flood-{i}\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        udp_probe.send_to(req.as_bytes(), carol).unwrap();
+        // One at a time: the point is what the agent keeps, not what the socket drops.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.lock().unwrap().udp_responses.len() <= before + i {
+            assert!(Instant::now() < deadline, "OPTIONS {i} unanswered");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    seen.lock().unwrap().udp_responses.truncate(before);
+    let rss = current_rss_kib(agent.child.id());
+    eprintln!("agent RSS before 1,023 answers of 60 KB: {rss_before} KiB, after: {rss} KiB");
+    // 16 MiB of kept answers, allocator slack and the transient per-datagram buffers; a
+    // cache of 1,023 answers would be 60 MiB more.
+    assert!(rss < rss_before + 24 * 1024, "RSS {rss} KiB: the answers were kept past the budget");
 
     // Still serving, every user registered again, memory never near 10 MB of body.
     let m = agent.wait_metrics(Duration::from_secs(15), |m| {

@@ -1,6 +1,6 @@
 //! `sip_im` and the registered endpoints against two real Kamailio proxies from
 //! Debian's packages acting as the legacy and the new pool of one SIP domain: digest
-//! authentication (`pv_auth_check`/`auth_challenge`, passwords in `htable`),
+//! authentication (`pv_auth_check`/`auth_challenge` with SHA-256, passwords in `htable`),
 //! `registrar`/`usrloc` in memory (granting at most 10 s, so endpoints refresh every
 //! 5 s), `tm`, `rr`; a REGISTER for a user homed on the other pool answered `301`; a
 //! request for a user homed on the other pool relayed there (over UDP: the peer pool is
@@ -46,6 +46,7 @@ fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio 
          modparam(\"htable\", \"htable\", \"homes=>size=4;\")\n\
          modparam(\"htable\", \"htable\", \"cfg=>size=2;\")\n\
          modparam(\"ctl\", \"binrpc\", \"unix:{{dir}}/ctl.sock\")\n\
+         modparam(\"auth\", \"algorithm\", \"SHA-256\")\n\
          event_route[htable:mod-init] {{\n{init}  $sht(cfg=>relay) = \"on\";\n}}\n"
     );
     let other_ip = if name == "ocs" { LYNC_IP } else { OCS_IP };
@@ -355,15 +356,47 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
     kamcmd(&ocs, &["htable.sets", "users", "adam", USERS[1].2]);
     agent.wait_metrics(Duration::from_secs(45), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
 
-    // 4. The legacy pool restarts (its registrations are gone): the endpoints register
-    //    again and the matrix recovers without the agent restarting.
+    // 4. The legacy pool goes away: the cell towards it fails, and comes back when the
+    //    pool does, without the agent restarting.
     ocs.stop();
     drop(ocs);
     agent.wait_metrics(Duration::from_secs(20), |m| interop(m, "lync2013", "ocs2007r2") == Some(0.0));
+    let mut ocs = pool("ocs", port, tls_port, tls(0));
+    agent.wait_metrics(Duration::from_secs(60), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
+
+    // 5. The legacy registrar restarts quickly and loses every binding. alice (TLS)
+    //    sees her connection close and registers again; adam (UDP) reads registered
+    //    until a probe to him is refused 404/480: his endpoint registers again at once
+    //    and the pair is retried. No pair reports a route failure (sip_status) for the
+    //    lost bindings once the registrar is back; adam's endpoint counts the loss.
+    let sip_status = |m: &str| -> f64 {
+        m.lines()
+            .filter(|l| {
+                l.starts_with("coexist_probe_failures_total{")
+                    && l.contains("kind=\"sip_im\"")
+                    && l.contains("reason=\"sip_status\"")
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    ocs.stop();
+    drop(ocs);
     let ocs = pool("ocs", port, tls_port, tls(0));
+    let back = std::time::Instant::now();
+    // The interval is 1 s: let the probes in flight through the restart finish.
+    std::thread::sleep(Duration::from_secs(2));
+    let before = sip_status(&agent.wait_metrics(Duration::from_secs(5), |_| true));
+    std::thread::sleep(Duration::from_secs(10));
     let m = agent
-        .wait_metrics(Duration::from_secs(60), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
+        .wait_metrics(Duration::from_secs(30), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
+    assert_eq!(sip_status(&m), before, "a lost binding was reported as a route failure:\n{m}");
     assert_eq!(sample(&m, "coexist_user_registered", &[("user", "alice")]), Some(1.0));
+    assert_eq!(sample(&m, "coexist_user_registered", &[("user", "adam")]), Some(1.0));
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let adam = v["users"].as_array().unwrap().iter().find(|u| u["user"] == "adam").unwrap().clone();
+    assert!(adam["bindings_lost"].as_u64().unwrap() >= 1, "{adam}");
+    eprintln!("recovered from the registrar restart within {:?}", back.elapsed());
 
     // No output of the agent carries a password.
     let (_, status) = agent.get("/api/v1/status");
