@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Checks that no module of the library reaches a layer above its own.
+"""Checks that no module of the library reaches a layer above its own, and that check
+kinds never use each other.
 
 The layers are the table in src/lib.rs (rows `//! | N name | [`module`], ... |`). Every
 `crate::module` path in the code of src/ (not in comments) is an edge from the file's
 top-level module to `module`; an edge to a higher layer is an error, and so is a cycle
-between two top-level modules of the same layer. Prints every violation with its file
-and line; exit 1 if any, 0 otherwise. CI runs it (.ci/run).
+between two top-level modules of the same layer.
+
+Inside `src/probe/` the kinds are the modules named in the `check_kinds!` list of
+`src/probe/mod.rs`. A kind's file may use the kinds' shared parts (`mod.rs`, `net`, the
+user agent under `ua/`) but no other kind; the shared parts use no kind at all: what
+two kinds share lives below them, so adding or removing a kind touches nothing else.
+
+Prints every violation with its file and line; exit 1 if any, 0 otherwise. CI runs it
+(.ci/run).
 """
 import pathlib
 import re
@@ -82,7 +90,32 @@ for (a, b), where in sorted(edges.items()):
     if a < b and (b, a) in edges and layers[a] == layers[b]:
         errors.append(f"cycle between {a} and {b}: {where} and {edges[(b, a)]}")
 
+# Kinds use no kind.
+probe = src / "probe"
+kinds = set(re.findall(r"^\s+\w+\((\w+)::\w+\) => \"", (probe / "mod.rs").read_text(), re.M))
+if not kinds:
+    sys.exit("check-layers: no kinds found in the check_kinds! list of src/probe/mod.rs")
+kind_edges = 0
+for path in sorted(probe.rglob("*.rs")):
+    rel = path.relative_to(probe).parts
+    me = rel[0][:-3] if len(rel) == 1 else rel[0]
+    depth = len(rel) - 1
+    for n, code in code_lines(path.read_text()):
+        used = set(re.findall(r"\bcrate::probe::(\w+)", code))
+        # `super::x` from a file directly in probe/ (or `super::super::x` one folder
+        # down) names the probe module x.
+        prefix = r"\bsuper::" + r"super::" * depth
+        used |= set(re.findall(prefix + r"(\w+)", code))
+        for group in re.findall(prefix + r"\{([^}]*)\}", code):
+            used |= set(re.findall(r"(?:^|,)\s*(\w+)", group))
+        for other in sorted(used & kinds):
+            if other == me:
+                continue
+            kind_edges += 1
+            who = f"kind {me}" if me in kinds else f"probe/{'/'.join(rel)} (shared by the kinds)"
+            errors.append(f"{path.relative_to(root)}:{n}: {who} uses kind {other}")
+
 for e in errors:
     print(e)
-print(f"check-layers: {len(layers)} modules, {len(edges)} edges, {len(errors)} violations")
+print(f"check-layers: {len(layers)} modules, {len(edges)} edges, {len(kinds)} kinds, {len(errors)} violations")
 sys.exit(1 if errors else 0)

@@ -14,7 +14,8 @@
 //! results (with rollups) → outputs (metrics, status JSON and page, the `check` table).
 //! A module uses only modules of its own layer or below; `scripts/check-layers.py`
 //! checks every `crate::` path against this table (and refuses two modules of one layer that use each other)
-//! in CI.
+//! in CI, and that no check kind uses another (what kinds share lives in
+//! [`probe::net`] and [`probe::ua`]).
 //!
 //! | layer | modules |
 //! |---|---|
@@ -44,7 +45,7 @@
 //! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | keep history |
 //! | [`pool`] | pools, roles, host-name rules | resolve names |
 //! | [`resolve`] | target name resolution through the DNS client, uncached | cache |
-//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]); the test users' registered endpoints ([`probe::ua::endpoint`]) | schedule; enforce the instance's timeout (the scheduler does; a probe may end earlier with its own reason) |
+//! | [`probe`] | the check kinds: one module each behind [`probe::CheckKind`], one list ([`probe::Kind`], [`probe::CheckSpec`]); below them and shared by them, the connections ([`probe::net`]) and the SIP user agent ([`probe::ua`]: client transactions, the OPTIONS exchange, the one registration routine, the test users' registered endpoints). Kinds never use each other (checked in CI) | schedule; enforce the instance's timeout (the scheduler does; a probe may end earlier with its own reason) |
 //! | [`config`] | decode and validate TOML; expand checks into instances; hand each check's keys to its kind | probe |
 //! | [`labels`] | an instance's series label block | write samples |
 //! | [`results`] | per-instance results of the loaded configuration (with each instance's label block, rendered once by [`labels`]), staleness, the last 500 state changes | write any output |
@@ -62,8 +63,10 @@
 //! Adding a check kind: a module under `probe/` with a type implementing
 //! [`probe::CheckKind`] (its keys struct, `build`, `probe`), one line in the
 //! `check_kinds!` list in `probe/mod.rs`, and its row in the README (tested). A kind
-//! that reports a new measurement also adds a family to [`metrics`]; a kind that runs as
-//! test users implements [`probe::CheckKind::users`].
+//! that speaks SIP as a test user uses [`probe::ua`] (registration, the endpoints and
+//! their links, [`sip::policy`] through the registration's credentials), never another
+//! kind. A kind that reports a new measurement also adds a family to [`metrics`]; a
+//! kind that runs as test users implements [`probe::CheckKind::users`].
 
 #![warn(missing_docs)]
 

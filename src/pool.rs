@@ -74,3 +74,7 @@ pub fn check_hostname(h: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// The `points_to` (and home pool) value of a name or answer that belongs to no
+/// configured pool.
+pub const UNKNOWN: &str = "unknown";

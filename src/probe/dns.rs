@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 use tokio::time::Instant;
 
@@ -198,22 +197,7 @@ fn normalise_name(s: &str) -> Result<String, String> {
 
 /// Compares an answer with the expectation; `Ok` or the failure reason and detail.
 pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason, String)> {
-    let rcode_reason = match answer.rcode {
-        ResponseCode::NoError => None,
-        ResponseCode::NXDomain => Some(FailureReason::DnsNxdomain),
-        ResponseCode::ServFail => Some(FailureReason::DnsServfail),
-        ResponseCode::Refused => Some(FailureReason::DnsRefused),
-        _ => Some(FailureReason::DnsError),
-    };
-    if let Some(r) = rcode_reason {
-        return Err((r, format!("{} answered {}", answer.server, answer.rcode)));
-    }
-    if answer.records.is_empty() {
-        return Err((
-            FailureReason::DnsNoAnswer,
-            format!("{} answered NOERROR with no record of the type asked", answer.server),
-        ));
-    }
+    super::answered(answer).map_err(|f| (f.reason, f.detail))?;
     let got: BTreeSet<String> = answer.records.iter().map(crate::dns::Rec::text).collect();
     let shown = || got.iter().cloned().collect::<Vec<_>>().join(", ");
     match expect {
@@ -237,8 +221,7 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
     }
 }
 
-/// The `points_to` value of an answer that belongs to no configured pool.
-pub const UNKNOWN: &str = "unknown";
+pub use crate::pool::UNKNOWN;
 
 /// Which pool the answer points at: SRV targets and CNAME targets by name (the pool FQDN
 /// or a member), A/AAAA answers by address (every address must be one the pool FQDN or a
@@ -308,6 +291,7 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::op::ResponseCode;
 
     fn answer(rcode: ResponseCode, records: &[&str]) -> Answer {
         Answer {

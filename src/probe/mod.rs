@@ -432,6 +432,30 @@ impl BuildCx<'_> {
     }
 }
 
+/// Whether a DNS answer answers at all: NOERROR with at least one record of the type
+/// asked; otherwise the reason (`dns_nxdomain`, `dns_servfail`, `dns_refused`,
+/// `dns_error`, `dns_no_answer`) and a detail naming the server.
+pub fn answered(answer: &crate::dns::Answer) -> Result<(), Failure> {
+    use hickory_proto::op::ResponseCode;
+    let rcode_reason = match answer.rcode {
+        ResponseCode::NoError => None,
+        ResponseCode::NXDomain => Some(FailureReason::DnsNxdomain),
+        ResponseCode::ServFail => Some(FailureReason::DnsServfail),
+        ResponseCode::Refused => Some(FailureReason::DnsRefused),
+        _ => Some(FailureReason::DnsError),
+    };
+    if let Some(r) = rcode_reason {
+        return Err(Failure::new(r, format!("{} answered {}", answer.server, answer.rcode)));
+    }
+    if answer.records.is_empty() {
+        return Err(Failure::new(
+            FailureReason::DnsNoAnswer,
+            format!("{} answered NOERROR with no record of the type asked", answer.server),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `code` passes `expect_status` (empty: any 2xx), and what was expected, for
 /// the failure detail.
 pub fn status_accepted(expect: &[u16], code: u16) -> Result<(), String> {

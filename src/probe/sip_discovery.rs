@@ -20,7 +20,7 @@ use crate::sip::message::Transport;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
 use crate::pool::Pool;
 use crate::tls::TlsOptions;
 
@@ -126,7 +126,7 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
         }
     };
     let srv_time = t.elapsed();
-    if let Err((reason, detail)) = super::dns::judge(&answer, &super::dns::Expectation::AnyAnswer) {
+    if let Err(Failure { reason, detail }) = super::answered(&answer) {
         return Outcome::fail(reason, detail, vec![(Phase::Resolve, srv_time)]);
     }
     let chosen = answer
@@ -150,7 +150,7 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
         .pools
         .iter()
         .find(|p| p.owns_name(&host))
-        .map_or_else(|| super::dns::UNKNOWN.to_owned(), |p| p.name.clone());
+        .map_or_else(|| crate::pool::UNKNOWN.to_owned(), |p| p.name.clone());
     if let Some(want) = spec.expect_pool.as_ref().filter(|w| **w != points_to) {
         let mut o = Outcome::fail(
             FailureReason::DnsWrongPool,

@@ -4,7 +4,7 @@
 //! One instance per ordered pair of users (`from` × `to`, never a user to itself), in
 //! the sender's planned pool; `user` is the sender, `target` the recipient's address
 //! of record and `to_pool` its planned pool. Both users keep registered endpoints
-//! ([`super::endpoint`]); the sender's endpoint sends the request to the recipient's
+//! ([`super::ua::endpoint`]); the sender's endpoint sends the request to the recipient's
 //! address of record over its connection to its home pool (answering a `401`/`407`
 //! with its credentials), and the probe passes when the recipient's endpoint received
 //! it (matched by a random Call-ID) and the sender got a final `2xx`.

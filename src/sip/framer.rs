@@ -111,50 +111,43 @@ impl Framer {
 
     /// The next complete message, `None` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
-        loop {
-            if self.buf.is_empty() {
-                return Ok(None);
-            }
-            if self.pending.is_none() {
-                // Resume the search three bytes back: the blank line may straddle reads.
-                let from = self.searched.saturating_sub(3);
-                let window = &self.buf[from..];
-                self.examined += window.len() as u64;
-                match find(window, b"\r\n\r\n") {
-                    None => {
-                        self.searched = self.buf.len();
-                        return Ok(None);
-                    }
-                    Some(i) => {
-                        let head_end = from + i;
-                        let head = parse_head(&self.buf, head_end, true)?;
-                        self.examined += head_end as u64;
-                        let body_start = head_end + 4;
-                        let end = body_start + head.body_len.unwrap_or(0);
-                        self.pending = Some((head, body_start, end));
-                    }
-                }
-            }
-            let Some((_, _, end)) = &self.pending else { return Ok(None) };
-            if self.buf.len() < *end {
-                return Ok(None);
-            }
-            let Some((head, body_start, end)) = self.pending.take() else { return Ok(None) };
-            let message = head.into_message(&self.buf[body_start..end]);
-            if self.keep_raw {
-                self.raw = self.buf[..end].to_vec();
-            }
-            self.buf.drain(..end);
-            self.searched = 0;
-            // Keep-alives right after a message are not part of the next one.
-            let crlf = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
-            if crlf > 0 {
-                self.keepalives += 1;
-                self.buf.drain(..crlf);
-            }
-            self.shrink();
-            return Ok(Some(message));
+        if self.buf.is_empty() {
+            return Ok(None);
         }
+        if self.pending.is_none() {
+            // Resume the search three bytes back: the blank line may straddle reads.
+            let from = self.searched.saturating_sub(3);
+            let window = &self.buf[from..];
+            self.examined += window.len() as u64;
+            let Some(i) = find(window, b"\r\n\r\n") else {
+                self.searched = self.buf.len();
+                return Ok(None);
+            };
+            let head_end = from + i;
+            let head = parse_head(&self.buf, head_end, true)?;
+            self.examined += head_end as u64;
+            let body_start = head_end + 4;
+            let end = body_start + head.body_len.unwrap_or(0);
+            self.pending = Some((head, body_start, end));
+        }
+        if self.pending.as_ref().is_none_or(|(_, _, end)| self.buf.len() < *end) {
+            return Ok(None);
+        }
+        let Some((head, body_start, end)) = self.pending.take() else { return Ok(None) };
+        let message = head.into_message(&self.buf[body_start..end]);
+        if self.keep_raw {
+            self.raw = self.buf[..end].to_vec();
+        }
+        self.buf.drain(..end);
+        self.searched = 0;
+        // Keep-alives right after a message are not part of the next one.
+        let crlf = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+        if crlf > 0 {
+            self.keepalives += 1;
+            self.buf.drain(..crlf);
+        }
+        self.shrink();
+        Ok(Some(message))
     }
 
     fn shrink(&mut self) {

@@ -89,7 +89,7 @@ pub fn choose_digest<'a>(
     }
     let realms: Vec<&str> = spoken.iter().filter_map(|(c, _)| c.param("realm")).collect();
     Err(match &policy.realm {
-        Some(pinned) if !spoken.is_empty() && !spoken.iter().any(|(c, _)| in_realm(&c)) => format!(
+        Some(pinned) if !spoken.is_empty() && !spoken.iter().any(|(c, _)| in_realm(c)) => format!(
             "challenged for realm {:?}, not the user's realm {pinned:?}: not answered",
             realms.join(", ")
         ),
@@ -132,12 +132,12 @@ mod tests {
         // MD5 listed first does not win over SHA-256.
         assert_eq!(choose_digest(&[md5.clone(), sha.clone()], &p).unwrap(), &sha);
         // Only MD5 (or no algorithm: MD5): refused unless allowed.
-        let e = choose_digest(&[md5.clone()], &p).unwrap_err();
+        let e = choose_digest(std::slice::from_ref(&md5), &p).unwrap_err();
         assert!(e.contains("allow_md5"), "{e}");
         let bare = ch("Digest realm=\"r\", nonce=\"5\"");
         assert!(choose_digest(std::slice::from_ref(&bare), &p).is_err());
         let allow = DigestPolicy { allow_md5: true, ..Default::default() };
-        assert_eq!(choose_digest(&[md5.clone()], &allow).unwrap(), &md5);
+        assert_eq!(choose_digest(std::slice::from_ref(&md5), &allow).unwrap(), &md5);
         assert!(choose_digest(&[ntlm, weird], &allow).unwrap_err().contains("speaks"));
     }
 

@@ -115,7 +115,7 @@ async fn over_udp(
     deadline: Instant,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<Message, Failure> {
-    let addrs = cx.addresses(&spec.host, phases).await.map_err(|f| f)?;
+    let addrs = cx.addresses(&spec.host, phases).await?;
     let target = SocketAddr::new(addrs[0], spec.port);
     let io = |e: std::io::Error| Failure::new(super::super::connect_reason(&e), format!("UDP {target}: {e}"));
     let sock = crate::os::udp_socket_to(target).await.map_err(io)?;

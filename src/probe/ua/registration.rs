@@ -304,7 +304,7 @@ pub async fn register<K: Connector>(
                     return Err(fail(f, phases));
                 };
                 let to = tr.unwrap_or(transport);
-                let in_pool = home_of(plan.pools, &h, cx).await != super::super::dns::UNKNOWN;
+                let in_pool = home_of(plan.pools, &h, cx).await != crate::pool::UNKNOWN;
                 if let Err(why) = policy::redirect(transport, &h, to, in_pool) {
                     tracing::warn!(user = %user.name, registrar = %host, contact = %contact, "{why}");
                     crate::trace::step("sip", || format!("redirected to {contact}: {why}"));
@@ -462,7 +462,7 @@ pub async fn home_of(pools: &[Pool], host: &str, cx: &ProbeContext) -> String {
     if let Some(p) = pools.iter().find(|p| p.owns_name(host)) {
         return p.name.clone();
     }
-    let unknown = || super::super::dns::UNKNOWN.to_owned();
+    let unknown = || crate::pool::UNKNOWN.to_owned();
     let Ok(ips) = cx.resolver.lookup_ip(host).await else { return unknown() };
     for p in pools {
         for name in std::iter::once(&p.fqdn).chain(&p.members) {
