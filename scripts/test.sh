@@ -24,6 +24,9 @@ trap 'rm -f "$log"' EXIT
 status=0
 # Property and fuzz tests run with a fixed seed here (scripts/fuzz.sh varies it).
 export PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-20261128}
+# The slow real-stack tests (the 12-minute alerting run) run here; `cargo test` alone
+# skips them.
+export COEXISTD_SLOW_TESTS=${COEXISTD_SLOW_TESTS:-1}
 cargo test --all-targets "$@" 2>&1 | tee "$log" || status=$?
 # One line for the whole run: cargo prints one "test result" per test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed/) p += $(i-1); if ($(i) ~ /^failed/) f += $(i-1) } }

@@ -156,6 +156,10 @@ expect_pool = "lync2013"
 
 #[test]
 fn a_member_failure_pages_within_two_minutes_and_a_dead_agent_resolves_nothing() {
+    // About 12 minutes of real alerting time.
+    if !common::slow_tests("a_member_failure_pages_within_two_minutes_and_a_dead_agent_resolves_nothing") {
+        return;
+    }
     let prometheus = require("prometheus", "prometheus");
     let alertmanager = require("prometheus-alertmanager", "prometheus-alertmanager");
     let root = env!("CARGO_MANIFEST_DIR");

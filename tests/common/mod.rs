@@ -8,6 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free UDP+TCP port on 127.0.0.1 (taken then released; good enough for tests).
+/// Whether the slow real-stack tests run: `COEXISTD_SLOW_TESTS=1` (`scripts/test.sh`
+/// and CI set it; `cargo test` alone skips them, saying so).
+#[allow(dead_code)]
+pub fn slow_tests(name: &str) -> bool {
+    let on = std::env::var("COEXISTD_SLOW_TESTS").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("{name}: skipped (a slow test: set COEXISTD_SLOW_TESTS=1, as scripts/test.sh does)");
+    }
+    on
+}
+
 pub fn free_port() -> u16 {
     loop {
         let u = UdpSocket::bind("127.0.0.1:0").unwrap();
