@@ -386,13 +386,22 @@ fn slow_clients_under_a_small_descriptor_limit_starve_neither_health_nor_probes(
 
 /// GET /-/healthy from source address `from`, within 1 s.
 fn health_from(to: SocketAddr, from: &str) -> Option<u16> {
-    let sock = socket2_connect(to, from)?;
-    let mut s = sock;
+    let Some(mut s) = socket2_connect(to, from) else {
+        eprintln!("health_from: cannot connect from {from} to {to}: {}", std::io::Error::last_os_error());
+        return None;
+    };
     s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    if let Err(e) = s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") {
+        eprintln!("health_from: write: {e}");
+        return None;
+    }
     let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace().nth(1)?.parse().ok()
+    let r = s.read_to_string(&mut out);
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    if code.is_none() {
+        eprintln!("health_from: no status line ({r:?}): {out:?}");
+    }
+    code
 }
 
 fn socket2_connect(to: SocketAddr, from: &str) -> Option<TcpStream> {
