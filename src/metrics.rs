@@ -69,7 +69,7 @@ enum Family {
 }
 
 /// The per-instance families, in exposition order: (family, name, help, type).
-const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 20] = [
+const INSTANCE_FAMILIES: &[(Family, &str, &str, MetricType)] = &[
     (
         Family::Success,
         "coexist_probe_success",
@@ -141,7 +141,7 @@ const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 20] = [
     (
         Family::SipStatus,
         "coexist_sip_status_code",
-        "Final SIP status of the last OPTIONS transaction.",
+        "Final SIP status of the last SIP transaction the probe judged (OPTIONS, or the test user's request).",
         MetricType::Gauge,
     ),
     (
@@ -165,7 +165,7 @@ const INSTANCE_FAMILIES: [(Family, &str, &str, MetricType); 20] = [
     (
         Family::Delivery,
         "coexist_sip_delivery_seconds",
-        "Time from the sending test user's request leaving to the receiving user's endpoint getting it, in the last passing sip_im probe.",
+        "Time from the sending test user's request leaving to the receiving user's endpoint getting it, in the last passing probe between users.",
         MetricType::Gauge,
     ),
     (
@@ -450,13 +450,13 @@ fn write_instance_family(
             }
         }
         Family::UserHome => {
-            let (crate::probe::CheckSpec::SipRegister(spec), Some(p)) =
-                (&instance.spec, last.and_then(|l| l.outcome.points_to.as_deref()))
+            let (Some(user), Some(p)) =
+                (instance.spec.homed_user(), last.and_then(|l| l.outcome.points_to.as_deref()))
             else {
                 return;
             };
             let mut extra = String::from(",user=\"");
-            escape_label_value(&mut extra, &spec.user.name);
+            escape_label_value(&mut extra, user);
             extra.push_str("\",home_pool=\"");
             escape_label_value(&mut extra, p);
             extra.push('"');
@@ -467,7 +467,7 @@ fn write_instance_family(
                 w.sample(name, "", labels, None, Value::F(d.as_secs_f64()));
             }
         }
-        Family::PointsTo if matches!(instance.spec, crate::probe::CheckSpec::SipRegister(_)) => {}
+        Family::PointsTo if instance.spec.homed_user().is_some() => {}
         Family::PointsTo => {
             if let Some(p) = last.and_then(|l| l.outcome.points_to.as_deref()) {
                 let mut extra = String::from(",points_to=\"");
@@ -544,7 +544,7 @@ impl AgentFamilies {
         if !cells.is_empty() {
             let mut e = encoder.encode_descriptor(
                 "coexist_interop_up",
-                "1 if every sip_im pair from test users planned on from_pool to those planned on to_pool passed its last probe.",
+                "1 if every pair of test users (sip_im) planned on from_pool and to_pool passed its last probe.",
                 None,
                 MetricType::Gauge,
             )?;

@@ -53,7 +53,7 @@ pub fn pool_reports(
         config.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
     for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
         // Users reaching each other roll up into the interop matrix, not into a pool.
-        if slot.instance.kind() == crate::probe::Kind::SipIm {
+        if slot.instance.spec.rollup() != crate::probe::Rollup::Pool {
             continue;
         }
         let Some(&i) = slot.instance.pool.as_ref().and_then(|p| index.get(p.name.as_str())) else { continue };
@@ -70,7 +70,7 @@ pub fn pool_reports(
     pools
 }
 
-/// One cell of the coexistence matrix: every `sip_im` pair from users planned on one
+/// One cell of the coexistence matrix: every pair of test users (a kind between users, `sip_im`) from users planned on one
 /// pool to users planned on another (or the same).
 #[derive(Debug, Clone, Serialize)]
 pub struct InteropCell {
@@ -93,13 +93,14 @@ pub struct InteropCell {
 }
 
 /// The coexistence matrix, in pool order (senders, then recipients): cells with at
-/// least one `sip_im` pair.
+/// least one pair.
 pub fn interop(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize, Unit)]) -> Vec<InteropCell> {
     let order = |name: &str| config.pools.iter().position(|p| p.name == name).unwrap_or(usize::MAX);
     let mut cells: Vec<InteropCell> = Vec::new();
     for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
-        let crate::probe::CheckSpec::SipIm(spec) = &slot.instance.spec else { continue };
-        let (from, to) = (spec.from.user.pool.as_str(), spec.to.user.pool.as_str());
+        let crate::probe::Rollup::PoolPair { from, to, between } = slot.instance.spec.rollup() else {
+            continue;
+        };
         let at = match cells.iter().position(|c| c.from_pool == from && c.to_pool == to) {
             Some(i) => i,
             None => {
@@ -125,8 +126,8 @@ pub fn interop(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize,
                 if let Some(f) = unit.state.last.as_ref().and_then(|l| l.outcome.result.as_ref().err()) {
                     c.failures.push(format!(
                         "{} \u{2192} {}: {} ({})",
-                        spec.from.user.name,
-                        spec.to.user.name,
+                        between.0,
+                        between.1,
                         f.reason.as_str(),
                         f.detail
                     ));

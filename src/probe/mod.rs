@@ -89,9 +89,40 @@ pub trait CheckKind: Sized {
     }
 
     /// Labels of the instance's series besides pool, role, check, kind and target.
+    /// A kind that runs between two pools labels the far one `to_pool`: the alert
+    /// rules tell pair checks from pool checks by that label, never by kind.
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
         Vec::new()
     }
+
+    /// Where the instance's result counts: in its pool's UP/DOWN (the default), or in
+    /// the matrix cell of the two pools a kind between users runs across.
+    fn rollup(&self) -> Rollup<'_> {
+        Rollup::Pool
+    }
+
+    /// For a kind whose `points_to` is where a test user is homed (not where a record
+    /// points): that user's name. Its `points_to` is then exported as
+    /// `coexist_user_home{user,home_pool}` instead of `coexist_dns_points_to`.
+    fn homed_user(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Where an instance's result counts (see [`CheckKind::rollup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollup<'a> {
+    /// Into its pool's UP/DOWN and counts.
+    Pool,
+    /// Into the interop matrix cell `from` → `to` (planned pools of the two users).
+    PoolPair {
+        /// The sender's planned pool.
+        from: &'a str,
+        /// The recipient's planned pool.
+        to: &'a str,
+        /// The two users' names, for the cell's list of failing pairs.
+        between: (&'a str, &'a str),
+    },
 }
 
 /// The `users` key of a per-user kind: the names listed, or every user when absent.
@@ -227,6 +258,20 @@ macro_rules! check_kinds {
             pub fn extra_labels(&self) -> Vec<(&'static str, &str)> {
                 match self {
                     $(CheckSpec::$variant(s) => s.extra_labels(),)+
+                }
+            }
+
+            /// See [`CheckKind::rollup`].
+            pub fn rollup(&self) -> Rollup<'_> {
+                match self {
+                    $(CheckSpec::$variant(s) => s.rollup(),)+
+                }
+            }
+
+            /// See [`CheckKind::homed_user`].
+            pub fn homed_user(&self) -> Option<&str> {
+                match self {
+                    $(CheckSpec::$variant(s) => s.homed_user(),)+
                 }
             }
         }

@@ -144,6 +144,16 @@ impl CheckKind for SipImSpec {
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
         vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
     }
+
+    /// Into the interop matrix, not into the sender's pool: a broken route between
+    /// pools is its own cell and alert.
+    fn rollup(&self) -> super::Rollup<'_> {
+        super::Rollup::PoolPair {
+            from: &self.from.user.pool,
+            to: &self.to.user.pool,
+            between: (&self.from.user.name, &self.to.user.name),
+        }
+    }
 }
 
 /// One request of the exchange: what varies between them.

@@ -100,6 +100,10 @@ impl CheckKind for SipRegisterSpec {
     fn expect_pool(&self) -> Option<&str> {
         Some(&self.user.pool)
     }
+
+    fn homed_user(&self) -> Option<&str> {
+        Some(&self.user.name)
+    }
 }
 
 /// Runs a sip_register probe.
