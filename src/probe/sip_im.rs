@@ -34,10 +34,10 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use toml::Spanned;
 
-use super::ua::endpoint::{im_sdp, Endpoint, EndpointSpec, Link};
-use super::ua::registration::{reason_phrase, Credentials};
+use super::ua::client::{status_failure, Req, Uac};
+use super::ua::endpoint::{im_sdp, EndpointSpec};
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
-use crate::sip::message::{self, Message, RequestParams, Transaction};
+use crate::sip::message;
 use crate::users::User;
 
 /// The keys of `kind = "sip_im"`.
@@ -156,131 +156,17 @@ impl CheckKind for SipImSpec {
     }
 }
 
-/// One request of the exchange: what varies between them.
-struct Req<'a> {
-    uri: &'a str,
-    to_tag: Option<&'a str>,
-    route: &'a [String],
-    body: Option<(&'a str, &'a [u8])>,
-}
-
-/// The sender's side of the exchange.
-struct Sender<'a> {
-    link: &'a Link,
-    user: &'a User,
-    to: &'a User,
-    from_uri: String,
-    to_uri: String,
-    tag: String,
-    creds: Credentials,
-}
-
-impl Sender<'_> {
-    fn build(&self, req: &Req<'_>, tx: &Transaction, credentials: Option<(&str, &str)>) -> Vec<u8> {
-        message::request(&RequestParams {
-            uri: req.uri,
-            transport: self.link.transport,
-            sent_by: &self.link.sent_by,
-            tx,
-            from: (&self.from_uri, &self.tag),
-            to: (&self.to_uri, req.to_tag),
-            contact_user: (tx.method == "INVITE").then_some(self.user.aor.user.as_str()),
-            route: req.route,
-            credentials,
-            body: req.body,
-        })
-    }
-
-    /// Sends a request, answering one challenge; the final response and when the
-    /// answered (last) request left. `tx` ends as the last transaction sent.
-    async fn send(
-        &mut self,
-        req: &Req<'_>,
-        tx: &mut Transaction,
-        deadline: Instant,
-    ) -> Result<(Message, Instant), Failure> {
-        let mut credentials: Option<(&'static str, String)> = None;
-        let mut stale_retried = false;
-        loop {
-            let bytes = self.build(req, tx, credentials.as_ref().map(|(n, v)| (*n, v.as_str())));
-            let sent = Instant::now();
-            let resp = self.link.transaction(&bytes, tx, deadline).await?;
-            let code = resp.status().unwrap_or(0);
-            if tx.method == "INVITE" && code >= 300 {
-                // A non-2xx final response to INVITE is acknowledged in its transaction.
-                self.ack(req, tx, &resp, &tx.branch.clone()).await?;
-            }
-            if !matches!(code, 401 | 407) {
-                return Ok((resp, sent));
-            }
-            let phrase = reason_phrase(&resp);
-            let (answer, stale) = self.creds.answer(&resp, tx.method, req.uri)?;
-            if credentials.is_some() && (!stale || stale_retried) {
-                return Err(Failure::new(
-                    FailureReason::AuthFailed,
-                    format!("{} credentials refused: {code} {phrase} again", self.user.name),
-                ));
-            }
-            stale_retried |= credentials.is_some() && stale;
-            credentials = Some(answer);
-            *tx = tx.next(tx.method);
-        }
-    }
-
-    /// ACK for an INVITE's final response `resp` (`branch`: the INVITE's for a
-    /// non-2xx, a new one for a 2xx).
-    async fn ack(
-        &self,
-        req: &Req<'_>,
-        invite: &Transaction,
-        resp: &Message,
-        branch: &str,
-    ) -> Result<(), Failure> {
-        let tx = Transaction {
-            branch: branch.to_owned(),
-            call_id: invite.call_id.clone(),
-            cseq: invite.cseq,
-            method: "ACK",
-        };
-        let to_tag = resp.header("to").and_then(message::tag_of);
-        let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
-        self.link.send(&self.build(&ack, &tx, None)).await
-    }
-}
-
-/// `sip_status` for a final response that is not 2xx.
-fn status_failure(method: &str, to: &str, resp: &Message) -> Failure {
-    let code = resp.status().unwrap_or(0);
-    let diag = resp.header("ms-diagnostics").map(|d| format!(" (ms-diagnostics: {d})")).unwrap_or_default();
-    Failure::new(
-        FailureReason::SipStatus,
-        format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)),
-    )
-}
-
-/// Whether an endpoint can take part now: its link, or `not_registered`.
-fn registered(e: &Endpoint) -> Result<std::sync::Arc<Link>, Failure> {
-    e.link().ok_or_else(|| {
-        let s = e.status();
-        let why = match (s.reason, s.detail) {
-            (Some(r), Some(d)) => format!(": {} ({d})", r.as_str()),
-            _ => " yet".to_owned(),
-        };
-        Failure::new(FailureReason::NotRegistered, format!("{} ({}) is not registered{why}", s.user, s.uri))
-    })
-}
-
 /// Runs a sip_im probe.
 pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
     let mut status = None;
     let mut r = exchange(spec, cx, deadline, &mut status).await;
-    if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) && matches!(status, Some(404 | 480)) {
+    if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) {
         // The recipient reads registered, yet its pool says there is no such binding:
         // the registrar lost it (a restart). Register it again now and try once more.
         if let Some(b) = cx.endpoints.get(&spec.to.user.name) {
-            if b.link().is_some() && b.refresh_now(deadline).await {
+            if b.lost_binding(status, deadline).await {
                 status = None;
                 r = exchange(spec, cx, deadline, &mut status).await;
                 if r.is_ok() {
@@ -308,31 +194,18 @@ async fn exchange(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Duration, Failure> {
-    let missing = |u: &User| {
-        Failure::new(FailureReason::NotRegistered, format!("{} has no endpoint in this agent", u.name))
-    };
-    let a = cx.endpoints.get(&spec.from.user.name).ok_or_else(|| missing(&spec.from.user))?;
-    let b = cx.endpoints.get(&spec.to.user.name).ok_or_else(|| missing(&spec.to.user))?;
-    a.first_attempt(deadline).await;
-    b.first_attempt(deadline).await;
-    let link = registered(&a)?;
-    registered(&b)?;
+    let a = cx.endpoints.ready(&spec.from.user, deadline).await?;
+    let b = cx.endpoints.ready(&spec.to.user, deadline).await?;
+    let link = a.registered_link()?;
+    b.registered_link()?;
     let method = spec.method.as_str();
     let mut tx = message::new_transaction();
     tx.method = method;
     tx.call_id = format!("{}@coexistd", message::token(24));
     let busy = || Failure::new(FailureReason::Internal, "too many probes wait at this endpoint");
     let mut first = b.expect(&tx.call_id, method).ok_or_else(busy)?;
-    let mut sender = Sender {
-        link: &link,
-        user: &spec.from.user,
-        to: &spec.to.user,
-        from_uri: spec.from.user.aor.uri(),
-        to_uri: spec.to.user.aor.uri(),
-        tag: message::token(8),
-        creds: Credentials::of(&spec.from.user, cx.endpoints.realm_of(&spec.from.user.name)),
-    };
-    let to_uri = sender.to_uri.clone();
+    let mut sender = Uac::new(&link, &spec.from.user, &spec.to.user, cx);
+    let to_uri = sender.to_uri().to_owned();
     let text = format!("coexistd interop test {}", tx.call_id).into_bytes();
     let sdp = im_sdp(&link.sent_by);
     let body = match spec.method {
@@ -351,7 +224,7 @@ async fn exchange(
         let Some(arrived) = first.arrived(deadline).await else {
             return Err(Failure::new(
                 FailureReason::NotDelivered,
-                format!("{method} answered {code} but {} never received it", sender.to.name),
+                format!("{method} answered {code} but {} never received it", spec.to.user.name),
             ));
         };
         return Ok(arrived.saturating_duration_since(sent));
@@ -374,7 +247,7 @@ async fn exchange(
         let Some(arrived) = first.arrived(deadline).await else {
             return Err(Failure::new(
                 FailureReason::NotDelivered,
-                format!("INVITE answered {code} but {} never received it", sender.to.name),
+                format!("INVITE answered {code} but {} never received it", spec.to.user.name),
             ));
         };
         let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
@@ -388,7 +261,7 @@ async fn exchange(
                 FailureReason::NotDelivered,
                 format!(
                     "the MESSAGE in the IM session was answered 2xx but {} never received it",
-                    sender.to.name
+                    spec.to.user.name
                 ),
             ));
         }

@@ -236,6 +236,16 @@ impl Endpoints {
         v
     }
 
+    /// The endpoint of `user`, once its first registration attempt is over (or
+    /// `deadline`); `not_registered` when the agent keeps none for it.
+    pub async fn ready(&self, user: &User, deadline: Instant) -> Result<Arc<Endpoint>, Failure> {
+        let e = self.get(&user.name).ok_or_else(|| {
+            Failure::new(FailureReason::NotRegistered, format!("{} has no endpoint in this agent", user.name))
+        })?;
+        e.first_attempt(deadline).await;
+        Ok(e)
+    }
+
     /// Waits until every endpoint has made its first attempt, or `deadline`.
     pub async fn settled(&self, deadline: Instant) {
         while Instant::now() < deadline
@@ -349,6 +359,26 @@ impl Endpoint {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         false
+    }
+
+    /// The link it is registered over, or `not_registered` with the last failure.
+    pub fn registered_link(&self) -> Result<Arc<Link>, Failure> {
+        self.link().ok_or_else(|| {
+            let s = self.status();
+            let why = match (s.reason, s.detail) {
+                (Some(r), Some(d)) => format!(": {} ({d})", r.as_str()),
+                _ => " yet".to_owned(),
+            };
+            Failure::new(FailureReason::NotRegistered, format!("{} ({}) is not registered{why}", s.user, s.uri))
+        })
+    }
+
+    /// After a request to this user was answered `status`: when that is `404`/`480`
+    /// while the endpoint reads registered, the registrar has likely lost the binding
+    /// (it restarted): registers again now and says whether the caller should try once
+    /// more (then [`Endpoint::binding_was_lost`] if the retry passes).
+    pub async fn lost_binding(&self, status: Option<u16>, deadline: Instant) -> bool {
+        matches!(status, Some(404 | 480)) && self.link().is_some() && self.refresh_now(deadline).await
     }
 
     /// Counts a binding the registrar had lost (a probe's retry after

@@ -1,5 +1,5 @@
-//! The SIP user agent the kinds stand on: client transactions over a connection of a
-//! probe's own ([`udp_transaction`], [`stream_transaction`]), the OPTIONS exchange
+//! The SIP user agent the kinds stand on: a test user's requests ([`client`]), client
+//! transactions over a connection of a probe's own ([`udp_transaction`], [`stream_transaction`]), the OPTIONS exchange
 //! ([`options`]), one registration routine with the redirect and authentication
 //! policy ([`registration`]), and the test users' registered endpoints ([`endpoint`]:
 //! their connections, client transactions on them, and the UAS side — which requests
@@ -19,6 +19,7 @@
 //!
 //! What it does not do: schedule, judge a check, or write results.
 
+pub mod client;
 pub mod endpoint;
 pub mod options;
 pub mod registration;
