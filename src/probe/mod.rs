@@ -406,6 +406,30 @@ impl BuildCx<'_> {
         }
     }
 
+    /// The registered endpoint `user` needs (its planned pool's FQDN and TLS options).
+    pub fn endpoint_of(&self, user: &crate::users::User) -> Result<ua::endpoint::EndpointSpec, BuildError> {
+        let pool = self
+            .pools
+            .iter()
+            .find(|p| p.name == user.pool)
+            .ok_or_else(|| self.err(self.name_span.clone(), "users: a user's pool is unknown"))?;
+        let pool_cx = BuildCx { pool: Some(pool), ..self.clone() };
+        Ok(ua::endpoint::EndpointSpec {
+            user: user.clone(),
+            registrar: pool.fqdn.clone(),
+            opts: pool_cx.tls_options(&TlsKeys::default())?,
+            pools: self.pools.to_vec(),
+        })
+    }
+
+    /// The endpoint of the user a per-user kind runs as.
+    pub fn endpoint_spec(&self) -> Result<ua::endpoint::EndpointSpec, BuildError> {
+        let user = self
+            .user
+            .ok_or_else(|| self.err(self.name_span.clone(), "users: the kind runs as test users"))?;
+        self.endpoint_of(user)
+    }
+
     /// `transport`: udp, tcp or tls (any case).
     pub fn transport(&self, t: &Spanned<String>) -> Result<crate::sip::message::Transport, BuildError> {
         crate::sip::message::Transport::parse(t.get_ref()).ok_or_else(|| {

@@ -109,20 +109,7 @@ impl CheckKind for SipImSpec {
                 }
             },
         };
-        let endpoint = |u: &User| -> Result<Box<EndpointSpec>, BuildError> {
-            let pool = cx
-                .pools
-                .iter()
-                .find(|p| p.name == u.pool)
-                .ok_or_else(|| cx.err(cx.name_span.clone(), "from: a user's pool is unknown"))?;
-            let pool_cx = BuildCx { pool: Some(pool), ..cx.clone() };
-            Ok(Box::new(EndpointSpec {
-                user: u.clone(),
-                registrar: pool.fqdn.clone(),
-                opts: pool_cx.tls_options(&super::TlsKeys::default())?,
-                pools: cx.pools.to_vec(),
-            }))
-        };
+        let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
         let spec = SipImSpec { from: endpoint(from)?, to: endpoint(to)?, method, budget: cx.timeout };
         Ok((spec, to.aor.uri()))
     }

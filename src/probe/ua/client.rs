@@ -109,7 +109,13 @@ impl<'a> Uac<'a> {
 
     /// ACK for an INVITE's final response `resp` (`branch`: the INVITE's for a
     /// non-2xx, a new one for a 2xx).
-    pub async fn ack(&self, req: &Req<'_>, invite: &Transaction, resp: &Message, branch: &str) -> Result<(), Failure> {
+    pub async fn ack(
+        &self,
+        req: &Req<'_>,
+        invite: &Transaction,
+        resp: &Message,
+        branch: &str,
+    ) -> Result<(), Failure> {
         let tx = Transaction {
             branch: branch.to_owned(),
             call_id: invite.call_id.clone(),
@@ -126,5 +132,8 @@ impl<'a> Uac<'a> {
 pub fn status_failure(method: &str, to: &str, resp: &Message) -> Failure {
     let code = resp.status().unwrap_or(0);
     let diag = resp.header("ms-diagnostics").map(|d| format!(" (ms-diagnostics: {d})")).unwrap_or_default();
-    Failure::new(FailureReason::SipStatus, format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)))
+    Failure::new(
+        FailureReason::SipStatus,
+        format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)),
+    )
 }

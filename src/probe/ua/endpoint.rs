@@ -369,7 +369,10 @@ impl Endpoint {
                 (Some(r), Some(d)) => format!(": {} ({d})", r.as_str()),
                 _ => " yet".to_owned(),
             };
-            Failure::new(FailureReason::NotRegistered, format!("{} ({}) is not registered{why}", s.user, s.uri))
+            Failure::new(
+                FailureReason::NotRegistered,
+                format!("{} ({}) is not registered{why}", s.user, s.uri),
+            )
         })
     }
 
