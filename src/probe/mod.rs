@@ -11,6 +11,7 @@ pub mod http;
 pub mod net;
 pub mod sip;
 pub mod sip_discovery;
+pub mod sip_echo;
 pub mod sip_im;
 pub mod sip_register;
 pub mod tcp;
@@ -304,6 +305,9 @@ check_kinds! {
     /// One test user reaches another through the pools (MESSAGE, an INVITE IM session,
     /// or OPTIONS), both registered endpoints of the agent; one instance per ordered pair.
     SipIm(sip_im::SipImSpec) => "sip_im",
+    /// A test user sends a MESSAGE to itself through its home pool (the pool's own IM
+    /// delivery, without another pool in the way).
+    SipEcho(sip_echo::SipEchoSpec) => "sip_echo",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde
