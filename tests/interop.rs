@@ -155,6 +155,9 @@ method = "MESSAGE"
 name = "im-session"
 kind = "sip_im"
 method = "INVITE"
+[[checks]]
+name = "echo"
+kind = "sip_echo"
 "#,
         dns = knot.addr,
         ca = ca.display(),
@@ -226,6 +229,22 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
     for (u, _, _) in USERS {
         assert_eq!(sample(&m, "coexist_user_registered", &[("user", u)]), Some(1.0), "{u}: {m}");
     }
+    // Each pool delivers its own users' MESSAGEs to themselves (sip_echo), counted in
+    // the pool, not in the matrix.
+    let m = agent.wait_metrics(Duration::from_secs(10), |m| {
+        USERS.iter().all(|(u, _, _)| {
+            let target = format!("sip:{u}@contoso.test");
+            sample(m, "coexist_probe_success", &[("check", "echo"), ("target", &target)]) == Some(1.0)
+        })
+    });
+    for pool in POOLS {
+        assert_eq!(sample(&m, "coexist_pool_up", &[("pool", pool)]), Some(1.0), "{pool}: {m}");
+    }
+    assert!(
+        sample(&m, "coexist_sip_delivery_seconds", &[("check", "echo"), ("target", "sip:adam@contoso.test")])
+            .is_some_and(|d| d > 0.0 && d < 0.9),
+        "{m}"
+    );
     let delivery = sample(
         &m,
         "coexist_sip_delivery_seconds",
