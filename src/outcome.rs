@@ -1,7 +1,7 @@
 //! What one probe run found: pass or a [`Failure`], timed phases, and what the peer
 //! showed (TLS chain, SIP status and software, where a record points).
 //!
-//! Ground floor: imports only the failure reasons and the TLS facts.
+//! Layer 2 (facts): imports only the failure reasons and the TLS facts.
 
 use std::time::Duration;
 

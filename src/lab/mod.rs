@@ -435,6 +435,14 @@ async fn sip_stream_as<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin +
     let mut chunk = [0u8; 4096];
     'conn: loop {
         loop {
+            // A client's CRLF ping between messages gets its pong (RFC 5626 §4.4.1), as
+            // Kamailio answers one.
+            while buf.starts_with(b"\r\n\r\n") {
+                buf.drain(..4);
+                if tx.send(b"\r\n".to_vec()).await.is_err() {
+                    break 'conn;
+                }
+            }
             match message::parse(&buf, true) {
                 Ok(message::Parsed::Complete(msg, used)) => {
                     buf.drain(..used);

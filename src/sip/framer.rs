@@ -7,8 +7,11 @@
 //! rescan from the start on every read made a slow sender cost quadratic CPU).
 //!
 //! Bounds: at most [`MAX_MESSAGE`] bytes (plus a blank line) are buffered; with a
-//! [`Budget`] the buffer's capacity is also drawn from it, and growth the budget
-//! refuses is an error (the caller closes the connection). CRLFs between messages are
+//! [`Budget`] the buffer's capacity past its first 4 KiB is also drawn from it, and
+//! growth the budget refuses is an error (the caller closes the connection). The first
+//! 4 KiB are every framer's own, so that connections holding the budget cannot keep
+//! the others from exchanging ordinary messages (the bound is then 4 KiB per connection
+//! plus the budget). CRLFs between messages are
 //! keep-alives (RFC 5626 §4.4.1): they are counted, never buffered.
 //!
 //! What it does not do: I/O, or recover a stream after an error (there is no
@@ -99,7 +102,7 @@ impl Framer {
         if need > self.buf.capacity() {
             let cap = need.next_power_of_two().clamp(IDLE_CAPACITY, MAX_BUFFER);
             if let Some(g) = &mut self.grant {
-                if !g.resize(cap) {
+                if !g.resize(cap - IDLE_CAPACITY) {
                     return Err(FrameError::Budget);
                 }
             }
@@ -159,7 +162,7 @@ impl Framer {
         }
     }
 
-    /// Bytes buffered now.
+    /// Bytes buffered now (a message begun and not complete yet, when not zero).
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
@@ -244,8 +247,16 @@ mod tests {
         let budget = Budget::new(64 * 1024);
         let mut a = Framer::new(Some(&budget));
         let mut b = Framer::new(Some(&budget));
+        // The first 4 KiB are the framer's own.
+        b.push(&[b'b'; 4000]).unwrap();
+        assert_eq!(budget.used(), 0);
+        let mut b = Framer::new(Some(&budget));
         a.push(&vec![b'a'; 40_000]).unwrap();
-        assert!(budget.used() >= 40_000);
+        assert!(budget.used() >= 40_000 - IDLE_CAPACITY);
+        // Even with the budget held, a small message still fits.
+        let mut small = Framer::new(Some(&budget));
+        small.push(MSG).unwrap();
+        assert!(small.next_message().unwrap().is_some());
         assert_eq!(b.push(&vec![b'b'; 40_000]), Err(FrameError::Budget));
         drop(a);
         assert_eq!(budget.used(), 0);

@@ -1,6 +1,7 @@
-//! SIP messages on the wire, without sockets: the OPTIONS and REGISTER requests the
-//! probes send (RFC 3261 §8.1.1, §10.2), the targets of a redirect's `Contact`, and a
-//! parser for what comes back.
+//! SIP messages on the wire, without sockets: the requests the user agent sends
+//! (OPTIONS, REGISTER and a test user's requests: RFC 3261 §8.1.1, §10.2), the responses
+//! an endpoint answers with (§8.2.6), URIs and parameters (a redirect's `Contact`, tags),
+//! and one bounded parser for requests and responses alike.
 //!
 //! The parser takes bytes and says: a complete message (and how many bytes it used),
 //! more bytes needed, or malformed. It never reads past [`MAX_MESSAGE`] bytes, so a peer

@@ -8,10 +8,10 @@
 //! a loss or a refusal with jittered exponential backoff (1 s doubling to 30 s, reset
 //! only once a registration has held for a minute).
 //!
-//! Keep-alives (RFC 5626 §4.4): on a stream a CRLF ping every 15 s; a registrar that
+//! Keep-alives (RFC 5626 §4.4): on a stream a CRLF ping every 30 s; a registrar that
 //! has ever answered one with a pong must answer each within 10 s, else the flow is
 //! dead. Over UDP, and on streams whose registrar never pongs, an OPTIONS to the
-//! registrar every 15 s must get a final response (any code). A dead flow is closed
+//! registrar every 30 s must get a final response (any code). A dead flow is closed
 //! and the user registered again. A probe that finds the recipient's binding gone
 //! (`404`/`480` for a registered user) asks for an immediate refresh
 //! ([`Endpoint::refresh_now`]).
@@ -63,8 +63,10 @@ pub const EXPIRES: u32 = 600;
 /// The shortest refresh period, whatever the registrar grants.
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 /// Keep-alive period (RFC 5626 §4.4.1 suggests 95-120 s for streams; probes need to
-/// know sooner that a flow is dead).
-const KEEPALIVE: Duration = Duration::from_secs(15);
+/// know sooner that a flow is dead): a CRLF ping on a stream this often, and where no
+/// pong can be had (UDP, a registrar that does not answer pings) an OPTIONS to the
+/// registrar. 1,000 endpoints send 33 a second.
+const KEEPALIVE: Duration = Duration::from_secs(30);
 /// How long a pong (or the OPTIONS keep-alive's response) may take (RFC 5626 §4.4.1).
 const PONG_WAIT: Duration = Duration::from_secs(10);
 /// Backoff after a failed registration: from this, doubling…
@@ -77,6 +79,9 @@ const HELD_LONG_ENOUGH: Duration = Duration::from_secs(60);
 const REGISTER_BUDGET: Duration = Duration::from_secs(10);
 /// Longest a write to the registrar may block before the connection is given up.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a message may take to arrive once its first byte has (a registrar that
+/// starts a message and never ends it holds buffer space): the connection is closed.
+const MESSAGE_WITHIN: Duration = Duration::from_secs(32);
 /// Probes waiting for a request at one endpoint, at most (one per probe in flight).
 const MAX_WAITERS: usize = 4096;
 /// Transactions in flight on one link, at most.
@@ -761,6 +766,7 @@ fn start_link(conn: SipConn, transport: Transport, endpoint: &Arc<Endpoint>) -> 
 async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<Box<dyn Stream>>) {
     let mut framer = Framer::new(Some(&endpoint.shared.budget));
     let mut chunk = [0u8; 4096];
+    let mut begun: Option<Instant> = None;
     let user = endpoint.spec.user.name.clone();
     let give_up = |e: FrameError| {
         match e {
@@ -777,6 +783,7 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
         loop {
             match framer.next_message() {
                 Ok(Some(m)) => {
+                    begun = None;
                     if let Some(resp) = link.dispatch(m, &endpoint) {
                         let _ = link.send(&resp).await;
                     }
@@ -786,9 +793,27 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
             }
         }
         link.pongs.store(framer.keepalives(), Ordering::Release);
+        // A message begun must end in time; between messages there is no limit.
+        let started = match (framer.buffered(), begun) {
+            (0, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => Some(Instant::now()),
+        };
+        begun = started;
+        let too_slow = async {
+            match started {
+                Some(t) => tokio::time::sleep_until(t + MESSAGE_WITHIN).await,
+                None => std::future::pending().await,
+            }
+        };
         let n = tokio::select! {
             r = rd.read(&mut chunk) => r,
             _ = link.closed.cancelled() => return,
+            _ = too_slow => {
+                tracing::warn!(user = %user, "a message from the registrar did not end within {MESSAGE_WITHIN:?}; closing the connection");
+                link.close();
+                return;
+            }
         };
         match n {
             Ok(0) | Err(_) => {
