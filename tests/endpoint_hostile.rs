@@ -330,3 +330,49 @@ fn a_hostile_registrar_gets_answers_or_a_closed_connection_and_the_endpoint_regi
     let log = agent.stderr();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A registrar that accepts every REGISTER and then drops the connection: the endpoint
+/// registers again with a growing, jittered backoff (1 s doubling to 30 s, not reset by
+/// a registration the connection loses at once), not once a second forever.
+#[test]
+fn a_registrar_that_accepts_and_drops_gets_ever_fewer_attempts() {
+    let ip = "127.0.53.2";
+    let knot = Knot::start("contoso.test", &format!("pool A {ip}\n"));
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let registers = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    {
+        let registers = registers.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                if let Some(req) = read_message(&mut c) {
+                    if req.starts_with("REGISTER") {
+                        registers.lock().unwrap().push(Instant::now());
+                        let _ = c.write_all(ok(&req).as_bytes());
+                    }
+                }
+                // Accepted, then dropped.
+                std::thread::sleep(Duration::from_millis(50));
+                drop(c);
+            }
+        });
+    }
+    let agent = Agent::start(&format!(
+        "[agent]\nlisten = \"{{listen}}\"\ninterval = \"1h\"\ntimeout = \"5s\"\n[dns]\nservers = [\"{}\"]\n\
+         [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n\
+         [[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.test\"\npool = \"p\"\nauth = \"none\"\n\
+         transport = \"tcp\"\nport = {port}\n\
+         [[checks]]\nname = \"echo\"\nkind = \"sip_echo\"\n",
+        knot.addr
+    ));
+    std::thread::sleep(Duration::from_secs(20));
+    let times = registers.lock().unwrap().clone();
+    let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();
+    eprintln!("{} REGISTERs in 20 s, gaps {gaps:.1?}", times.len());
+    // 0, then after 0.5-1, 1-2, 2-4, 4-8 s (and the 50 ms each is held): at most 6.
+    assert!(times.len() >= 3, "the endpoint gave up: {} REGISTERs", times.len());
+    assert!(times.len() <= 6, "{} REGISTERs in 20 s: the backoff reset on a lost registration", times.len());
+    assert!(gaps.last().is_some_and(|g| *g >= 2.0), "the gaps do not grow: {gaps:?}");
+    drop(agent);
+}
