@@ -376,3 +376,57 @@ fn a_registrar_that_accepts_and_drops_gets_ever_fewer_attempts() {
     assert!(gaps.last().is_some_and(|g| *g >= 2.0), "the gaps do not grow: {gaps:?}");
     drop(agent);
 }
+
+/// A registrar that goes silent after accepting the REGISTER (a half-open connection,
+/// a hung process): no pong, no answer to the OPTIONS keep-alive. The endpoint gives
+/// the flow up within one keep-alive period and 10 s (RFC 5626 §4.4.1) and registers
+/// again on a new connection, instead of reading registered until its refresh. About
+/// 45 s: a slow test.
+#[test]
+fn a_registrar_gone_silent_is_noticed_by_the_keepalive() {
+    if !common::slow_tests("a_registrar_gone_silent_is_noticed_by_the_keepalive") {
+        return;
+    }
+    let ip = "127.0.53.3";
+    let knot = Knot::start("contoso.test", &format!("pool A {ip}\n"));
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let registers = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    {
+        let registers = registers.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let registers = registers.clone();
+                std::thread::spawn(move || {
+                    if let Some(req) = read_message(&mut c) {
+                        registers.lock().unwrap().push(Instant::now());
+                        let _ = c.write_all(ok(&req).as_bytes());
+                    }
+                    // Silent from now on: reads everything, answers nothing.
+                    let mut sink = [0u8; 4096];
+                    while c.read(&mut sink).is_ok_and(|n| n > 0) {}
+                });
+            }
+        });
+    }
+    let agent = Agent::start(&format!(
+        "[agent]\nlisten = \"{{listen}}\"\ninterval = \"1h\"\ntimeout = \"5s\"\n[dns]\nservers = [\"{}\"]\n\
+         [[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"pool.contoso.test\"\n\
+         [[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.test\"\npool = \"p\"\nauth = \"none\"\n\
+         transport = \"tcp\"\nport = {port}\n\
+         [[checks]]\nname = \"echo\"\nkind = \"sip_echo\"\n",
+        knot.addr
+    ));
+    let t = Instant::now();
+    while registers.lock().unwrap().len() < 2 {
+        assert!(t.elapsed() < Duration::from_secs(60), "the silent registrar was never noticed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let times = registers.lock().unwrap().clone();
+    let gap = (times[1] - times[0]).as_secs_f64();
+    eprintln!("registered again {gap:.1} s after the registrar went silent");
+    // 30 s to the keep-alive, 10 s for its answer, then the backoff (0.5-1 s).
+    assert!(gap < 45.0, "{gap}");
+    drop(agent);
+}
