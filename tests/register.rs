@@ -23,13 +23,16 @@ use openssl::hash::MessageDigest;
 
 const OCS_IP: &str = "127.0.51.1";
 const LYNC_IP: &str = "127.0.51.2";
-const ZONE: &str = "ocspool A 127.0.51.1\nlyncpool A 127.0.51.2\n";
+/// `rebind` resolves to the new pool's address but is no pool's name: a redirect to it
+/// is refused (a name's addresses can change between the check and the connect).
+const ZONE: &str = "ocspool A 127.0.51.1\nlyncpool A 127.0.51.2\nrebind A 127.0.51.2\n";
 /// Test passwords: every output of the agent is searched for them.
 const ALICE_PW: &str = "alice-Secret-7c1e";
 const BOB_PW: &str = "bob-Secret-93fa";
 const CAROL_PW: &str = "carol-Secret-0d2b";
 const DAVE_PW: &str = "dave-Secret-55e1";
 const ERIN_PW: &str = "erin-Secret-a9f0";
+const FRANK_PW: &str = "frank-Secret-3b7d";
 /// The host a hostile redirect names: no pool's.
 const ATTACKER_IP: &str = "127.0.99.3";
 
@@ -49,7 +52,9 @@ fn registrar(pool: &str, port: u16, tls_port: u16, attacker_port: u16, tls: Kama
            $sht(users=>alice) = \"{ALICE_PW}\";\n  $sht(users=>bob) = \"{BOB_PW}\";\n  $sht(users=>carol) = \"{CAROL_PW}\";\n\
            $sht(users=>dave) = \"{DAVE_PW}\";\n  $sht(users=>erin) = \"{ERIN_PW}\";\n\
            $sht(homes=>alice) = \"ocs\";\n  $sht(homes=>bob) = \"lync\";\n  $sht(homes=>carol) = \"lync\";\n\
-           $sht(homes=>dave) = \"ocs\";\n  $sht(homes=>erin) = \"evil\";\n\
+           $sht(homes=>dave) = \"ocs\";\n  $sht(homes=>erin) = \"evil\";\n  $sht(homes=>frank) = \"rebind\";\n\
+           $sht(users=>frank) = \"{FRANK_PW}\";\n\
+           $sht(routes=>rebind) = \"sip:rebind.contoso.test:{tls_port};transport=tls\";\n\
            $sht(routes=>evil) = \"sip:{ATTACKER_IP}:{attacker_port};transport=udp\";\n\
            $sht(routes=>ocs) = \"sip:ocspool.contoso.test:{tls_port};transport=tls\";\n\
            $sht(routes=>lync) = \"sip:lyncpool.contoso.test:{tls_port};transport=tls\";\n\
@@ -91,7 +96,9 @@ fn kamcmd(k: &Kamailio, args: &[&str]) {
 }
 
 fn config(knot: &Knot, ca: &Path, dir: &Path, alice_pool: &str) -> String {
-    for (name, pw) in [("alice", ALICE_PW), ("bob", BOB_PW), ("dave", DAVE_PW), ("erin", ERIN_PW)] {
+    for (name, pw) in
+        [("alice", ALICE_PW), ("bob", BOB_PW), ("dave", DAVE_PW), ("erin", ERIN_PW), ("frank", FRANK_PW)]
+    {
         let f = dir.join(format!("{name}.pass"));
         std::fs::write(&f, format!("{pw}\n")).unwrap();
         std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
@@ -141,6 +148,11 @@ name = "erin"
 uri = "sip:erin@contoso.test"
 pool = "lync2013"
 password_file = "{dir}/erin.pass"
+[[users]]
+name = "frank"
+uri = "sip:frank@contoso.test"
+pool = "lync2013"
+password_file = "{dir}/frank.pass"
 [[checks]]
 name = "register"
 kind = "sip_register"
@@ -219,7 +231,7 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
         "[[checks]]\nname = \"register\"\nkind = \"sip_register\"\n",
         &format!(
             "[[checks]]\nname = \"register-udp\"\nkind = \"sip_register\"\nusers = [\"carol\"]\nport = {port}\n\
-             [[checks]]\nname = \"register-policy\"\nkind = \"sip_register\"\nusers = [\"dave\", \"erin\"]\nport = {tls_port}\n\
+             [[checks]]\nname = \"register-policy\"\nkind = \"sip_register\"\nusers = [\"dave\", \"erin\", \"frank\"]\nport = {tls_port}\n\
              [[checks]]\nname = \"register\"\nkind = \"sip_register\"\nusers = [\"alice\", \"bob\"]\n"
         ),
     );
@@ -251,7 +263,9 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
             .is_some_and(|n| n >= 1.0)
     };
     agent.wait_metrics(Duration::from_secs(15), |m| {
-        refused(m, "sip:dave@contoso.test") && refused(m, "sip:erin@contoso.test")
+        refused(m, "sip:dave@contoso.test")
+            && refused(m, "sip:erin@contoso.test")
+            && refused(m, "sip:frank@contoso.test")
     });
     let (_, status) = agent.get("/api/v1/status");
     let v: serde_json::Value = serde_json::from_str(&status).unwrap();
@@ -265,6 +279,8 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
     assert!(dave.contains("only MD5 offered") && dave.contains("allow_md5"), "{dave}");
     let erin = detail_of("sip:erin@contoso.test");
     assert!(erin.contains(ATTACKER_IP) && erin.contains("weaker transport"), "{erin}");
+    let frank = detail_of("sip:frank@contoso.test");
+    assert!(frank.contains("rebind.contoso.test") && frank.contains("no FQDN, member"), "{frank}");
     std::thread::sleep(Duration::from_secs(2));
     assert!(received.lock().unwrap().is_empty(), "the redirect was followed: {:?}", received.lock().unwrap());
 
@@ -344,7 +360,7 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
         ("trace", &trace),
         ("log", &log),
     ] {
-        for pw in [ALICE_PW, BOB_PW, CAROL_PW, DAVE_PW, ERIN_PW] {
+        for pw in [ALICE_PW, BOB_PW, CAROL_PW, DAVE_PW, ERIN_PW, FRANK_PW] {
             assert!(!text.contains(pw), "{what} carries a password");
         }
     }

@@ -20,10 +20,13 @@
 use std::sync::Arc;
 
 use super::budget::{Budget, Grant};
-use super::message::{find, parse_head, Head, Message, ParseError, MAX_MESSAGE};
+use super::message::{find, parse_head, Message, ParseError, MAX_MESSAGE};
 
-/// The largest buffer a framer holds: one message and the blank line before it.
+/// The largest message a framer takes: one message and the blank line before it.
 const MAX_BUFFER: usize = MAX_MESSAGE + 4;
+/// Room past [`MAX_BUFFER`] for the start of the next message that arrives in the same
+/// read as the end of a maximal one (readers read at most this much at a time).
+const READ_SLACK: usize = 8192;
 /// Capacity kept between messages; a larger buffer is given back once it is empty.
 const IDLE_CAPACITY: usize = 4096;
 
@@ -44,8 +47,10 @@ pub struct Framer {
     buf: Vec<u8>,
     /// Bytes at the start of `buf` already searched for the head's end.
     searched: usize,
-    /// The parsed head of the message being received and where its body ends.
-    pending: Option<(Head, usize, usize)>,
+    /// The message being received: where its head ends and its body ends. The parsed
+    /// head is not kept while the body arrives (its heap could be many times the bytes
+    /// the budget counts): it is parsed again, once, when the body is complete.
+    pending: Option<(usize, usize)>,
     grant: Option<Grant>,
     keepalives: u64,
     examined: u64,
@@ -95,12 +100,12 @@ impl Framer {
         if bytes.is_empty() {
             return Ok(());
         }
-        if self.buf.len() + bytes.len() > MAX_BUFFER {
+        if self.buf.len() + bytes.len() > MAX_BUFFER + READ_SLACK {
             return Err(ParseError::TooLarge.into());
         }
         let need = self.buf.len() + bytes.len();
         if need > self.buf.capacity() {
-            let cap = need.next_power_of_two().clamp(IDLE_CAPACITY, MAX_BUFFER);
+            let cap = need.next_power_of_two().clamp(IDLE_CAPACITY, MAX_BUFFER + READ_SLACK).max(need);
             if let Some(g) = &mut self.grant {
                 if !g.resize(cap - IDLE_CAPACITY) {
                     return Err(FrameError::Budget);
@@ -124,20 +129,24 @@ impl Framer {
             self.examined += window.len() as u64;
             let Some(i) = find(window, b"\r\n\r\n") else {
                 self.searched = self.buf.len();
+                if self.buf.len() > MAX_BUFFER {
+                    return Err(ParseError::TooLarge.into());
+                }
                 return Ok(None);
             };
             let head_end = from + i;
             let head = parse_head(&self.buf, head_end, true)?;
             self.examined += head_end as u64;
-            let body_start = head_end + 4;
-            let end = body_start + head.body_len.unwrap_or(0);
-            self.pending = Some((head, body_start, end));
+            let end = head_end + 4 + head.body_len.unwrap_or(0);
+            self.pending = Some((head_end, end));
         }
-        if self.pending.as_ref().is_none_or(|(_, _, end)| self.buf.len() < *end) {
+        if self.pending.is_none_or(|(_, end)| self.buf.len() < end) {
             return Ok(None);
         }
-        let Some((head, body_start, end)) = self.pending.take() else { return Ok(None) };
-        let message = head.into_message(&self.buf[body_start..end]);
+        let Some((head_end, end)) = self.pending.take() else { return Ok(None) };
+        let head = parse_head(&self.buf, head_end, true)?;
+        self.examined += head_end as u64;
+        let message = head.into_message(&self.buf[head_end + 4..end]);
         if self.keep_raw {
             self.raw = self.buf[..end].to_vec();
         }
@@ -235,7 +244,25 @@ mod tests {
         assert_eq!(f.buffered(), 0);
         let mut f = Framer::new(None);
         let big = vec![b'a'; 70_000];
-        assert!(matches!(f.push(&big), Err(FrameError::Parse(ParseError::TooLarge))));
+        f.push(&big).unwrap();
+        assert!(matches!(f.next_message(), Err(FrameError::Parse(ParseError::TooLarge))));
+        let mut f = Framer::new(None);
+        assert!(matches!(f.push(&vec![b'a'; 80_000]), Err(FrameError::Parse(ParseError::TooLarge))));
+        // A maximal message whose last read also carries the next message's start.
+        let head = "SIP/2.0 200 OK\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: ";
+        let body_len = MAX_MESSAGE - head.len() - 10;
+        let first = format!("{head}{body_len:05}\r\n\r\n{}", "b".repeat(body_len));
+        assert_eq!(first.len(), MAX_MESSAGE - 1);
+        let both = [first.as_bytes(), MSG].concat();
+        let mut f = Framer::new(None);
+        let mut got = 0;
+        for piece in both.chunks(4096) {
+            f.push(piece).unwrap();
+            while f.next_message().unwrap().is_some() {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 2);
         let mut f = Framer::new(None);
         let head = format!("SIP/2.0 200 OK\r\nContent-Length: {}\r\n\r\n", MAX_MESSAGE);
         f.push(head.as_bytes()).unwrap();

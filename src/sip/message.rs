@@ -635,6 +635,11 @@ pub(crate) fn parse_head(buf: &[u8], head_end: usize, stream: bool) -> Result<He
     let start = start_line(first)?;
     let mut headers: Vec<(String, String)> = Vec::new();
     for line in lines {
+        // Control characters (a bare CR or LF, NUL, …) have no place in a header: one in
+        // a challenge's nonce would be echoed into our Authorization header.
+        if line.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err(ParseError::Header(line.chars().take(80).collect()));
+        }
         if line.starts_with(' ') || line.starts_with('\t') {
             // Folding: the line continues the previous header's value.
             let Some(last) = headers.last_mut() else {
@@ -823,6 +828,19 @@ fn canonical(name: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_in_a_header_make_the_message_malformed() {
+        for bad in ["a\nX-Injected: y", "a\rb", "a\0b", "a\x7fb"] {
+            let text = format!(
+                "SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: Digest realm=\"r\", nonce=\"{bad}\"\r\n\
+                 Content-Length: 0\r\n\r\n"
+            );
+            assert!(matches!(parse(text.as_bytes(), false), Err(ParseError::Header(_))), "{bad:?}");
+        }
+        let tab = "SIP/2.0 200 OK\r\nSubject: a\tb\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(parse(tab.as_bytes(), false), Ok(Parsed::Complete(..))));
+    }
 
     fn tx() -> Transaction {
         Transaction {

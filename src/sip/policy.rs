@@ -68,8 +68,16 @@ pub fn choose_digest<'a>(
 ) -> Result<&'a Challenge, String> {
     let digest: Vec<&Challenge> =
         challenges.iter().filter(|c| c.scheme.eq_ignore_ascii_case("Digest")).collect();
+    // Spoken: an algorithm this build has, a realm and a nonce, and `qop` absent or
+    // offering `auth` (`auth-int` alone cannot be answered).
+    let answerable = |c: &Challenge| {
+        c.param("realm").is_some()
+            && c.param("nonce").is_some()
+            && c.param("qop").is_none_or(|q| q.split(',').any(|q| q.trim().eq_ignore_ascii_case("auth")))
+    };
     let spoken: Vec<(&Challenge, Algorithm)> = digest
         .iter()
+        .filter(|c| answerable(c))
         .filter_map(|c| parse_algorithm(c.param("algorithm").unwrap_or("MD5")).map(|(a, _)| (*c, a)))
         .collect();
     let in_realm = |c: &&Challenge| match (&policy.realm, c.param("realm")) {
@@ -139,6 +147,11 @@ mod tests {
         let allow = DigestPolicy { allow_md5: true, ..Default::default() };
         assert_eq!(choose_digest(std::slice::from_ref(&md5), &allow).unwrap(), &md5);
         assert!(choose_digest(&[ntlm, weird], &allow).unwrap_err().contains("speaks"));
+        // One it cannot answer (auth-int only, no nonce) is skipped for the next.
+        let int_only = ch("Digest realm=\"r\", nonce=\"6\", algorithm=SHA-256, qop=\"auth-int\"");
+        let no_nonce = ch("Digest realm=\"r\", algorithm=SHA-256");
+        let ok = ch("Digest realm=\"r\", nonce=\"7\", algorithm=SHA-256, qop=\"auth\"");
+        assert_eq!(choose_digest(&[int_only, no_nonce, ok.clone()], &p).unwrap(), &ok);
     }
 
     #[test]

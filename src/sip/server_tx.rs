@@ -11,8 +11,9 @@
 //! Only unreliable transports keep answers: over TCP and TLS the sender does not
 //! retransmit (Timer J is zero, §17.2.2). An answer is kept 64·T1 = 32 s, the longest a
 //! UDP client retransmits, and expires on time (oldest first, on every use and by
-//! [`ServerTransactions::expire`]); all answers of every endpoint together stay within
-//! one [`Budget`], the oldest making room for the newest.
+//! [`ServerTransactions::expire`], which the endpoints call every second); all answers
+//! of every endpoint together stay within half of one [`Budget`] (the other half is for
+//! stream buffers), the oldest making room for the newest.
 //!
 //! What it does not do: decide the answer (the endpoint does), or send it.
 
@@ -91,7 +92,7 @@ impl Key {
 struct Entry {
     at: Instant,
     answer: Arc<[u8]>,
-    _grant: Grant,
+    grant: Grant,
 }
 
 #[derive(Default)]
@@ -99,6 +100,8 @@ struct Table {
     entries: HashMap<Key, Entry>,
     /// Keys in the order they were stored (= the order they expire).
     order: VecDeque<(Instant, Key)>,
+    /// Bytes the kept answers hold (what their grants took).
+    bytes: usize,
 }
 
 impl Table {
@@ -115,7 +118,9 @@ impl Table {
         let Some((at, key)) = self.order.pop_front() else { return false };
         // Only the entry stored at that time: a key stored again later has its own.
         if self.entries.get(&key).is_some_and(|e| e.at == at) {
-            self.entries.remove(&key);
+            if let Some(e) = self.entries.remove(&key) {
+                self.bytes -= e.grant.bytes();
+            }
         }
         true
     }
@@ -163,6 +168,13 @@ impl ServerTransactions {
         }
         let mut t = self.lock();
         t.expire(now);
+        // Kept answers take at most half the budget: a UDP flood cannot leave the
+        // stream buffers nothing.
+        while t.bytes + size > self.budget.limit() / 2 {
+            if !t.evict_oldest() {
+                return false;
+            }
+        }
         let grant = loop {
             if let Some(g) = self.budget.grant(size) {
                 break g;
@@ -172,8 +184,12 @@ impl ServerTransactions {
                 return false;
             }
         };
+        if let Some(old) = t.entries.remove(&key) {
+            t.bytes -= old.grant.bytes();
+        }
+        t.bytes += grant.bytes();
         t.order.push_back((now, key.clone()));
-        t.entries.insert(key, Entry { at: now, answer: Arc::from(answer), _grant: grant });
+        t.entries.insert(key, Entry { at: now, answer: Arc::from(answer), grant });
         true
     }
 
@@ -248,7 +264,8 @@ mod tests {
             assert!(budget.used() <= budget.limit());
         }
         assert_eq!(kept, 1000, "each was kept, older ones evicted");
-        assert!(st.len() <= 8);
+        assert!(st.len() <= 4, "half the budget: {}", st.len());
+        assert!(budget.used() <= budget.limit() / 2);
         assert!(st.answered(&key(1000), t0).is_some(), "the newest survives");
         assert!(st.answered(&key(1), t0).is_none(), "the oldest made room");
         // Larger than an eighth of the budget: not kept at all.

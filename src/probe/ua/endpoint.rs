@@ -8,10 +8,10 @@
 //! a loss or a refusal with jittered exponential backoff (1 s doubling to 30 s, reset
 //! only once a registration has held for a minute).
 //!
-//! Keep-alives (RFC 5626 §4.4): on a stream a CRLF ping every 30 s; a registrar that
-//! has ever answered one with a pong must answer each within 10 s, else the flow is
-//! dead. Over UDP, and on streams whose registrar never pongs, an OPTIONS to the
-//! registrar every 30 s must get a final response (any code). A dead flow is closed
+//! Keep-alives (RFC 5626 §4.4): on a stream a CRLF ping every 30 s, answered by a pong
+//! within 10 s where the registrar has ever sent one. Over UDP, on streams whose
+//! registrar never pongs, and when a pong does not come, an OPTIONS to the registrar
+//! must get a final response (any code) within 10 s, else the flow is dead. A dead flow is closed
 //! and the user registered again. A probe that finds the recipient's binding gone
 //! (`404`/`480` for a registered user) asks for an immediate refresh
 //! ([`Endpoint::refresh_now`]).
@@ -139,6 +139,8 @@ pub struct Endpoints {
     /// Realms learned per user on its first success (pinned, [`crate::sip::policy`]).
     realms: Mutex<HashMap<String, String>>,
     next_scope: AtomicU64,
+    /// Expires kept answers every second, traffic or not.
+    sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Default for Endpoints {
@@ -169,6 +171,7 @@ impl Endpoints {
             budget,
             realms: Mutex::new(HashMap::new()),
             next_scope: AtomicU64::new(1),
+            sweeper: Mutex::new(None),
         }
     }
 
@@ -195,18 +198,34 @@ impl Endpoints {
     /// their registration, changed ones start over, others unregister and stop. New
     /// tasks run on `rt`; every endpoint uses `cx` from now on.
     pub fn sync(&self, specs: Vec<EndpointSpec>, cx: &ProbeContext, rt: &tokio::runtime::Handle) {
+        {
+            let mut sweeper = self.sweeper.lock().unwrap_or_else(|e| e.into_inner());
+            if sweeper.is_none() && !specs.is_empty() {
+                let st = self.server_tx.clone();
+                *sweeper = Some(rt.spawn(async move {
+                    loop {
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        st.expire(Instant::now());
+                    }
+                }));
+            }
+        }
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted: HashMap<String, EndpointSpec> = HashMap::new();
         for s in specs {
             wanted.entry(s.user.name.clone()).or_insert(s);
         }
+        let mut realms = self.realms.lock().unwrap_or_else(|e| e.into_inner());
         running.retain(|name, r| {
             let keep = wanted.get(name).is_some_and(|s| *s == r.endpoint.spec);
             if !keep {
                 r.stop.cancel();
+                // A user whose plan changed (moved to another pool) learns its realm anew.
+                realms.remove(name);
             }
             keep
         });
+        drop(realms);
         for (name, spec) in wanted {
             if let Some(r) = running.get(&name) {
                 *r.endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()) = cx.clone();
@@ -262,6 +281,9 @@ impl Endpoints {
 
     /// Unregisters and stops every endpoint, waiting at most `within` for them.
     pub async fn stop_all(&self, within: Duration) {
+        if let Some(t) = self.sweeper.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.abort();
+        }
         let tasks: Vec<tokio::task::JoinHandle<()>> = self
             .running
             .lock()
@@ -956,21 +978,16 @@ async fn keepalive(endpoint: &Endpoint, s: &Session) -> Result<(), Failure> {
         let before = link.pongs.load(Ordering::Acquire);
         link.send(b"\r\n\r\n").await?;
         if before > 0 {
-            // This registrar answers pings: the answer must come.
+            // This registrar has answered pings (or sent CRLFs of its own): wait for the
+            // pong; a missed one is not yet a dead flow (a registrar may pong only
+            // sometimes): the OPTIONS below decides.
             let deadline = Instant::now() + PONG_WAIT;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && !link.is_closed() {
                 if link.pongs.load(Ordering::Acquire) > before {
                     return Ok(());
                 }
-                if link.is_closed() {
-                    break;
-                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            return Err(Failure::new(
-                FailureReason::Timeout,
-                format!("no pong from {} within {PONG_WAIT:?}", s.binding.host),
-            ));
         }
         // Give a first pong a moment: once one is seen, pings alone keep the flow.
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1019,8 +1036,12 @@ async fn hold(endpoint: &Arc<Endpoint>, mut s: Session, stop: &CancellationToken
                 _ = s.link.closed.cancelled() => break,
                 _ = endpoint.refresh.notified() => now_please = true,
                 _ = tokio::time::sleep(KEEPALIVE) => {
-                    if let Err(f) = keepalive(endpoint, &s).await {
-                        return lost(f, &s);
+                    // A probe asking for a refresh does not wait for the keep-alive.
+                    tokio::select! {
+                        r = keepalive(endpoint, &s) => if let Err(f) = r {
+                            return lost(f, &s);
+                        },
+                        _ = endpoint.refresh.notified() => now_please = true,
                     }
                 }
             }

@@ -112,8 +112,11 @@ impl Connector for OwnConnections<'_> {
 pub struct Credentials {
     digest: Option<Digest>,
     policy: DigestPolicy,
-    /// The realm the last answer went to.
-    answered_realm: Option<String>,
+    /// The realm and algorithm the last answer went to: a stale nonce is answered
+    /// again only in the same realm with the same algorithm (no downgrade on a retry).
+    answered: Option<(String, String)>,
+    /// The user's name, for log lines.
+    user: String,
 }
 
 impl Credentials {
@@ -123,17 +126,21 @@ impl Credentials {
             UserAuth::Digest { username, password, realm, allow_md5 } => Credentials {
                 digest: Some(Digest::new(username.clone(), password.clone())),
                 policy: DigestPolicy { allow_md5: *allow_md5, realm: realm.clone().or(pinned) },
-                answered_realm: None,
+                answered: None,
+                user: user.name.clone(),
             },
-            UserAuth::None => {
-                Credentials { digest: None, policy: DigestPolicy::default(), answered_realm: None }
-            }
+            UserAuth::None => Credentials {
+                digest: None,
+                policy: DigestPolicy::default(),
+                answered: None,
+                user: user.name.clone(),
+            },
         }
     }
 
     /// The realm the last answer went to.
     pub fn answered_realm(&self) -> Option<&str> {
-        self.answered_realm.as_deref()
+        self.answered.as_ref().map(|(r, _)| r.as_str())
     }
 
     /// The credentials header answering the challenge of `resp` (a `401`/`407`) to
@@ -170,13 +177,25 @@ impl Credentials {
                 format!("{code} {phrase}: challenged, but auth = \"none\""),
             ));
         };
-        let chosen = policy::choose_digest(&challenges, &self.policy)
-            .map_err(|why| Failure::new(FailureReason::PolicyRefused, format!("{code} {phrase}: {why}")))?;
+        let refuse = |why: String| {
+            tracing::warn!(user = %self.user, "challenge not answered: {why}");
+            Failure::new(FailureReason::PolicyRefused, format!("{code} {phrase}: {why}"))
+        };
+        let chosen = policy::choose_digest(&challenges, &self.policy).map_err(refuse)?;
         let stale = chosen.param("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
+        let realm = chosen.param("realm").unwrap_or("").to_owned();
+        let algorithm = chosen.param("algorithm").unwrap_or("MD5").to_ascii_uppercase();
+        if let Some((r, a)) = self.answered.as_ref().filter(|_| stale) {
+            if *r != realm || *a != algorithm {
+                return Err(refuse(format!(
+                    "a stale-nonce challenge for realm {realm:?} with {algorithm}, after an answer for {r:?} with {a}"
+                )));
+            }
+        }
         let value = d
             .answer(chosen, Request { method, uri }, &message::token(16))
             .map_err(|e| Failure::new(FailureReason::AuthFailed, format!("{code}: cannot answer: {e}")))?;
-        self.answered_realm = chosen.param("realm").map(str::to_owned);
+        self.answered = Some((realm, algorithm));
         Ok(((answer_header, value), stale))
     }
 }
@@ -279,7 +298,9 @@ pub async fn register<K: Connector>(
         // One Call-ID and From tag for the registration, its refreshes and its removal
         // (RFC 3261 §10.2).
         let tag = message::token(8);
-        let verdict = exchange(user, &mut conn, &mut creds, &mut tx, &tag, plan.expires, plan.deadline).await;
+        let verdict =
+            exchange(user, transport, &mut conn, &mut creds, &mut tx, &tag, plan.expires, plan.deadline)
+                .await;
         let fail = |f: Failure, phases: &mut Vec<(Phase, Duration)>| {
             phases.push((Phase::Request, t.elapsed()));
             Outcome::fail(
@@ -304,9 +325,11 @@ pub async fn register<K: Connector>(
                     return Err(fail(f, phases));
                 };
                 let to = tr.unwrap_or(transport);
-                let in_pool = home_of(plan.pools, &h, cx).await != crate::pool::UNKNOWN;
+                let in_pool = tokio::time::timeout_at(plan.deadline, redirect_in_pool(plan.pools, &h, cx))
+                    .await
+                    .unwrap_or_default();
                 if let Err(why) = policy::redirect(transport, &h, to, in_pool) {
-                    tracing::warn!(user = %user.name, registrar = %host, contact = %contact, "{why}");
+                    tracing::warn!(user = %user.name, registrar = %host, contact = ?contact, "{}", why.escape_debug());
                     crate::trace::step("sip", || format!("redirected to {contact}: {why}"));
                     return Err(fail(Failure::new(FailureReason::PolicyRefused, why), phases));
                 }
@@ -342,7 +365,10 @@ pub async fn again(
     deadline: Instant,
 ) -> Result<u32, Failure> {
     binding.tx = binding.tx.next("REGISTER");
-    match exchange(user, conn, &mut binding.creds, &mut binding.tx, &binding.tag, expires, deadline).await? {
+    let t = binding.transport;
+    match exchange(user, t, conn, &mut binding.creds, &mut binding.tx, &binding.tag, expires, deadline)
+        .await?
+    {
         Verdict::Ok(resp) if expires == 0 => {
             drop(resp);
             Ok(0)
@@ -358,8 +384,10 @@ pub async fn again(
 
 /// Runs REGISTER transactions on `conn` until a final verdict, answering challenges;
 /// `tx` ends as the last transaction sent (the next one follows it).
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     user: &User,
+    transport: Transport,
     conn: &mut impl Transact,
     creds: &mut Credentials,
     tx: &mut Transaction,
@@ -372,7 +400,8 @@ async fn exchange(
     for _ in 0..4 {
         let sent_by = conn.sent_by();
         let request = message::register_request(&RegisterParams {
-            transport: user.transport,
+            // The connection's transport: after a redirect it may not be the user's.
+            transport,
             user: &user.aor.user,
             domain: &user.aor.domain,
             sent_by: &sent_by,
@@ -424,10 +453,12 @@ pub fn granted(resp: &Message, user: &User, sent_by: &str, asked: u32) -> Result
     let contacts: Vec<&str> = resp.header_values("contact").collect();
     let ours = contacts.iter().find(|c| is_our_contact(c, user, sent_by));
     let from_contact = ours.and_then(|c| {
-        let after = c.rsplit_once('>').map_or(*c, |(_, params)| params);
-        message::param(after, "expires").and_then(|v| message::bounded_decimal(v, u64::from(u32::MAX)))
+        message::param(contact_params(c), "expires")
+            .and_then(|v| message::bounded_decimal(v, u64::from(u32::MAX)))
     });
-    if asked > 0 && ours.is_none() && !contacts.is_empty() {
+    // RFC 3261 §10.3: the 2xx lists every binding of the address of record; a registrar
+    // that lists none of ours has kept none (or is no registrar at all).
+    if asked > 0 && ours.is_none() {
         return Err(Failure::new(
             FailureReason::SipStatus,
             format!("the registrar's 2xx lists {} Contact(s), none of them ours ({sent_by})", contacts.len()),
@@ -445,6 +476,16 @@ pub fn granted(resp: &Message, user: &User, sent_by: &str, asked: u32) -> Result
     Ok(g)
 }
 
+/// The header parameters of a Contact value: after the `>` that closes its first `<`
+/// (a later parameter may hold a `>` of its own), or after the addr-spec.
+fn contact_params(value: &str) -> &str {
+    let v = value.trim();
+    match v.find('<').and_then(|a| v[a..].find('>').map(|b| a + b)) {
+        Some(end) => &v[end + 1..],
+        None => v,
+    }
+}
+
 /// Whether a Contact value is ours: `sip:<user>@<sent_by>`, exactly.
 fn is_our_contact(value: &str, user: &User, sent_by: &str) -> bool {
     let uri = message::addr_uri(value);
@@ -455,6 +496,25 @@ fn is_our_contact(value: &str, user: &User, sent_by: &str) -> bool {
     let Some((want_host, want_port)) = sent_by.rsplit_once(':') else { return false };
     let want_host = want_host.trim_matches(['[', ']']);
     host.eq_ignore_ascii_case(want_host) && port.map(|p| p.to_string()).as_deref() == Some(want_port)
+}
+
+/// Whether a redirect may go to `host`: a pool's FQDN or member by name, or an address
+/// literal that one of them resolves to now. A name is never judged by what it
+/// resolves to: its addresses could be a pool's at the check and the attacker's at the
+/// connect (DNS rebinding), or the pool's and the attacker's at once.
+async fn redirect_in_pool(pools: &[Pool], host: &str, cx: &ProbeContext) -> bool {
+    if pools.iter().any(|p| p.owns_name(host)) {
+        return true;
+    }
+    let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() else { return false };
+    for p in pools {
+        for name in std::iter::once(&p.fqdn).chain(&p.members) {
+            if cx.resolver.lookup_ip(name).await.is_ok_and(|ips| ips.contains(&ip)) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// The pool `host` belongs to: by name (FQDN or member), else by address.
@@ -521,9 +581,16 @@ mod tests {
         assert!(granted(&r, &u, sent_by, 600).is_err(), "another user's binding is not ours");
         // Removing: no Contact left is what was asked.
         assert_eq!(granted(&ok(""), &u, sent_by, 0).unwrap(), 0);
-        // No Contact at all (a minimal registrar): Expires, else what was asked.
-        assert_eq!(granted(&ok("Expires: 120\r\n"), &u, sent_by, 600).unwrap(), 120);
-        assert_eq!(granted(&ok(""), &u, sent_by, 600).unwrap(), 600);
+        // No Contact at all: no binding listed, none kept.
+        assert!(granted(&ok("Expires: 120\r\n"), &u, sent_by, 600).is_err());
+        assert!(granted(&ok(""), &u, sent_by, 600).is_err());
+        // Our Contact without its own expires: Expires, else what was asked.
+        let mine = "Contact: <sip:bob@127.0.0.1:4321>\r\n";
+        assert_eq!(granted(&ok(&format!("{mine}Expires: 120\r\n")), &u, sent_by, 600).unwrap(), 120);
+        assert_eq!(granted(&ok(mine), &u, sent_by, 600).unwrap(), 600);
+        // A later parameter holding a '>' does not hide expires=0.
+        let r = ok("Contact: <sip:bob@127.0.0.1:4321>;expires=0;+sip.instance=\"<urn:uuid:1>\"\r\n");
+        assert!(granted(&r, &u, sent_by, 600).is_err());
         // Never more than asked.
         let r = ok("Contact: <sip:bob@127.0.0.1:4321;transport=udp>;expires=99999\r\n");
         assert_eq!(granted(&r, &u, sent_by, 600).unwrap(), 600);
