@@ -22,7 +22,7 @@ use toml::Spanned;
 
 use super::ua::client::{status_failure, Req, Uac};
 use super::ua::endpoint::EndpointSpec;
-use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, ProbeContext};
 use crate::sip::message;
 
 /// The keys of `kind = "sip_echo"`.
@@ -68,29 +68,12 @@ impl CheckKind for SipEchoSpec {
 /// Runs a sip_echo probe.
 pub async fn probe(spec: &SipEchoSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
-    let t = Instant::now();
-    let mut status = None;
-    let mut r = echo(spec, cx, deadline, &mut status).await;
-    if let (Err(_), Some(e)) = (&r, cx.endpoints.get(&spec.endpoint.user.name)) {
-        if e.lost_binding(status, deadline).await {
-            status = None;
-            r = echo(spec, cx, deadline, &mut status).await;
-            if r.is_ok() {
-                e.binding_was_lost();
-            }
-        }
-    }
-    let phases = vec![(Phase::Request, t.elapsed())];
-    let mut o = match r {
-        Ok(d) => {
-            let mut o = Outcome::pass(phases);
-            o.delivery = Some(d);
-            o
-        }
-        Err(f) => Outcome::fail(f.reason, f.detail, phases),
-    };
-    o.sip_status = status;
-    o
+    super::ua::client::deliver(cx, &spec.endpoint.user, deadline, || async {
+        let mut status = None;
+        let r = echo(spec, cx, deadline, &mut status).await;
+        (r, status)
+    })
+    .await
 }
 
 async fn echo(

@@ -36,7 +36,7 @@ use toml::Spanned;
 
 use super::ua::client::{status_failure, Req, Uac};
 use super::ua::endpoint::{im_sdp, EndpointSpec};
-use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, ProbeContext};
 use crate::sip::message;
 use crate::users::User;
 
@@ -146,33 +146,12 @@ impl CheckKind for SipImSpec {
 /// Runs a sip_im probe.
 pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
-    let t = Instant::now();
-    let mut status = None;
-    let mut r = exchange(spec, cx, deadline, &mut status).await;
-    if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) {
-        // The recipient reads registered, yet its pool says there is no such binding:
-        // the registrar lost it (a restart). Register it again now and try once more.
-        if let Some(b) = cx.endpoints.get(&spec.to.user.name) {
-            if b.lost_binding(status, deadline).await {
-                status = None;
-                r = exchange(spec, cx, deadline, &mut status).await;
-                if r.is_ok() {
-                    b.binding_was_lost();
-                }
-            }
-        }
-    }
-    let phases = vec![(Phase::Request, t.elapsed())];
-    let mut o = match r {
-        Ok(delivery) => {
-            let mut o = Outcome::pass(phases);
-            o.delivery = Some(delivery);
-            o
-        }
-        Err(Failure { reason, detail }) => Outcome::fail(reason, detail, phases),
-    };
-    o.sip_status = status;
-    o
+    super::ua::client::deliver(cx, &spec.to.user, deadline, || async {
+        let mut status = None;
+        let r = exchange(spec, cx, deadline, &mut status).await;
+        (r, status)
+    })
+    .await
 }
 
 async fn exchange(

@@ -7,9 +7,11 @@
 //! What it does not do: wait for the request to arrive anywhere (the recipient's
 //! endpoint tells, [`super::endpoint::Endpoint::expect`]), or judge the outcome.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
-use super::super::{Failure, FailureReason, ProbeContext};
+use super::super::{Failure, FailureReason, Outcome, Phase, ProbeContext};
 use super::endpoint::Link;
 use super::registration::{reason_phrase, Credentials};
 use crate::sip::message::{self, Message, RequestParams, Transaction};
@@ -136,4 +138,44 @@ pub fn status_failure(method: &str, to: &str, resp: &Message) -> Failure {
         FailureReason::SipStatus,
         format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)),
     )
+}
+
+/// Runs a delivery to a test user (`attempt`, which sets the final status it got) and,
+/// when the recipient's pool answered `404`/`480` while the recipient reads registered
+/// (its registrar lost the binding: a restart), registers the recipient again at once
+/// and attempts once more, counting the loss on its endpoint rather than as a route
+/// failure. The outcome: the delivery time on a pass, the last final status either way.
+pub async fn deliver<F, Fut>(
+    cx: &ProbeContext,
+    recipient: &User,
+    deadline: Instant,
+    mut attempt: F,
+) -> Outcome
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Result<Duration, Failure>, Option<u16>)>,
+{
+    let t = Instant::now();
+    let (mut r, mut status) = attempt().await;
+    if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) {
+        if let Some(e) = cx.endpoints.get(&recipient.name) {
+            if e.lost_binding(status, deadline).await {
+                (r, status) = attempt().await;
+                if r.is_ok() {
+                    e.binding_was_lost();
+                }
+            }
+        }
+    }
+    let phases = vec![(Phase::Request, t.elapsed())];
+    let mut o = match r {
+        Ok(delivery) => {
+            let mut o = Outcome::pass(phases);
+            o.delivery = Some(delivery);
+            o
+        }
+        Err(f) => Outcome::fail(f.reason, f.detail, phases),
+    };
+    o.sip_status = status;
+    o
 }
