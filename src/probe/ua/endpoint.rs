@@ -49,9 +49,9 @@ use tokio_util::sync::CancellationToken;
 use super::super::net::{connect_sip, SipConn, Stream};
 use super::super::{Failure, FailureReason, Outcome, Phase, ProbeContext};
 use super::registration::{self, Binding, Connector, Plan, Transact};
-use super::{T1, T2};
 use crate::pool::Pool;
 use crate::sip::budget::{self, Budget};
+use crate::sip::client_tx::Retransmit;
 use crate::sip::framer::{FrameError, Framer};
 use crate::sip::message::{self, Message, StartLine, Transaction, Transport, MAX_MESSAGE};
 use crate::sip::server_tx::{Key, ServerTransactions};
@@ -657,15 +657,10 @@ impl Link {
         }
         let _guard = PendingGuard(self, &tx.branch);
         self.send(request).await?;
-        let udp = self.transport == Transport::Udp;
-        let invite = tx.method == "INVITE";
-        let mut interval = T1;
-        let mut next = Instant::now() + interval;
-        let mut provisional = false;
-        let mut sends = 1u32;
+        let mut timer =
+            Retransmit::new(Instant::now(), tx.method == "INVITE", self.transport != Transport::Udp);
         let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
         loop {
-            let wake = if udp && !(invite && provisional) { next.min(deadline) } else { deadline };
             tokio::select! {
                 m = srx.recv() => match m {
                     Some(m) if m.answers(tx) => {
@@ -673,21 +668,23 @@ impl Link {
                         if m.status().is_some_and(|c| c >= 200) {
                             return Ok(m);
                         }
-                        provisional = true;
-                        interval = T2;
+                        timer.provisional();
                     }
                     Some(_) => {}
                     None => return Err(closed()),
                 },
                 _ = self.closed.cancelled() => return Err(closed()),
-                _ = tokio::time::sleep_until(wake) => {
-                    if Instant::now() >= deadline {
-                        return Err(Failure::new(FailureReason::Timeout, format!("no final response to {} ({sends} transmissions)", tx.method)));
+                _ = tokio::time::sleep_until(timer.wake(deadline)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Failure::new(
+                            FailureReason::Timeout,
+                            format!("no final response to {} ({} transmissions)", tx.method, timer.sends()),
+                        ));
                     }
-                    self.send(request).await?;
-                    sends += 1;
-                    interval = (interval * 2).min(T2);
-                    next = Instant::now() + interval;
+                    if timer.fire(now) {
+                        self.send(request).await?;
+                    }
                 }
             }
         }

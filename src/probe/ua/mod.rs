@@ -24,20 +24,16 @@ pub mod endpoint;
 pub mod options;
 pub mod registration;
 
-use std::time::Duration;
-
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::{connect_reason, Failure, FailureReason};
+use crate::sip::client_tx::Retransmit;
 use crate::sip::framer::{FrameError, Framer};
 use crate::sip::message::{self, Message, ParseError, Parsed, Transaction, MAX_MESSAGE};
 
-/// RFC 3261 T1: the first retransmission interval.
-pub const T1: Duration = Duration::from_millis(500);
-/// RFC 3261 T2: the longest retransmission interval of a non-INVITE request.
-pub const T2: Duration = Duration::from_secs(4);
+pub use crate::sip::client_tx::{T1, T2};
 
 /// A socket that sends and receives datagrams: the real one, or a recorder in tests.
 pub trait Datagrams {
@@ -72,12 +68,10 @@ pub async fn udp_transaction<S: Datagrams + Sync>(
     crate::trace::step("sip", || {
         format!("sent over UDP ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
     });
-    let mut interval = T1;
-    let mut next = Instant::now() + interval;
+    let mut timer = Retransmit::new(Instant::now(), tx.method == "INVITE", false);
     // Capacity, not zeroed length: the datagram is written straight into it.
     let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
     let mut malformed: Option<ParseError> = None;
-    let mut sends = 1u32;
     loop {
         tokio::select! {
             r = { buf.clear(); sock.recv_buf(&mut buf) } => {
@@ -88,25 +82,26 @@ pub async fn udp_transaction<S: Datagrams + Sync>(
                         if m.status().is_some_and(|c| c >= 200) {
                             return Ok(m);
                         }
-                        // Provisional: the server has the request; retransmit at T2.
-                        interval = T2;
+                        // Provisional: the server has the request.
+                        timer.provisional();
                     }
                     Ok(_) => {}
                     Err(e) => malformed = Some(e),
                 }
             }
-            _ = tokio::time::sleep_until(next.min(deadline)) => {
-                if Instant::now() >= deadline {
+            _ = tokio::time::sleep_until(timer.wake(deadline)) => {
+                let now = Instant::now();
+                if now >= deadline {
                     return Err(match malformed {
                         Some(e) => Failure::new(FailureReason::SipMalformed, format!("no valid response; received: {e}")),
-                        None => Failure::new(FailureReason::Timeout, format!("no final response to {sends} transmissions")),
+                        None => Failure::new(FailureReason::Timeout, format!("no final response to {} transmissions", timer.sends())),
                     });
                 }
-                sock.send(request).await.map_err(io)?;
-                sends += 1;
-                crate::trace::step("sip", || format!("no final response yet: retransmission {sends}"));
-                interval = (interval * 2).min(T2);
-                next = Instant::now() + interval;
+                if timer.fire(now) {
+                    sock.send(request).await.map_err(io)?;
+                    let sends = timer.sends();
+                    crate::trace::step("sip", || format!("no final response yet: retransmission {sends}"));
+                }
             }
         }
     }
