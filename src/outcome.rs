@@ -80,6 +80,11 @@ impl Outcome {
         Outcome::with_result(Err(Failure { reason, detail: detail.into() }), phases)
     }
 
+    /// A failed run from a probe step's [`Failure`].
+    pub fn failed(f: Failure, phases: Vec<(Phase, Duration)>) -> Outcome {
+        Outcome::with_result(Err(f), phases)
+    }
+
     /// The failure reason, if any.
     pub fn reason(&self) -> Option<FailureReason> {
         self.result.as_ref().err().map(|f| f.reason)

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::net::{host_port, open};
-use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
 use crate::tls::TlsOptions;
 
 /// Largest body read for `body_contains`.
@@ -167,14 +167,14 @@ pub async fn probe(spec: &HttpSpec, cx: &ProbeContext) -> Outcome {
     phases.push((Phase::Request, t.elapsed()));
     let mut o = match result {
         Ok(()) => Outcome::pass(phases),
-        Err((reason, detail)) => Outcome::fail(reason, detail, phases),
+        Err(f) => Outcome::failed(f, phases),
     };
     o.tls = Some(info);
     o
 }
 
-async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (FailureReason, String)> {
-    let io_err = |e: hyper::Error| (FailureReason::Io, format!("HTTP: {e}"));
+async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), Failure> {
+    let io_err = |e: hyper::Error| Failure::new(FailureReason::Io, format!("HTTP: {e}"));
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(io_err)?;
     // The connection task ends when the sender is dropped at the end of this probe.
@@ -186,7 +186,7 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, concat!("coexistd/", env!("CARGO_PKG_VERSION")))
         .body(Empty::<Bytes>::new())
-        .map_err(|e| (FailureReason::Io, format!("HTTP request: {e}")))?;
+        .map_err(|e| Failure::new(FailureReason::Io, format!("HTTP request: {e}")))?;
     crate::trace::step("http", || {
         let mut s = format!("{} {} {:?}", req.method(), req.uri(), req.version());
         for (k, v) in req.headers() {
@@ -204,7 +204,10 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
     });
     let status = resp.status().as_u16();
     let result = if let Err(want) = super::status_accepted(&spec.expect_status, status) {
-        Err((FailureReason::HttpStatus, format!("GET {} answered {status}, expected {want}", spec.path)))
+        Err(Failure::new(
+            FailureReason::HttpStatus,
+            format!("GET {} answered {status}, expected {want}", spec.path),
+        ))
     } else if let Some(needle) = &spec.body_contains {
         match Limited::new(resp.into_body(), BODY_LIMIT).collect().await {
             Ok(body) => {
@@ -213,15 +216,16 @@ async fn request(spec: &HttpSpec, stream: crate::tls::TlsStream) -> Result<(), (
                 if String::from_utf8_lossy(&body).contains(needle.as_str()) {
                     Ok(())
                 } else {
-                    Err((
+                    Err(Failure::new(
                         FailureReason::HttpBody,
                         format!("body ({} bytes) does not contain {needle:?}", body.len()),
                     ))
                 }
             }
-            Err(e) => {
-                Err((FailureReason::HttpBody, format!("body not read: {e} (limit {BODY_LIMIT} bytes)")))
-            }
+            Err(e) => Err(Failure::new(
+                FailureReason::HttpBody,
+                format!("body not read: {e} (limit {BODY_LIMIT} bytes)"),
+            )),
         }
     } else {
         if crate::trace::active() {

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{connect_reason, FailureReason, Outcome, Phase, ProbeContext};
+use super::{connect_reason, Failure, FailureReason, Outcome, Phase, ProbeContext};
 use crate::sip::message::Transport;
 use crate::tls::{TlsOptions, TlsStream};
 
@@ -33,8 +33,8 @@ pub async fn connect(
     port: u16,
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, std::time::Duration)>,
-) -> Result<TcpStream, (FailureReason, String)> {
-    let addrs = cx.addresses(host, phases).await.map_err(|f| (f.reason, f.detail))?;
+) -> Result<TcpStream, Failure> {
+    let addrs = cx.addresses(host, phases).await?;
     let t = Instant::now();
     let mut last = None;
     for ip in addrs {
@@ -60,11 +60,11 @@ pub async fn connect(
                 crate::trace::step("connect", || {
                     format!("TCP {addr}: {e} after {:.3} ms", c.elapsed().as_secs_f64() * 1000.0)
                 });
-                last = Some((connect_reason(&e), format!("connect {addr}: {e}")))
+                last = Some(Failure::new(connect_reason(&e), format!("connect {addr}: {e}")))
             }
         }
     }
-    Err(last.unwrap_or((FailureReason::Resolve, format!("{host}: no address"))))
+    Err(last.unwrap_or_else(|| Failure::new(FailureReason::Resolve, format!("{host}: no address"))))
 }
 
 /// Connects and handshakes; shared by every TLS-speaking kind. On failure the outcome
@@ -76,7 +76,7 @@ pub async fn open(
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<(TlsStream, Arc<crate::tls::TlsInfo>), Outcome> {
-    let tcp = connect(host, port, cx, phases).await.map_err(|(r, d)| Outcome::fail(r, d, phases.clone()))?;
+    let tcp = connect(host, port, cx, phases).await.map_err(|f| Outcome::failed(f, phases.clone()))?;
     let t = Instant::now();
     match cx.tls.handshake(tcp, host, opts).await {
         Ok((stream, info)) => {
@@ -131,9 +131,7 @@ pub async fn connect_sip(
             Ok(SipConn::Stream(Box::new(stream), sent_by))
         }
         Transport::Tcp => {
-            let s = connect(host, port, cx, phases)
-                .await
-                .map_err(|(r, d)| Outcome::fail(r, d, phases.clone()))?;
+            let s = connect(host, port, cx, phases).await.map_err(|f| Outcome::failed(f, phases.clone()))?;
             let sent_by = local(s.local_addr().ok());
             Ok(SipConn::Stream(Box::new(s), sent_by))
         }

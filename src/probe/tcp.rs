@@ -63,6 +63,6 @@ pub async fn probe(spec: &TcpSpec, cx: &ProbeContext) -> Outcome {
             drop(stream);
             Outcome::pass(phases)
         }
-        Err((reason, detail)) => Outcome::fail(reason, detail, phases),
+        Err(f) => Outcome::failed(f, phases),
     }
 }

@@ -45,7 +45,7 @@ pub async fn probe(spec: &SipSpec, cx: &ProbeContext) -> Outcome {
     let result = match spec.transport {
         Transport::Udp => over_udp(spec, cx, &tx, deadline, &mut phases).await,
         Transport::Tcp => match connect(&spec.host, spec.port, cx, &mut phases).await {
-            Err((r, d)) => return Outcome::fail(r, d, phases),
+            Err(f) => return Outcome::failed(f, phases),
             Ok(s) => over_stream(spec, s, &tx, deadline, &mut phases).await,
         },
         Transport::Tls => {
