@@ -39,7 +39,7 @@
 //! | [`os`] | thread priority, giving memory back, fresh connected UDP sockets | keep state |
 //! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | decide what is logged |
 //! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
-//! | [`sip`] | the SIP user agent without sockets: messages and the bounded parser ([`sip::message`]), stream framing, challenge answers (Digest), the redirect and authentication policy, server transactions under one byte budget | I/O |
+//! | [`sip`] | the SIP user agent without sockets: messages and the bounded parser ([`sip::message`]), client transaction timers, stream framing, challenge answers (Digest), the redirect and authentication policy, server transactions under one byte budget | I/O |
 //! | [`tls`] | the two TLS engines (rustls; OpenSSL for TLS 1.0/1.1), one module each behind one handshake trait; certificate summaries | read the configuration file |
 //! | [`users`] | test users: address of record, planned pool, credentials (never printed) | read secrets |
 //! | [`outcome`] | what one probe run found: pass/fail, phases, TLS chain, SIP status, where a record points | keep history |
