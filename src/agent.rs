@@ -105,7 +105,7 @@ pub async fn run(
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
     let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
-    let tracer = Arc::new(crate::tracer::Tracer::new(prober.clone(), probes.clone()));
+    let tracer = Arc::new(crate::trace_run::Tracer::new(prober.clone(), probes.clone()));
     let app = server::router(store.clone(), reload_tx, tracer.clone(), &web);
     let limits = crate::web::Limits::from_descriptors(concurrency);
     let http = tokio::spawn(crate::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
@@ -142,7 +142,7 @@ async fn reload(
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
     probes: &tokio::runtime::Handle,
-    tracer: &crate::tracer::Tracer,
+    tracer: &crate::trace_run::Tracer,
 ) -> Result<(), String> {
     let loaded = source
         .load()

@@ -25,8 +25,8 @@
 //! | 3 check kinds | [`probe`] |
 //! | 4 configuration | [`config`] |
 //! | 5 results | [`labels`], [`results`] |
-//! | 6 running | [`scheduler`], [`tracer`] |
-//! | 7 outputs | [`rollup`], [`report`], [`status_page`], [`metrics`] |
+//! | 6 running | [`scheduler`], [`trace_run`] |
+//! | 7 outputs | [`rollup`], [`views`], [`status_page`], [`metrics`] |
 //! | 8 serving | [`web`], [`server`] |
 //! | 9 daemon | [`agent`], [`lab`] |
 //!
@@ -35,7 +35,7 @@
 //! | module | what it does | what it does not |
 //! |---|---|---|
 //! | [`failure`] | the fixed failure reasons (one list, the `reason` label), [`failure::Failure`], the connect-error mapping | know about protocols above TCP |
-//! | [`trace`] | the step recorder of `check --trace`: a no-op outside a trace | run probes ([`tracer`] does) |
+//! | [`trace`] | the step recorder of `check --trace`: a no-op outside a trace | run probes ([`trace_run`] does) |
 //! | [`os`] | thread priority, giving memory back, fresh connected UDP sockets | keep state |
 //! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | decide what is logged |
 //! | [`dns`] | the DNS client: queries to the configured servers, RFC 5452 acceptance, TCP on truncation | cache, judge answers |
@@ -50,9 +50,9 @@
 //! | [`labels`] | an instance's series label block | write samples |
 //! | [`results`] | per-instance results of the loaded configuration (with each instance's label block, rendered once by [`labels`]), staleness, the last 500 state changes | write any output |
 //! | [`scheduler`] | one task per instance: spread start, interval, timeout, concurrency, reload, shutdown; `each_address` fan-out; a panic becomes `internal`; `check`'s one round | know any kind |
-//! | [`tracer`] | one round of an instance inside the trace recorder | record results |
+//! | [`trace_run`] | one round of an instance inside the trace recorder | record results |
 //! | [`rollup`] | per-pool rollups (UP/DOWN and counts) | render |
-//! | [`report`] | status and events JSON, the `check` table | HTML |
+//! | [`views`] | status and events JSON, the `check` table | HTML |
 //! | [`status_page`] | the HTML status page | read the results store |
 //! | [`metrics`] | encodes the current results at scrape time | probe |
 //! | [`web`] | the HTTP port: exporter-toolkit web config (TLS, client certificates, basic auth), connection limits | routes |
@@ -83,7 +83,6 @@ pub mod os;
 pub mod outcome;
 pub mod pool;
 pub mod probe;
-pub mod report;
 pub mod resolve;
 pub mod results;
 pub mod rollup;
@@ -93,6 +92,7 @@ pub mod sip;
 pub mod status_page;
 pub mod tls;
 pub mod trace;
-pub mod tracer;
+pub mod trace_run;
 pub mod users;
+pub mod views;
 pub mod web;

@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use coexistd::agent::{self, AgentError, ConfigSource};
 use coexistd::config::{self, Config};
-use coexistd::report::Report;
 use coexistd::results::Slot;
 use coexistd::scheduler::{LiveProber, Prober};
+use coexistd::views::Report;
 
 /// Exit code: a check failed.
 const EXIT_CHECK_FAILED: u8 = 1;
@@ -369,7 +369,7 @@ async fn trace_check(
     }
     let mut traces = Vec::new();
     for i in &instances {
-        let t = coexistd::tracer::trace_round(prober, i).await;
+        let t = coexistd::trace_run::trace_round(prober, i).await;
         if let Format::Table = format {
             println!("{}", t.text());
         }

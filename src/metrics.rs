@@ -482,7 +482,7 @@ fn write_instance_family(
 /// Pool rollups and agent-level families, through prometheus-client.
 struct AgentFamilies {
     generation: Arc<Generation>,
-    units: Vec<(usize, crate::results::Unit)>,
+    units: Vec<(usize, crate::results::SeriesState)>,
     reload: ReloadStatus,
     lag: Histogram<{ LAG_BUCKETS.len() + 1 }>,
     users: Vec<crate::probe::ua::endpoint::EndpointStatus>,

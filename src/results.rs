@@ -144,7 +144,7 @@ struct Member {
 
 /// One set of series: an instance, or one address of an `each_address` instance.
 #[derive(Debug, Clone)]
-pub struct Unit {
+pub struct SeriesState {
     /// The address, for a fanned-out instance.
     pub address: Option<IpAddr>,
     /// The series labels when they differ from the slot's (with `address`).
@@ -375,23 +375,28 @@ impl Slot {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Whether results in `state` are stale at `now` (see [`Unit::stale`]).
+    /// Whether results in `state` are stale at `now` (see [`SeriesState::stale`]).
     pub fn is_stale(&self, state: &InstanceState, now: std::time::Instant) -> bool {
         let reference = state.last.as_ref().map_or(self.since, |l| l.finished);
         now.saturating_duration_since(reference) > self.instance.interval * STALE_INTERVALS
     }
 
     /// The slot's series sets: one per address while addresses are known, else one.
-    pub fn units(&self) -> Vec<Unit> {
+    pub fn units(&self) -> Vec<SeriesState> {
         let now = std::time::Instant::now();
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         if members.is_empty() {
             let state = self.state();
-            return vec![Unit { address: None, labels: None, stale: self.is_stale(&state, now), state }];
+            return vec![SeriesState {
+                address: None,
+                labels: None,
+                stale: self.is_stale(&state, now),
+                state,
+            }];
         }
         members
             .iter()
-            .map(|(ip, m)| Unit {
+            .map(|(ip, m)| SeriesState {
                 address: Some(*ip),
                 labels: Some(m.labels.clone()),
                 stale: self.is_stale(&m.state, now),
@@ -402,7 +407,7 @@ impl Slot {
 }
 
 /// Every unit of `slots`, with the index of its slot.
-pub fn units(slots: &[Arc<Slot>]) -> Vec<(usize, Unit)> {
+pub fn units(slots: &[Arc<Slot>]) -> Vec<(usize, SeriesState)> {
     slots.iter().enumerate().flat_map(|(i, s)| s.units().into_iter().map(move |u| (i, u))).collect()
 }
 

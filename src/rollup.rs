@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::results::{Slot, Unit};
+use crate::results::{SeriesState, Slot};
 
 /// A pool's rollup.
 #[derive(Debug, Clone, Serialize)]
@@ -33,7 +33,7 @@ pub struct PoolReport {
 pub fn pool_reports(
     config: &Config,
     slots: &[std::sync::Arc<Slot>],
-    units: &[(usize, Unit)],
+    units: &[(usize, SeriesState)],
 ) -> Vec<PoolReport> {
     let mut pools: Vec<PoolReport> = config
         .pools
@@ -94,7 +94,11 @@ pub struct InteropCell {
 
 /// The coexistence matrix, in pool order (senders, then recipients): cells with at
 /// least one pair.
-pub fn interop(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize, Unit)]) -> Vec<InteropCell> {
+pub fn interop(
+    config: &Config,
+    slots: &[std::sync::Arc<Slot>],
+    units: &[(usize, SeriesState)],
+) -> Vec<InteropCell> {
     let order = |name: &str| config.pools.iter().position(|p| p.name == name).unwrap_or(usize::MAX);
     let mut cells: Vec<InteropCell> = Vec::new();
     for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {

@@ -26,8 +26,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::report::Report;
 use crate::results::Store;
+use crate::views::Report;
 
 /// A reload request: the reply says whether the new configuration was taken.
 pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
@@ -40,7 +40,7 @@ struct App {
     /// `--web.enable-lifecycle`: `POST /-/reload` is served.
     lifecycle: bool,
     /// Runs `/api/v1/trace`.
-    tracer: Arc<crate::tracer::Tracer>,
+    tracer: Arc<crate::trace_run::Tracer>,
 }
 
 /// How the endpoints are exposed (`--web.*` flags).
@@ -113,7 +113,7 @@ pub const MAX_WAITING: usize = 64;
 pub fn router(
     store: Arc<Store>,
     reload: mpsc::Sender<ReloadRequest>,
-    tracer: Arc<crate::tracer::Tracer>,
+    tracer: Arc<crate::trace_run::Tracer>,
     web: &WebOptions,
 ) -> Router {
     let render = Arc::new(Render {
@@ -261,7 +261,7 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
             vec![Bytes::from(serde_json::to_vec(&status).unwrap_or_default())]
         }
         View::StatusPage => {
-            let events = crate::report::events(&store.events());
+            let events = crate::views::events(&store.events());
             vec![Bytes::from(crate::status_page::render(
                 &report(store),
                 &events,
@@ -272,10 +272,10 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
             #[derive(serde::Serialize)]
             struct Events {
                 kept: usize,
-                events: Vec<crate::report::EventReport>,
+                events: Vec<crate::views::EventReport>,
             }
             let events =
-                Events { kept: crate::results::EVENTS_KEPT, events: crate::report::events(&store.events()) };
+                Events { kept: crate::results::EVENTS_KEPT, events: crate::views::events(&store.events()) };
             vec![Bytes::from(serde_json::to_vec(&events).unwrap_or_default())]
         }
     }
@@ -395,11 +395,11 @@ async fn trace(
     }
     let traces = match app.tracer.trace(instances).await {
         Ok(t) => t,
-        Err(crate::tracer::TraceRefused::Busy) => {
+        Err(crate::trace_run::TraceRefused::Busy) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "Another trace is running; try again in a moment.\n")
                 .into_response()
         }
-        Err(crate::tracer::TraceRefused::Failed) => {
+        Err(crate::trace_run::TraceRefused::Failed) => {
             return (StatusCode::INTERNAL_SERVER_ERROR, "The trace failed; the agent's log says why.\n")
                 .into_response()
         }

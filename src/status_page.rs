@@ -15,7 +15,7 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
-use crate::report::{EventReport, InstanceReport, PoolReport, Report};
+use crate::views::{EventReport, InstanceReport, PoolReport, Report};
 
 /// State changes listed on the page (all kept ones are in `/api/v1/events`).
 pub const EVENTS_SHOWN: usize = 50;
@@ -57,7 +57,7 @@ code{font-size:13px}\
 footer{color:var(--mute);font-size:12px;padding:16px}\
 @media (max-width:600px){main{padding:8px}th,td{padding:5px;font-size:13px}}";
 
-/// The status page of `report` at `now`, listing `events` (newest first).
+/// The status page of `report` (the status view) at `now`, listing `events` (newest first).
 pub fn render(report: &Report, events: &[EventReport], now: SystemTime) -> String {
     let mut s = String::with_capacity(16 * 1024 + report.instances.len() * 400);
     let refresh = refresh_seconds(report);

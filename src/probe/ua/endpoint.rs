@@ -885,7 +885,7 @@ async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net
 }
 
 /// A registration in force: the link and the binding.
-struct Session {
+struct InForce {
     link: Arc<Link>,
     binding: Binding,
 }
@@ -895,7 +895,7 @@ fn unix_now() -> f64 {
 }
 
 /// Connects to the planned pool and registers (one redirect, as the policy allows).
-async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
+async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<InForce, Failure> {
     let spec = &endpoint.spec;
     let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let plan = Plan {
@@ -912,7 +912,7 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<Session, Failure> {
         o.result.err().unwrap_or_else(|| Failure::new(FailureReason::Internal, "registration failed"))
     })?;
     reg.conn.armed = false;
-    Ok(Session { link: reg.conn.link.clone(), binding: reg.binding })
+    Ok(InForce { link: reg.conn.link.clone(), binding: reg.binding })
 }
 
 /// A random duration between half of `d` and `d` (backoff jitter: a thousand
@@ -969,7 +969,7 @@ async fn run(endpoint: Arc<Endpoint>, stop: CancellationToken) {
 
 /// Whether the flow to the registrar is alive (RFC 5626 §4.4): a pong to a CRLF ping
 /// on a stream whose registrar pongs, else any final response to an OPTIONS.
-async fn keepalive(endpoint: &Endpoint, s: &Session) -> Result<(), Failure> {
+async fn keepalive(endpoint: &Endpoint, s: &InForce) -> Result<(), Failure> {
     let link = &s.link;
     if link.transport != Transport::Udp {
         let before = link.pongs.load(Ordering::Acquire);
@@ -1016,9 +1016,9 @@ async fn keepalive(endpoint: &Endpoint, s: &Session) -> Result<(), Failure> {
 /// Keeps a registration: keep-alives, refreshes at half the granted expiry (or at
 /// once when a probe asks), until the link is lost, a refresh or keep-alive fails (the
 /// failure), or `stop` (unregisters; `None`).
-async fn hold(endpoint: &Arc<Endpoint>, mut s: Session, stop: &CancellationToken) -> Option<Failure> {
+async fn hold(endpoint: &Arc<Endpoint>, mut s: InForce, stop: &CancellationToken) -> Option<Failure> {
     let user = &endpoint.spec.user;
-    let lost = |f: Failure, s: &Session| {
+    let lost = |f: Failure, s: &InForce| {
         s.link.close();
         Some(f)
     };

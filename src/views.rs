@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::results::{Slot, Transition, Unit};
+use crate::results::{SeriesState, Slot, Transition};
 pub use crate::rollup::PoolReport;
 
 /// One check instance's last result.
@@ -141,7 +141,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 impl Report {
     /// Builds the report from slots and a copy of their states.
-    pub fn build(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize, Unit)]) -> Report {
+    pub fn build(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize, SeriesState)]) -> Report {
         let instances: Vec<InstanceReport> = units
             .iter()
             .map(|(index, unit)| {
