@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Phase, ProbeContext};
 use crate::dns::Answer;
 
 /// Record types a dns check can ask for.
@@ -196,14 +196,14 @@ fn normalise_name(s: &str) -> Result<String, String> {
 }
 
 /// Compares an answer with the expectation; `Ok` or the failure reason and detail.
-pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason, String)> {
-    super::answered(answer).map_err(|f| (f.reason, f.detail))?;
+pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), Failure> {
+    super::answered(answer)?;
     let got: BTreeSet<String> = answer.records.iter().map(crate::dns::Rec::text).collect();
     let shown = || got.iter().cloned().collect::<Vec<_>>().join(", ");
     match expect {
         Expectation::AnyAnswer => Ok(()),
         Expectation::Exact(want) if &got == want => Ok(()),
-        Expectation::Exact(want) => Err((
+        Expectation::Exact(want) => Err(Failure::new(
             FailureReason::DnsMismatch,
             format!("got [{}], expected [{}]", shown(), want.iter().cloned().collect::<Vec<_>>().join(", ")),
         )),
@@ -212,7 +212,7 @@ pub fn judge(answer: &Answer, expect: &Expectation) -> Result<(), (FailureReason
             if missing.is_empty() {
                 Ok(())
             } else {
-                Err((
+                Err(Failure::new(
                     FailureReason::DnsMismatch,
                     format!("got [{}], missing [{}]", shown(), missing.join(", ")),
                 ))
@@ -268,7 +268,7 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
             if let (Ok(()), Some(want)) = (&verdict, &spec.expect_pool) {
                 let got = points_to.as_deref().unwrap_or(UNKNOWN);
                 if got != want {
-                    verdict = Err((
+                    verdict = Err(Failure::new(
                         FailureReason::DnsWrongPool,
                         format!(
                             "points to {got} [{}], expected pool {want}",
@@ -279,7 +279,7 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
             }
             let mut o = match verdict {
                 Ok(()) => Outcome::pass(phases),
-                Err((r, d)) => Outcome::fail(r, d, phases),
+                Err(f) => Outcome::failed(f, phases),
             };
             o.dns_answers = Some(answer.answer_count as u64);
             o.points_to = points_to;
@@ -317,20 +317,23 @@ mod tests {
     fn rcodes_map_to_reasons() {
         let any = Expectation::AnyAnswer;
         assert_eq!(
-            judge(&answer(ResponseCode::NXDomain, &[]), &any).unwrap_err().0,
+            judge(&answer(ResponseCode::NXDomain, &[]), &any).unwrap_err().reason,
             FailureReason::DnsNxdomain
         );
         assert_eq!(
-            judge(&answer(ResponseCode::ServFail, &[]), &any).unwrap_err().0,
+            judge(&answer(ResponseCode::ServFail, &[]), &any).unwrap_err().reason,
             FailureReason::DnsServfail
         );
         assert_eq!(
-            judge(&answer(ResponseCode::Refused, &[]), &any).unwrap_err().0,
+            judge(&answer(ResponseCode::Refused, &[]), &any).unwrap_err().reason,
             FailureReason::DnsRefused
         );
-        assert_eq!(judge(&answer(ResponseCode::FormErr, &[]), &any).unwrap_err().0, FailureReason::DnsError);
         assert_eq!(
-            judge(&answer(ResponseCode::NoError, &[]), &any).unwrap_err().0,
+            judge(&answer(ResponseCode::FormErr, &[]), &any).unwrap_err().reason,
+            FailureReason::DnsError
+        );
+        assert_eq!(
+            judge(&answer(ResponseCode::NoError, &[]), &any).unwrap_err().reason,
             FailureReason::DnsNoAnswer
         );
         assert!(judge(&answer(ResponseCode::NoError, &["1.2.3.4"]), &any).is_ok());
@@ -341,11 +344,11 @@ mod tests {
         let a = answer(ResponseCode::NoError, &["10.0.0.1", "10.0.0.2"]);
         assert!(judge(&a, &Expectation::Exact(set(&["10.0.0.2", "10.0.0.1"]))).is_ok());
         let e = judge(&a, &Expectation::Exact(set(&["10.0.0.1"]))).unwrap_err();
-        assert_eq!(e.0, FailureReason::DnsMismatch);
-        assert_eq!(e.1, "got [10.0.0.1, 10.0.0.2], expected [10.0.0.1]");
+        assert_eq!(e.reason, FailureReason::DnsMismatch);
+        assert_eq!(e.detail, "got [10.0.0.1, 10.0.0.2], expected [10.0.0.1]");
         assert!(judge(&a, &Expectation::Contains(set(&["10.0.0.1"]))).is_ok());
         let e = judge(&a, &Expectation::Contains(set(&["10.0.0.3"]))).unwrap_err();
-        assert_eq!(e.1, "got [10.0.0.1, 10.0.0.2], missing [10.0.0.3]");
+        assert_eq!(e.detail, "got [10.0.0.1, 10.0.0.2], missing [10.0.0.3]");
     }
 
     #[test]
