@@ -266,6 +266,7 @@ async fn exchange(
     }
     let mut answers = Vec::with_capacity(rtypes.len());
     for (id, rtype, bytes, resp) in pending {
+        // invariant: the receive loop above ends only when every query has its response.
         let mut resp = resp.expect("loop ends when every query has its response");
         if resp.metadata.truncation {
             crate::trace::step("dns", || format!("{rtype} answer truncated: asking {server} again over TCP"));

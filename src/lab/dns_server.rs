@@ -56,16 +56,19 @@ impl Drop for DnsServer {
 /// `name` as an absolute DNS name (panics on an invalid literal: lab and test data only).
 pub fn name(s: &str) -> Name {
     let s = s.trim_end_matches('.');
+    // invariant: lab and test data only, written as literals in this crate.
     Name::from_ascii(format!("{s}.")).expect("valid DNS name literal")
 }
 
 /// An A record.
 pub fn a(owner: &str, ip: &str) -> Record {
+    // invariant: an address literal of the lab's own (loopback data in this crate).
     Record::from_rdata(name(owner), 60, RData::A(A(ip.parse().expect("IPv4 literal"))))
 }
 
 /// An AAAA record.
 pub fn aaaa(owner: &str, ip: &str) -> Record {
+    // invariant: an address literal of the lab's own (loopback data in this crate).
     Record::from_rdata(name(owner), 60, RData::AAAA(AAAA(ip.parse().expect("IPv6 literal"))))
 }
 

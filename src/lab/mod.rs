@@ -560,6 +560,7 @@ impl Lab {
         std::fs::write(&ca_file, pki.ca.issued.cert.to_pem().map_err(std::io::Error::other)?)?;
         let legacy_tls = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
         let new_tls = Arc::new(acceptor(&pki.new, false).map_err(std::io::Error::other)?);
+        // invariant: an address literal of the lab's own (loopback data in this crate).
         let dns = DnsServer::start("127.0.0.1:0".parse().expect("literal"), zone()).await?;
         let users_dir = std::env::temp_dir().join(format!("coexistd-demo-users-{}", std::process::id()));
         std::fs::create_dir_all(&users_dir)?;
@@ -585,6 +586,7 @@ impl Lab {
         let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
             for &(port, service) in ports {
+                // invariant: an address literal of the lab's own (loopback data in this crate).
                 let addr: SocketAddr = format!("{ip}:{port}").parse().expect("literal");
                 let busy = |e: std::io::Error| {
                     std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))

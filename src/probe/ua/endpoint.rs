@@ -175,11 +175,6 @@ impl Endpoints {
         }
     }
 
-    /// The shared byte budget (bytes held now: [`Budget::used`]).
-    pub fn budget(&self) -> &Arc<Budget> {
-        &self.budget
-    }
-
     /// The realm pinned for user `name`, if any.
     pub fn realm_of(&self, name: &str) -> Option<String> {
         self.realms.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
@@ -247,8 +242,6 @@ impl Endpoints {
 
     /// Every endpoint's status, by user name.
     pub fn statuses(&self) -> Vec<EndpointStatus> {
-        // Kept answers expire on time even when no request comes to push them out.
-        self.server_tx.expire(Instant::now());
         let mut v: Vec<EndpointStatus> = self
             .running
             .lock()
