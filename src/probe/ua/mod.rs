@@ -2,7 +2,7 @@
 //! transactions over a connection of a probe's own ([`udp_transaction`], [`stream_transaction`]), the OPTIONS exchange
 //! ([`options`]), one registration routine with the redirect and authentication
 //! policy ([`registration`]), and the test users' registered endpoints ([`endpoint`]:
-//! their connections, client transactions on them, and the UAS side — which requests
+//! their connections ([`link`]), client transactions on them, and the UAS side — which requests
 //! an endpoint answers and how, with server transactions under one byte budget).
 //!
 //! Kinds ask "did this user-level thing happen, and how long did it take"; everything
@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod endpoint;
+pub mod link;
 pub mod options;
 pub mod registration;
 
