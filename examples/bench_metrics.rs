@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use coexistd::config::Config;
-use coexistd::probe::{FailureReason, Outcome, Phase};
-use coexistd::results::Store;
+use coexistd::kinds::{FailureReason, Outcome, Phase};
+use coexistd::run::results::Store;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -41,7 +41,7 @@ fn main() {
         let t = Instant::now();
         // As the server does: chunks are handed on and dropped once written.
         len = 0;
-        coexistd::metrics::encode_chunks(&store, false, |chunk| {
+        coexistd::output::metrics::encode_chunks(&store, false, |chunk| {
             len += chunk.len();
             true
         })

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Checks that no module of the library reaches a layer above its own, and that check
+"""Checks that no folder of the library reaches a layer above its own, and that check
 kinds never use each other.
 
-The layers are the table in src/lib.rs (rows `//! | N name | [`module`], ... |`). Every
+The layers are the table in src/lib.rs (rows `//! | N name | [`module`], ... |`); each
+module there is a folder of src/ (or a single file of the ground floor). Every
 `crate::module` path in the code of src/ (not in comments) is an edge from the file's
-top-level module to `module`; an edge to a higher layer is an error, and so is a cycle
-between two top-level modules of the same layer.
+top-level folder to `module`; an edge to a higher layer is an error, and so is a cycle
+between two folders of the same layer.
 
-Inside `src/probe/` the kinds are the modules named in the `check_kinds!` list of
-`src/probe/mod.rs`. A kind's file may use the kinds' shared parts (`mod.rs`, `net`, the
-user agent under `ua/`) but no other kind; the shared parts use no kind at all: what
-two kinds share lives below them, so adding or removing a kind touches nothing else.
+Inside `src/kinds/` the kinds are the modules named in the `check_kinds!` list of
+`src/kinds/mod.rs`. A kind's file may use the list and trait (`mod.rs`) and anything
+below (the user agent in `src/ua/`) but no other kind, and `mod.rs` names a kind only
+in that list: what two kinds share lives below them, so adding or removing a kind
+touches nothing else.
 
 Prints every violation with its file and line; exit 1 if any, 0 otherwise. CI runs it
 (.ci/run).
@@ -91,19 +93,19 @@ for (a, b), where in sorted(edges.items()):
         errors.append(f"cycle between {a} and {b}: {where} and {edges[(b, a)]}")
 
 # Kinds use no kind.
-probe = src / "probe"
+probe = src / "kinds"
 kinds = set(re.findall(r"^\s+\w+\((\w+)::\w+\) => \"", (probe / "mod.rs").read_text(), re.M))
 if not kinds:
-    sys.exit("check-layers: no kinds found in the check_kinds! list of src/probe/mod.rs")
+    sys.exit("check-layers: no kinds found in the check_kinds! list of src/kinds/mod.rs")
 kind_edges = 0
 for path in sorted(probe.rglob("*.rs")):
     rel = path.relative_to(probe).parts
     me = rel[0][:-3] if len(rel) == 1 else rel[0]
     depth = len(rel) - 1
     for n, code in code_lines(path.read_text()):
-        used = set(re.findall(r"\bcrate::probe::(\w+)", code))
-        # `super::x` from a file directly in probe/ (or `super::super::x` one folder
-        # down) names the probe module x.
+        used = set(re.findall(r"\bcrate::kinds::(\w+)", code))
+        # `super::x` from a file directly in kinds/ (or `super::super::x` one folder
+        # down) names the kinds module x.
         prefix = r"\bsuper::" + r"super::" * depth
         used |= set(re.findall(prefix + r"(\w+)", code))
         for group in re.findall(prefix + r"\{([^}]*)\}", code):
@@ -112,8 +114,19 @@ for path in sorted(probe.rglob("*.rs")):
             if other == me:
                 continue
             kind_edges += 1
-            who = f"kind {me}" if me in kinds else f"probe/{'/'.join(rel)} (shared by the kinds)"
+            who = f"kind {me}" if me in kinds else f"kinds/{'/'.join(rel)} (shared by the kinds)"
             errors.append(f"{path.relative_to(root)}:{n}: {who} uses kind {other}")
+
+# The list and trait (kinds/mod.rs) name a kind only inside the `check_kinds!` list.
+in_list = False
+for n, code in code_lines((probe / "mod.rs").read_text()):
+    if code.startswith("check_kinds! {"):
+        in_list = True
+    elif in_list and code.startswith("}"):
+        in_list = False
+    elif not in_list:
+        for other in sorted(set(re.findall(r"(?<![:\w])(\w+)::", code)) & kinds):
+            errors.append(f"src/kinds/mod.rs:{n}: names kind {other} outside the check_kinds! list")
 
 for e in errors:
     print(e)

@@ -8,12 +8,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
-use crate::dns::DnsClient;
-use crate::probe::ProbeContext;
-use crate::resolve::{self, Resolver};
-use crate::results::Store;
-use crate::scheduler::{LiveProber, Scheduler};
-use crate::server::{self, ReloadRequest};
+use crate::http::routes::{self, ReloadRequest};
+use crate::kinds::ProbeContext;
+use crate::net::dns::DnsClient;
+use crate::net::resolve::{self, Resolver};
+use crate::run::results::Store;
+use crate::run::scheduler::{LiveProber, Scheduler};
 
 /// Where the configuration comes from, so that a reload reads it again.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
     };
     let dns = Arc::new(DnsClient::new(servers));
     let resolver = Resolver::new(dns.clone(), config.agent.timeout);
-    let tls = crate::tls::TlsClient::new(&config.tls).map_err(|e| {
+    let tls = crate::net::tls::TlsClient::new(&config.tls).map_err(|e| {
         AgentError::Config(ConfigError {
             origin: config.origin.clone(),
             position: None,
@@ -71,7 +71,7 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
 }
 
 /// The registered endpoints the instances of `config` need (one per test user).
-pub fn endpoint_specs(config: &Config) -> Vec<crate::probe::ua::endpoint::EndpointSpec> {
+pub fn endpoint_specs(config: &Config) -> Vec<crate::ua::endpoint::EndpointSpec> {
     config.instances.iter().flat_map(|i| i.spec.endpoints()).cloned().collect()
 }
 
@@ -89,7 +89,7 @@ pub async fn run(
     source: ConfigSource,
     shutdown: CancellationToken,
     probes: tokio::runtime::Handle,
-    web: server::WebOptions,
+    web: routes::WebOptions,
 ) -> Result<(), AgentError> {
     let config = source.load()?;
     let listen = config.agent.listen;
@@ -104,11 +104,12 @@ pub async fn run(
     store.endpoints.sync(endpoint_specs(&store.current().config), &cx, &probes);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
-    let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
-    let tracer = Arc::new(crate::trace_run::Tracer::new(prober.clone(), probes.clone()));
-    let app = server::router(store.clone(), reload_tx, tracer.clone(), &web);
-    let limits = crate::web::Limits::from_descriptors(concurrency);
-    let http = tokio::spawn(crate::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
+    let prober: Arc<dyn crate::run::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
+    let tracer = Arc::new(crate::run::trace_run::Tracer::new(prober.clone(), probes.clone()));
+    let app = routes::router(store.clone(), reload_tx, tracer.clone(), &web);
+    let limits = crate::http::web::Limits::from_descriptors(concurrency);
+    let http =
+        tokio::spawn(crate::http::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
 
     let mut scheduler = Scheduler::start_on(&probes, store.current(), store.clone(), prober, concurrency);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -142,7 +143,7 @@ async fn reload(
     scheduler: &mut Scheduler,
     listen: std::net::SocketAddr,
     probes: &tokio::runtime::Handle,
-    tracer: &crate::trace_run::Tracer,
+    tracer: &crate::run::trace_run::Tracer,
 ) -> Result<(), String> {
     let loaded = source
         .load()
@@ -166,7 +167,7 @@ async fn reload(
     let generation = store.swap(config);
     cx.endpoints = store.endpoints.clone();
     store.endpoints.sync(endpoint_specs(&generation.config), &cx, probes);
-    let prober: Arc<dyn crate::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
+    let prober: Arc<dyn crate::run::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
     tracer.set_prober(prober.clone());
     *scheduler = Scheduler::start_on(probes, generation, store.clone(), prober, concurrency);
     tracing::info!(instances, "configuration reloaded");

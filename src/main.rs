@@ -12,9 +12,9 @@ use tokio_util::sync::CancellationToken;
 
 use coexistd::agent::{self, AgentError, ConfigSource};
 use coexistd::config::{self, Config};
-use coexistd::results::Slot;
-use coexistd::scheduler::{LiveProber, Prober};
-use coexistd::views::Report;
+use coexistd::output::views::Report;
+use coexistd::run::results::Slot;
+use coexistd::run::scheduler::{LiveProber, Prober};
 
 /// Exit code: a check failed.
 const EXIT_CHECK_FAILED: u8 = 1;
@@ -98,15 +98,15 @@ struct WebFlags {
 
 impl WebFlags {
     /// Loads the web configuration; an error is a usage error (exit 2).
-    fn options(&self) -> Result<coexistd::server::WebOptions, ExitCode> {
+    fn options(&self) -> Result<coexistd::http::routes::WebOptions, ExitCode> {
         let config = match &self.web_config {
             None => None,
-            Some(p) => Some(coexistd::web::WebConfig::load(p).map_err(|e| {
+            Some(p) => Some(coexistd::http::web::WebConfig::load(p).map_err(|e| {
                 eprintln!("coexistd: --web.config.file: {e}");
                 ExitCode::from(EXIT_CONFIG)
             })?),
         };
-        Ok(coexistd::server::WebOptions { lifecycle: self.lifecycle, config })
+        Ok(coexistd::http::routes::WebOptions { lifecycle: self.lifecycle, config })
     }
 }
 
@@ -191,7 +191,7 @@ fn report_error(e: &anyhow::Error) {
 async fn run(
     source: ConfigSource,
     probes: tokio::runtime::Handle,
-    web: coexistd::server::WebOptions,
+    web: coexistd::http::routes::WebOptions,
 ) -> ExitCode {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -238,7 +238,7 @@ fn validate(path: &std::path::Path, web_config: Option<&std::path::Path>) -> Exi
         Err(code) => return code,
     };
     if let Some(w) = web_config {
-        match coexistd::web::WebConfig::load(w) {
+        match coexistd::http::web::WebConfig::load(w) {
             Ok(c) => println!(
                 "{}: OK: TLS {}, {} basic-auth users, {} response headers",
                 w.display(),
@@ -252,7 +252,7 @@ fn validate(path: &std::path::Path, web_config: Option<&std::path::Path>) -> Exi
             }
         }
     }
-    if let Err(e) = coexistd::tls::TlsClient::new(&config.tls) {
+    if let Err(e) = coexistd::net::tls::TlsClient::new(&config.tls) {
         eprintln!("coexistd: {}: {e}", config.origin);
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -311,7 +311,7 @@ async fn check(path: &std::path::Path, pools: &[String], format: Format, trace: 
 
 async fn check_registered(
     config: &coexistd::config::Config,
-    cx: coexistd::probe::ProbeContext,
+    cx: coexistd::kinds::ProbeContext,
     pools: &[String],
     format: Format,
     trace: Option<String>,
@@ -323,8 +323,8 @@ async fn check_registered(
     }
     let slots: Vec<Arc<Slot>> =
         config.instances.iter().map(|i| Arc::new(Slot::new(config, i.clone()))).collect();
-    coexistd::scheduler::run_each_once(&slots, prober, config.agent.concurrency).await;
-    let units = coexistd::results::units(&slots);
+    coexistd::run::scheduler::run_each_once(&slots, prober, config.agent.concurrency).await;
+    let units = coexistd::run::results::units(&slots);
     let mut report = Report::build(config, &slots, &units);
     report.users = endpoints.statuses();
     if !pools.is_empty() {
@@ -369,7 +369,7 @@ async fn trace_check(
     }
     let mut traces = Vec::new();
     for i in &instances {
-        let t = coexistd::trace_run::trace_round(prober, i).await;
+        let t = coexistd::run::trace_run::trace_round(prober, i).await;
         if let Format::Table = format {
             println!("{}", t.text());
         }
@@ -396,7 +396,7 @@ async fn demo(
     listen: SocketAddr,
     print_config: bool,
     probes: tokio::runtime::Handle,
-    web: coexistd::server::WebOptions,
+    web: coexistd::http::routes::WebOptions,
 ) -> ExitCode {
     let lab = match coexistd::lab::Lab::start().await {
         Ok(l) => l,

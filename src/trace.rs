@@ -1,5 +1,5 @@
 //! Step-by-step traces of one probe: the recorder (`coexistd check --trace` and
-//! `/api/v1/trace` run a round inside it, see [`crate::trace_run`]).
+//! `/api/v1/trace` run a round inside it, see [`crate::run::trace_run`]).
 //!
 //! The probing code notes its steps with [`step`] — the DNS question and answers, each
 //! connect, the TLS handshake and the chain as received, the SIP request and response

@@ -22,7 +22,7 @@ fn with_pools(rest: &str) -> String {
 /// (rule, file text, exact error)
 /// The message for an unknown kind: every kind the build knows, in list order.
 fn every_kind_message() -> &'static str {
-    let kinds: Vec<String> = coexistd::probe::Kind::ALL.iter().map(|k| format!("`{}`", k.as_str())).collect();
+    let kinds: Vec<String> = coexistd::kinds::Kind::ALL.iter().map(|k| format!("`{}`", k.as_str())).collect();
     let msg = format!("t.toml:13:8: unknown variant `icmp`, expected one of {}", kinds.join(", "));
     Box::leak(msg.into_boxed_str())
 }
@@ -455,10 +455,10 @@ fn the_example_config_is_valid() {
     let tls = c.instances.iter().find(|i| i.check == "sip-tls" && i.pool_name() == "ocs2007r2").unwrap();
     assert_eq!(tls.target, "ocspool.contoso.com:5061");
     match &tls.spec {
-        coexistd::probe::CheckSpec::Tls(t) => {
+        coexistd::kinds::CheckSpec::Tls(t) => {
             assert_eq!(
                 t.opts.min_version,
-                coexistd::tls::TlsVersion::V1_0,
+                coexistd::net::tls::TlsVersion::V1_0,
                 "the pool's tls_min_version applies"
             );
             assert_eq!(t.opts.min_days_valid, Some(14));

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
+use coexistd::kinds::{FailureReason, Outcome};
 use coexistd::lab::dns_server::{a, srv, DnsServer, Fault};
-use coexistd::probe::{FailureReason, Outcome};
-use coexistd::scheduler::{run_once, LiveProber};
+use coexistd::run::scheduler::{run_once, LiveProber};
 use common::Knot;
 use hickory_proto::op::ResponseCode;
 
@@ -43,7 +43,7 @@ async fn knot_answers_a_cname_srv_txt_and_nxdomain() {
 
     let o = probe(s, "lyncpool.contoso.test", "A", "expect = [\"127.0.20.2\", \"127.0.20.1\"]", "2s").await;
     assert_eq!(o.result, Ok(()));
-    assert_eq!(o.dns_answers, Some(2));
+    assert_eq!(o.value(&coexistd::kinds::dns::DNS_ANSWERS), Some(2.0));
 
     let o = probe(s, "lyncpool.contoso.test", "A", "expect = [\"127.0.20.1\"]", "2s").await;
     let f = o.result.unwrap_err();
@@ -138,7 +138,7 @@ async fn a_truncated_udp_answer_is_retried_over_tcp() {
     let o = probe(r.addr, "_sip._tls.contoso.test", "SRV", "expect = [\"0 0 443 sip.contoso.test.\"]", "2s")
         .await;
     assert_eq!(o.result, Ok(()), "the answer came over TCP");
-    assert_eq!(o.dns_answers, Some(1));
+    assert_eq!(o.value(&coexistd::kinds::dns::DNS_ANSWERS), Some(1.0));
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //! property) with the seed in `PROPTEST_RNG_SEED` (fixed in CI by `scripts/test.sh`);
 //! `scripts/fuzz.sh DURATION` runs them longer with random seeds.
 
-use coexistd::dns::{match_reply, Reply};
+use coexistd::net::dns::{match_reply, Reply};
 use coexistd::sip::message::{self, bounded_decimal, parse, Parsed, MAX_MESSAGE};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{rdata::A, DNSClass, Name, RData, Record, RecordType};
@@ -224,10 +224,10 @@ proptest! {
         if let Some(c) = cut {
             der.truncate(c.index(der.len() + 1));
         }
-        let summaries = coexistd::tls::cert::summarize_der(&[rustls::pki_types::CertificateDer::from(der.clone())]);
+        let summaries = coexistd::net::tls::cert::summarize_der(&[rustls::pki_types::CertificateDer::from(der.clone())]);
         prop_assert!(summaries.len() <= 1);
         if let Ok(x) = openssl::x509::X509::from_der(&der) {
-            let _ = coexistd::tls::cert::summarize(&x);
+            let _ = coexistd::net::tls::cert::summarize(&x);
         }
     }
 

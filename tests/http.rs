@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
+use coexistd::kinds::{FailureReason, Outcome, Phase};
 use coexistd::lab::dns_server::{a, DnsServer};
 use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
-use coexistd::probe::{FailureReason, Outcome, Phase};
-use coexistd::scheduler::{run_once, LiveProber};
+use coexistd::run::scheduler::{run_once, LiveProber};
 use openssl::hash::MessageDigest;
 
 const NAME: &str = "lyncdiscoverinternal.contoso.test";
@@ -95,7 +95,7 @@ async fn autodiscover_answers_200_with_the_expected_body() {
     assert_eq!(target, format!("https://{NAME}:{}/autodiscover/autodiscoverservice.svc", lab.server.port));
     let phases: Vec<Phase> = o.phases.iter().map(|p| p.0).collect();
     assert_eq!(phases, [Phase::Resolve, Phase::Connect, Phase::Tls, Phase::Request]);
-    assert_eq!(o.tls.as_ref().unwrap().version, Some(coexistd::tls::TlsVersion::V1_3));
+    assert_eq!(o.tls.as_ref().unwrap().version, Some(coexistd::net::tls::TlsVersion::V1_3));
 }
 
 #[tokio::test]

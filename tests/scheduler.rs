@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coexistd::config::{CheckInstance, Config};
-use coexistd::probe::{FailureReason, Outcome};
-use coexistd::results::Store;
-use coexistd::scheduler::{Prober, Scheduler};
+use coexistd::kinds::{FailureReason, Outcome};
+use coexistd::run::results::Store;
+use coexistd::run::scheduler::{Prober, Scheduler};
 use tokio::time::Instant;
 
 #[derive(Default)]

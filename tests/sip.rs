@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
+use coexistd::kinds::{FailureReason, Outcome, Phase};
 use coexistd::lab::dns_server::{a, DnsServer};
 use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
-use coexistd::probe::{FailureReason, Outcome, Phase};
-use coexistd::scheduler::{run_once, LiveProber};
+use coexistd::run::scheduler::{run_once, LiveProber};
 use common::{Kamailio, KamailioMode, KamailioTls};
 use openssl::hash::MessageDigest;
 
@@ -84,8 +84,12 @@ async fn kamailio_answers_200_over_udp_tcp_and_tls() {
     for (transport, port) in [("udp", k.port), ("tcp", k.port), ("tls", k.tls_port)] {
         let o = lab.probe(&format!("transport = \"{transport}\"\nport = {port}"), "", "2s").await;
         assert_eq!(o.result, Ok(()), "{transport}: {o:?}");
-        assert_eq!(o.sip_status, Some(200), "{transport}");
-        assert_eq!(o.sip_server.as_deref(), Some("kamailio-test (Ok)"), "{transport}");
+        assert_eq!(o.value(&coexistd::ua::SIP_STATUS), Some(200.0), "{transport}");
+        assert_eq!(
+            o.measured_of(&coexistd::ua::SIP_SERVER).and_then(|m| m.label.as_deref()),
+            Some("kamailio-test (Ok)"),
+            "{transport}"
+        );
         assert!(o.phases.iter().any(|p| p.0 == Phase::Request), "{transport}");
         if transport == "tls" {
             assert!(o.phases.iter().any(|p| p.0 == Phase::Tls));
@@ -103,7 +107,7 @@ async fn a_403_fails_by_default_and_passes_when_expected() {
         let f = o.result.as_ref().unwrap_err();
         assert_eq!(f.reason, FailureReason::SipStatus, "{transport}: {o:?}");
         assert_eq!(f.detail, "answered 403 Forbidden, expected 2xx");
-        assert_eq!(o.sip_status, Some(403));
+        assert_eq!(o.value(&coexistd::ua::SIP_STATUS), Some(403.0));
         let o = lab
             .probe(
                 &format!("transport = \"{transport}\"\nport = {}\nexpect_status = [200, 403]", k.port),
@@ -137,7 +141,7 @@ async fn a_tls_1_0_only_kamailio_is_reached_through_the_legacy_engine() {
     let o = lab.probe(&format!("{check}\ntls_min_version = \"1.0\""), "", "2s").await;
     assert_eq!(o.result, Ok(()), "{o:?}\nkamailio: {}", k.log());
     let info = o.tls.as_ref().unwrap();
-    assert_eq!(info.version, Some(coexistd::tls::TlsVersion::V1_0));
+    assert_eq!(info.version, Some(coexistd::net::tls::TlsVersion::V1_0));
     assert_eq!(info.leaf().unwrap().signature_algorithm, "sha1WithRSAEncryption");
     let o = lab.probe(&check, "", "2s").await;
     assert_eq!(o.reason(), Some(FailureReason::TlsVersion), "{o:?}");
@@ -197,7 +201,7 @@ async fn sip_discovery_follows_the_sign_in_srv_record_to_a_pool() {
     let o = probe("expect_pool = \"lync\"").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
     assert_eq!(o.points_to.as_deref(), Some("lync"));
-    assert_eq!(o.sip_status, Some(200));
+    assert_eq!(o.value(&coexistd::ua::SIP_STATUS), Some(200.0));
     assert_eq!(o.tls.as_ref().unwrap().leaf().unwrap().subject, "CN=lyncpool.contoso.test");
     let phases: Vec<Phase> = o.phases.iter().map(|p| p.0).collect();
     assert_eq!(phases, [Phase::Resolve, Phase::Connect, Phase::Tls, Phase::Request]);

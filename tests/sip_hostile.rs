@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use coexistd::probe::ua::{udp_transaction, Datagrams};
-use coexistd::probe::{FailureReason, Outcome};
+use coexistd::kinds::{FailureReason, Outcome};
 use coexistd::sip::message::{self, Parsed};
+use coexistd::ua::{udp_transaction, Datagrams};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
@@ -133,7 +133,7 @@ async fn a_response_for_another_transaction_is_skipped_for_ours() {
     .await;
     let o = probe("tcp", port, "2s").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
-    assert_eq!(o.sip_server.as_deref(), Some("patient"));
+    assert_eq!(o.measured_of(&coexistd::ua::SIP_SERVER).and_then(|m| m.label.as_deref()), Some("patient"));
 }
 
 async fn udp_peer(reply: impl Fn(&message::Message) -> Vec<Vec<u8>> + Send + 'static) -> u16 {
@@ -165,7 +165,7 @@ async fn over_udp_stray_then_provisional_then_final() {
     .await;
     let o = probe("udp", port, "2s").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
-    assert_eq!(o.sip_server.as_deref(), Some("udp-peer"));
+    assert_eq!(o.measured_of(&coexistd::ua::SIP_SERVER).and_then(|m| m.label.as_deref()), Some("udp-peer"));
 }
 
 #[tokio::test]

@@ -7,8 +7,8 @@ mod common;
 
 use std::sync::Arc;
 
+use coexistd::kinds::FailureReason;
 use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
-use coexistd::probe::FailureReason;
 use coexistd::sip::message::{self, Parsed};
 use openssl::hash::MessageDigest;
 use openssl::ssl::{Ssl, SslAcceptor, SslMethod};

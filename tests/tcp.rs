@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
+use coexistd::kinds::{FailureReason, Phase};
 use coexistd::lab::dns_server::{a, DnsServer};
-use coexistd::probe::{FailureReason, Phase};
-use coexistd::scheduler::LiveProber;
+use coexistd::run::scheduler::LiveProber;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-async fn run(dns: &DnsServer, host: &str, port: u16, timeout: &str) -> coexistd::probe::Outcome {
+async fn run(dns: &DnsServer, host: &str, port: u16, timeout: &str) -> coexistd::kinds::Outcome {
     let text = format!(
         "[agent]\ntimeout = \"{timeout}\"\n[dns]\nservers = [\"{}\"]\n\
          [[checks]]\nname = \"t\"\nkind = \"tcp\"\npools = []\nhost = \"{host}\"\nport = {port}\n",
@@ -93,8 +93,8 @@ async fn a_blackholed_port_times_out() {
 #[tokio::test]
 async fn each_address_probes_ipv4_and_ipv6_members_behind_one_name() {
     use coexistd::lab::dns_server::aaaa;
-    use coexistd::results::Round;
-    use coexistd::scheduler::{run_round, Prober};
+    use coexistd::run::results::Round;
+    use coexistd::run::scheduler::{run_round, Prober};
     let v4 = TcpListener::bind("127.0.0.51:0").await.unwrap();
     let port = v4.local_addr().unwrap().port();
     let v6 = TcpListener::bind(("::1", port)).await.expect("IPv6 loopback");

@@ -6,9 +6,9 @@ mod common;
 
 use coexistd::agent::probe_context;
 use coexistd::config::Config;
+use coexistd::kinds::{FailureReason, Outcome, Phase};
 use coexistd::lab::dns_server::{a, DnsServer};
 use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
-use coexistd::probe::{FailureReason, Outcome, Phase};
 use common::SServer;
 use openssl::hash::MessageDigest;
 
@@ -67,7 +67,7 @@ async fn a_valid_chain_passes_over_tls_1_3_and_reports_the_real_not_after() {
     let o = lab.probe(s.port, "", "").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
     let info = o.tls.as_ref().unwrap();
-    assert_eq!(info.version, Some(coexistd::tls::TlsVersion::V1_3));
+    assert_eq!(info.version, Some(coexistd::net::tls::TlsVersion::V1_3));
     let c = info.leaf().unwrap();
     assert_eq!(c.not_after, l.not_after_unix());
     assert_eq!(info.earliest_not_after(), Some(l.not_after_unix()));
@@ -132,7 +132,7 @@ async fn a_tls_1_0_only_server_with_a_sha1_certificate_needs_the_legacy_engine()
     let o = lab.probe(s.port, "tls_min_version = \"1.0\"", "").await;
     assert_eq!(o.result, Ok(()), "{o:?}");
     let info = o.tls.as_ref().unwrap();
-    assert_eq!(info.version, Some(coexistd::tls::TlsVersion::V1_0));
+    assert_eq!(info.version, Some(coexistd::net::tls::TlsVersion::V1_0));
     assert_eq!(info.leaf().unwrap().signature_algorithm, "sha1WithRSAEncryption");
     assert_eq!(info.leaf().unwrap().not_after, l.not_after_unix());
 

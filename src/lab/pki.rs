@@ -71,7 +71,7 @@ impl Issued {
     /// NotAfter as unix seconds.
     #[cfg(feature = "lab-faults")]
     pub fn not_after_unix(&self) -> i64 {
-        crate::tls::cert::summarize(&self.cert).not_after
+        crate::net::tls::cert::summarize(&self.cert).not_after
     }
 }
 

@@ -8,7 +8,7 @@
 //! Lync and OCS registrars ask of users) is one more implementation; nothing else
 //! changes.
 //!
-//! Ground floor: no I/O, imports nothing of the crate. The password is held in a
+//! Wire layer: no I/O, imports nothing of the crate. The password is held in a
 //! [`Secret`] that never prints.
 
 use std::fmt;

@@ -10,8 +10,8 @@
 //!   by every endpoint;
 //! - [`budget`]: that byte budget.
 //!
-//! What it does not do: open sockets or resolve names (the kinds' user-agent module,
-//! `probe::ua`, does, through the network helpers).
+//! What it does not do: open sockets or resolve names (the user agent above it,
+//! [`crate::ua`], does, through its connections).
 
 pub mod auth;
 pub mod budget;

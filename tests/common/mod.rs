@@ -524,11 +524,11 @@ pub fn client_identity_toml(ca: &coexistd::lab::pki::Ca, dir: &std::path::Path) 
 }
 
 /// Parses `config` and runs its first check instance once, as the scheduler would.
-pub async fn probe_once(config: &str) -> coexistd::probe::Outcome {
+pub async fn probe_once(config: &str) -> coexistd::kinds::Outcome {
     let config = coexistd::config::Config::parse(config, "t").unwrap();
     let cx = coexistd::agent::probe_context(&config).unwrap();
-    let prober = coexistd::scheduler::LiveProber(std::sync::Arc::new(cx));
-    coexistd::scheduler::run_once(&prober, &config.instances[0]).await.0
+    let prober = coexistd::run::scheduler::LiveProber(std::sync::Arc::new(cx));
+    coexistd::run::scheduler::run_once(&prober, &config.instances[0]).await.0
 }
 
 /// `/metrics` as OpenMetrics.

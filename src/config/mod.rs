@@ -1,0 +1,1021 @@
+//! Typed configuration: TOML in, validated [`Config`] out.
+//!
+//! Loading happens in two steps. Serde decodes the file into `Raw*` structs that reject
+//! unknown keys and keep the byte span of every value that a later rule may need to point
+//! at. Validation then turns them into [`Config`], expanding every `[[checks]]` table into
+//! one [`CheckInstance`] per pool it names. Every error carries the file, the line and
+//! column where one is known, and the key, so an operator can fix the file without
+//! guessing; an invalid file never reaches the scheduler.
+
+pub mod labels;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::kinds::{parse_tls_version, BuildCx, BuildError, CheckSpec, Kind, KindKeys};
+pub use crate::model::pool::{check_hostname, Pool, Role};
+pub use crate::model::users::{Aor, User, UserAuth};
+pub use crate::net::tls::TlsConfig;
+
+/// Why a configuration was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file (or in-memory source name) the error is about.
+    pub origin: String,
+    /// 1-based line and column of the offending value, when TOML gives one.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong, starting with the key it is about.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{}:{}: {}", self.origin, line, col, self.message),
+            None => write!(f, "{}: {}", self.origin, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the configuration came from (path or a name such as `<demo>`).
+    pub origin: String,
+    /// The `[agent]` table.
+    pub agent: AgentConfig,
+    /// The `[dns]` table.
+    pub dns: DnsConfig,
+    /// The `[tls]` table.
+    pub tls: TlsConfig,
+    /// Every pool, in file order.
+    pub pools: Vec<Pool>,
+    /// Every test user, in file order.
+    pub users: Vec<User>,
+    /// Every check instance this agent runs (after `agent.shard` is applied), in file order.
+    pub instances: Vec<Arc<CheckInstance>>,
+}
+
+/// The `[agent]` table: how this agent runs and how it is labelled.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Address of the HTTP endpoints (`/metrics`, status, health, reload).
+    pub listen: SocketAddr,
+    /// Default interval between two runs of a check instance.
+    pub interval: Duration,
+    /// Default time limit of one probe; always shorter than the interval.
+    pub timeout: Duration,
+    /// Constant labels on every series, naming the vantage point (e.g. `site`).
+    pub labels: BTreeMap<String, String>,
+    /// Upper bound of probes in flight at once, so a burst of slow targets cannot
+    /// exhaust sockets or memory.
+    pub concurrency: usize,
+    /// This agent's share of the check instances when several agents split one list.
+    pub shard: Option<Shard>,
+}
+
+/// `agent.shard = "K/N"`: run only the instances whose stable hash falls in share K of N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// 1-based share index.
+    pub index: u32,
+    /// Number of shares.
+    pub count: u32,
+}
+
+/// The `[dns]` table.
+#[derive(Debug, Clone, Default)]
+pub struct DnsConfig {
+    /// Servers for dns checks and for resolving target names. Empty: the system's
+    /// `/etc/resolv.conf` servers.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// One check as it runs: a `[[checks]]` table applied to one pool (or to none).
+#[derive(Debug, Clone)]
+pub struct CheckInstance {
+    /// The pool this instance probes; `None` for checks with `pools = []`.
+    pub pool: Option<Pool>,
+    /// The check's name, the `check` label.
+    pub check: String,
+    /// What is probed: `host:port` or a DNS record; the `target` label.
+    pub target: String,
+    /// Time between two runs.
+    pub interval: Duration,
+    /// Time limit of one run.
+    pub timeout: Duration,
+    /// The kind-specific probe description.
+    pub spec: CheckSpec,
+    /// Probe every address behind the target name, one set of series per address.
+    pub each_address: bool,
+}
+
+impl CheckInstance {
+    /// The check kind, the `kind` label.
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    /// Pool name, or `""` for a pool-less check.
+    pub fn pool_name(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.name.as_str())
+    }
+
+    /// Pool role, or `""` for a pool-less check.
+    pub fn role_name(&self) -> &'static str {
+        self.pool.as_ref().map_or("", |p| p.role.as_str())
+    }
+
+    /// Identity across reloads: an instance with the same key keeps its counters.
+    pub fn key(&self) -> String {
+        let mut k = format!("{}\u{0}{}\u{0}{}", self.check, self.pool_name(), self.target);
+        // Per-pair kinds: the sender is a label too (two senders of one pool to one user).
+        for (name, value) in self.spec.extra_labels() {
+            k.push('\u{0}');
+            k.push_str(name);
+            k.push('=');
+            k.push_str(value);
+        }
+        k
+    }
+
+    /// A stable 64-bit hash of [`CheckInstance::key`] (FNV-1a), used to spread first
+    /// runs over the interval and to assign shards identically on every agent.
+    pub fn stable_hash(&self) -> u64 {
+        stable_hash(&self.key())
+    }
+}
+
+/// FNV-1a: stable across processes and Rust versions, unlike `DefaultHasher`.
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// The default configuration path (`coexistd run` without `--config`).
+pub const DEFAULT_PATH: &str = "config/coexistd.toml";
+
+fn default_listen() -> Spanned<String> {
+    Spanned::new(0..0, "127.0.0.1:9797".to_owned())
+}
+fn default_interval() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(30)))
+}
+fn default_timeout() -> Spanned<HumanDuration> {
+    Spanned::new(0..0, HumanDuration(Duration::from_secs(5)))
+}
+fn default_concurrency() -> Spanned<usize> {
+    Spanned::new(0..0, 1000)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    agent: Option<RawAgent>,
+    #[serde(default)]
+    dns: Option<RawDns>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    pools: Vec<RawPool>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+    /// Decoded apart (see [`decode_check`]); named here so that an unknown top-level
+    /// key's message lists it.
+    #[serde(default)]
+    #[allow(dead_code)]
+    checks: serde::de::IgnoredAny,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    #[serde(default = "default_listen")]
+    listen: Spanned<String>,
+    #[serde(default = "default_interval")]
+    interval: Spanned<HumanDuration>,
+    #[serde(default = "default_timeout")]
+    timeout: Spanned<HumanDuration>,
+    #[serde(default)]
+    labels: BTreeMap<Spanned<String>, LabelValue>,
+    #[serde(default = "default_concurrency")]
+    concurrency: Spanned<usize>,
+    #[serde(default)]
+    shard: Option<Spanned<String>>,
+}
+
+impl Default for RawAgent {
+    fn default() -> Self {
+        RawAgent {
+            listen: default_listen(),
+            interval: default_interval(),
+            timeout: default_timeout(),
+            labels: BTreeMap::new(),
+            concurrency: default_concurrency(),
+            shard: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    servers: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<Spanned<PathBuf>>,
+    client_cert: Option<Spanned<PathBuf>>,
+    client_key: Option<Spanned<PathBuf>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Spanned<String>,
+    role: Role,
+    fqdn: Spanned<String>,
+    tls_min_version: Option<Spanned<String>>,
+    #[serde(default)]
+    members: Vec<Spanned<String>>,
+}
+
+/// A `[[users]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: Spanned<String>,
+    uri: Spanned<String>,
+    pool: Spanned<String>,
+    auth: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<PathBuf>>,
+    password_env: Option<Spanned<String>>,
+    transport: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    realm: Option<Spanned<String>>,
+    allow_md5: Option<Spanned<bool>>,
+    /// Accepted by the decoder only to be refused with a message that says where a
+    /// password goes instead.
+    password: Option<Spanned<serde::de::IgnoredAny>>,
+}
+
+/// The keys every `[[checks]]` table has, whatever its kind. The rest of the table
+/// belongs to the kind and is decoded into its own keys struct ([`KindKeys`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckCommon {
+    name: Spanned<String>,
+    kind: Spanned<Kind>,
+    pools: Option<Spanned<Vec<Spanned<String>>>>,
+    interval: Option<Spanned<HumanDuration>>,
+    timeout: Option<Spanned<HumanDuration>>,
+}
+
+/// The keys of [`RawCheckCommon`], split off a `[[checks]]` table before the rest goes
+/// to its kind.
+const COMMON_CHECK_KEYS: &[&str] = &["name", "kind", "pools", "interval", "timeout"];
+
+/// A `[[checks]]` table as written: the common keys, and the kind's keys decoded by the
+/// kind's own struct.
+#[derive(Debug)]
+struct RawCheck {
+    common: RawCheckCommon,
+    keys: KindKeys,
+}
+
+/// A constant label value: a string and nothing else (TOML dates, numbers and tables
+/// are refused with a message that says so, not with the TOML library's internals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LabelValue(String);
+
+impl<'de> Deserialize<'de> for LabelValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        const WANT: &str = "a string (quote dates and numbers: site = \"2024-05-01\")";
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = LabelValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(WANT)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LabelValue, E> {
+                Ok(LabelValue(v.to_owned()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<LabelValue, A::Error> {
+                Err(serde::de::Error::custom(format!(
+                    "agent.labels: a value must be {WANT}, not a table or date"
+                )))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A duration written the humantime way (`30s`, `2m`, `1h 30m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map(HumanDuration).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. \"30s\" or \"2m\")"))
+        })
+    }
+}
+
+struct Source<'a> {
+    origin: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let before = &self.text[..offset.min(self.text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rfind('\n').map_or(before.chars().count(), |i| before[i + 1..].chars().count()) + 1;
+        (line, col)
+    }
+
+    /// A TOML or serde error, at its place in the file.
+    fn toml_err(&self, e: &toml::de::Error) -> ConfigError {
+        let position = e.span().map(|s| self.position(s.start));
+        let mut message = e.message().trim().to_owned();
+        // The toml crate carries dates through serde as a table with an internal
+        // name; an operator should read what is wrong instead.
+        let value = e.span().and_then(|s| self.text.get(s.start..)).unwrap_or("");
+        let date = value.len() > 4
+            && value.as_bytes()[..4].iter().all(u8::is_ascii_digit)
+            && value.as_bytes()[4] == b'-';
+        if message.contains("$__toml_private_datetime") || (date && message.contains("invalid type: map")) {
+            message = "a date or time is not allowed here (quote it if it is meant as text)".into();
+        }
+        ConfigError { origin: self.origin.to_owned(), position, message }
+    }
+
+    fn err(&self, span: std::ops::Range<usize>, message: &str) -> ConfigError {
+        // Defaults carry the empty span 0..0: they have no place in the file.
+        let position = (span != (0..0)).then(|| self.position(span.start));
+        ConfigError { origin: self.origin.to_owned(), position, message: message.to_owned() }
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            position: None,
+            message: if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "cannot read the configuration: {e} (start from config/coexistd.example.toml, \
+                     or run `coexistd demo` to see the agent against a built-in lab)"
+                )
+            } else {
+                format!("cannot read the configuration: {e}")
+            },
+        })?;
+        Config::parse(&text, &origin)
+    }
+
+    /// Validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let src = Source { origin, text };
+        let toml_err = |e: toml::de::Error| src.toml_err(&e);
+        let mut root = toml::de::DeTable::parse(text).map_err(toml_err)?;
+        let checks = root.get_mut().remove("checks");
+        let raw: RawFile = RawFile::deserialize(toml::de::Deserializer::from(root)).map_err(toml_err)?;
+        let checks = match checks {
+            None => Vec::new(),
+            Some(value) => decode_checks(value, &src)?,
+        };
+        build(raw, checks, &src)
+    }
+
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// Decodes `[[checks]]`: the common keys, then the kind's keys with the kind's own
+/// struct. A key that belongs to another kind is named as such; a key of no kind is
+/// refused by serde.
+fn decode_checks(
+    value: Spanned<toml::de::DeValue<'_>>,
+    src: &Source<'_>,
+) -> Result<Vec<RawCheck>, ConfigError> {
+    let toml_err = |e: toml::de::Error| src.toml_err(&e);
+    let span = value.span();
+    let items = match value.into_inner() {
+        toml::de::DeValue::Array(items) => items,
+        other => {
+            // Let serde say what it expected.
+            let e = Vec::<serde::de::IgnoredAny>::deserialize(toml::de::ValueDeserializer::from(
+                Spanned::new(span, other),
+            ))
+            .err();
+            return Err(e.map_or_else(|| src.err(0..0, "checks: must be [[checks]] tables"), &toml_err));
+        }
+    };
+    let mut checks = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let span = item.span();
+        let toml::de::DeValue::Table(table) = item.get_ref() else {
+            let e = RawCheckCommon::deserialize(toml::de::ValueDeserializer::from(item.clone())).err();
+            return Err(e.map_or_else(|| src.err(span, "checks: must be [[checks]] tables"), &toml_err));
+        };
+        let mut common = toml::de::DeTable::new();
+        let mut rest = toml::de::DeTable::new();
+        for (k, v) in table.iter() {
+            if COMMON_CHECK_KEYS.contains(&k.get_ref().as_ref()) {
+                common.insert(k.clone(), v.clone());
+            } else {
+                rest.insert(k.clone(), v.clone());
+            }
+        }
+        let common_de =
+            toml::de::ValueDeserializer::from(Spanned::new(span.clone(), toml::de::DeValue::Table(common)));
+        let common = RawCheckCommon::deserialize(common_de).map_err(toml_err)?;
+        let kind = *common.kind.get_ref();
+        for (k, v) in rest.iter() {
+            let key: &str = k.get_ref();
+            if !Kind::ALL.iter().any(|other| other.keys().contains(&key)) {
+                // A key of no kind (a typo of a common key, too): every key a check
+                // table may have, as before the kinds had structs of their own.
+                let mut all: Vec<&str> = COMMON_CHECK_KEYS.to_vec();
+                for k in Kind::ALL.iter().flat_map(|k| k.keys()) {
+                    if !all.contains(k) {
+                        all.push(k);
+                    }
+                }
+                let expected: Vec<String> = all.iter().map(|k| format!("`{k}`")).collect();
+                return Err(src.err(
+                    k.span(),
+                    &format!("unknown field `{key}`, expected one of {}", expected.join(", ")),
+                ));
+            }
+            if !kind.keys().contains(&key) {
+                return Err(src.err(
+                    v.span(),
+                    &format!(
+                        "checks[{i}].{key}: not a key of kind \"{}\" (its keys: {})",
+                        kind.as_str(),
+                        kind.keys().join(", ")
+                    ),
+                ));
+            }
+        }
+        let rest_de = toml::de::ValueDeserializer::from(Spanned::new(span, toml::de::DeValue::Table(rest)));
+        let keys = KindKeys::decode(kind, rest_de).map_err(toml_err)?;
+        checks.push(RawCheck { common, keys });
+    }
+    Ok(checks)
+}
+
+fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Result<Config, ConfigError> {
+    let ra = raw.agent.unwrap_or_default();
+    let listen: SocketAddr = ra.listen.get_ref().parse().map_err(|_| {
+        src.err(
+            ra.listen.span(),
+            &format!(
+                "agent.listen: {:?} is not an address:port (e.g. \"127.0.0.1:9797\")",
+                ra.listen.get_ref()
+            ),
+        )
+    })?;
+    let interval = ra.interval.get_ref().0;
+    let timeout = ra.timeout.get_ref().0;
+    if interval.is_zero() {
+        return Err(src.err(ra.interval.span(), "agent.interval: must be greater than zero"));
+    }
+    if timeout.is_zero() {
+        return Err(src.err(ra.timeout.span(), "agent.timeout: must be greater than zero"));
+    }
+    if timeout >= interval {
+        return Err(src.err(
+            ra.timeout.span(),
+            &format!(
+                "agent.timeout: must be shorter than agent.interval ({} >= {})",
+                humantime::format_duration(timeout),
+                humantime::format_duration(interval)
+            ),
+        ));
+    }
+    let mut labels = BTreeMap::new();
+    for (k, v) in ra.labels {
+        if !is_label_name(k.get_ref()) || is_reserved_label(k.get_ref()) {
+            let why = if is_label_name(k.get_ref()) {
+                "is used by coexistd itself"
+            } else {
+                "is not a valid Prometheus label name"
+            };
+            return Err(src.err(k.span(), &format!("agent.labels: {:?} {why}", k.get_ref())));
+        }
+        check_name(&v.0)
+            .map_err(|m| src.err(k.span(), &format!("agent.labels: the value of {:?} {m}", k.get_ref())))?;
+        labels.insert(k.into_inner(), v.0);
+    }
+    if *ra.concurrency.get_ref() == 0 {
+        return Err(src.err(ra.concurrency.span(), "agent.concurrency: must be at least 1"));
+    }
+    let shard = match &ra.shard {
+        None => None,
+        Some(s) => Some(parse_shard(s.get_ref()).ok_or_else(|| {
+            src.err(s.span(), &format!("agent.shard: {:?} is not \"K/N\" with 1 <= K <= N", s.get_ref()))
+        })?),
+    };
+    let agent =
+        AgentConfig { listen, interval, timeout, labels, concurrency: *ra.concurrency.get_ref(), shard };
+
+    let rd = raw.dns.unwrap_or_default();
+    let mut servers = Vec::new();
+    for s in &rd.servers {
+        let addr = parse_server(s.get_ref())
+            .map_err(|why| src.err(s.span(), &format!("dns.servers: {:?} {why}", s.get_ref())))?;
+        servers.push(addr);
+    }
+    let dns = DnsConfig { servers };
+
+    let rt = raw.tls.unwrap_or_default();
+    if rt.client_cert.is_some() != rt.client_key.is_some() {
+        let span = rt.client_cert.as_ref().or(rt.client_key.as_ref()).map(|s| s.span()).unwrap_or(0..0);
+        return Err(src.err(span, "tls: client_cert and client_key must be given together"));
+    }
+    for (key, file) in
+        [("ca_file", &rt.ca_file), ("client_cert", &rt.client_cert), ("client_key", &rt.client_key)]
+    {
+        if let Some(f) = file {
+            check_file(f.get_ref())
+                .map_err(|m| src.err(f.span(), &format!("tls.{key}: {}: {m}", f.get_ref().display())))?;
+        }
+    }
+    let tls = TlsConfig {
+        ca_file: rt.ca_file.map(Spanned::into_inner),
+        client_cert: rt.client_cert.map(Spanned::into_inner),
+        client_key: rt.client_key.map(Spanned::into_inner),
+    };
+
+    let mut pools: Vec<Pool> = Vec::new();
+    for (i, rp) in raw.pools.iter().enumerate() {
+        let name = rp.name.get_ref();
+        check_name(name).map_err(|m| src.err(rp.name.span(), &format!("pools[{i}].name: {m}")))?;
+        if pools.iter().any(|p| &p.name == name) {
+            return Err(src.err(rp.name.span(), &format!("pools[{i}].name: duplicate pool name {name:?}")));
+        }
+        check_hostname(rp.fqdn.get_ref())
+            .map_err(|m| src.err(rp.fqdn.span(), &format!("pools[{i}].fqdn: {m}")))?;
+        let tls_min_version = match &rp.tls_min_version {
+            None => None,
+            Some(v) => Some(parse_tls_version(v).map_err(|m| src.err(v.span(), &format!("pools[{i}].{m}")))?),
+        };
+        let mut members = Vec::new();
+        for m in &rp.members {
+            check_hostname(m.get_ref())
+                .map_err(|e| src.err(m.span(), &format!("pools[{i}].members: {e}")))?;
+            members.push(m.get_ref().trim_end_matches('.').to_owned());
+        }
+        pools.push(Pool {
+            name: name.clone(),
+            role: rp.role,
+            fqdn: rp.fqdn.get_ref().trim_end_matches('.').to_owned(),
+            tls_min_version,
+            members,
+        });
+    }
+
+    let users = build_users(&raw.users, &pools, src)?;
+
+    let mut names = HashSet::new();
+    let mut instances = Vec::new();
+    for (i, RawCheck { common: rc, keys }) in checks.iter().enumerate() {
+        let path = format!("checks[{i}]");
+        let name = rc.name.get_ref();
+        check_name(name).map_err(|m| src.err(rc.name.span(), &format!("{path}.name: {m}")))?;
+        if !names.insert(name.clone()) {
+            return Err(src.err(rc.name.span(), &format!("{path}.name: duplicate check name {name:?}")));
+        }
+        let check_interval = rc.interval.as_ref().map_or(interval, |d| d.get_ref().0);
+        let check_timeout = rc.timeout.as_ref().map_or(timeout, |d| d.get_ref().0);
+        if let Some(d) = rc.interval.as_ref().filter(|d| d.get_ref().0.is_zero()) {
+            return Err(src.err(d.span(), &format!("{path}.interval: must be greater than zero")));
+        }
+        if let Some(d) = rc.timeout.as_ref().filter(|d| d.get_ref().0.is_zero()) {
+            return Err(src.err(d.span(), &format!("{path}.timeout: must be greater than zero")));
+        }
+        if check_timeout >= check_interval {
+            let span =
+                rc.timeout.as_ref().or(rc.interval.as_ref()).map_or_else(|| rc.name.span(), |d| d.span());
+            return Err(src.err(
+                span,
+                &format!(
+                    "{path}.timeout: must be shorter than the interval ({} >= {})",
+                    humantime::format_duration(check_timeout),
+                    humantime::format_duration(check_interval)
+                ),
+            ));
+        }
+        // Per-user kinds: one instance per selected user, in the user's planned pool;
+        // per-pair kinds: one per ordered pair of different users, in the sender's.
+        let per_user_kind = keys.users().is_some() || keys.pairs().is_some();
+        if let (true, Some(p)) = (per_user_kind, &rc.pools) {
+            return Err(src.err(
+                p.span(),
+                &format!(
+                    "{path}.pools: kind \"{}\" runs as test users, in their pools; use {}",
+                    rc.kind.get_ref().as_str(),
+                    if keys.pairs().is_some() { "from and to" } else { "users" }
+                ),
+            ));
+        }
+        let selected: Vec<(Option<&User>, Option<&User>)> = match (keys.users(), keys.pairs()) {
+            (Some(sel), _) => select_users(sel, &users, &path, "users", rc.name.span(), src)?
+                .into_iter()
+                .map(|u| (Some(u), None))
+                .collect(),
+            (None, Some((from, to))) => {
+                let from = select_users(from, &users, &path, "from", rc.name.span(), src)?;
+                let to = select_users(to, &users, &path, "to", rc.name.span(), src)?;
+                let pairs: Vec<(Option<&User>, Option<&User>)> = from
+                    .iter()
+                    .flat_map(|a| {
+                        to.iter().filter(move |b| b.name != a.name).map(move |b| (Some(*a), Some(*b)))
+                    })
+                    .collect();
+                if pairs.is_empty() {
+                    return Err(src.err(
+                        rc.name.span(),
+                        &format!(
+                            "{path}.to: no pair of two different test users (from and to name the same one)"
+                        ),
+                    ));
+                }
+                pairs
+            }
+            (None, None) => vec![(None, None)],
+        };
+        let targets: Vec<Option<&Pool>> = match &rc.pools {
+            _ if per_user_kind => Vec::new(),
+            None => pools.iter().map(Some).collect(),
+            Some(list) if list.get_ref().is_empty() => vec![None],
+            Some(list) => {
+                let mut v: Vec<Option<&Pool>> = Vec::new();
+                for pname in list.get_ref() {
+                    if v.iter().any(|p| p.is_some_and(|p| &p.name == pname.get_ref())) {
+                        return Err(src.err(
+                            pname.span(),
+                            &format!("{path}.pools: {:?} is listed twice", pname.get_ref()),
+                        ));
+                    }
+                    let p = pools.iter().find(|p| &p.name == pname.get_ref()).ok_or_else(|| {
+                        src.err(pname.span(), &format!("{path}.pools: unknown pool {:?}", pname.get_ref()))
+                    })?;
+                    v.push(Some(p));
+                }
+                v
+            }
+        };
+        let per_user = selected
+            .iter()
+            .filter_map(|(u, peer)| u.map(|u| (pools.iter().find(|p| p.name == u.pool), Some(u), *peer)));
+        let runs: Vec<(Option<&Pool>, Option<&User>, Option<&User>)> =
+            targets.into_iter().map(|p| (p, None, None)).chain(per_user).collect();
+        for (pool, user, peer) in runs {
+            let cx = BuildCx {
+                path: path.clone(),
+                name_span: rc.name.span(),
+                kind: *rc.kind.get_ref(),
+                pool,
+                timeout: check_timeout,
+                pools: &pools,
+                user,
+                peer,
+            };
+            let (spec, target) =
+                keys.build(&cx).map_err(|BuildError { span, message }| src.err(span, &message))?;
+            instances.push(Arc::new(CheckInstance {
+                pool: pool.cloned(),
+                check: name.clone(),
+                target,
+                interval: check_interval,
+                timeout: check_timeout,
+                spec,
+                each_address: keys.each_address(),
+            }));
+        }
+    }
+    if let Some(shard) = shard {
+        instances.retain(|i| (i.stable_hash() % u64::from(shard.count)) as u32 == shard.index - 1);
+    }
+    Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, users, instances })
+}
+
+/// Validates `[[users]]` and reads their secrets.
+fn build_users(raw: &[RawUser], pools: &[Pool], src: &Source<'_>) -> Result<Vec<User>, ConfigError> {
+    let mut users: Vec<User> = Vec::new();
+    for (i, ru) in raw.iter().enumerate() {
+        let p = format!("users[{i}]");
+        if let Some(pw) = &ru.password {
+            return Err(src.err(
+                pw.span(),
+                &format!(
+                    "{p}.password: a password is not written in the configuration (configurations get \
+                     pasted into tickets); put it in a file named by password_file (mode 600) or in \
+                     the environment variable named by password_env"
+                ),
+            ));
+        }
+        let name = ru.name.get_ref();
+        check_name(name).map_err(|m| src.err(ru.name.span(), &format!("{p}.name: {m}")))?;
+        if users.iter().any(|u| &u.name == name) {
+            return Err(src.err(ru.name.span(), &format!("{p}.name: duplicate user name {name:?}")));
+        }
+        let aor =
+            Aor::parse(ru.uri.get_ref()).map_err(|m| src.err(ru.uri.span(), &format!("{p}.uri: {m}")))?;
+        if users.iter().any(|u| u.aor == aor) {
+            return Err(src.err(ru.uri.span(), &format!("{p}.uri: {} is another user's too", aor.uri())));
+        }
+        if !pools.iter().any(|x| &x.name == ru.pool.get_ref()) {
+            return Err(src.err(ru.pool.span(), &format!("{p}.pool: unknown pool {:?}", ru.pool.get_ref())));
+        }
+        let transport = match &ru.transport {
+            None => crate::sip::message::Transport::Tls,
+            Some(t) => crate::sip::message::Transport::parse(t.get_ref()).ok_or_else(|| {
+                src.err(t.span(), &format!("{p}.transport: {:?} is not one of udp, tcp, tls", t.get_ref()))
+            })?,
+        };
+        let auth_kind = ru.auth.as_ref().map_or("digest", |a| a.get_ref().as_str());
+        let auth = match auth_kind {
+            "digest" => {
+                let password = match (&ru.password_file, &ru.password_env) {
+                    (Some(f), None) => {
+                        let path = f.get_ref();
+                        let bytes = crate::net::tls::read_config_file(path).map_err(|m| {
+                            src.err(f.span(), &format!("{p}.password_file: {}: {m}", path.display()))
+                        })?;
+                        crate::net::tls::warn_if_readable_by_others(path);
+                        let text = String::from_utf8(bytes).map_err(|_| {
+                            src.err(
+                                f.span(),
+                                &format!("{p}.password_file: {}: not UTF-8 text", path.display()),
+                            )
+                        })?;
+                        let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+                        if pw.is_empty() {
+                            return Err(
+                                src.err(f.span(), &format!("{p}.password_file: {}: empty", path.display()))
+                            );
+                        }
+                        pw
+                    }
+                    (None, Some(e)) => match std::env::var(e.get_ref()) {
+                        Ok(v) if !v.is_empty() => v,
+                        _ => {
+                            return Err(src.err(
+                                e.span(),
+                                &format!(
+                                    "{p}.password_env: {} is not set (or empty) in the agent's environment",
+                                    e.get_ref()
+                                ),
+                            ))
+                        }
+                    },
+                    (Some(f), Some(_)) => {
+                        return Err(src.err(
+                            f.span(),
+                            &format!("{p}.password_file: give password_file or password_env, not both"),
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(src.err(
+                            ru.name.span(),
+                            &format!("{p}: auth = \"digest\" needs password_file or password_env"),
+                        ))
+                    }
+                };
+                let username = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
+                let realm = match &ru.realm {
+                    Some(r) if r.get_ref().is_empty() || r.get_ref().contains(['"', '\\']) => {
+                        return Err(src.err(r.span(), &format!("{p}.realm: {:?} is not a realm", r.get_ref())))
+                    }
+                    r => r.as_ref().map(|r| r.get_ref().clone()),
+                };
+                let allow_md5 = ru.allow_md5.as_ref().is_some_and(|a| *a.get_ref());
+                UserAuth::Digest {
+                    username,
+                    password: crate::sip::auth::Secret::new(password),
+                    realm,
+                    allow_md5,
+                }
+            }
+            "none" => {
+                if let Some(f) =
+                    ru.password_file.as_ref().map(|f| f.span()).or(ru.password_env.as_ref().map(|e| e.span()))
+                {
+                    return Err(src.err(f, &format!("{p}: auth = \"none\" uses no password")));
+                }
+                if let Some(k) =
+                    ru.realm.as_ref().map(|r| r.span()).or(ru.allow_md5.as_ref().map(|a| a.span()))
+                {
+                    return Err(
+                        src.err(k, &format!("{p}: auth = \"none\" answers no challenge (realm, allow_md5)"))
+                    );
+                }
+                UserAuth::None
+            }
+            other => {
+                let span = ru.auth.as_ref().map_or(0..0, |a| a.span());
+                return Err(src.err(span, &format!("{p}.auth: {other:?} is not one of digest, none")));
+            }
+        };
+        let port = match &ru.port {
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(src.err(v.span(), &format!("{p}.port: must be 1-65535")))
+            }
+            Some(v) => *v.get_ref(),
+            None => transport.default_port(),
+        };
+        users.push(User { name: name.clone(), aor, pool: ru.pool.get_ref().clone(), auth, transport, port });
+    }
+    Ok(users)
+}
+
+/// The users a per-user check runs as: those named, or every one.
+fn select_users<'u>(
+    sel: crate::kinds::UserSelection<'_>,
+    users: &'u [User],
+    path: &str,
+    key: &str,
+    name_span: std::ops::Range<usize>,
+    src: &Source<'_>,
+) -> Result<Vec<&'u User>, ConfigError> {
+    let picked: Vec<&User> = match sel.0 {
+        None => users.iter().collect(),
+        Some(list) => {
+            let mut v: Vec<&User> = Vec::new();
+            for n in list.get_ref() {
+                let u = users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
+                    src.err(n.span(), &format!("{path}.{key}: unknown user {:?}", n.get_ref()))
+                })?;
+                if v.iter().any(|x| x.name == u.name) {
+                    return Err(
+                        src.err(n.span(), &format!("{path}.{key}: {:?} is listed twice", n.get_ref()))
+                    );
+                }
+                v.push(u);
+            }
+            v
+        }
+    };
+    if picked.is_empty() {
+        return Err(src.err(name_span, &format!("{path}.{key}: no test user to run as (add [[users]])")));
+    }
+    Ok(picked)
+}
+
+/// Label names the agent sets itself, besides those of the families the kinds declare
+/// ([`is_reserved_label`] asks both); `agent.labels` may not reuse them.
+/// Every label name of every core family belongs here (a constant label of the same name
+/// would make a sample carry it twice, and Prometheus rejects the whole scrape); the
+/// e2e test checks the scraped output against [`is_reserved_label`].
+pub const RESERVED_LABELS: &[&str] = &[
+    "pool",
+    "role",
+    "check",
+    "kind",
+    "target",
+    "address",
+    "reason",
+    "phase",
+    "state",
+    "version",
+    "le",
+    "points_to",
+    "subject",
+    "issuer",
+    "serial",
+    "sans",
+    "signature_algorithm",
+    "fingerprint_sha256",
+    "quantile",
+    "user",
+    "home_pool",
+    "from_pool",
+    "to_pool",
+];
+
+/// Whether a label name is the agent's own: in [`RESERVED_LABELS`] or the label of a
+/// family a kind declares.
+pub fn is_reserved_label(name: &str) -> bool {
+    RESERVED_LABELS.contains(&name) || crate::kinds::measures().iter().any(|m| m.label == Some(name))
+}
+
+fn is_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with("__")
+}
+
+fn parse_shard(s: &str) -> Option<Shard> {
+    let (k, n) = s.split_once('/')?;
+    let index: u32 = k.trim().parse().ok()?;
+    let count: u32 = n.trim().parse().ok()?;
+    (index >= 1 && index <= count).then_some(Shard { index, count })
+}
+
+/// `10.0.0.10`, `10.0.0.10:53`, `::1`, `[::1]:5353`.
+fn parse_server(s: &str) -> Result<SocketAddr, &'static str> {
+    let addr = match s.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 53),
+            Err(_) => return Err("is not an IP address or address:port"),
+        },
+    };
+    let ip = addr.ip();
+    let broadcast = matches!(ip, std::net::IpAddr::V4(v4) if v4.is_broadcast());
+    if addr.port() == 0 {
+        Err("has port 0")
+    } else if ip.is_unspecified() || ip.is_multicast() || broadcast {
+        Err("is not a unicast address (unspecified, multicast or broadcast)")
+    } else {
+        Ok(addr)
+    }
+}
+
+/// A file the configuration names: a regular file within the size limit (read later,
+/// once, by its user; see [`crate::net::tls::read_config_file`]).
+fn check_file(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > crate::net::tls::MAX_FILE {
+        return Err(format!(
+            "{} bytes: larger than the {}-byte limit",
+            meta.len(),
+            crate::net::tls::MAX_FILE
+        ));
+    }
+    Ok(())
+}
+
+/// A name an operator chose (check, pool, label value): shown in labels, logs and pages,
+/// so it must be visible text.
+fn check_name(s: &str) -> Result<(), &'static str> {
+    if s.trim().is_empty() {
+        Err("must not be empty or blank")
+    } else if s.chars().any(char::is_control) {
+        Err("must not contain control characters")
+    } else if s.trim() != s {
+        Err("must not start or end with blanks")
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn position_counts_lines_and_columns() {
+        let src = Source { origin: "x", text: "a\nbc\nd" };
+        assert_eq!(src.position(0), (1, 1));
+        assert_eq!(src.position(3), (2, 2));
+        assert_eq!(src.position(5), (3, 1));
+    }
+
+    #[test]
+    fn shard_parsing() {
+        assert_eq!(parse_shard("1/3"), Some(Shard { index: 1, count: 3 }));
+        assert_eq!(parse_shard("0/3"), None);
+        assert_eq!(parse_shard("4/3"), None);
+        assert_eq!(parse_shard("x"), None);
+    }
+
+    #[test]
+    fn stable_hash_is_fnv1a() {
+        assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);
+    }
+}

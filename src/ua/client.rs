@@ -1,0 +1,192 @@
+//! The client side of a test user's requests on its registered endpoint's link (a UAC,
+//! RFC 3261 §8.1): builds a request from the user's identity, runs its transaction on
+//! the link, answers one `401`/`407` with the user's credentials under the
+//! authentication policy (a stale nonce once more), acknowledges an INVITE's final
+//! response. Every kind that acts as a test user sends through it.
+//!
+//! What it does not do: wait for the request to arrive anywhere (the recipient's
+//! endpoint tells, [`super::endpoint::Endpoint::expect`]), or judge the outcome.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::endpoint::Link;
+use super::registration::{reason_phrase, Credentials};
+use super::ProbeContext;
+use crate::failure::{Failure, FailureReason};
+use crate::model::outcome::{Measure, Outcome, Phase};
+use crate::model::users::User;
+use crate::sip::message::{self, Message, RequestParams, Transaction};
+
+/// One request: what varies between the requests of an exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Req<'a> {
+    /// The Request-URI.
+    pub uri: &'a str,
+    /// The To tag (in a dialog).
+    pub to_tag: Option<&'a str>,
+    /// Route headers (a dialog's route set), in order.
+    pub route: &'a [String],
+    /// `(Content-Type, body)`.
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+/// A test user sending to another address of record over its endpoint's link.
+pub struct Uac<'a> {
+    link: &'a Link,
+    user: &'a User,
+    from_uri: String,
+    to_uri: String,
+    tag: String,
+    creds: Credentials,
+}
+
+impl<'a> Uac<'a> {
+    /// `user` sending to `to` over `link`, with the realm pinned for `user` in `cx`.
+    pub fn new(link: &'a Link, user: &'a User, to: &User, cx: &ProbeContext) -> Uac<'a> {
+        Uac {
+            link,
+            user,
+            from_uri: user.aor.uri(),
+            to_uri: to.aor.uri(),
+            tag: message::token(8),
+            creds: Credentials::of(user, cx.endpoints.realm_of(&user.name)),
+        }
+    }
+
+    /// The recipient's address of record.
+    pub fn to_uri(&self) -> &str {
+        &self.to_uri
+    }
+
+    fn build(&self, req: &Req<'_>, tx: &Transaction, credentials: Option<(&str, &str)>) -> Vec<u8> {
+        message::request(&RequestParams {
+            uri: req.uri,
+            transport: self.link.transport,
+            sent_by: &self.link.sent_by,
+            tx,
+            from: (&self.from_uri, &self.tag),
+            to: (&self.to_uri, req.to_tag),
+            contact_user: (tx.method == "INVITE").then_some(self.user.aor.user.as_str()),
+            route: req.route,
+            credentials,
+            body: req.body,
+        })
+    }
+
+    /// Sends a request, answering one challenge; the final response and when the
+    /// answered (last) request left. `tx` ends as the last transaction sent.
+    pub async fn send(
+        &mut self,
+        req: &Req<'_>,
+        tx: &mut Transaction,
+        deadline: Instant,
+    ) -> Result<(Message, Instant), Failure> {
+        let mut credentials: Option<(&'static str, String)> = None;
+        let mut stale_retried = false;
+        loop {
+            let bytes = self.build(req, tx, credentials.as_ref().map(|(n, v)| (*n, v.as_str())));
+            let sent = Instant::now();
+            let resp = self.link.transaction(&bytes, tx, deadline).await?;
+            let code = resp.status().unwrap_or(0);
+            if tx.method == "INVITE" && code >= 300 {
+                // A non-2xx final response to INVITE is acknowledged in its transaction.
+                self.ack(req, tx, &resp, &tx.branch.clone()).await?;
+            }
+            if !matches!(code, 401 | 407) {
+                return Ok((resp, sent));
+            }
+            let phrase = reason_phrase(&resp);
+            let (answer, stale) = self.creds.answer(&resp, tx.method, req.uri)?;
+            if credentials.is_some() && (!stale || stale_retried) {
+                return Err(Failure::new(
+                    FailureReason::AuthFailed,
+                    format!("{} credentials refused: {code} {phrase} again", self.user.name),
+                ));
+            }
+            stale_retried |= credentials.is_some() && stale;
+            credentials = Some(answer);
+            *tx = tx.next(tx.method);
+        }
+    }
+
+    /// ACK for an INVITE's final response `resp` (`branch`: the INVITE's for a
+    /// non-2xx, a new one for a 2xx).
+    pub async fn ack(
+        &self,
+        req: &Req<'_>,
+        invite: &Transaction,
+        resp: &Message,
+        branch: &str,
+    ) -> Result<(), Failure> {
+        let tx = Transaction {
+            branch: branch.to_owned(),
+            call_id: invite.call_id.clone(),
+            cseq: invite.cseq,
+            method: "ACK",
+        };
+        let to_tag = resp.header("to").and_then(message::tag_of);
+        let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
+        self.link.send(&self.build(&ack, &tx, None)).await
+    }
+}
+
+/// `sip_status` for a final response that is not 2xx.
+pub fn status_failure(method: &str, to: &str, resp: &Message) -> Failure {
+    let code = resp.status().unwrap_or(0);
+    let diag = resp.header("ms-diagnostics").map(|d| format!(" (ms-diagnostics: {d})")).unwrap_or_default();
+    Failure::new(
+        FailureReason::SipStatus,
+        format!("{method} to {to} answered {code} {}{diag}", reason_phrase(resp)),
+    )
+}
+
+/// Runs a delivery to a test user (`attempt`, which sets the final status it got) and,
+/// when the recipient's pool answered `404`/`480` while the recipient reads registered
+/// (its registrar lost the binding: a restart), registers the recipient again at once
+/// and attempts once more, counting the loss on its endpoint rather than as a route
+/// failure. The outcome: the delivery time on a pass, the last final status either way.
+pub async fn deliver<F, Fut>(
+    cx: &ProbeContext,
+    recipient: &User,
+    deadline: Instant,
+    mut attempt: F,
+) -> Outcome
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (Result<Duration, Failure>, Option<u16>)>,
+{
+    let t = Instant::now();
+    let (mut r, mut status) = attempt().await;
+    if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) {
+        if let Some(e) = cx.endpoints.get(&recipient.name) {
+            if e.lost_binding(status, deadline).await {
+                (r, status) = attempt().await;
+                if r.is_ok() {
+                    e.binding_was_lost();
+                }
+            }
+        }
+    }
+    let phases = vec![(Phase::Request, t.elapsed())];
+    let mut o = match r {
+        Ok(delivery) => {
+            let mut o = Outcome::pass(phases);
+            o.set(&DELIVERY, delivery.as_secs_f64());
+            o
+        }
+        Err(f) => Outcome::fail(f.reason, f.detail, phases),
+    };
+    if let Some(code) = status {
+        o.set(&super::SIP_STATUS, f64::from(code));
+    }
+    o
+}
+
+/// `coexist_sip_delivery_seconds`: what [`deliver`] measures on a pass.
+pub static DELIVERY: Measure = Measure {
+    name: "coexist_sip_delivery_seconds",
+    help: "Time from the sending test user's request leaving to the receiving user's endpoint getting it, in the last passing probe between users.",
+    label: None,
+};

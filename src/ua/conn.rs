@@ -1,0 +1,153 @@
+//! Connections the kinds open: TCP to a name's addresses in turn, TLS on top, and a
+//! SIP connection (a TLS or TCP stream, or a connected UDP socket). Shared so that the
+//! resolve, connect and tls phases and their failure reasons agree between kinds.
+//!
+//! What it does not do: speak any protocol above TLS, or keep connections (every probe
+//! opens its own: a reused connection hides firewall and load-balancer faults).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::ProbeContext;
+use crate::failure::{connect_reason, Failure, FailureReason};
+use crate::model::outcome::{Outcome, Phase};
+use crate::net::tls::{TlsOptions, TlsStream};
+use crate::sip::message::Transport;
+
+/// `host:port`, with brackets around an IPv6 literal.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Resolves `host` and connects to its addresses in turn; returns the open stream.
+/// Shared by every connecting kind so that resolve/connect phases and reasons agree.
+pub async fn connect(
+    host: &str,
+    port: u16,
+    cx: &ProbeContext,
+    phases: &mut Vec<(Phase, std::time::Duration)>,
+) -> Result<TcpStream, Failure> {
+    let addrs = cx.addresses(host, phases).await?;
+    let t = Instant::now();
+    let mut last = None;
+    for ip in addrs {
+        let addr = SocketAddr::new(ip, port);
+        let c = Instant::now();
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                phases.push((Phase::Connect, t.elapsed()));
+                // Requests leave at once (SIP clients do this): with Nagle, a request
+                // written right after one that gets no response (an ACK) waits for the
+                // peer's delayed acknowledgement, about 40 ms.
+                let _ = s.set_nodelay(true);
+                crate::trace::step("connect", || {
+                    let local = s.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                    format!(
+                        "TCP {addr}: connected in {:.3} ms from {local}",
+                        c.elapsed().as_secs_f64() * 1000.0
+                    )
+                });
+                return Ok(s);
+            }
+            Err(e) => {
+                crate::trace::step("connect", || {
+                    format!("TCP {addr}: {e} after {:.3} ms", c.elapsed().as_secs_f64() * 1000.0)
+                });
+                last = Some(Failure::new(connect_reason(&e), format!("connect {addr}: {e}")))
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Failure::new(FailureReason::Resolve, format!("{host}: no address"))))
+}
+
+/// Connects and handshakes; shared by every TLS-speaking kind. On failure the outcome
+/// is returned ready to report (with whatever chain was seen).
+pub async fn open(
+    host: &str,
+    port: u16,
+    opts: &TlsOptions,
+    cx: &ProbeContext,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<(TlsStream, Arc<crate::net::tls::TlsInfo>), Outcome> {
+    let tcp = connect(host, port, cx, phases).await.map_err(|f| Outcome::failed(f, phases.clone()))?;
+    let t = Instant::now();
+    match cx.tls.handshake(tcp, host, opts).await {
+        Ok((stream, info)) => {
+            phases.push((Phase::Tls, t.elapsed()));
+            Ok((stream, Arc::new(info)))
+        }
+        Err(f) => {
+            phases.push((Phase::Tls, t.elapsed()));
+            let mut o = Outcome::fail(f.reason, f.detail, phases.clone());
+            o.tls = f.info.map(Arc::new);
+            Err(o)
+        }
+    }
+}
+
+/// A connection to a SIP server: a TLS or TCP stream, or a connected UDP socket, with
+/// the local `host:port` (Via sent-by and Contact).
+pub enum SipConn {
+    /// TLS or TCP.
+    Stream(Box<dyn Stream>, String),
+    /// A UDP socket connected to the server.
+    Udp(tokio::net::UdpSocket, String),
+}
+
+impl SipConn {
+    /// The local `host:port`.
+    pub fn sent_by(&self) -> &str {
+        match self {
+            SipConn::Stream(_, s) | SipConn::Udp(_, s) => s,
+        }
+    }
+}
+
+/// A TLS or TCP stream.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Opens a SIP connection to `host:port` over `transport` (UDP: to the first address).
+pub async fn connect_sip(
+    opts: &TlsOptions,
+    host: &str,
+    port: u16,
+    transport: Transport,
+    cx: &ProbeContext,
+    phases: &mut Vec<(Phase, Duration)>,
+) -> Result<SipConn, Outcome> {
+    let local = |a: Option<SocketAddr>| a.map_or_else(|| "0.0.0.0:0".to_owned(), |a| a.to_string());
+    match transport {
+        Transport::Tls => {
+            let (stream, _) = open(host, port, opts, cx, phases).await?;
+            let sent_by = local(stream.local_addr());
+            Ok(SipConn::Stream(Box::new(stream), sent_by))
+        }
+        Transport::Tcp => {
+            let s = connect(host, port, cx, phases).await.map_err(|f| Outcome::failed(f, phases.clone()))?;
+            let sent_by = local(s.local_addr().ok());
+            Ok(SipConn::Stream(Box::new(s), sent_by))
+        }
+        Transport::Udp => {
+            let addrs = cx
+                .addresses(host, phases)
+                .await
+                .map_err(|f| Outcome::fail(f.reason, f.detail, phases.clone()))?;
+            let target = SocketAddr::new(addrs[0], port);
+            let sock = crate::os::udp_socket_to(target).await.map_err(|e| {
+                Outcome::fail(connect_reason(&e), format!("UDP {target}: {e}"), phases.clone())
+            })?;
+            let sent_by = local(sock.local_addr().ok());
+            Ok(SipConn::Udp(sock, sent_by))
+        }
+    }
+}

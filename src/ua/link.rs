@@ -1,0 +1,349 @@
+//! The connection a registered endpoint holds to its registrar: requests and responses
+//! in both directions over one TLS/TCP stream or connected UDP socket, demultiplexed by
+//! a reader task (responses to the link's client transactions, requests to the
+//! endpoint's UAS answers), bounded by the endpoints' byte budget.
+//!
+//! What it does not do: decide answers or hold the registration ([`super::endpoint`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{connect_sip, SipConn, Stream};
+use super::endpoint::Endpoint;
+use super::registration::{Connector, Transact};
+use super::ProbeContext;
+use crate::failure::{Failure, FailureReason};
+use crate::model::outcome::{Outcome, Phase};
+use crate::sip::client_tx::Retransmit;
+use crate::sip::framer::{FrameError, Framer};
+use crate::sip::message::{self, Message, Transaction, Transport, MAX_MESSAGE};
+
+/// Longest a write to the registrar may block before the connection is given up.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Transactions in flight on one link, at most.
+const MAX_PENDING: usize = 4096;
+/// Longest a message may take to arrive once its first byte has (a registrar that
+/// starts a message and never ends it holds buffer space): the connection is closed.
+const MESSAGE_WITHIN: Duration = Duration::from_secs(32);
+
+/// One connection an endpoint is registered over: requests and responses in both
+/// directions, demultiplexed by a reader task.
+pub struct Link {
+    /// The transport.
+    pub transport: Transport,
+    /// The local `host:port`: Via sent-by and Contact.
+    pub sent_by: String,
+    writer: tokio::sync::Mutex<Writer>,
+    pending: Mutex<HashMap<String, mpsc::Sender<Message>>>,
+    pub(super) closed: CancellationToken,
+    /// CRLF keep-alive runs received (pongs), counted by the reader.
+    pub(super) pongs: AtomicU64,
+}
+
+enum Writer {
+    Stream(WriteHalf<Box<dyn Stream>>),
+    Udp(Arc<tokio::net::UdpSocket>),
+}
+
+impl Link {
+    fn new(transport: Transport, sent_by: String, writer: Writer) -> Link {
+        Link {
+            transport,
+            sent_by,
+            writer: tokio::sync::Mutex::new(writer),
+            pending: Mutex::new(HashMap::new()),
+            closed: CancellationToken::new(),
+            pongs: AtomicU64::new(0),
+        }
+    }
+
+    /// Sends bytes as they are (an ACK; a response).
+    pub async fn send(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let io = |e: std::io::Error| Failure::new(crate::net::tls::io_reason(&e), format!("sending: {e}"));
+        let write = async {
+            match &mut *self.writer.lock().await {
+                Writer::Stream(w) => async {
+                    w.write_all(bytes).await?;
+                    w.flush().await
+                }
+                .await
+                .map_err(io),
+                Writer::Udp(s) => s.send(bytes).await.map(|_| ()).map_err(io),
+            }
+        };
+        // A registrar that stops reading must not hold the endpoint (or its reader).
+        let r = match tokio::time::timeout(SEND_TIMEOUT, write).await {
+            Ok(r) => r,
+            Err(_) => {
+                Err(Failure::new(FailureReason::Timeout, format!("sending: blocked for {SEND_TIMEOUT:?}")))
+            }
+        };
+        crate::trace::step("sip", || {
+            format!("sent ({} bytes):\n{}", bytes.len(), crate::trace::mask_credentials(bytes))
+        });
+        if r.is_err() {
+            self.closed.cancel();
+        }
+        r
+    }
+
+    /// Whether the connection is gone.
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    pub(super) fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Runs a client transaction: sends `request`, retransmits over UDP (timer A/E),
+    /// and returns the final response to `tx`.
+    pub async fn transaction(
+        &self,
+        request: &[u8],
+        tx: &Transaction,
+        deadline: Instant,
+    ) -> Result<Message, Failure> {
+        let (stx, mut srx) = mpsc::channel(8);
+        {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if p.len() >= MAX_PENDING {
+                return Err(Failure::new(FailureReason::Internal, "too many transactions in flight"));
+            }
+            p.insert(tx.branch.clone(), stx);
+        }
+        let _guard = PendingGuard(self, &tx.branch);
+        self.send(request).await?;
+        let mut timer =
+            Retransmit::new(Instant::now(), tx.method == "INVITE", self.transport != Transport::Udp);
+        let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
+        loop {
+            tokio::select! {
+                m = srx.recv() => match m {
+                    Some(m) if m.answers(tx) => {
+                        crate::trace::step("sip", || format!("received {} {}", m.status().unwrap_or(0), tx.method));
+                        if m.status().is_some_and(|c| c >= 200) {
+                            return Ok(m);
+                        }
+                        timer.provisional();
+                    }
+                    Some(_) => {}
+                    None => return Err(closed()),
+                },
+                _ = self.closed.cancelled() => return Err(closed()),
+                _ = tokio::time::sleep_until(timer.wake(deadline)) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(Failure::new(
+                            FailureReason::Timeout,
+                            format!("no final response to {} ({} transmissions)", tx.method, timer.sends()),
+                        ));
+                    }
+                    if timer.fire(now) {
+                        self.send(request).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, m: Message, endpoint: &Endpoint) -> Option<Arc<[u8]>> {
+        if m.status().is_some() {
+            let branch = m.top_via_branch().unwrap_or("").to_owned();
+            let sender = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&branch).cloned();
+            if let Some(s) = sender {
+                let _ = s.try_send(m);
+            }
+            return None;
+        }
+        endpoint.answer(&m, self)
+    }
+}
+
+struct PendingGuard<'a>(&'a Link, &'a str);
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(self.1);
+    }
+}
+
+/// A link as a registration runs over it; closes the link when dropped while armed
+/// (an attempt given up half-way, a redirect, a stop or a reload).
+pub struct LinkRef {
+    pub(super) link: Arc<Link>,
+    pub(super) armed: bool,
+}
+
+impl Drop for LinkRef {
+    fn drop(&mut self) {
+        if self.armed {
+            self.link.close();
+        }
+    }
+}
+
+impl Transact for LinkRef {
+    fn sent_by(&self) -> String {
+        self.link.sent_by.clone()
+    }
+
+    async fn transact(
+        &mut self,
+        request: &[u8],
+        tx: &Transaction,
+        deadline: Instant,
+    ) -> Result<Message, Failure> {
+        self.link.transaction(request, tx, deadline).await
+    }
+}
+
+/// Connects an endpoint's links: a fresh connection whose reader task answers
+/// requests for the endpoint.
+pub(super) struct LinkConnector<'a> {
+    pub(super) endpoint: &'a Arc<Endpoint>,
+    pub(super) cx: &'a ProbeContext,
+}
+
+impl Connector for LinkConnector<'_> {
+    type Conn = LinkRef;
+
+    async fn connect(
+        &mut self,
+        host: &str,
+        port: u16,
+        transport: Transport,
+        phases: &mut Vec<(Phase, Duration)>,
+    ) -> Result<LinkRef, Outcome> {
+        let conn = connect_sip(&self.endpoint.spec.opts, host, port, transport, self.cx, phases).await?;
+        Ok(LinkRef { link: start_link(conn, transport, self.endpoint), armed: true })
+    }
+}
+
+/// Turns a fresh connection into a link whose reader task answers requests for
+/// `endpoint`.
+fn start_link(conn: SipConn, transport: Transport, endpoint: &Arc<Endpoint>) -> Arc<Link> {
+    match conn {
+        SipConn::Stream(s, sent_by) => {
+            let (rd, wr) = tokio::io::split(s);
+            let link = Arc::new(Link::new(transport, sent_by, Writer::Stream(wr)));
+            tokio::spawn(read_stream(link.clone(), endpoint.clone(), rd));
+            link
+        }
+        SipConn::Udp(sock, sent_by) => {
+            let sock = Arc::new(sock);
+            let link = Arc::new(Link::new(transport, sent_by, Writer::Udp(sock.clone())));
+            tokio::spawn(read_udp(link.clone(), endpoint.clone(), sock));
+            link
+        }
+    }
+}
+
+async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<Box<dyn Stream>>) {
+    let mut framer = Framer::new(Some(&endpoint.shared.budget));
+    let mut chunk = [0u8; 4096];
+    let mut begun: Option<Instant> = None;
+    let user = endpoint.spec.user.name.clone();
+    let give_up = |e: FrameError| {
+        match e {
+            FrameError::Budget => {
+                tracing::warn!(user = %user, "the endpoints' memory budget is exhausted; closing the connection")
+            }
+            FrameError::Parse(e) => {
+                tracing::warn!(user = %user, error = %e, "bytes from the registrar are not SIP; closing the connection")
+            }
+        }
+        link.close();
+    };
+    loop {
+        loop {
+            match framer.next_message() {
+                Ok(Some(m)) => {
+                    begun = None;
+                    if let Some(resp) = link.dispatch(m, &endpoint) {
+                        let _ = link.send(&resp).await;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return give_up(e),
+            }
+        }
+        link.pongs.store(framer.keepalives(), Ordering::Release);
+        // A message begun must end in time; between messages there is no limit.
+        let started = match (framer.buffered(), begun) {
+            (0, _) => None,
+            (_, Some(t)) => Some(t),
+            (_, None) => Some(Instant::now()),
+        };
+        begun = started;
+        let too_slow = async {
+            match started {
+                Some(t) => tokio::time::sleep_until(t + MESSAGE_WITHIN).await,
+                None => std::future::pending().await,
+            }
+        };
+        let n = tokio::select! {
+            r = rd.read(&mut chunk) => r,
+            _ = link.closed.cancelled() => return,
+            _ = too_slow => {
+                tracing::warn!(user = %user, "a message from the registrar did not end within {MESSAGE_WITHIN:?}; closing the connection");
+                link.close();
+                return;
+            }
+        };
+        match n {
+            Ok(0) | Err(_) => {
+                link.close();
+                return;
+            }
+            Ok(n) => {
+                if let Err(e) = framer.push(&chunk[..n]) {
+                    return give_up(e);
+                }
+            }
+        }
+    }
+}
+
+async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net::UdpSocket>) {
+    loop {
+        let ready = tokio::select! {
+            r = sock.readable() => r,
+            _ = link.closed.cancelled() => return,
+        };
+        if ready.is_err() {
+            link.close();
+            return;
+        }
+        // A buffer per datagram, gone once it is handled: a thousand idle endpoints
+        // hold no 64 KiB buffer each.
+        let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
+        let n = match sock.try_recv_buf(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // ICMP port unreachable from a restarted registrar: not fatal for UDP.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => continue,
+            Err(_) => {
+                link.close();
+                return;
+            }
+        };
+        match message::parse(&buf[..n], false) {
+            Ok(message::Parsed::Complete(m, _)) => {
+                drop(buf);
+                if let Some(resp) = link.dispatch(m, &endpoint) {
+                    let _ = link.send(&resp).await;
+                }
+            }
+            Ok(message::Parsed::Incomplete) => {}
+            Err(e) => tracing::debug!(user = %endpoint.spec.user.name, error = %e, "datagram dropped"),
+        }
+    }
+}

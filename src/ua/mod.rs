@@ -1,0 +1,216 @@
+//! The SIP user agent the kinds stand on: a test user's requests ([`client`]), client
+//! transactions over a connection of a probe's own ([`udp_transaction`], [`stream_transaction`]), the OPTIONS exchange
+//! ([`options`]), one registration routine with the redirect and authentication
+//! policy ([`registration`]), and the test users' registered endpoints ([`endpoint`]:
+//! their connections ([`link`]), client transactions on them, and the UAS side — which requests
+//! an endpoint answers and how, with server transactions under one byte budget).
+//!
+//! Kinds ask "did this user-level thing happen, and how long did it take"; everything
+//! SIP below that lives here or in [`crate::sip`] (the socket-free parts). Kinds never
+//! import each other: what two kinds share is here (connections: [`conn`]).
+//!
+//! - **UDP**: a request is retransmitted as RFC 3261 §17.1.2 asks of a non-INVITE
+//!   client transaction (timer E: T1 = 500 ms, doubling, capped at T2 = 4 s) until a
+//!   final response or the deadline; provisional responses move the interval to T2.
+//! - **TCP/TLS**: responses are framed incrementally ([`crate::sip::framer`]).
+//!
+//! A response counts only if it answers our transaction (top Via branch, Call-ID,
+//! CSeq); stray and mismatched messages are skipped. Nothing past 64 KiB is read.
+//!
+//! What it does not do: schedule, judge a check, or write results.
+
+pub mod client;
+pub mod conn;
+pub mod endpoint;
+pub mod link;
+pub mod options;
+pub mod registration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use std::time::Duration;
+
+use crate::failure::{connect_reason, Failure, FailureReason};
+use crate::model::outcome::{Measure, Phase};
+use crate::net::resolve::Resolver;
+use crate::sip::client_tx::Retransmit;
+use crate::sip::framer::{FrameError, Framer};
+use crate::sip::message::{self, Message, ParseError, Parsed, Transaction, MAX_MESSAGE};
+
+pub use crate::sip::client_tx::{T1, T2};
+
+/// `coexist_sip_status_code`: the final status of the SIP transaction a kind judged.
+pub static SIP_STATUS: Measure = Measure {
+    name: "coexist_sip_status_code",
+    help:
+        "Final SIP status of the last SIP transaction the probe judged (OPTIONS, or the test user's request).",
+    label: None,
+};
+
+/// `coexist_sip_server_info{server}`: the peer's `Server` (or `User-Agent`) header.
+pub static SIP_SERVER: Measure = Measure {
+    name: "coexist_sip_server_info",
+    help: "1, labelled with the Server (or User-Agent) header of the last SIP response.",
+    label: Some("server"),
+};
+
+/// A socket that sends and receives datagrams: the real one, or a recorder in tests.
+pub trait Datagrams {
+    /// Sends one datagram.
+    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+    /// Receives one datagram into the spare capacity of `buf` (which starts empty).
+    fn recv_buf(&self, buf: &mut Vec<u8>)
+        -> impl std::future::Future<Output = std::io::Result<usize>> + Send;
+}
+
+impl Datagrams for UdpSocket {
+    fn send(&self, buf: &[u8]) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::send(self, buf)
+    }
+    fn recv_buf(
+        &self,
+        buf: &mut Vec<u8>,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
+        UdpSocket::recv_buf(self, buf)
+    }
+}
+
+/// The UDP client transaction: send, retransmit on timer E, wait for the final response.
+pub async fn udp_transaction<S: Datagrams + Sync>(
+    sock: &S,
+    request: &[u8],
+    tx: &Transaction,
+    deadline: Instant,
+) -> Result<Message, Failure> {
+    let io = |e: std::io::Error| Failure::new(connect_reason(&e), format!("UDP: {e}"));
+    sock.send(request).await.map_err(io)?;
+    crate::trace::step("sip", || {
+        format!("sent over UDP ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
+    });
+    let mut timer = Retransmit::new(Instant::now(), tx.method == "INVITE", false);
+    // Capacity, not zeroed length: the datagram is written straight into it.
+    let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
+    let mut malformed: Option<ParseError> = None;
+    loop {
+        tokio::select! {
+            r = { buf.clear(); sock.recv_buf(&mut buf) } => {
+                let n = r.map_err(io)?;
+                crate::trace::step("sip", || format!("received a datagram ({n} bytes):\n{}", crate::trace::mask_credentials(&buf[..n])));
+                match message::parse(&buf[..n], false) {
+                    Ok(Parsed::Complete(m, _)) if m.answers(tx) => {
+                        if m.status().is_some_and(|c| c >= 200) {
+                            return Ok(m);
+                        }
+                        // Provisional: the server has the request.
+                        timer.provisional();
+                    }
+                    Ok(_) => {}
+                    Err(e) => malformed = Some(e),
+                }
+            }
+            _ = tokio::time::sleep_until(timer.wake(deadline)) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(match malformed {
+                        Some(e) => Failure::new(FailureReason::SipMalformed, format!("no valid response; received: {e}")),
+                        None => Failure::new(FailureReason::Timeout, format!("no final response to {} transmissions", timer.sends())),
+                    });
+                }
+                if timer.fire(now) {
+                    sock.send(request).await.map_err(io)?;
+                    let sends = timer.sends();
+                    crate::trace::step("sip", || format!("no final response yet: retransmission {sends}"));
+                }
+            }
+        }
+    }
+}
+
+/// The stream client transaction: write, then read and frame until our final response.
+pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+    tx: &Transaction,
+) -> Result<Message, Failure> {
+    let io = |e: std::io::Error| Failure::new(crate::net::tls::io_reason(&e), format!("{e}"));
+    stream.write_all(request).await.map_err(io)?;
+    stream.flush().await.map_err(io)?;
+    crate::trace::step("sip", || {
+        format!("sent ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
+    });
+    let mut framer = Framer::new(None).keep_raw(crate::trace::active());
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Every complete message already buffered; ours ends the transaction.
+        loop {
+            match framer.next_message() {
+                Ok(Some(m)) => {
+                    crate::trace::step("sip", || {
+                        let raw = framer.last_raw();
+                        format!("received ({} bytes):\n{}", raw.len(), crate::trace::mask_credentials(raw))
+                    });
+                    if m.answers(tx) && m.status().is_some_and(|c| c >= 200) {
+                        return Ok(m);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(malformed(e)),
+            }
+        }
+        let n = stream.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Err(if framer.buffered() == 0 {
+                Failure::new(FailureReason::Io, "connection closed without a response")
+            } else {
+                Failure::new(
+                    FailureReason::SipMalformed,
+                    format!("connection closed after {} bytes of a message", framer.buffered()),
+                )
+            });
+        }
+        framer.push(&chunk[..n]).map_err(malformed)?;
+    }
+}
+
+fn malformed(e: FrameError) -> Failure {
+    crate::trace::step("sip", || format!("received bytes that are not SIP: {e}"));
+    Failure::new(FailureReason::SipMalformed, e.to_string())
+}
+
+/// Shared, per-configuration state that probes use.
+#[derive(Debug, Clone)]
+pub struct ProbeContext {
+    /// Resolves target names through the configured `[dns]` servers.
+    pub resolver: Resolver,
+    /// Queries the configured `[dns]` servers (system ones when the config names none).
+    pub dns: std::sync::Arc<crate::net::dns::DnsClient>,
+    /// Both TLS engines with the configured trust anchors and client identity.
+    pub tls: std::sync::Arc<crate::net::tls::TlsClient>,
+    /// `each_address`: connect to this address instead of resolving the target name
+    /// (SNI, certificate name and SIP Request-URI stay the name).
+    pub address: Option<std::net::IpAddr>,
+    /// The test users' registered endpoints (kept across reloads by the agent).
+    pub endpoints: std::sync::Arc<endpoint::Endpoints>,
+}
+
+impl ProbeContext {
+    /// The addresses to try for `host`: the pinned one (`each_address`), else the
+    /// name's addresses now (phase `resolve` timed into `phases`).
+    pub async fn addresses(
+        &self,
+        host: &str,
+        phases: &mut Vec<(Phase, Duration)>,
+    ) -> Result<Vec<std::net::IpAddr>, Failure> {
+        match self.address {
+            Some(ip) => Ok(vec![ip]),
+            None => {
+                let t = std::time::Instant::now();
+                let addrs = self.resolver.lookup_ip(host).await?;
+                phases.push((Phase::Resolve, t.elapsed()));
+                Ok(addrs)
+            }
+        }
+    }
+}
