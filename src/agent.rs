@@ -107,9 +107,9 @@ pub async fn run(
     let prober: Arc<dyn crate::run::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
     let tracer = Arc::new(crate::run::trace_run::Tracer::new(prober.clone(), probes.clone()));
     let app = routes::router(store.clone(), reload_tx, tracer.clone(), &web);
-    let limits = crate::http::web::Limits::from_descriptors(concurrency);
+    let limits = crate::http::port::Limits::from_descriptors(concurrency);
     let http =
-        tokio::spawn(crate::http::web::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
+        tokio::spawn(crate::http::port::serve(listener, app, web.config.clone(), limits, shutdown.clone()));
 
     let mut scheduler = Scheduler::start_on(&probes, store.current(), store.clone(), prober, concurrency);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

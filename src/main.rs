@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use coexistd::agent::{self, AgentError, ConfigSource};
 use coexistd::config::{self, Config};
-use coexistd::output::views::Report;
+use coexistd::output::views::StatusView;
 use coexistd::run::results::Slot;
 use coexistd::run::scheduler::{LiveProber, Prober};
 
@@ -325,14 +325,14 @@ async fn check_registered(
         config.instances.iter().map(|i| Arc::new(Slot::new(config, i.clone()))).collect();
     coexistd::run::scheduler::run_each_once(&slots, prober, config.agent.concurrency).await;
     let units = coexistd::run::results::units(&slots);
-    let mut report = Report::build(config, &slots, &units);
-    report.users = endpoints.statuses();
+    let mut view = StatusView::build(config, &slots, &units);
+    view.users = endpoints.statuses();
     if !pools.is_empty() {
-        report.pools.retain(|p| pools.contains(&p.name));
+        view.pools.retain(|p| pools.contains(&p.name));
     }
     match format {
-        Format::Table => print!("{}", report.table()),
-        Format::Json => match serde_json::to_string_pretty(&report) {
+        Format::Table => print!("{}", view.table()),
+        Format::Json => match serde_json::to_string_pretty(&view) {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("coexistd: {e}");
@@ -340,7 +340,7 @@ async fn check_registered(
             }
         },
     }
-    if report.all_passed() {
+    if view.all_passed() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_CHECK_FAILED)

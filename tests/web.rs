@@ -359,7 +359,7 @@ fn slow_clients_under_a_small_descriptor_limit_starve_neither_health_nor_probes(
     // A full port makes room by closing a connection idle for EVICTABLE_AFTER (2 s): in
     // the burst's first 2 s every slot is young and a new connection is refused. When
     // the clients connected faster than that, the first health request met exactly that.
-    std::thread::sleep(coexistd::http::web::EVICTABLE_AFTER + Duration::from_millis(500));
+    std::thread::sleep(coexistd::http::port::EVICTABLE_AFTER + Duration::from_millis(500));
     // For 12 s (past the header timeout), health answers within 1 s from another host.
     let t0 = Instant::now();
     let mut worst = Duration::ZERO;

@@ -1,6 +1,9 @@
-//! The agent's HTTP port: the endpoints ([`routes`]) and the port itself ([`web`]: the
-//! exporter-toolkit web configuration, TLS, client certificates, basic auth, and the
-//! limits that keep scrapers from taking what the probes need).
+//! The agent's HTTP port: the endpoints ([`routes`]), the port itself ([`port`]:
+//! accepting, TLS handshakes, connection limits), what every request passes
+//! ([`auth`]: basic auth, response headers, size caps) and the exporter-toolkit web
+//! configuration that sets them up ([`web`]).
 
+pub mod auth;
+pub mod port;
 pub mod routes;
 pub mod web;

@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::output::views::Report;
+use crate::output::views::StatusView;
 use crate::run::results::Store;
 
 /// A reload request: the reply says whether the new configuration was taken.
@@ -133,10 +133,12 @@ pub fn router(
         .with_state(App { store, reload, render, lifecycle: web.lifecycle, tracer })
         .layer(axum::middleware::from_fn_with_state(
             (
-                crate::http::web::Auth::new(web.config.as_ref().map(|c| c.users.clone()).unwrap_or_default()),
+                crate::http::auth::Auth::new(
+                    web.config.as_ref().map(|c| c.users.clone()).unwrap_or_default(),
+                ),
                 Arc::new(web.config.as_ref().map(|c| c.headers.clone()).unwrap_or_default()),
             ),
-            crate::http::web::guard,
+            crate::http::auth::guard,
         ))
 }
 
@@ -254,16 +256,16 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
             struct Status<'a> {
                 ready: bool,
                 #[serde(flatten)]
-                report: &'a Report,
+                view: &'a StatusView,
             }
-            let report = report(store);
-            let status = Status { ready: store.is_ready(), report: &report };
+            let view = status_view(store);
+            let status = Status { ready: store.is_ready(), view: &view };
             vec![Bytes::from(serde_json::to_vec(&status).unwrap_or_default())]
         }
         View::StatusPage => {
             let events = crate::output::views::events(&store.events());
             vec![Bytes::from(crate::output::status_page::render(
-                &report(store),
+                &status_view(store),
                 &events,
                 std::time::SystemTime::now(),
             ))]
@@ -272,7 +274,7 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
             #[derive(serde::Serialize)]
             struct Events {
                 kept: usize,
-                events: Vec<crate::output::views::EventReport>,
+                events: Vec<crate::output::views::EventView>,
             }
             let events = Events {
                 kept: crate::run::results::EVENTS_KEPT,
@@ -324,10 +326,10 @@ async fn metrics(State(app): State<App>, headers: HeaderMap) -> Response {
     serve(&app, if openmetrics { View::OpenMetrics } else { View::Text }, &headers).await
 }
 
-fn report(store: &Store) -> Report {
+fn status_view(store: &Store) -> StatusView {
     let g = store.current();
     let units = crate::run::results::units(&g.slots);
-    let mut r = Report::build(&g.config, &g.slots, &units);
+    let mut r = StatusView::build(&g.config, &g.slots, &units);
     r.users = store.endpoints.statuses();
     // The configuration's path is not for whoever reaches the port.
     r.config.clear();

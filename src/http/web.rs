@@ -1,57 +1,27 @@
-//! The agent's own HTTP port: the exporter-toolkit web configuration
-//! (`--web.config.file`: TLS, client certificates, basic auth, response headers), and the
-//! limits that keep the port from taking what the probes need.
+//! The exporter-toolkit web configuration of the agent's own port (`--web.config.file`:
+//! TLS, client certificates, basic-auth users, response headers) and the TLS server it
+//! sets up.
 //!
-//! What it does not do: routing and the endpoints themselves ([`crate::http::routes`]), or
-//! HTTP/2 (Prometheus scrapes over HTTP/1.1; `http_server_config.http2` is accepted and
-//! ignored).
+//! What it does not do: serve connections ([`super::port`]) or check credentials
+//! ([`super::auth`]); HTTP/2 (Prometheus scrapes over HTTP/1.1;
+//! `http_server_config.http2` is accepted and ignored).
 //!
-//! - **Bounded serving**: at most [`Limits::connections`] connections at once and
-//!   [`PER_CLIENT`] from one address (more are closed at once, never queued), request
-//!   headers within [`HEADER_TIMEOUT`], TLS
-//!   handshakes within [`HANDSHAKE_TIMEOUT`], a connection lives at most
-//!   [`CONNECTION_LIFETIME`], request bodies are refused beyond [`MAX_BODY`].
-//! - **Certificates renewed on disk** are picked up by the next connection; a renewal that
-//!   does not load keeps the previous pair and is logged.
-//! - **Basic auth** checks bcrypt hashes on the blocking pool, at most two at a time;
-//!   a verified `(user, password)` is remembered for [`AUTH_CACHE_TTL`] (at most
-//!   [`AUTH_CACHE_MAX`] entries, keyed by a SHA-256 of user, password and hash, never
-//!   the password itself), so a scrape every 15 s does not pay a bcrypt round each time.
+//! Certificates renewed on disk are picked up by the next connection; a renewal that
+//! does not load keeps the previous pair and is logged.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use axum::body::Body;
-use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderName, HeaderValue};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 use serde::Deserialize;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 use crate::net::tls::read_config_file;
-
-/// Time a client has to send a request's headers (also while a kept-alive connection
-/// waits for its next request).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client has to complete the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest life of one connection; a scraper reconnects.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
-/// Largest request header block accepted (hyper's read buffer is capped near it too).
-pub const MAX_HEADERS: usize = 16 * 1024;
-/// Largest request body accepted (only `POST /-/reload` takes one, and ignores it).
-pub const MAX_BODY: usize = 16 * 1024;
-/// How long a verified basic-auth credential is remembered.
-pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(60);
-/// Most credentials remembered at once.
-pub const AUTH_CACHE_MAX: usize = 256;
 
 /// Why a web configuration file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -211,9 +181,6 @@ type SetupError = (Option<PathBuf>, String);
 /// A file and its modification time when last loaded.
 type Stamp = (PathBuf, Option<SystemTime>);
 
-/// What [`guard`] needs: the authenticator and the extra response headers.
-pub type GuardState = (Auth, Arc<Vec<(HeaderName, HeaderValue)>>);
-
 fn mtime(p: &Path) -> Option<SystemTime> {
     std::fs::metadata(p).and_then(|m| m.modified()).ok()
 }
@@ -250,7 +217,7 @@ impl TlsServer {
         cur.0.clone()
     }
 
-    fn allowed_sans(&self) -> &[String] {
+    pub(super) fn allowed_sans(&self) -> &[String] {
         &self.raw.client_allowed_sans
     }
 }
@@ -404,7 +371,7 @@ fn build_server_config(raw: &RawTls) -> Result<ServerConfig, SetupError> {
 
 /// Whether the client's certificate carries one of `allowed` among its SANs (DNS, IP,
 /// e-mail, URI), as exporter-toolkit checks `client_allowed_sans`.
-fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
+pub(super) fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
     let Ok(x) = openssl::x509::X509::from_der(cert.as_ref()) else { return false };
     let Some(names) = x.subject_alt_names() else { return false };
     names.iter().any(|n| {
@@ -422,459 +389,4 @@ fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
             });
         v.is_some_and(|v| allowed.contains(&v))
     })
-}
-
-/// Limits of the port, from the descriptor budget.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Connections served at once.
-    pub connections: usize,
-    /// Connections served at once from one client address, so that one host's slow or
-    /// idle connections cannot lock out Prometheus and the health checks.
-    pub per_client: usize,
-}
-
-impl Limits {
-    /// Raises the soft descriptor limit to the hard one, then leaves `probes + 64`
-    /// descriptors to the probes (`agent.concurrency`) and the rest, at most 1,024 and
-    /// at least 16, to HTTP connections. Logs a warning when the budget is tight.
-    pub fn from_descriptors(probes: usize) -> Limits {
-        let nofile = raise_nofile();
-        let reserved = probes.saturating_add(64);
-        let left = nofile.saturating_sub(reserved);
-        let connections = left.clamp(16, 1024);
-        if left < 16 {
-            tracing::warn!(nofile, concurrency = probes,
-                "the descriptor limit leaves almost nothing beside agent.concurrency probes; raise LimitNOFILE or lower agent.concurrency");
-        }
-        Limits { connections, per_client: PER_CLIENT.min(connections) }
-    }
-}
-
-/// Default cap of connections from one client address.
-pub const PER_CLIENT: usize = 64;
-
-/// The soft RLIMIT_NOFILE after raising it to the hard limit.
-fn raise_nofile() -> usize {
-    // SAFETY: getrlimit/setrlimit write only the struct passed.
-    unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
-            return 1024;
-        }
-        if r.rlim_cur < r.rlim_max {
-            let raised = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                r.rlim_cur = r.rlim_max;
-            }
-        }
-        usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
-    }
-}
-
-/// Serves `router` on `listener` until `shutdown`, with TLS and limits from `web`.
-pub async fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    web: Option<WebConfig>,
-    limits: Limits,
-    shutdown: CancellationToken,
-) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections));
-    let per_client: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::new(Mutex::new(HashMap::new()));
-    let conns = Connections::default();
-    let tls = web.as_ref().and_then(|w| w.tls.clone());
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Some(client) = ClientSlot::take(&per_client, peer.ip(), limits.per_client) else {
-            drop(tcp);
-            continue;
-        };
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            // At the cap: the oldest idle connection (no request in progress, none
-            // started for a while: a slow or parked client) makes room. Without one,
-            // close at once: a queued connection would hold a descriptor.
-            Err(_) if conns.evict_idle() => None,
-            Err(_) => {
-                drop(tcp);
-                continue;
-            }
-        };
-        let (router, tls, shutdown, permits, conns) =
-            (router.clone(), tls.clone(), shutdown.clone(), permits.clone(), conns.clone());
-        tokio::spawn(async move {
-            let permit = match permit {
-                Some(p) => p,
-                // The evicted connection releases its permit as it closes.
-                None => match tokio::time::timeout(Duration::from_secs(1), permits.acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => return,
-                },
-            };
-            let (id, activity, cancel) = conns.add();
-            let _slots = (permit, client, Registered(conns, id));
-            let _ = tcp.set_nodelay(true);
-            let serve = async move {
-                match tls {
-                    None => connection(tcp, router, shutdown, activity).await,
-                    Some(tls) => {
-                        let Some(stream) = tls_accept(tcp, &tls).await else { return };
-                        connection(stream, router, shutdown, activity).await
-                    }
-                }
-            };
-            // Evicted: the connection had no request in progress, so it is dropped at
-            // once (a graceful close would wait for a slow client's headers).
-            tokio::select! {
-                _ = serve => {}
-                _ = cancel.cancelled() => {}
-            }
-        });
-    }
-}
-
-/// What a connection is doing, for eviction: requests in progress, when the last one
-/// started, when it was accepted.
-#[derive(Debug)]
-pub struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    /// Milliseconds after `accepted` when the last request started; 0: none yet.
-    last_request_ms: std::sync::atomic::AtomicU64,
-    accepted: Instant,
-}
-
-/// A connection idle this long (no request started since, none in progress) may be
-/// closed to make room for a new one when the port is full.
-pub const EVICTABLE_AFTER: Duration = Duration::from_secs(2);
-
-/// A connection's activity and the token that closes it.
-type Tracked = (Arc<Activity>, CancellationToken);
-
-/// The open connections of the port.
-#[derive(Clone, Default)]
-struct Connections {
-    inner: Arc<Mutex<(u64, BTreeMap<u64, Tracked>)>>,
-}
-
-impl Connections {
-    fn add(&self) -> (u64, Arc<Activity>, CancellationToken) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0 += 1;
-        let id = g.0;
-        let a = Arc::new(Activity {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            last_request_ms: std::sync::atomic::AtomicU64::new(0),
-            accepted: Instant::now(),
-        });
-        let c = CancellationToken::new();
-        g.1.insert(id, (a.clone(), c.clone()));
-        (id, a, c)
-    }
-
-    /// Closes the connection idle longest; false when none is idle.
-    fn evict_idle(&self) -> bool {
-        use std::sync::atomic::Ordering::Relaxed;
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let victim =
-            g.1.values()
-                .filter(|(a, c)| !c.is_cancelled() && a.in_flight.load(Relaxed) == 0)
-                .map(|(a, c)| {
-                    let last = a.accepted + Duration::from_millis(a.last_request_ms.load(Relaxed));
-                    (now.saturating_duration_since(last), c)
-                })
-                .filter(|(idle, _)| *idle >= EVICTABLE_AFTER)
-                .max_by_key(|(idle, _)| *idle);
-        match victim {
-            Some((_, c)) => {
-                c.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Removes a connection from [`Connections`] when it ends.
-struct Registered(Connections, u64);
-
-impl Drop for Registered {
-    fn drop(&mut self) {
-        self.0.inner.lock().unwrap_or_else(|e| e.into_inner()).1.remove(&self.1);
-    }
-}
-
-/// One connection counted against its client address; released on drop.
-struct ClientSlot {
-    map: Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
-    ip: std::net::IpAddr,
-}
-
-impl ClientSlot {
-    fn take(
-        map: &Arc<Mutex<HashMap<std::net::IpAddr, usize>>>,
-        ip: std::net::IpAddr,
-        cap: usize,
-    ) -> Option<ClientSlot> {
-        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= cap {
-            return None;
-        }
-        *n += 1;
-        Some(ClientSlot { map: map.clone(), ip })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// The TLS handshake, within [`HANDSHAKE_TIMEOUT`]. Plain HTTP gets a 400, as Go's
-/// servers answer it; a client certificate without an allowed SAN ends the connection.
-async fn tls_accept(
-    tcp: tokio::net::TcpStream,
-    tls: &TlsServer,
-) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
-    if !matches!(peeked, Ok(Ok(1))) {
-        return None;
-    }
-    if first[0] != 0x16 {
-        let mut tcp = tcp;
-        let _ = tcp
-            .write_all(b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
-            .await;
-        let _ = tcp.shutdown().await;
-        return None;
-    }
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake on the web port failed");
-            return None;
-        }
-        Err(_) => return None,
-    };
-    let allowed = tls.allowed_sans();
-    if !allowed.is_empty() {
-        let ok = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .is_some_and(|c| san_allowed(c, allowed));
-        if !ok {
-            tracing::debug!("client certificate has no SAN in client_allowed_sans");
-            return None;
-        }
-    }
-    Some(stream)
-}
-
-async fn connection<S>(io: S, router: axum::Router, shutdown: CancellationToken, activity: Arc<Activity>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    use std::sync::atomic::Ordering::Relaxed;
-    use tower::ServiceExt;
-    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-        let (router, activity) = (router.clone(), activity.clone());
-        activity.in_flight.fetch_add(1, Relaxed);
-        activity.last_request_ms.store((activity.accepted.elapsed().as_millis() as u64).max(1), Relaxed);
-        async move {
-            let r = router.oneshot(req.map(Body::new)).await;
-            activity.in_flight.fetch_sub(1, Relaxed);
-            r
-        }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .max_buf_size(64 * 1024);
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => {}
-        _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
-        }
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_millis(500), conn).await;
-        }
-    }
-}
-
-/// A bcrypt hash (cost 10) of a random string, checked for unknown users.
-const DUMMY_HASH: &str = "$2b$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy";
-
-/// Basic authentication against `users`, with the cache described in the module doc.
-#[derive(Clone)]
-pub struct Auth {
-    users: Arc<BTreeMap<String, String>>,
-    cache: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
-    bcrypt: Arc<tokio::sync::Semaphore>,
-}
-
-impl Auth {
-    /// An authenticator for `users` (empty: everyone is let in).
-    pub fn new(users: Arc<BTreeMap<String, String>>) -> Auth {
-        Auth {
-            users,
-            cache: Arc::new(Mutex::new(HashMap::new())),
-            bcrypt: Arc::new(tokio::sync::Semaphore::new(2)),
-        }
-    }
-
-    /// Whether any user is configured.
-    pub fn enabled(&self) -> bool {
-        !self.users.is_empty()
-    }
-
-    /// Whether the request's `Authorization` header names a user and its password.
-    pub async fn check(&self, authorization: Option<&HeaderValue>) -> bool {
-        if !self.enabled() {
-            return true;
-        }
-        let Some((user, password)) = authorization.and_then(parse_basic) else { return false };
-        // An unknown user costs a bcrypt round too, so timing does not tell which
-        // user names exist.
-        let (known, hash) = match self.users.get(&user) {
-            Some(h) => (true, h.clone()),
-            None => (false, DUMMY_HASH.to_owned()),
-        };
-        let key: [u8; 32] = {
-            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-            for part in [user.as_bytes(), password.as_bytes(), hash.as_bytes()] {
-                ctx.update(&(part.len() as u64).to_be_bytes());
-                ctx.update(part);
-            }
-            ctx.finish().as_ref().try_into().unwrap_or([0; 32])
-        };
-        {
-            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.get(&key).is_some_and(|t| t.elapsed() < AUTH_CACHE_TTL) {
-                return true;
-            }
-        }
-        let Ok(_permit) = self.bcrypt.acquire().await else { return false };
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false)
-            && known;
-        if ok {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.len() >= AUTH_CACHE_MAX {
-                cache.retain(|_, t| t.elapsed() < AUTH_CACHE_TTL);
-                if cache.len() >= AUTH_CACHE_MAX {
-                    cache.clear();
-                }
-            }
-            cache.insert(key, Instant::now());
-        }
-        ok
-    }
-}
-
-fn parse_basic(v: &HeaderValue) -> Option<(String, String)> {
-    use base64_lite::decode;
-    let s = v.to_str().ok()?;
-    let (scheme, b64) = s.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return None;
-    }
-    let raw = decode(b64.trim())?;
-    let text = String::from_utf8(raw).ok()?;
-    let (u, p) = text.split_once(':')?;
-    Some((u.to_owned(), p.to_owned()))
-}
-
-/// Base64 (RFC 4648, standard alphabet, padding optional) for the Authorization header.
-mod base64_lite {
-    pub fn decode(s: &str) -> Option<Vec<u8>> {
-        let s = s.trim_end_matches('=');
-        if s.len() > 4096 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(s.len() * 3 / 4);
-        let (mut acc, mut bits) = (0u32, 0u32);
-        for c in s.bytes() {
-            let v = match c {
-                b'A'..=b'Z' => c - b'A',
-                b'a'..=b'z' => c - b'a' + 26,
-                b'0'..=b'9' => c - b'0' + 52,
-                b'+' => 62,
-                b'/' => 63,
-                _ => return None,
-            };
-            acc = (acc << 6) | u32::from(v);
-            bits += 6;
-            if bits >= 8 {
-                bits -= 8;
-                out.push((acc >> bits) as u8);
-            }
-        }
-        Some(out)
-    }
-}
-
-/// The middleware every request passes: basic auth (401 with a challenge), the
-/// configured response headers, and a cap on request bodies.
-pub async fn guard(
-    axum::extract::State((auth, headers)): axum::extract::State<GuardState>,
-    req: Request<Body>,
-    next: axum::middleware::Next,
-) -> Response {
-    let too_big = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some_and(|n| n > MAX_BODY as u64);
-    let header_bytes: usize = req.headers().iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum();
-    let mut resp = if too_big {
-        (StatusCode::PAYLOAD_TOO_LARGE, "Request body too large.\n").into_response()
-    } else if header_bytes > MAX_HEADERS {
-        (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "Request headers too large.\n").into_response()
-    } else if !auth.check(req.headers().get(header::AUTHORIZATION)).await {
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"coexistd\", charset=\"UTF-8\"")],
-            "Unauthorized\n",
-        )
-            .into_response()
-    } else {
-        let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, Body::new(http_body_util::Limited::new(body, MAX_BODY)));
-        next.run(req).await
-    };
-    for (name, value) in headers.iter() {
-        resp.headers_mut().insert(name.clone(), value.clone());
-    }
-    resp
 }

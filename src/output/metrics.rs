@@ -492,7 +492,7 @@ impl Collector for AgentFamilies {
 impl AgentFamilies {
     fn encode_pools(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let g = &self.generation;
-        let mut pools = crate::output::rollup::pool_reports(&g.config, &g.slots, &self.units);
+        let mut pools = crate::output::rollup::pool_rollups(&g.config, &g.slots, &self.units);
         pools.sort_by(|a, b| a.name.cmp(&b.name));
         {
             let mut e = encoder.encode_descriptor(

@@ -9,7 +9,7 @@ use crate::run::results::{SeriesState, Slot};
 
 /// A pool's rollup.
 #[derive(Debug, Clone, Serialize)]
-pub struct PoolReport {
+pub struct PoolRollup {
     /// Pool name.
     pub name: String,
     /// legacy | new.
@@ -30,15 +30,15 @@ pub struct PoolReport {
 
 /// Per pool of `config`: its instances passing, failing and not yet run. The one place
 /// pool rollups are computed (status, `check` and `coexist_pool_*` metrics).
-pub fn pool_reports(
+pub fn pool_rollups(
     config: &Config,
     slots: &[std::sync::Arc<Slot>],
     units: &[(usize, SeriesState)],
-) -> Vec<PoolReport> {
-    let mut pools: Vec<PoolReport> = config
+) -> Vec<PoolRollup> {
+    let mut pools: Vec<PoolRollup> = config
         .pools
         .iter()
-        .map(|p| PoolReport {
+        .map(|p| PoolRollup {
             name: p.name.clone(),
             role: p.role.as_str().to_owned(),
             fqdn: p.fqdn.clone(),

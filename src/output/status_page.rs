@@ -9,13 +9,13 @@
 //! assets: it works from a jump host without internet). On a phone the pool cards
 //! stack in one column and the tables scroll sideways.
 //!
-//! It renders a [`Report`] and does not read the store, so it shows exactly what
+//! It renders a [`StatusView`] and does not read the store, so it shows exactly what
 //! `/api/v1/status` and `/api/v1/events` show.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
-use crate::output::views::{EventReport, InstanceReport, PoolReport, Report};
+use crate::output::views::{EventView, InstanceView, PoolRollup, StatusView};
 
 /// State changes listed on the page (all kept ones are in `/api/v1/events`).
 pub const EVENTS_SHOWN: usize = 50;
@@ -57,10 +57,10 @@ code{font-size:13px}\
 footer{color:var(--mute);font-size:12px;padding:16px}\
 @media (max-width:600px){main{padding:8px}th,td{padding:5px;font-size:13px}}";
 
-/// The status page of `report` (the status view) at `now`, listing `events` (newest first).
-pub fn render(report: &Report, events: &[EventReport], now: SystemTime) -> String {
-    let mut s = String::with_capacity(16 * 1024 + report.instances.len() * 400);
-    let refresh = refresh_seconds(report);
+/// The status page of `view` at `now`, listing `events` (newest first).
+pub fn render(view: &StatusView, events: &[EventView], now: SystemTime) -> String {
+    let mut s = String::with_capacity(16 * 1024 + view.instances.len() * 400);
+    let refresh = refresh_seconds(view);
     let generated = humantime::format_rfc3339_seconds(now).to_string();
     let _ = write!(
         s,
@@ -68,9 +68,9 @@ pub fn render(report: &Report, events: &[EventReport], now: SystemTime) -> Strin
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"{refresh}\">\
          <title>{} coexistd</title><style>{STYLE}</style></head><body>",
-        title_prefix(report)
+        title_prefix(view)
     );
-    let site = report.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
+    let site = view.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ");
     let _ = write!(
         s,
         "<header><h1>coexistd</h1>{}<span id=\"generated\" data-generated=\"{generated}\">generated at {} \
@@ -79,11 +79,11 @@ pub fn render(report: &Report, events: &[EventReport], now: SystemTime) -> Strin
         if site.is_empty() { String::new() } else { format!("<span>{}</span>", esc(&site)) },
         esc(&generated.replace('T', " ").replace('Z', " UTC")),
     );
-    banner(&mut s, report);
-    pools(&mut s, report, now);
-    interop(&mut s, report);
-    records(&mut s, report, now);
-    matrix(&mut s, report, now);
+    banner(&mut s, view);
+    pools(&mut s, view, now);
+    interop(&mut s, view);
+    records(&mut s, view, now);
+    matrix(&mut s, view, now);
     changes(&mut s, events, now);
     s.push_str(
         "</main><footer>Results are the last scheduled run of each check; nothing is probed when \
@@ -94,20 +94,20 @@ pub fn render(report: &Report, events: &[EventReport], now: SystemTime) -> Strin
 }
 
 /// `[DOWN]` or `[OK]` in the tab title, so a pinned tab says it.
-fn title_prefix(report: &Report) -> &'static str {
-    if report.instances.iter().any(|i| i.success == Some(false)) {
+fn title_prefix(view: &StatusView) -> &'static str {
+    if view.instances.iter().any(|i| i.success == Some(false)) {
         "[FAILING]"
-    } else if report.instances.iter().any(|i| i.stale) {
+    } else if view.instances.iter().any(|i| i.stale) {
         "[STALE]"
-    } else if report.all_passed() {
+    } else if view.all_passed() {
         "[OK]"
     } else {
         "[STARTING]"
     }
 }
 
-fn refresh_seconds(report: &Report) -> u64 {
-    let shortest = report.instances.iter().map(|i| i.interval_seconds).fold(f64::INFINITY, f64::min);
+fn refresh_seconds(view: &StatusView) -> u64 {
+    let shortest = view.instances.iter().map(|i| i.interval_seconds).fold(f64::INFINITY, f64::min);
     if shortest.is_finite() {
         (shortest.round() as u64).clamp(REFRESH_BOUNDS.0, REFRESH_BOUNDS.1)
     } else {
@@ -116,7 +116,7 @@ fn refresh_seconds(report: &Report) -> u64 {
 }
 
 /// The state word and CSS class of one result.
-fn state(i: &InstanceReport) -> (&'static str, &'static str) {
+fn state(i: &InstanceView) -> (&'static str, &'static str) {
     match i.success {
         _ if i.stale => ("STALE", "stale"),
         Some(true) => ("PASS", "pass"),
@@ -125,27 +125,27 @@ fn state(i: &InstanceReport) -> (&'static str, &'static str) {
     }
 }
 
-fn banner(s: &mut String, report: &Report) {
-    let failing = report.instances.iter().filter(|i| i.success == Some(false) && !i.stale).count();
-    let stale = report.instances.iter().filter(|i| i.stale).count();
-    let pending = report.instances.iter().filter(|i| i.success.is_none() && !i.stale).count();
-    let down = report.pools.iter().filter(|p| p.failing > 0).count();
-    let interop_down = report.interop.iter().filter(|c| c.failing > 0).count();
+fn banner(s: &mut String, view: &StatusView) {
+    let failing = view.instances.iter().filter(|i| i.success == Some(false) && !i.stale).count();
+    let stale = view.instances.iter().filter(|i| i.stale).count();
+    let pending = view.instances.iter().filter(|i| i.success.is_none() && !i.stale).count();
+    let down = view.pools.iter().filter(|p| p.failing > 0).count();
+    let interop_down = view.interop.iter().filter(|c| c.failing > 0).count();
     let (class, text) = if failing > 0 {
         (
             "bad",
             format!(
                 "{down} of {} pools DOWN{} &middot; {failing} of {} check results failing",
-                report.pools.len(),
+                view.pools.len(),
                 if interop_down > 0 {
                     format!(
                         " &middot; users cannot reach each other in {interop_down} of {} pool pairs",
-                        report.interop.len()
+                        view.interop.len()
                     )
                 } else {
                     String::new()
                 },
-                report.instances.len()
+                view.instances.len()
             ),
         )
     } else if stale > 0 {
@@ -155,22 +155,18 @@ fn banner(s: &mut String, report: &Report) {
     } else {
         (
             "ok",
-            format!(
-                "All {} pools UP &middot; all {} checks passing",
-                report.pools.len(),
-                report.instances.len()
-            ),
+            format!("All {} pools UP &middot; all {} checks passing", view.pools.len(), view.instances.len()),
         )
     };
     let _ = write!(s, "<div class=\"banner {class}\" id=\"banner\">{text}</div>");
 }
 
-fn pools(s: &mut String, report: &Report, now: SystemTime) {
-    if report.pools.is_empty() {
+fn pools(s: &mut String, view: &StatusView, now: SystemTime) {
+    if view.pools.is_empty() {
         return;
     }
     s.push_str("<h2>Pools</h2><div class=\"pools\">");
-    for p in &report.pools {
+    for p in &view.pools {
         let (word, class) = pool_state(p);
         let _ = write!(
             s,
@@ -188,7 +184,7 @@ fn pools(s: &mut String, report: &Report, now: SystemTime) {
             if p.stale > 0 { format!(", {} stale", p.stale) } else { String::new() },
         );
         // What made it down: every failing or stale result of this pool.
-        let why: Vec<&InstanceReport> = report
+        let why: Vec<&InstanceView> = view
             .instances
             .iter()
             .filter(|i| i.pool == p.name && (i.success == Some(false) || i.stale))
@@ -228,17 +224,17 @@ fn pools(s: &mut String, report: &Report, now: SystemTime) {
 
 /// The coexistence matrix (test users of one pool reaching those of another) and
 /// where each test user is registered.
-fn interop(s: &mut String, report: &Report) {
-    if !report.interop.is_empty() {
+fn interop(s: &mut String, view: &StatusView) {
+    if !view.interop.is_empty() {
         let mut pools: Vec<&str> = Vec::new();
-        for c in &report.interop {
+        for c in &view.interop {
             for p in [&c.from_pool, &c.to_pool] {
                 if !pools.contains(&p.as_str()) {
                     pools.push(p);
                 }
             }
         }
-        let order = |n: &str| report.pools.iter().position(|p| p.name == n).unwrap_or(usize::MAX);
+        let order = |n: &str| view.pools.iter().position(|p| p.name == n).unwrap_or(usize::MAX);
         pools.sort_by_key(|p| order(p));
         s.push_str(
             "<h2>Users across pools</h2><div class=\"scroll\"><table id=\"interop\"><thead><tr>\
@@ -251,7 +247,7 @@ fn interop(s: &mut String, report: &Report) {
         for from in &pools {
             let _ = write!(s, "<tr><th>{}</th>", esc(from));
             for to in &pools {
-                let Some(c) = report.interop.iter().find(|c| c.from_pool == *from && c.to_pool == *to) else {
+                let Some(c) = view.interop.iter().find(|c| c.from_pool == *from && c.to_pool == *to) else {
                     s.push_str("<td></td>");
                     continue;
                 };
@@ -281,14 +277,14 @@ fn interop(s: &mut String, report: &Report) {
         }
         s.push_str("</tbody></table></div>");
     }
-    if report.users.is_empty() {
+    if view.users.is_empty() {
         return;
     }
     s.push_str(
         "<h2>Test users</h2><div class=\"scroll\"><table id=\"users\"><thead><tr><th>user</th>\
          <th>planned pool</th><th>registered on</th><th>registrar</th><th>last failure</th></tr></thead><tbody>",
     );
-    for u in &report.users {
+    for u in &view.users {
         let (home, class) = match (&u.registered, &u.home_pool) {
             (true, Some(h)) if *h == u.pool => (esc(h), "pass"),
             (true, Some(h)) => (format!("<b>{}</b>: NOT AS PLANNED", esc(h)), "fail"),
@@ -311,7 +307,7 @@ fn interop(s: &mut String, report: &Report) {
     s.push_str("</tbody></table></div>");
 }
 
-fn pool_state(p: &PoolReport) -> (&'static str, &'static str) {
+fn pool_state(p: &PoolRollup) -> (&'static str, &'static str) {
     if p.up {
         ("UP", "up")
     } else if p.failing > 0 {
@@ -323,9 +319,9 @@ fn pool_state(p: &PoolReport) -> (&'static str, &'static str) {
     }
 }
 
-fn records(s: &mut String, report: &Report, now: SystemTime) {
-    let rows: Vec<&InstanceReport> =
-        report.instances.iter().filter(|i| i.points_to.is_some() || i.expect_pool.is_some()).collect();
+fn records(s: &mut String, view: &StatusView, now: SystemTime) {
+    let rows: Vec<&InstanceView> =
+        view.instances.iter().filter(|i| i.points_to.is_some() || i.expect_pool.is_some()).collect();
     if rows.is_empty() {
         return;
     }
@@ -353,9 +349,9 @@ fn records(s: &mut String, report: &Report, now: SystemTime) {
     s.push_str("</tbody></table></div>");
 }
 
-fn matrix(s: &mut String, report: &Report, now: SystemTime) {
+fn matrix(s: &mut String, view: &StatusView, now: SystemTime) {
     let mut checks: Vec<&str> = Vec::new();
-    for i in &report.instances {
+    for i in &view.instances {
         if !checks.contains(&i.check.as_str()) {
             checks.push(&i.check);
         }
@@ -363,8 +359,8 @@ fn matrix(s: &mut String, report: &Report, now: SystemTime) {
     if checks.is_empty() {
         return;
     }
-    let mut pools: Vec<&str> = report.pools.iter().map(|p| p.name.as_str()).collect();
-    if report.instances.iter().any(|i| i.pool.is_empty()) {
+    let mut pools: Vec<&str> = view.pools.iter().map(|p| p.name.as_str()).collect();
+    if view.instances.iter().any(|i| i.pool.is_empty()) {
         pools.push("");
     }
     s.push_str("<h2>Checks</h2><div class=\"scroll\"><table id=\"matrix\"><thead><tr><th>check</th>");
@@ -376,8 +372,8 @@ fn matrix(s: &mut String, report: &Report, now: SystemTime) {
         let _ = write!(s, "<tr><th>{}</th>", esc(c));
         for p in &pools {
             // An each_address check has one result per address: one block each in the cell.
-            let rows: Vec<&InstanceReport> =
-                report.instances.iter().filter(|i| i.check == *c && i.pool == *p).collect();
+            let rows: Vec<&InstanceView> =
+                view.instances.iter().filter(|i| i.check == *c && i.pool == *p).collect();
             if rows.is_empty() {
                 s.push_str("<td></td>");
                 continue;
@@ -402,7 +398,7 @@ fn matrix(s: &mut String, report: &Report, now: SystemTime) {
     s.push_str("</tbody></table></div>");
 }
 
-fn cell(s: &mut String, i: &InstanceReport, now: SystemTime) {
+fn cell(s: &mut String, i: &InstanceView, now: SystemTime) {
     let (word, class) = state(i);
     let at = i.address.as_deref().map(|a| format!(" @{}", esc(a))).unwrap_or_default();
     let _ = write!(
@@ -440,7 +436,7 @@ fn cell(s: &mut String, i: &InstanceReport, now: SystemTime) {
     );
 }
 
-fn changes(s: &mut String, events: &[EventReport], now: SystemTime) {
+fn changes(s: &mut String, events: &[EventView], now: SystemTime) {
     s.push_str("<h2>Recent state changes</h2>");
     if events.is_empty() {
         s.push_str(
@@ -483,7 +479,7 @@ fn changes(s: &mut String, events: &[EventReport], now: SystemTime) {
     s.push_str("</tbody></table></div>");
 }
 
-impl InstanceReport {
+impl InstanceView {
     /// When the last run finished, as a time.
     fn last_run_time(&self) -> Option<SystemTime> {
         self.last_run.as_deref().and_then(|t| humantime::parse_rfc3339(t).ok())
@@ -491,7 +487,7 @@ impl InstanceReport {
 }
 
 /// "failing for 6 min" (or since the first run).
-fn failing_for(i: &InstanceReport, now: SystemTime) -> String {
+fn failing_for(i: &InstanceView, now: SystemTime) -> String {
     match since(i.changed_at, now) {
         Some(d) => format!("failing for {d}"),
         None => String::new(),

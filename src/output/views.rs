@@ -8,12 +8,12 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::Config;
-pub use crate::output::rollup::PoolReport;
+pub use crate::output::rollup::PoolRollup;
 use crate::run::results::{SeriesState, Slot, Transition};
 
 /// One check instance's last result.
 #[derive(Debug, Clone, Serialize)]
-pub struct InstanceReport {
+pub struct InstanceView {
     /// Pool name (empty for pool-less checks).
     pub pool: String,
     /// Pool role (empty for pool-less checks).
@@ -57,15 +57,15 @@ pub struct InstanceReport {
 
 /// The whole status.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct StatusView {
     /// Where the running configuration came from (empty, and left out, on the agent's
     /// HTTP port).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub config: String,
     /// Per pool.
-    pub pools: Vec<PoolReport>,
+    pub pools: Vec<PoolRollup>,
     /// Per instance, in configuration order.
-    pub instances: Vec<InstanceReport>,
+    pub instances: Vec<InstanceView>,
     /// The coexistence matrix: test users of one pool reaching those of another.
     pub interop: Vec<crate::output::rollup::InteropCell>,
     /// The test users' registered endpoints (users that checks between users name).
@@ -77,7 +77,7 @@ pub struct Report {
 
 /// One state change, as `/api/v1/events` shows it.
 #[derive(Debug, Clone, Serialize)]
-pub struct EventReport {
+pub struct EventView {
     /// When the run that changed the state finished (RFC 3339).
     pub at: String,
     /// Pool name (empty for pool-less checks).
@@ -100,16 +100,16 @@ pub struct EventReport {
     pub detail: Option<String>,
     /// How long the previous state had lasted (`null` for a first run that failed).
     pub previous_state_seconds: Option<f64>,
-    /// [`EventReport::at`] as a time, for durations.
+    /// [`EventView::at`] as a time, for durations.
     #[serde(skip)]
     pub at_time: SystemTime,
 }
 
-impl EventReport {
+impl EventView {
     /// The view of `t`.
-    pub fn new(t: &Transition) -> EventReport {
+    pub fn new(t: &Transition) -> EventView {
         let i = &t.instance;
-        EventReport {
+        EventView {
             at: rfc3339(t.at),
             pool: i.pool_name().to_owned(),
             role: i.role_name().to_owned(),
@@ -130,8 +130,8 @@ impl EventReport {
 }
 
 /// The state changes kept by the store, newest first, as `/api/v1/events` serves them.
-pub fn events(transitions: &[Transition]) -> Vec<EventReport> {
-    transitions.iter().rev().map(EventReport::new).collect()
+pub fn events(transitions: &[Transition]) -> Vec<EventView> {
+    transitions.iter().rev().map(EventView::new).collect()
 }
 
 /// `t` as RFC 3339 UTC with milliseconds.
@@ -139,16 +139,20 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-impl Report {
-    /// Builds the report from slots and a copy of their states.
-    pub fn build(config: &Config, slots: &[std::sync::Arc<Slot>], units: &[(usize, SeriesState)]) -> Report {
-        let instances: Vec<InstanceReport> = units
+impl StatusView {
+    /// Builds the view from slots and a copy of their states.
+    pub fn build(
+        config: &Config,
+        slots: &[std::sync::Arc<Slot>],
+        units: &[(usize, SeriesState)],
+    ) -> StatusView {
+        let instances: Vec<InstanceView> = units
             .iter()
             .map(|(index, unit)| {
                 let st = &unit.state;
                 let i = &slots[*index].instance;
                 let failure = st.last.as_ref().and_then(|l| l.outcome.result.as_ref().err());
-                InstanceReport {
+                InstanceView {
                     pool: i.pool_name().to_owned(),
                     role: i.role_name().to_owned(),
                     check: i.check.clone(),
@@ -171,10 +175,10 @@ impl Report {
                 }
             })
             .collect();
-        let pools = crate::output::rollup::pool_reports(config, slots, units);
+        let pools = crate::output::rollup::pool_rollups(config, slots, units);
         let interop = crate::output::rollup::interop(config, slots, units);
         let labels = config.agent.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        Report { config: config.origin.clone(), pools, instances, interop, users: Vec::new(), labels }
+        StatusView { config: config.origin.clone(), pools, instances, interop, users: Vec::new(), labels }
     }
 
     /// True when every instance passed.

@@ -1,0 +1,172 @@
+//! `[[users]]`: the test users, their secrets read and checked, and the selection of
+//! users a per-user or per-pair check names.
+
+use super::build::check_name;
+use super::*;
+
+/// Validates `[[users]]` and reads their secrets.
+pub(super) fn build_users(
+    raw: &[RawUser],
+    pools: &[Pool],
+    src: &Source<'_>,
+) -> Result<Vec<User>, ConfigError> {
+    let mut users: Vec<User> = Vec::new();
+    for (i, ru) in raw.iter().enumerate() {
+        let p = format!("users[{i}]");
+        if let Some(pw) = &ru.password {
+            return Err(src.err(
+                pw.span(),
+                &format!(
+                    "{p}.password: a password is not written in the configuration (configurations get \
+                     pasted into tickets); put it in a file named by password_file (mode 600) or in \
+                     the environment variable named by password_env"
+                ),
+            ));
+        }
+        let name = ru.name.get_ref();
+        check_name(name).map_err(|m| src.err(ru.name.span(), &format!("{p}.name: {m}")))?;
+        if users.iter().any(|u| &u.name == name) {
+            return Err(src.err(ru.name.span(), &format!("{p}.name: duplicate user name {name:?}")));
+        }
+        let aor =
+            Aor::parse(ru.uri.get_ref()).map_err(|m| src.err(ru.uri.span(), &format!("{p}.uri: {m}")))?;
+        if users.iter().any(|u| u.aor == aor) {
+            return Err(src.err(ru.uri.span(), &format!("{p}.uri: {} is another user's too", aor.uri())));
+        }
+        if !pools.iter().any(|x| &x.name == ru.pool.get_ref()) {
+            return Err(src.err(ru.pool.span(), &format!("{p}.pool: unknown pool {:?}", ru.pool.get_ref())));
+        }
+        let transport = match &ru.transport {
+            None => crate::sip::message::Transport::Tls,
+            Some(t) => crate::sip::message::Transport::parse(t.get_ref()).ok_or_else(|| {
+                src.err(t.span(), &format!("{p}.transport: {:?} is not one of udp, tcp, tls", t.get_ref()))
+            })?,
+        };
+        let auth_kind = ru.auth.as_ref().map_or("digest", |a| a.get_ref().as_str());
+        let auth = match auth_kind {
+            "digest" => {
+                let password = match (&ru.password_file, &ru.password_env) {
+                    (Some(f), None) => {
+                        let path = f.get_ref();
+                        let bytes = crate::net::tls::read_config_file(path).map_err(|m| {
+                            src.err(f.span(), &format!("{p}.password_file: {}: {m}", path.display()))
+                        })?;
+                        crate::net::tls::warn_if_readable_by_others(path);
+                        let text = String::from_utf8(bytes).map_err(|_| {
+                            src.err(
+                                f.span(),
+                                &format!("{p}.password_file: {}: not UTF-8 text", path.display()),
+                            )
+                        })?;
+                        let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+                        if pw.is_empty() {
+                            return Err(
+                                src.err(f.span(), &format!("{p}.password_file: {}: empty", path.display()))
+                            );
+                        }
+                        pw
+                    }
+                    (None, Some(e)) => match std::env::var(e.get_ref()) {
+                        Ok(v) if !v.is_empty() => v,
+                        _ => {
+                            return Err(src.err(
+                                e.span(),
+                                &format!(
+                                    "{p}.password_env: {} is not set (or empty) in the agent's environment",
+                                    e.get_ref()
+                                ),
+                            ))
+                        }
+                    },
+                    (Some(f), Some(_)) => {
+                        return Err(src.err(
+                            f.span(),
+                            &format!("{p}.password_file: give password_file or password_env, not both"),
+                        ))
+                    }
+                    (None, None) => {
+                        return Err(src.err(
+                            ru.name.span(),
+                            &format!("{p}: auth = \"digest\" needs password_file or password_env"),
+                        ))
+                    }
+                };
+                let username = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
+                let realm = match &ru.realm {
+                    Some(r) if r.get_ref().is_empty() || r.get_ref().contains(['"', '\\']) => {
+                        return Err(src.err(r.span(), &format!("{p}.realm: {:?} is not a realm", r.get_ref())))
+                    }
+                    r => r.as_ref().map(|r| r.get_ref().clone()),
+                };
+                let allow_md5 = ru.allow_md5.as_ref().is_some_and(|a| *a.get_ref());
+                UserAuth::Digest {
+                    username,
+                    password: crate::sip::auth::Secret::new(password),
+                    realm,
+                    allow_md5,
+                }
+            }
+            "none" => {
+                if let Some(f) =
+                    ru.password_file.as_ref().map(|f| f.span()).or(ru.password_env.as_ref().map(|e| e.span()))
+                {
+                    return Err(src.err(f, &format!("{p}: auth = \"none\" uses no password")));
+                }
+                if let Some(k) =
+                    ru.realm.as_ref().map(|r| r.span()).or(ru.allow_md5.as_ref().map(|a| a.span()))
+                {
+                    return Err(
+                        src.err(k, &format!("{p}: auth = \"none\" answers no challenge (realm, allow_md5)"))
+                    );
+                }
+                UserAuth::None
+            }
+            other => {
+                let span = ru.auth.as_ref().map_or(0..0, |a| a.span());
+                return Err(src.err(span, &format!("{p}.auth: {other:?} is not one of digest, none")));
+            }
+        };
+        let port = match &ru.port {
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(src.err(v.span(), &format!("{p}.port: must be 1-65535")))
+            }
+            Some(v) => *v.get_ref(),
+            None => transport.default_port(),
+        };
+        users.push(User { name: name.clone(), aor, pool: ru.pool.get_ref().clone(), auth, transport, port });
+    }
+    Ok(users)
+}
+
+/// The users a per-user check runs as: those named, or every one.
+pub(super) fn select_users<'u>(
+    sel: crate::kinds::UserSelection<'_>,
+    users: &'u [User],
+    path: &str,
+    key: &str,
+    name_span: std::ops::Range<usize>,
+    src: &Source<'_>,
+) -> Result<Vec<&'u User>, ConfigError> {
+    let picked: Vec<&User> = match sel.0 {
+        None => users.iter().collect(),
+        Some(list) => {
+            let mut v: Vec<&User> = Vec::new();
+            for n in list.get_ref() {
+                let u = users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
+                    src.err(n.span(), &format!("{path}.{key}: unknown user {:?}", n.get_ref()))
+                })?;
+                if v.iter().any(|x| x.name == u.name) {
+                    return Err(
+                        src.err(n.span(), &format!("{path}.{key}: {:?} is listed twice", n.get_ref()))
+                    );
+                }
+                v.push(u);
+            }
+            v
+        }
+    };
+    if picked.is_empty() {
+        return Err(src.err(name_span, &format!("{path}.{key}: no test user to run as (add [[users]])")));
+    }
+    Ok(picked)
+}
