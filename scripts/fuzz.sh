@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the structure-aware fuzz properties (tests/fuzz.rs, tests/sip_fuzz.rs) for
+# Runs the structure-aware fuzz properties (tests/fuzz/fuzz.rs, tests/fuzz/sip_fuzz.rs) for
 # DURATION (e.g. 10m, 2h) with a fresh random seed per round, and prints the cases run,
 # cases per second and every finding (a failing case with its seed, to replay with
 # PROPTEST_RNG_SEED=... cargo test --release --test fuzz).
@@ -20,7 +20,7 @@ trap 'rm -f "$log"' EXIT
 while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
   seed=$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')
   if PROPTEST_RNG_SEED=$seed COEXISTD_FUZZ_CASES=$per_round PROPTEST_CASES=$per_round \
-      cargo test --release -q --test fuzz --test sip_fuzz >"$log" 2>&1; then
+      cargo test --release -q --test fuzz >"$log" 2>&1; then
     :
   else
     findings=$((findings + 1))
@@ -28,7 +28,7 @@ while [ $(( $(date +%s) - start )) -lt "$seconds" ]; do
     grep -E "panicked|minimal failing input|Test failed" "$log" | head -20
   fi
   rounds=$((rounds + 1))
-  # 4 properties in tests/fuzz.rs and 3 in tests/sip_fuzz.rs, per_round cases each.
+  # 4 properties in tests/fuzz/fuzz.rs and 3 in tests/fuzz/sip_fuzz.rs, per_round cases each.
   cases=$((cases + 7 * per_round))
 done
 elapsed=$(( $(date +%s) - start ))

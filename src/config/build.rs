@@ -255,11 +255,7 @@ impl Expand<'_> {
 
     /// The users (or ordered pairs of different users) a per-user or per-pair kind runs
     /// as; one `(None, None)` for a kind that runs per pool.
-    fn selected(
-        &self,
-        rc: &RawCheckCommon,
-        keys: &KindKeys,
-    ) -> Result<Vec<Runner<'_>>, ConfigError> {
+    fn selected(&self, rc: &RawCheckCommon, keys: &KindKeys) -> Result<Vec<Runner<'_>>, ConfigError> {
         let (path, src, users) = (&self.path, self.src, self.users);
         Ok(match (keys.users(), keys.pairs()) {
             (Some(sel), _) => select_users(sel, users, path, "users", rc.name.span(), src)?

@@ -4,7 +4,7 @@
 //! as sent and received, in time order; the running agent's endpoint shows the same
 //! steps.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! Each must give its reason within the timeout, with bounded memory and no panic.
 //! Also: UDP retransmission timing (timer E) with paused time.
 
-mod common;
+use crate::common;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};

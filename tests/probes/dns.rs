@@ -1,7 +1,7 @@
 //! dns probes against a real authoritative server (Knot, started by the test) and,
 //! for faults Knot will not produce on demand, an in-process responder.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 //! on its planned pool and the state changes; the screenshots (desktop and phone
 //! width) are kept under `target/status-page/` and must show the failure colour.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

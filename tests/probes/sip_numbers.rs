@@ -3,7 +3,7 @@
 //! in the status code give `sip_malformed` over UDP, TCP and TLS, never a panic, a
 //! frozen check or a pass.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -1,7 +1,7 @@
 //! sip probes against a real Kamailio (UDP, TCP, TLS; 200, 403, slow, silent; a TLS
 //! 1.0-only server through the legacy engine; a client certificate required).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! on disk, the lifecycle flag and cross-origin reloads, slow clients under a small
 //! descriptor limit, oversized and garbage requests.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

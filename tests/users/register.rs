@@ -11,7 +11,7 @@
 //! not a single byte at that host (the password-leak reproduction: a `301` to
 //! `127.0.99.3` over UDP, whose `401` asked for MD5 in realm `attacker.example`).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

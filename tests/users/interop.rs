@@ -8,7 +8,7 @@
 //! pool, one over TLS and one over UDP. Routing, passwords and the pools themselves are
 //! broken while the test runs, as they break in a migration.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! tcp probes against real listeners on loopback, names resolved through an in-process
 //! DNS responder.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

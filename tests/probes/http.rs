@@ -1,7 +1,7 @@
 //! http probes against a real HTTPS server (Python's http.server over TLS) with a
 //! certificate from a test CA: 200 with the expected body, 404, the wrong body.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! The binary end to end: a config against real peers (Knot DNS, TCP listeners),
 //! scraped over HTTP, checked with promtool; reloads; signals; exit codes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

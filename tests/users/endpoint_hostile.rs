@@ -7,7 +7,7 @@
 //! behind an RFC 2543 proxy (no branch) are told apart, and a flood of large requests
 //! with distinct branches keeps no more answers than the endpoints' budget.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

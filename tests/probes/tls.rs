@@ -2,7 +2,7 @@
 //! chain, expired, not yet valid, expiring, wrong name, self-signed, a TLS 1.0-only
 //! server with a SHA-1 certificate (both engines), and client certificates.
 
-mod common;
+use crate::common;
 
 use coexistd::agent::probe_context;
 use coexistd::config::Config;

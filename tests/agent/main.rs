@@ -1,0 +1,14 @@
+//! The agent as an operator meets it: configuration errors, the scheduler, the HTTP
+//! port (web configuration, limits, authentication), the running binary end to end
+//! with Prometheus, the status page in Chromium, and the README's tables against the
+//! code.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod config;
+mod e2e;
+mod readme;
+mod scheduler;
+mod status_page;
+mod web;
