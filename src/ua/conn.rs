@@ -112,6 +112,18 @@ impl SipConn {
     }
 }
 
+/// Opens the registered endpoints' connections in place of the network: the user
+/// agent's tests dial an in-memory one ([`super::memory`]), under paused time.
+pub trait Dial: Send + Sync {
+    /// A connection to `host:port` over `transport`.
+    fn dial<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+        transport: Transport,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<SipConn>> + Send + 'a>>;
+}
+
 /// A TLS or TCP stream.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}

@@ -45,6 +45,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::Dial;
 use super::link::LinkConnector;
 pub use super::link::{Link, LinkRef};
 use super::registration::{self, Binding, Plan};
@@ -133,6 +134,8 @@ pub struct Endpoints {
     next_scope: AtomicU64,
     /// Expires kept answers every second, traffic or not.
     sweeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Opens connections instead of the network (tests).
+    dialer: Option<Arc<dyn Dial>>,
 }
 
 impl Default for Endpoints {
@@ -164,7 +167,14 @@ impl Endpoints {
             realms: Mutex::new(HashMap::new()),
             next_scope: AtomicU64::new(1),
             sweeper: Mutex::new(None),
+            dialer: None,
         }
+    }
+
+    /// Like [`Endpoints::with_budget`], with every connection opened by `dialer`
+    /// instead of the network: an in-memory transport for tests ([`super::memory`]).
+    pub fn with_dialer(bytes: usize, dialer: Arc<dyn Dial>) -> Endpoints {
+        Endpoints { dialer: Some(dialer), ..Endpoints::with_budget(bytes) }
     }
 
     /// The realm pinned for user `name`, if any.
@@ -219,7 +229,12 @@ impl Endpoints {
                 continue;
             }
             let scope = self.next_scope.fetch_add(1, Ordering::Relaxed);
-            let shared = Shared { budget: self.budget.clone(), server_tx: self.server_tx.clone(), scope };
+            let shared = Shared {
+                budget: self.budget.clone(),
+                server_tx: self.server_tx.clone(),
+                scope,
+                dialer: self.dialer.clone(),
+            };
             let endpoint = Arc::new(Endpoint::new(spec, cx.clone(), shared));
             let stop = CancellationToken::new();
             let task = rt.spawn(run(endpoint.clone(), stop.clone()));
@@ -294,6 +309,8 @@ pub(super) struct Shared {
     pub(super) budget: Arc<Budget>,
     server_tx: Arc<ServerTransactions>,
     scope: u64,
+    /// Opens connections instead of the network (tests).
+    pub(super) dialer: Option<Arc<dyn Dial>>,
 }
 
 /// One test user's registered endpoint.

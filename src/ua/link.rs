@@ -222,7 +222,16 @@ impl Connector for LinkConnector<'_> {
         transport: Transport,
         phases: &mut Vec<(Phase, Duration)>,
     ) -> Result<LinkRef, Outcome> {
-        let conn = connect_sip(&self.endpoint.spec.opts, host, port, transport, self.cx, phases).await?;
+        let conn = match &self.endpoint.shared.dialer {
+            None => connect_sip(&self.endpoint.spec.opts, host, port, transport, self.cx, phases).await?,
+            Some(d) => d.dial(host, port, transport).await.map_err(|e| {
+                Outcome::fail(
+                    crate::failure::connect_reason(&e),
+                    format!("{host}:{port}: {e}"),
+                    phases.clone(),
+                )
+            })?,
+        };
         Ok(LinkRef { link: start_link(conn, transport, self.endpoint), armed: true })
     }
 }

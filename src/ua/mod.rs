@@ -23,8 +23,11 @@ pub mod client;
 pub mod conn;
 pub mod endpoint;
 pub mod link;
+pub mod memory;
 pub mod options;
 pub mod registration;
+#[cfg(test)]
+mod tests;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;

@@ -1,0 +1,337 @@
+//! The registered endpoint against registrars played on the in-memory network
+//! ([`super::memory`]) under paused time: an hour of keep-alives and refreshes, a
+//! registrar gone silent, one that accepts and drops, a message that never ends, the
+//! endpoint's answers to its registrar's requests, and the unregister at shutdown — each
+//! in well under a second of real time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, WriteHalf};
+use tokio::time::Instant;
+
+use super::endpoint::{EndpointSpec, Endpoints};
+use super::memory::{Accepted, MemoryNet};
+use super::ProbeContext;
+use crate::model::pool::{Pool, Role};
+use crate::model::users::{Aor, User, UserAuth};
+use crate::net::tls::{TlsConfig, TlsOptions, TlsVersion};
+use crate::sip::framer::Framer;
+use crate::sip::message::{self, Message, StartLine, Transport};
+
+/// How the played registrar treats one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Answers REGISTER and OPTIONS, pongs every ping.
+    Pong,
+    /// Answers the first REGISTER, then nothing at all (a hung process, a half-open
+    /// connection).
+    Silent,
+    /// Answers the REGISTER, then closes the connection.
+    Drop,
+    /// Answers the REGISTER, then starts a request it never finishes, and sends
+    /// nothing more.
+    Stall,
+    /// Answers a REGISTER `301` to this Contact.
+    Redirect(&'static str),
+}
+
+type Writer = Arc<tokio::sync::Mutex<WriteHalf<DuplexStream>>>;
+
+/// What the registrar saw.
+#[derive(Default)]
+struct Seen {
+    /// When each connection was opened, and to which host.
+    dials: Vec<Instant>,
+    hosts: Vec<String>,
+    /// Each REGISTER: when, and the expiry asked for.
+    registers: Vec<(Instant, u32)>,
+    /// When each connection ended (the endpoint closed it).
+    closed: Vec<Instant>,
+    /// Responses the endpoint sent to the registrar's requests.
+    answers: Vec<Message>,
+    /// The write side of each connection, for requests of the registrar's own.
+    writers: Vec<Writer>,
+}
+
+const POOL_FQDN: &str = "pool.contoso.test";
+const NEW_POOL_FQDN: &str = "newpool.contoso.test";
+
+fn user() -> User {
+    User {
+        name: "alice".into(),
+        aor: Aor::parse("sip:alice@contoso.test").unwrap(),
+        pool: "legacy".into(),
+        auth: UserAuth::None,
+        transport: Transport::Tcp,
+        port: 5060,
+    }
+}
+
+fn spec() -> EndpointSpec {
+    EndpointSpec {
+        user: user(),
+        registrar: POOL_FQDN.into(),
+        opts: TlsOptions { min_version: TlsVersion::V1_2, skip_verify: false, min_days_valid: None },
+        pools: vec![
+            Pool {
+                name: "legacy".into(),
+                role: Role::Legacy,
+                fqdn: POOL_FQDN.into(),
+                tls_min_version: None,
+                members: Vec::new(),
+            },
+            Pool {
+                name: "new".into(),
+                role: Role::New,
+                fqdn: NEW_POOL_FQDN.into(),
+                tls_min_version: None,
+                members: Vec::new(),
+            },
+        ],
+    }
+}
+
+/// Endpoints on the memory network, a registrar that treats the n-th connection as
+/// `mode(n)`, and the user's endpoint started.
+fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
+    let (net, mut accepted) = MemoryNet::new();
+    let endpoints = Arc::new(Endpoints::with_dialer(1 << 20, Arc::new(net)));
+    // Nothing listens there: no name is resolved in these tests.
+    let dns = Arc::new(crate::net::dns::DnsClient::new(vec!["127.0.0.1:9".parse().unwrap()]));
+    let cx = ProbeContext {
+        resolver: crate::net::resolve::Resolver::new(dns.clone(), Duration::from_secs(1)),
+        dns,
+        tls: Arc::new(crate::net::tls::TlsClient::new(&TlsConfig::default()).unwrap()),
+        address: None,
+        endpoints: endpoints.clone(),
+    };
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let s = seen.clone();
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(a) = accepted.recv().await {
+            {
+                let mut s = s.lock().unwrap();
+                s.dials.push(Instant::now());
+                s.hosts.push(a.host.clone());
+            }
+            tokio::spawn(serve(a, mode(n), s.clone()));
+            n += 1;
+        }
+    });
+    endpoints.sync(vec![spec()], &cx, &tokio::runtime::Handle::current());
+    (cx, seen)
+}
+
+/// 200 to a REGISTER: its Contact kept for the expiry asked.
+fn register_ok(req: &Message) -> Vec<u8> {
+    let expires = req.header("expires").and_then(|v| v.trim().parse().ok()).unwrap_or(3600u32);
+    let contact = req.header("contact").unwrap_or_default().trim();
+    message::reply(
+        req,
+        200,
+        "OK",
+        &message::token(6),
+        &format!("Contact: {contact};expires={expires}\r\n"),
+        None,
+    )
+}
+
+async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
+    let (mut rd, wr) = tokio::io::split(a.stream);
+    let wr: Writer = Arc::new(tokio::sync::Mutex::new(wr));
+    seen.lock().unwrap().writers.push(wr.clone());
+    let mut framer = Framer::new(None);
+    let mut pings = 0;
+    let mut registered = false;
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Ok(Some(m)) = framer.next_message() {
+            let StartLine::Request { method, .. } = &m.start else {
+                seen.lock().unwrap().answers.push(m);
+                continue;
+            };
+            let out = match method.as_str() {
+                "REGISTER" => {
+                    let expires = m.header("expires").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                    seen.lock().unwrap().registers.push((Instant::now(), expires));
+                    if registered && mode == Mode::Silent {
+                        continue;
+                    }
+                    registered = true;
+                    match mode {
+                        Mode::Redirect(to) => message::reply(
+                            &m,
+                            301,
+                            "Moved Permanently",
+                            "r",
+                            &format!("Contact: <{to}>\r\n"),
+                            None,
+                        ),
+                        _ => register_ok(&m),
+                    }
+                }
+                "OPTIONS" if mode == Mode::Pong => message::reply(&m, 200, "OK", "t", "", None),
+                _ => continue,
+            };
+            let mut w = wr.lock().await;
+            let _ = w.write_all(&out).await;
+            match mode {
+                Mode::Drop => {
+                    let _ = w.shutdown().await;
+                    return;
+                }
+                Mode::Stall if method == "REGISTER" => {
+                    let _ =
+                        w.write_all(b"OPTIONS sip:alice@contoso.test SIP/2.0\r\nVia: SIP/2.0/TCP reg").await;
+                }
+                _ => {}
+            }
+        }
+        if framer.keepalives() > pings {
+            pings = framer.keepalives();
+            if mode == Mode::Pong {
+                let _ = wr.lock().await.write_all(b"\r\n").await;
+            }
+        }
+        match rd.read(&mut chunk).await {
+            Ok(0) | Err(_) => {
+                seen.lock().unwrap().closed.push(Instant::now());
+                return;
+            }
+            Ok(n) => {
+                if framer.push(&chunk[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn registered(cx: &ProbeContext) -> bool {
+    cx.endpoints.statuses().first().is_some_and(|s| s.registered)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registrar_that_pongs_keeps_one_flow_and_gets_a_refresh_every_half_expiry_for_an_hour() {
+    let (cx, seen) = lab(|_| Mode::Pong);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(registered(&cx));
+    let s = seen.lock().unwrap();
+    assert_eq!(s.dials.len(), 1, "one connection for the whole hour");
+    // Asked 600 s, refreshed at half: at 0, 300, …, 3300 s.
+    assert_eq!(s.registers.len(), 12, "{:?}", s.registers.iter().map(|r| r.0 - start).collect::<Vec<_>>());
+    for w in s.registers.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        assert!(gap >= Duration::from_secs(299) && gap <= Duration::from_secs(301), "refresh after {gap:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registrar_gone_silent_loses_the_flow_within_a_keepalive_period_and_the_pong_wait() {
+    // The first connection goes silent after its REGISTER; later ones behave.
+    let (cx, seen) = lab(|n| if n == 0 { Mode::Silent } else { Mode::Pong });
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert!(registered(&cx), "registered again over a new connection");
+    let s = seen.lock().unwrap();
+    assert_eq!(s.dials.len(), 2, "one new connection, not a storm");
+    let noticed = s.dials[1] - start;
+    // Keep-alive after 30 s, an OPTIONS unanswered for 10 s, then a backoff of 0.5-1 s.
+    assert!(
+        noticed >= Duration::from_secs(30) && noticed <= Duration::from_secs(42),
+        "noticed after {noticed:?}"
+    );
+    assert_eq!(s.closed.first().map(|t| *t - start <= noticed), Some(true), "the silent flow was closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_registrar_that_accepts_and_drops_gets_ever_fewer_attempts_not_one_a_second() {
+    let (_cx, seen) = lab(|_| Mode::Drop);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let s = seen.lock().unwrap();
+    let n = s.dials.len();
+    // Backoff 1 s doubling to 30 s, each wait jittered to half-to-whole: between 24 and
+    // 45 connections in ten minutes (a reset on each short-lived success: 600).
+    assert!((20..=46).contains(&n), "{n} connections in 10 minutes");
+    let gaps: Vec<Duration> = s.dials.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.iter().skip(6).all(|g| *g >= Duration::from_secs(15)), "{gaps:?}");
+    assert!(s.dials[0] - start < Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_that_never_ends_closes_the_connection_after_32_seconds() {
+    let (cx, seen) = lab(|n| if n == 0 { Mode::Stall } else { Mode::Pong });
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let s = seen.lock().unwrap();
+    let begun = s.registers[0].0;
+    let closed = s.closed.first().copied().expect("the endpoint closed the stalled connection");
+    let after = closed - begun;
+    assert!(after >= Duration::from_secs(32) && after <= Duration::from_secs(34), "closed after {after:?}");
+    assert_eq!(s.dials.len(), 2);
+    drop(s);
+    assert!(registered(&cx));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_endpoint_answers_its_registrars_requests_and_unregisters_when_stopped() {
+    let (cx, seen) = lab(|_| Mode::Pong);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(registered(&cx));
+    let wr = seen.lock().unwrap().writers[0].clone();
+    let request = |method: &str, user: &str, n: u32| {
+        format!(
+            "{method} sip:{user}@contoso.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-{method}-{n}\r\n\
+             From: <sip:pool@contoso.test>;tag=p{n}\r\nTo: <sip:{user}@contoso.test>\r\nCall-ID: call-{n}\r\n\
+             CSeq: {n} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    for (n, (method, user)) in
+        [("OPTIONS", "alice"), ("MESSAGE", "alice"), ("SUBSCRIBE", "alice"), ("OPTIONS", "mallory")]
+            .iter()
+            .enumerate()
+    {
+        wr.lock().await.write_all(request(method, user, n as u32).as_bytes()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answers: Vec<(String, u16)> = seen
+        .lock()
+        .unwrap()
+        .answers
+        .iter()
+        .map(|m| (m.header("call-id").unwrap_or_default().trim().to_owned(), m.status().unwrap_or(0)))
+        .collect();
+    assert_eq!(
+        answers,
+        [("call-0", 200), ("call-1", 200), ("call-2", 405), ("call-3", 404)].map(|(c, s)| (c.to_owned(), s))
+    );
+
+    let registers = seen.lock().unwrap().registers.len();
+    cx.endpoints.stop_all(Duration::from_secs(1)).await;
+    let s = seen.lock().unwrap();
+    assert_eq!(s.registers.len(), registers + 1, "one unregister");
+    assert_eq!(s.registers.last().map(|r| r.1), Some(0), "Expires: 0");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redirect_is_followed_to_another_pool_only_and_never_to_a_weaker_transport() {
+    // To the new pool over TCP: followed; the user reads homed there.
+    let (cx, seen) =
+        lab(|n| if n == 0 { Mode::Redirect("sip:newpool.contoso.test;transport=tcp") } else { Mode::Pong });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seen.lock().unwrap().hosts, [POOL_FQDN, NEW_POOL_FQDN]);
+    let st = cx.endpoints.statuses().remove(0);
+    assert!(st.registered);
+    assert_eq!(st.home_pool.as_deref(), Some("new"));
+
+    // To a host of no pool, over UDP from TCP: refused, nothing sent there, and said so.
+    let (cx, seen) = lab(|_| Mode::Redirect("sip:127.0.99.3:5060;transport=udp"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let st = cx.endpoints.statuses().remove(0);
+    assert!(!st.registered);
+    assert_eq!(st.reason, Some(crate::failure::FailureReason::PolicyRefused), "{st:?}");
+    assert!(seen.lock().unwrap().hosts.iter().all(|h| h == POOL_FQDN), "only the planned pool was dialled");
+}
