@@ -94,7 +94,7 @@ async fn echo(
     let mut uac = Uac::new(&link, user, user, cx);
     let uri = user.aor.uri();
     let text = format!("coexistd echo {}", tx.call_id).into_bytes();
-    let req = Req { uri: &uri, to_tag: None, route: &[], body: Some(("text/plain", &text)) };
+    let req = Req::to(&uri, Some(("text/plain", &text)));
     let (resp, sent) = uac.send(&req, &mut tx, deadline).await?;
     *status = resp.status();
     if !resp.status().is_some_and(|c| (200..300).contains(&c)) {

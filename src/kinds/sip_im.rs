@@ -180,7 +180,7 @@ async fn exchange(
         ImMethod::Invite => Some(("application/sdp", &sdp[..])),
         ImMethod::Options => None,
     };
-    let req = Req { uri: &to_uri, to_tag: None, route: &[], body };
+    let req = Req::to(&to_uri, body);
     let (resp, sent) = sender.send(&req, &mut tx, deadline).await?;
     *status = resp.status();
     if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
@@ -199,17 +199,10 @@ async fn exchange(
     // The IM session: the 2xx is acknowledged at once along the route set (whatever
     // follows), then a MESSAGE in the dialog, then BYE; a session that was set up is
     // ended with BYE even when a step fails.
-    let to_tag = resp.header("to").and_then(message::tag_of).map(str::to_owned);
-    let target = resp.header("contact").map(|c| message::addr_uri(c).to_owned()).ok_or_else(|| {
-        Failure::new(FailureReason::SipMalformed, format!("INVITE 2xx from {to_uri} without a Contact"))
-    })?;
-    let mut route: Vec<String> = resp.header_values("record-route").map(str::to_owned).collect();
-    route.reverse();
-    let dialog = |body| Req { uri: &target, to_tag: to_tag.as_deref(), route: &route, body };
-    sender
-        .ack(&dialog(None), &tx, &resp, &format!("{}{}", message::BRANCH_COOKIE, message::token(16)))
-        .await?;
-    let mut in_dialog = tx.next("MESSAGE");
+    let mut dialog = sender.dialog(&tx, &resp)?;
+    let ack_branch = format!("{}{}", message::BRANCH_COOKIE, message::token(16));
+    sender.ack(&Req::in_dialog(&dialog, None), &tx, &resp, &ack_branch).await?;
+    let mut in_dialog = dialog.next("MESSAGE");
     let session = async {
         let Some(arrived) = first.arrived(deadline).await else {
             return Err(Failure::new(
@@ -218,8 +211,8 @@ async fn exchange(
             ));
         };
         let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
-        let (resp, _) =
-            sender.send(&dialog(Some(("text/plain", &text[..]))), &mut in_dialog, deadline).await?;
+        let req = Req::in_dialog(&dialog, Some(("text/plain", &text[..])));
+        let (resp, _) = sender.send(&req, &mut in_dialog, deadline).await?;
         if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
             return Err(status_failure("MESSAGE in the IM session", &to_uri, &resp));
         }
@@ -235,10 +228,12 @@ async fn exchange(
         Ok(arrived.saturating_duration_since(sent))
     }
     .await;
-    let mut bye = in_dialog.next("BYE");
     // The BYE gets a moment past the deadline when the session failed: it must be sent.
     let bye_deadline = deadline.max(Instant::now() + Duration::from_millis(200));
-    let ended = sender.send(&dialog(None), &mut bye, bye_deadline).await;
+    // After a challenged MESSAGE, its retry took the next CSeq: the BYE follows it.
+    dialog.sent(&in_dialog);
+    let mut bye = dialog.next("BYE");
+    let ended = sender.send(&Req::in_dialog(&dialog, None), &mut bye, bye_deadline).await;
     let delivery = session?;
     let (resp, _) = ended?;
     if !resp.status().is_some_and(|c| (200..300).contains(&c)) {

@@ -161,6 +161,8 @@ pub struct RequestParams<'a> {
     pub route: &'a [String],
     /// `(header name, value)` answering a challenge.
     pub credentials: Option<(&'a str, &'a str)>,
+    /// Further header lines, each ending in CRLF (`Event`, `Expires`, `Accept`, …).
+    pub extra: &'a str,
     /// `(Content-Type, body)`.
     pub body: Option<(&'a str, &'a [u8])>,
 }
@@ -192,6 +194,7 @@ pub fn request(p: &RequestParams<'_>) -> Vec<u8> {
     if let Some((name, value)) = p.credentials {
         let _ = write!(s, "{name}: {value}\r\n");
     }
+    s.push_str(p.extra);
     s.push_str(concat!("User-Agent: coexistd/", env!("CARGO_PKG_VERSION"), "\r\n"));
     let body = p.body.map_or(&[][..], |(_, b)| b);
     if let Some((ct, _)) = p.body {

@@ -3,6 +3,7 @@
 //! - [`message`]: messages on the wire (building requests and responses, the bounded
 //!   parser, URIs and parameters);
 //! - [`client_tx`]: the retransmission timers of a client transaction (RFC 3261 §17.1);
+//! - [`dialog`]: dialogs a request of ours sets up (route set, tags, CSeq, target);
 //! - [`framer`]: incremental stream framing (never rescans what it has seen, bounded);
 //! - [`auth`]: answering a challenge (Digest, RFC 7616) behind one scheme interface;
 //! - [`policy`]: which redirects and challenges a test user may follow or answer;
@@ -16,6 +17,7 @@
 pub mod auth;
 pub mod budget;
 pub mod client_tx;
+pub mod dialog;
 pub mod framer;
 pub mod message;
 pub mod policy;

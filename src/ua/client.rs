@@ -17,6 +17,7 @@ use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
 use crate::model::outcome::{Measure, Outcome, Phase};
 use crate::model::users::User;
+use crate::sip::dialog::Dialog;
 use crate::sip::message::{self, Message, RequestParams, Transaction};
 
 /// One request: what varies between the requests of an exchange.
@@ -28,8 +29,28 @@ pub struct Req<'a> {
     pub to_tag: Option<&'a str>,
     /// Route headers (a dialog's route set), in order.
     pub route: &'a [String],
+    /// Further header lines, each ending in CRLF (`Event`, `Expires`, …).
+    pub extra: &'a str,
     /// `(Content-Type, body)`.
     pub body: Option<(&'a str, &'a [u8])>,
+}
+
+impl<'a> Req<'a> {
+    /// A request outside any dialog to `uri`.
+    pub fn to(uri: &'a str, body: Option<(&'a str, &'a [u8])>) -> Req<'a> {
+        Req { uri, to_tag: None, route: &[], extra: "", body }
+    }
+
+    /// A request inside `dialog`: to its remote target along its route set.
+    pub fn in_dialog(dialog: &'a Dialog, body: Option<(&'a str, &'a [u8])>) -> Req<'a> {
+        Req {
+            uri: &dialog.remote_target,
+            to_tag: dialog.remote_tag.as_deref(),
+            route: &dialog.route_set,
+            extra: "",
+            body,
+        }
+    }
 }
 
 /// A test user sending to another address of record over its endpoint's link.
@@ -60,6 +81,12 @@ impl<'a> Uac<'a> {
         &self.to_uri
     }
 
+    /// The dialog that `resp`, a 2xx to our request `tx`, sets up.
+    pub fn dialog(&self, tx: &Transaction, resp: &Message) -> Result<Dialog, Failure> {
+        Dialog::from_response(tx, &self.tag, resp)
+            .map_err(|e| Failure::new(FailureReason::SipMalformed, format!("{}: {e}", self.to_uri)))
+    }
+
     fn build(&self, req: &Req<'_>, tx: &Transaction, credentials: Option<(&str, &str)>) -> Vec<u8> {
         message::request(&RequestParams {
             uri: req.uri,
@@ -71,6 +98,7 @@ impl<'a> Uac<'a> {
             contact_user: (tx.method == "INVITE").then_some(self.user.aor.user.as_str()),
             route: req.route,
             credentials,
+            extra: req.extra,
             body: req.body,
         })
     }
@@ -127,7 +155,7 @@ impl<'a> Uac<'a> {
             method: "ACK",
         };
         let to_tag = resp.header("to").and_then(message::tag_of);
-        let ack = Req { uri: req.uri, to_tag, route: req.route, body: None };
+        let ack = Req { uri: req.uri, to_tag, route: req.route, extra: "", body: None };
         self.link.send(&self.build(&ack, &tx, None)).await
     }
 }

@@ -692,6 +692,7 @@ async fn keepalive(endpoint: &Endpoint, s: &InForce) -> Result<(), Failure> {
         contact_user: None,
         route: &[],
         credentials: None,
+        extra: "",
         body: None,
     });
     tx.method = "OPTIONS";
