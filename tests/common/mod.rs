@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod two_pools;
+
 /// A free UDP+TCP port on 127.0.0.1 (taken then released; good enough for tests).
 /// Whether the slow real-stack tests run: `COEXISTD_SLOW_TESTS=1` (`scripts/test.sh`
 /// and CI set it; `cargo test` alone skips them, saying so).
@@ -480,6 +482,19 @@ impl Kamailio {
     /// Its working directory (its control socket, when it has one).
     pub fn dir(&self) -> &std::path::Path {
         self._dir.path()
+    }
+
+    /// `kamcmd` against the control socket of a Kamailio whose configuration loads
+    /// `ctl.so` with `unix:{dir}/ctl.sock` (as an operator changes a running pool).
+    pub fn kamcmd(&self, args: &[&str]) {
+        let sock = self.dir().join("ctl.sock");
+        let out = Command::new(require("kamcmd", "kamailio"))
+            .arg("-s")
+            .arg(format!("unix:{}", sock.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kamcmd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// Its log so far (errors and warnings), for assertion messages.

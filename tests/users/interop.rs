@@ -10,13 +10,11 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
-use common::{require, sample, Agent, Kamailio, KamailioTls, Knot};
-use openssl::hash::MessageDigest;
+use common::two_pools::{TwoPools, POOLS};
+use common::{sample, Agent, Kamailio, KamailioTls};
 
 const OCS_IP: &str = "127.0.52.1";
 const LYNC_IP: &str = "127.0.52.2";
@@ -98,52 +96,22 @@ fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio 
     Kamailio::start_custom(ip, port, tls_port, Some(tls), &format!("pool {name}"), &prelude, &routes)
 }
 
-/// `kamcmd` against a pool's control socket.
-fn kamcmd(k: &Kamailio, args: &[&str]) {
-    let sock = k.dir().join("ctl.sock");
-    let out = Command::new(require("kamcmd", "kamailio"))
-        .arg("-s")
-        .arg(format!("unix:{}", sock.display()))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kamcmd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn config(knot: &Knot, ca: &Path, dir: &Path, port: u16, tls_port: u16) -> String {
+fn config(lab: &TwoPools) -> String {
     let mut users = String::new();
     for (i, (u, home, pw)) in USERS.iter().enumerate() {
-        let f = dir.join(format!("{u}.pass"));
-        std::fs::write(&f, format!("{pw}\n")).unwrap();
-        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        let pool = if *home == "ocs" { "ocs2007r2" } else { "lync2013" };
+        let f = lab.password_file(u, pw);
+        let pool = if *home == "ocs" { POOLS[0] } else { POOLS[1] };
         // The first user of each pool over TLS, the second over UDP.
-        let (transport, p) = if i % 2 == 0 { ("tls", tls_port) } else { ("udp", port) };
+        let (transport, p) = if i % 2 == 0 { ("tls", lab.tls_port) } else { ("udp", lab.port) };
         users.push_str(&format!(
             "[[users]]\nname = \"{u}\"\nuri = \"sip:{u}@contoso.test\"\npool = \"{pool}\"\n\
              password_file = \"{}\"\ntransport = \"{transport}\"\nport = {p}\n",
             f.display()
         ));
     }
-    format!(
-        r#"[agent]
-listen = "{{listen}}"
-interval = "1s"
-timeout = "900ms"
-labels = {{ site = "lab" }}
-[dns]
-servers = ["{dns}"]
-[tls]
-ca_file = "{ca}"
-[[pools]]
-name = "ocs2007r2"
-role = "legacy"
-fqdn = "ocspool.contoso.test"
-[[pools]]
-name = "lync2013"
-role = "new"
-fqdn = "lyncpool.contoso.test"
-{users}
+    lab.config_head()
+        + &format!(
+            r#"{users}
 [[checks]]
 name = "register"
 kind = "sip_register"
@@ -158,13 +126,9 @@ method = "INVITE"
 [[checks]]
 name = "echo"
 kind = "sip_echo"
-"#,
-        dns = knot.addr,
-        ca = ca.display(),
-    )
+"#
+        )
 }
-
-const POOLS: [&str; 2] = ["ocs2007r2", "lync2013"];
 
 fn interop(m: &str, from: &str, to: &str) -> Option<f64> {
     sample(m, "coexist_interop_up", &[("from_pool", from), ("to_pool", to)])
@@ -191,36 +155,11 @@ fn pairs(m: &str) -> Vec<(String, String, String, String, f64)> {
 
 #[test]
 fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
-    let knot = Knot::start("contoso.test", ZONE);
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("Contoso Pools Root", KeyKind::Rsa2048, MessageDigest::sha256()).unwrap();
-    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
-    let certs: Vec<_> = ["ocspool.contoso.test", "lyncpool.contoso.test"]
-        .iter()
-        .map(|n| {
-            ca.issue(&Leaf { cn: n, sans: &[n], ..Leaf::default() })
-                .unwrap()
-                .write(dir.path(), n, &[])
-                .unwrap()
-        })
-        .collect();
-    let port = common::free_port();
-    let tls_port = loop {
-        let p = common::free_port();
-        if p != port {
-            break p;
-        }
-    };
-    let tls = |i: usize| KamailioTls {
-        cert: &certs[i].0,
-        key: &certs[i].1,
-        ca: &ca_file,
-        method: "TLSv1.2+",
-        require_client_cert: false,
-    };
-    let mut ocs = pool("ocs", port, tls_port, tls(0));
-    let lync = pool("lync", port, tls_port, tls(1));
-    let agent = Agent::start(&config(&knot, &ca_file, dir.path(), port, tls_port));
+    let lab = TwoPools::new("Contoso Pools Root", ZONE);
+    let (port, tls_port) = (lab.port, lab.tls_port);
+    let mut ocs = pool("ocs", port, tls_port, lab.tls(0));
+    let lync = pool("lync", port, tls_port, lab.tls(1));
+    let agent = Agent::start(&config(&lab));
 
     // 1. Everything passes: 12 ordered pairs × (MESSAGE, INVITE session), four cells.
     let m = agent.wait_metrics(Duration::from_secs(30), |m| {
@@ -317,7 +256,7 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
 
     // 2. The new pool stops relaying to the legacy pool: exactly the new -> legacy
     //    pairs fail, with the status code, and only that cell of the matrix is 0.
-    kamcmd(&lync, &["htable.sets", "cfg", "relay", "off"]);
+    lync.kamcmd(&["htable.sets", "cfg", "relay", "off"]);
     let m = agent.wait_metrics(Duration::from_secs(15), |m| {
         interop(m, "lync2013", "ocs2007r2") == Some(0.0)
             && pairs(m).iter().filter(|p| p.4 == 0.0).count() == 8
@@ -343,12 +282,12 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
         page.contains("lync2013 \u{2192} ocs2007r2") || page.contains("lync2013 &rarr; ocs2007r2"),
         "the page names the broken cell"
     );
-    kamcmd(&lync, &["htable.sets", "cfg", "relay", "on"]);
+    lync.kamcmd(&["htable.sets", "cfg", "relay", "on"]);
     agent.wait_metrics(Duration::from_secs(15), all_interop_up);
 
     // 3. adam's password is changed on his registrar: his endpoint's refresh is refused
     //    (auth_failed), his pairs are not_registered, nothing else fails.
-    kamcmd(&ocs, &["htable.sets", "users", "adam", "changed-elsewhere"]);
+    ocs.kamcmd(&["htable.sets", "users", "adam", "changed-elsewhere"]);
     let m = agent.wait_metrics(Duration::from_secs(20), |m| {
         sample(m, "coexist_user_registered", &[("user", "adam")]) == Some(0.0)
             && pairs(m).iter().filter(|p| p.4 == 0.0).count() == 12
@@ -372,7 +311,7 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
     let adam = v["users"].as_array().unwrap().iter().find(|u| u["user"] == "adam").unwrap().clone();
     assert_eq!(adam["registered"], false);
     assert_eq!(adam["reason"], "auth_failed", "{adam}");
-    kamcmd(&ocs, &["htable.sets", "users", "adam", USERS[1].2]);
+    ocs.kamcmd(&["htable.sets", "users", "adam", USERS[1].2]);
     agent.wait_metrics(Duration::from_secs(45), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
 
     // 4. The legacy pool goes away: the cell towards it fails, and comes back when the
@@ -380,7 +319,7 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
     ocs.stop();
     drop(ocs);
     agent.wait_metrics(Duration::from_secs(20), |m| interop(m, "lync2013", "ocs2007r2") == Some(0.0));
-    let mut ocs = pool("ocs", port, tls_port, tls(0));
+    let mut ocs = pool("ocs", port, tls_port, lab.tls(0));
     agent.wait_metrics(Duration::from_secs(60), |m| all_interop_up(m) && pairs(m).iter().all(|p| p.4 == 1.0));
 
     // 5. The legacy registrar restarts quickly and loses every binding. alice (TLS)
@@ -400,7 +339,7 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
     };
     ocs.stop();
     drop(ocs);
-    let ocs = pool("ocs", port, tls_port, tls(0));
+    let ocs = pool("ocs", port, tls_port, lab.tls(0));
     let back = std::time::Instant::now();
     // The interval is 1 s: let the probes in flight through the restart finish.
     std::thread::sleep(Duration::from_secs(2));

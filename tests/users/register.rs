@@ -13,13 +13,11 @@
 
 use crate::common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use coexistd::lab::pki::{self, Ca, KeyKind, Leaf};
-use common::{require, sample, Agent, Kamailio, KamailioTls, Knot};
-use openssl::hash::MessageDigest;
+use common::two_pools::TwoPools;
+use common::{sample, Agent, Kamailio, KamailioTls};
 
 const OCS_IP: &str = "127.0.51.1";
 const LYNC_IP: &str = "127.0.51.2";
@@ -83,45 +81,15 @@ fn registrar(pool: &str, port: u16, tls_port: u16, attacker_port: u16, tls: Kama
     Kamailio::start_custom(ip, port, tls_port, Some(tls), &format!("registrar {pool}"), &prelude, &routes)
 }
 
-/// `kamcmd` against a registrar's control socket.
-fn kamcmd(k: &Kamailio, args: &[&str]) {
-    let sock = k.dir().join("ctl.sock");
-    let out = Command::new(require("kamcmd", "kamailio"))
-        .arg("-s")
-        .arg(format!("unix:{}", sock.display()))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "kamcmd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-fn config(knot: &Knot, ca: &Path, dir: &Path, alice_pool: &str) -> String {
+fn config(lab: &TwoPools, alice_pool: &str) -> String {
     for (name, pw) in
         [("alice", ALICE_PW), ("bob", BOB_PW), ("dave", DAVE_PW), ("erin", ERIN_PW), ("frank", FRANK_PW)]
     {
-        let f = dir.join(format!("{name}.pass"));
-        std::fs::write(&f, format!("{pw}\n")).unwrap();
-        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        lab.password_file(name, pw);
     }
-    format!(
-        r#"[agent]
-listen = "{{listen}}"
-interval = "1s"
-timeout = "900ms"
-labels = {{ site = "lab" }}
-[dns]
-servers = ["{dns}"]
-[tls]
-ca_file = "{ca}"
-[[pools]]
-name = "ocs2007r2"
-role = "legacy"
-fqdn = "ocspool.contoso.test"
-[[pools]]
-name = "lync2013"
-role = "new"
-fqdn = "lyncpool.contoso.test"
-[[users]]
+    lab.config_head()
+        + &format!(
+            r#"[[users]]
 name = "alice"
 uri = "sip:alice@contoso.test"
 pool = "{alice_pool}"
@@ -157,42 +125,14 @@ password_file = "{dir}/frank.pass"
 name = "register"
 kind = "sip_register"
 "#,
-        dns = knot.addr,
-        ca = ca.display(),
-        dir = dir.display(),
-    )
+            dir = lab.path().display(),
+        )
 }
 
 #[test]
 fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
-    let knot = Knot::start("contoso.test", ZONE);
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new("Contoso Registrar Root", KeyKind::Rsa2048, MessageDigest::sha256()).unwrap();
-    let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
-    let certs: Vec<_> = ["ocspool.contoso.test", "lyncpool.contoso.test"]
-        .iter()
-        .map(|n| {
-            ca.issue(&Leaf { cn: n, sans: &[n], ..Leaf::default() })
-                .unwrap()
-                .write(dir.path(), n, &[])
-                .unwrap()
-        })
-        .collect();
-    // One port number on both addresses: UDP/TCP 5060-like, TLS 5061-like.
-    let port = common::free_port();
-    let tls_port = loop {
-        let p = common::free_port();
-        if p != port {
-            break p;
-        }
-    };
-    let tls = |i: usize| KamailioTls {
-        cert: &certs[i].0,
-        key: &certs[i].1,
-        ca: &ca_file,
-        method: "TLSv1.2+",
-        require_client_cert: false,
-    };
+    let lab = TwoPools::new("Contoso Registrar Root", ZONE);
+    let (port, tls_port) = (lab.port, lab.tls_port);
     // Where the hostile redirect points: a UDP socket that records what reaches it and
     // answers a REGISTER with an MD5 challenge of its own realm.
     let attacker = std::net::UdpSocket::bind((ATTACKER_IP, 0)).unwrap();
@@ -221,10 +161,10 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
             }
         });
     }
-    let ocs = registrar("ocs", port, tls_port, attacker_port, tls(0));
-    let lync = registrar("lync", port, tls_port, attacker_port, tls(1));
+    let ocs = registrar("ocs", port, tls_port, attacker_port, lab.tls(0));
+    let lync = registrar("lync", port, tls_port, attacker_port, lab.tls(1));
 
-    let text = config(&knot, &ca_file, dir.path(), "ocs2007r2")
+    let text = config(&lab, "ocs2007r2")
         .replace("kind = \"sip_register\"\n", &format!("kind = \"sip_register\"\nport = {tls_port}\n"));
     // carol registers over UDP: its port is the UDP one.
     let text = text.replace(
@@ -287,7 +227,7 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
     // alice moves to the new pool (both registrars learn it): the legacy registrar
     // redirects her, she registers there; the plan still says legacy: wrong_home.
     for k in [&ocs, &lync] {
-        kamcmd(k, &["htable.sets", "homes", "alice", "lync"]);
+        k.kamcmd(&["htable.sets", "homes", "alice", "lync"]);
     }
     let m = agent.wait_metrics(Duration::from_secs(15), |m| home(m, "alice", "lync2013"));
     assert_eq!(sample(&m, "coexist_probe_success", &[("target", "sip:alice@contoso.test")]), Some(0.0));
@@ -330,7 +270,7 @@ fn test_users_register_are_found_where_they_are_homed_and_move_between_pools() {
 
     // bob's password changes on the registrar (ours is now wrong): auth_failed for bob
     // only.
-    kamcmd(&lync, &["htable.sets", "users", "bob", "changed-elsewhere"]);
+    lync.kamcmd(&["htable.sets", "users", "bob", "changed-elsewhere"]);
     let m = agent.wait_metrics(Duration::from_secs(15), |m| {
         sample(
             m,
