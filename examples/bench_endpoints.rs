@@ -19,13 +19,13 @@
 //! the attack, and the registrations the endpoints made (a connection the budget
 //! refuses is closed and registered again). The registrar listens on 127.0.54.1.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use coexistd::lab::dns_server::{a, DnsServer};
+use coexistd::lab::registrar::FakeRegistrar;
 
 const IP: &str = "127.0.54.1";
 
@@ -57,100 +57,6 @@ fn opts() -> Opts {
     o
 }
 
-#[derive(Default)]
-struct Seen {
-    registers: usize,
-    /// UDP: the Contact address of each user (its endpoint's socket).
-    udp: Vec<(String, SocketAddr)>,
-    /// TCP: the connection each user registered over.
-    tcp: Vec<(String, TcpStream)>,
-    answers: usize,
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.lines()
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
-        .map_or("", |l| l.split_once(':').map_or("", |(_, v)| v.trim()))
-}
-
-fn user_of(req: &str) -> String {
-    let to = header(req, "To");
-    to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or("").to_owned()
-}
-
-fn ok(req: &str) -> String {
-    let mut r = String::from("SIP/2.0 200 OK\r\n");
-    for h in ["Via", "From", "Call-ID", "CSeq"] {
-        r.push_str(&format!("{h}: {}\r\n", header(req, h)));
-    }
-    r.push_str(&format!("To: {};tag=fake\r\n", header(req, "To")));
-    if req.starts_with("REGISTER") {
-        r.push_str(&format!("Contact: {};expires=3600\r\n", header(req, "Contact")));
-    }
-    r.push_str("Content-Length: 0\r\n\r\n");
-    r
-}
-
-fn read_message(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-        if buf == b"\r\n" {
-            buf.clear();
-        }
-    }
-    Some(String::from_utf8_lossy(&buf).to_string())
-}
-
-fn serve_udp(sock: UdpSocket, seen: Arc<Mutex<Seen>>) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
-        let req = String::from_utf8_lossy(&buf[..n]).to_string();
-        let mut s = seen.lock().unwrap();
-        if req.starts_with("SIP/2.0") {
-            s.answers += 1;
-            continue;
-        }
-        if req.starts_with("REGISTER") {
-            s.registers += 1;
-            let user = user_of(&req);
-            s.udp.retain(|(u, _)| *u != user);
-            s.udp.push((user, from));
-        }
-        drop(s);
-        let _ = sock.send_to(ok(&req).as_bytes(), from);
-    }
-}
-
-fn serve_tcp(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
-    for conn in listener.incoming() {
-        let Ok(mut c) = conn else { continue };
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            while let Some(req) = read_message(&mut c) {
-                if req.starts_with("SIP/2.0") {
-                    continue;
-                }
-                if req.starts_with("REGISTER") {
-                    let mut s = seen.lock().unwrap();
-                    s.registers += 1;
-                    let user = user_of(&req);
-                    s.tcp.retain(|(u, _)| *u != user);
-                    if let Ok(clone) = c.try_clone() {
-                        s.tcp.push((user, clone));
-                    }
-                }
-                let _ = c.write_all(ok(&req).as_bytes());
-            }
-        });
-    }
-}
-
 fn kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -166,16 +72,8 @@ fn main() {
     let dns = rt
         .block_on(DnsServer::start("127.0.0.1:0".parse().unwrap(), vec![a("pool.contoso.test", IP)]))
         .unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let listener = TcpListener::bind((IP, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let udp = UdpSocket::bind((IP, port)).unwrap();
-    let attacker = udp.try_clone().unwrap();
-    {
-        let (s1, s2) = (seen.clone(), seen.clone());
-        std::thread::spawn(move || serve_udp(udp, s1));
-        std::thread::spawn(move || serve_tcp(listener, s2));
-    }
+    let fake = FakeRegistrar::start(IP, 3600, false).unwrap();
+    let (port, seen, attacker) = (fake.port, fake.seen.clone(), fake.udp.try_clone().unwrap());
     let transport = if o.tcp { "tcp" } else { "udp" };
     let mut config = format!(
         "[agent]\nlisten = \"127.0.0.1:0\"\ninterval = \"1h\"\ntimeout = \"5s\"\n[dns]\nservers = [\"{}\"]\n\

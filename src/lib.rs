@@ -48,7 +48,7 @@
 //! | [`output`] | per-pool rollups ([`output::rollup`]), the metrics encoded at scrape time ([`output::metrics`]), status and events JSON and the `check` table ([`output::views`]), the HTML status page ([`output::status_page`]) | serve, change results |
 //! | [`http`] | the HTTP endpoints ([`http::routes`]); the port ([`http::port`]: accepting, TLS handshakes, connection limits); what every request passes ([`http::auth`]: basic auth, response headers, size caps); the exporter-toolkit web configuration ([`http::web`]) | probe |
 //! | [`agent`] | the daemon: load, serve, schedule, reload, stop; builds the probe context | probe |
-//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start), also the tests' in-process peers (feature `lab`) | fault injection outside tests (feature `lab-faults`) |
+//! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start), also the tests' and benchmarks' in-process peers (feature `lab`; [`lab::registrar`]: a fake registrar to attack the endpoints from) | fault injection outside tests (feature `lab-faults`) |
 //!
 //! Adding a check kind: a module under `kinds/` with a type implementing
 //! [`kinds::CheckKind`] (its keys struct, `build`, `probe`), one line in the

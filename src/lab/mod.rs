@@ -30,6 +30,7 @@
 
 pub mod dns_server;
 pub mod pki;
+pub mod registrar;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

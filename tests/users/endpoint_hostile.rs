@@ -10,115 +10,14 @@
 use crate::common;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use coexistd::lab::registrar::{header, ok, read_message, FakeRegistrar, Seen};
 use common::{sample, Agent, Knot};
 
 const IP: &str = "127.0.53.1";
-
-/// What the fake registrar has seen: per user, the latest connection it registered over
-/// (TCP) and the REGISTERs counted.
-#[derive(Default)]
-struct Seen {
-    conns: Vec<(String, TcpStream)>,
-    registers: usize,
-    udp_contact: Option<std::net::SocketAddr>,
-    udp_responses: Vec<String>,
-    tcp_responses: Vec<String>,
-}
-
-/// Reads one SIP message (headers and Content-Length body) from a stream.
-fn read_message(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if s.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-        // Keep-alives between messages.
-        if buf == b"\r\n" {
-            buf.clear();
-        }
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: ").or_else(|| l.strip_prefix("l: ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).ok()?;
-    Some(head + &String::from_utf8_lossy(&body))
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> &'a str {
-    msg.lines()
-        .find(|l| l.to_ascii_lowercase().starts_with(&format!("{}:", name.to_ascii_lowercase())))
-        .map_or("", |l| l.split_once(':').unwrap().1.trim())
-}
-
-/// 200 to a request, its Via/From/To/Call-ID/CSeq echoed, Contact `expires=60`.
-fn ok(req: &str) -> String {
-    let mut r = String::from("SIP/2.0 200 OK\r\n");
-    for h in ["Via", "From", "Call-ID", "CSeq"] {
-        r.push_str(&format!("{h}: {}\r\n", header(req, h)));
-    }
-    r.push_str(&format!("To: {};tag=fake\r\n", header(req, "To")));
-    if req.starts_with("REGISTER") {
-        r.push_str(&format!("Contact: {};expires=60\r\n", header(req, "Contact")));
-    }
-    r.push_str("Content-Length: 0\r\n\r\n");
-    r
-}
-
-fn user_of(req: &str) -> String {
-    let to = header(req, "To");
-    to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or("").to_owned()
-}
-
-fn serve_tcp(listener: TcpListener, seen: Arc<Mutex<Seen>>) {
-    for conn in listener.incoming() {
-        let Ok(mut c) = conn else { continue };
-        let seen = seen.clone();
-        std::thread::spawn(move || {
-            while let Some(req) = read_message(&mut c) {
-                if req.starts_with("SIP/2.0") {
-                    seen.lock().unwrap().tcp_responses.push(req);
-                    continue;
-                }
-                if req.starts_with("REGISTER") {
-                    let mut s = seen.lock().unwrap();
-                    s.registers += 1;
-                    let user = user_of(&req);
-                    s.conns.retain(|(u, _)| *u != user);
-                    s.conns.push((user, c.try_clone().unwrap()));
-                }
-                let _ = c.write_all(ok(&req).as_bytes());
-            }
-        });
-    }
-}
-
-fn serve_udp(sock: UdpSocket, seen: Arc<Mutex<Seen>>) {
-    let mut buf = vec![0u8; 65536];
-    loop {
-        let Ok((n, from)) = sock.recv_from(&mut buf) else { return };
-        let req = String::from_utf8_lossy(&buf[..n]).to_string();
-        if req.starts_with("SIP/2.0") {
-            seen.lock().unwrap().udp_responses.push(req);
-            continue;
-        }
-        if req.starts_with("REGISTER") {
-            let mut s = seen.lock().unwrap();
-            s.registers += 1;
-            s.udp_contact = Some(from);
-        }
-        let _ = sock.send_to(ok(&req).as_bytes(), from);
-    }
-}
 
 /// The response whose Call-ID is `call_id`, waiting for it.
 fn response(seen: &Arc<Mutex<Seen>>, udp: bool, call_id: &str) -> String {
@@ -140,7 +39,7 @@ fn response(seen: &Arc<Mutex<Seen>>, udp: bool, call_id: &str) -> String {
 fn alice_conn(seen: &Arc<Mutex<Seen>>) -> TcpStream {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some((_, c)) = seen.lock().unwrap().conns.iter().find(|(u, _)| u == "alice") {
+        if let Some((_, c)) = seen.lock().unwrap().tcp.iter().find(|(u, _)| u == "alice") {
             return c.try_clone().unwrap();
         }
         assert!(Instant::now() < deadline, "alice never registered");
@@ -177,19 +76,8 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[test]
 fn a_hostile_registrar_gets_answers_or_a_closed_connection_and_the_endpoint_registers_again() {
     let knot = Knot::start("contoso.test", &format!("pool A {IP}\n"));
-    let listener = TcpListener::bind((IP, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let udp = UdpSocket::bind((IP, port)).unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    {
-        let seen = seen.clone();
-        std::thread::spawn(move || serve_tcp(listener, seen));
-    }
-    let udp_probe = udp.try_clone().unwrap();
-    {
-        let seen = seen.clone();
-        std::thread::spawn(move || serve_udp(udp, seen));
-    }
+    let fake = FakeRegistrar::start(IP, 60, true).unwrap();
+    let (port, seen, udp_probe) = (fake.port, fake.seen.clone(), fake.udp.try_clone().unwrap());
     let mut users = String::new();
     for (u, t) in [("alice", "tcp"), ("bob", "tcp"), ("carol", "udp")] {
         users.push_str(&format!(
@@ -260,7 +148,14 @@ fn a_hostile_registrar_gets_answers_or_a_closed_connection_and_the_endpoint_regi
     }
 
     // Over UDP: an oversized datagram and garbage are dropped; the next OPTIONS is answered.
-    let carol = seen.lock().unwrap().udp_contact.expect("carol registered over UDP");
+    let carol = seen
+        .lock()
+        .unwrap()
+        .udp
+        .iter()
+        .find(|(u, _)| u == "carol")
+        .map(|(_, a)| *a)
+        .expect("carol registered over UDP");
     let mut big = request("MESSAGE", "carol", "", 65_000).into_bytes();
     big.resize(65_000, b'x');
     udp_probe.send_to(&big, carol).unwrap();
@@ -349,7 +244,7 @@ fn a_registrar_that_accepts_and_drops_gets_ever_fewer_attempts() {
                 if let Some(req) = read_message(&mut c) {
                     if req.starts_with("REGISTER") {
                         registers.lock().unwrap().push(Instant::now());
-                        let _ = c.write_all(ok(&req).as_bytes());
+                        let _ = c.write_all(ok(&req, 60).as_bytes());
                     }
                 }
                 // Accepted, then dropped.
@@ -401,7 +296,7 @@ fn a_registrar_gone_silent_is_noticed_by_the_keepalive() {
                 std::thread::spawn(move || {
                     if let Some(req) = read_message(&mut c) {
                         registers.lock().unwrap().push(Instant::now());
-                        let _ = c.write_all(ok(&req).as_bytes());
+                        let _ = c.write_all(ok(&req, 60).as_bytes());
                     }
                     // Silent from now on: reads everything, answers nothing.
                     let mut sink = [0u8; 4096];
