@@ -486,7 +486,7 @@ impl Kamailio {
 
     /// `kamcmd` against the control socket of a Kamailio whose configuration loads
     /// `ctl.so` with `unix:{dir}/ctl.sock` (as an operator changes a running pool).
-    pub fn kamcmd(&self, args: &[&str]) {
+    pub fn kamcmd(&self, args: &[&str]) -> String {
         let sock = self.dir().join("ctl.sock");
         let out = Command::new(require("kamcmd", "kamailio"))
             .arg("-s")
@@ -495,6 +495,7 @@ impl Kamailio {
             .output()
             .unwrap();
         assert!(out.status.success(), "kamcmd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Its log so far (errors and warnings), for assertion messages.

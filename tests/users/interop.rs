@@ -366,8 +366,23 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
         trace.contains("INVITE sip:bob@contoso.test") || trace.contains("INVITE sip:beth@contoso.test"),
         "{trace}"
     );
+    // 6. Stopped, the agent unregisters every test user (Expires: 0) and still stops
+    //    within 2 s: 0.5 s for probes in flight, then unregistering and the HTTP drain
+    //    side by side, 1 s each at most.
+    let bindings = |k: &Kamailio| k.kamcmd(&["ul.dump"]).matches("Address:").count();
+    assert_eq!(bindings(&ocs) + bindings(&lync), 4, "{}", ocs.kamcmd(&["ul.dump"]));
     let mut agent = agent;
-    let _ = agent.child.kill();
+    let t = std::time::Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &agent.child.id().to_string()]).status().unwrap().success());
+    let exit = loop {
+        if let Some(s) = agent.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "still running 5 s after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success() && t.elapsed() < Duration::from_secs(2), "{exit} after {:?}", t.elapsed());
+    assert_eq!(bindings(&ocs) + bindings(&lync), 0, "{}", ocs.kamcmd(&["ul.dump"]));
     let log = agent.stderr();
     for (what, text) in [
         ("metrics", &m),
