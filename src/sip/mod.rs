@@ -20,5 +20,6 @@ pub mod client_tx;
 pub mod dialog;
 pub mod framer;
 pub mod message;
+pub mod ntlm;
 pub mod policy;
 pub mod server_tx;
