@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite. The tests start real peers (Knot DNS, promtool from
 # Prometheus, openssl s_server, Python's HTTPS server, Kamailio); this script installs them
-# from Debian's packages when they are missing (needs root or sudo), then runs
-# `cargo test` and prints one summary line.
+# from Debian's packages when they are missing (needs root or sudo), pyspnego from
+# PyPI into target/pyspnego-venv (the independent NTLM implementation the NTLM tests
+# check against), then runs `cargo test` and prints one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(knot knot-dnsutils prometheus prometheus-alertmanager openssl python3 python3-prometheus-client kamailio kamailio-tls-modules curl chromium fonts-dejavu-core)
+packages=(knot knot-dnsutils prometheus prometheus-alertmanager openssl python3 python3-venv python3-prometheus-client kamailio kamailio-tls-modules curl chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +18,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+venv=target/pyspnego-venv
+if ! "$venv/bin/python" -c 'import spnego' 2>/dev/null; then
+  echo "installing pyspnego into $venv" >&2
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q pyspnego
 fi
 
 log=$(mktemp)

@@ -90,7 +90,9 @@ fn field(msg: &[u8], at: usize, what: &'static str) -> Result<Vec<u8>, NtlmError
     if len == 0 {
         return Ok(Vec::new());
     }
-    msg.get(off..off.saturating_add(len)).map(<[u8]>::to_vec).ok_or(NtlmError::Malformed(what, "field outside the message"))
+    msg.get(off..off.saturating_add(len))
+        .map(<[u8]>::to_vec)
+        .ok_or(NtlmError::Malformed(what, "field outside the message"))
 }
 
 impl ChallengeMsg {
@@ -102,7 +104,8 @@ impl ChallengeMsg {
         let flags = u32::from_le_bytes([msg[20], msg[21], msg[22], msg[23]]);
         let mut server_challenge = [0u8; 8];
         server_challenge.copy_from_slice(&msg[24..32]);
-        let target_info = if flags & flags::TARGET_INFO != 0 { field(msg, 40, "CHALLENGE")? } else { Vec::new() };
+        let target_info =
+            if flags & flags::TARGET_INFO != 0 { field(msg, 40, "CHALLENGE")? } else { Vec::new() };
         Ok(ChallengeMsg { flags, server_challenge, target_info })
     }
 
@@ -318,6 +321,7 @@ pub const CLIENT_FLAGS: u32 = flags::UNICODE
     | flags::EXTENDED_SESSIONSECURITY
     | flags::IDENTIFY
     | flags::TARGET_INFO
+    | flags::VERSION
     | flags::N128
     | flags::KEY_EXCH
     | flags::N56;
@@ -344,7 +348,13 @@ pub fn authenticate(
     }
     let key = ntowfv2(password, user, domain);
     let time = av_timestamp(&challenge.target_info).unwrap_or(nonces.time);
-    let r = ntlmv2_response(&key, &challenge.server_challenge, &nonces.client_challenge, time, &challenge.target_info);
+    let r = ntlmv2_response(
+        &key,
+        &challenge.server_challenge,
+        &nonces.client_challenge,
+        time,
+        &challenge.target_info,
+    );
     let mut encrypted = nonces.session_key;
     rc4(&r.session_base_key, &mut encrypted);
     let negotiated = challenge.flags & CLIENT_FLAGS | flags::UNICODE;
@@ -353,7 +363,14 @@ pub fn authenticate(
 }
 
 /// Lays out an AUTHENTICATE message (MS-NLMP §2.2.1.3) with a Version and no MIC.
-fn authenticate_message(r: &V2Response, domain: &str, user: &str, workstation: &str, key: &[u8], flags: u32) -> Vec<u8> {
+fn authenticate_message(
+    r: &V2Response,
+    domain: &str,
+    user: &str,
+    workstation: &str,
+    key: &[u8],
+    flags: u32,
+) -> Vec<u8> {
     let parts: [Vec<u8>; 6] =
         [r.lm.clone(), r.nt.clone(), unicode(domain), unicode(user), unicode(workstation), key.to_vec()];
     let mut at = 72u32;

@@ -7,4 +7,5 @@ mod common;
 
 mod endpoint_hostile;
 mod interop;
+mod ntlm;
 mod register;
