@@ -104,6 +104,8 @@ for path in sorted(probe.rglob("*.rs")):
     depth = len(rel) - 1
     for n, code in code_lines(path.read_text()):
         used = set(re.findall(r"\bcrate::kinds::(\w+)", code))
+        for group in re.findall(r"\bcrate::kinds::\{([^}]*)\}", code):
+            used |= set(re.findall(r"(?:^|,)\s*(\w+)", group))
         # `super::x` from a file directly in kinds/ (or `super::super::x` one folder
         # down) names the kinds module x.
         prefix = r"\bsuper::" + r"super::" * depth

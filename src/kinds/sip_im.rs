@@ -198,7 +198,8 @@ async fn exchange(
     }
     // The IM session: the 2xx is acknowledged at once along the route set (whatever
     // follows), then a MESSAGE in the dialog, then BYE; a session that was set up is
-    // ended with BYE even when a step fails.
+    // ended with BYE even when the MESSAGE fails (not when the 2xx has no Contact to
+    // send it to, or the ACK cannot be sent: the connection is gone).
     let mut dialog = sender.dialog(&tx, &resp)?;
     let ack_branch = format!("{}{}", message::BRANCH_COOKIE, message::token(16));
     sender.ack(&Req::in_dialog(&dialog, None), &tx, &resp, &ack_branch).await?;

@@ -61,7 +61,8 @@ fn lock(seen: &Mutex<Seen>) -> std::sync::MutexGuard<'_, Seen> {
 }
 
 /// Reads one SIP message (headers and a Content-Length body) from a stream; CRLF
-/// keep-alives between messages are skipped.
+/// keep-alives between messages are skipped; `None` at the end of the stream or for a
+/// body larger than a SIP message may be.
 pub fn read_message(s: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
@@ -80,7 +81,10 @@ pub fn read_message(s: &mut TcpStream) -> Option<String> {
         .find_map(|l| l.strip_prefix("Content-Length: ").or_else(|| l.strip_prefix("l: ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let mut body = vec![0u8; len.min(crate::sip::message::MAX_MESSAGE)];
+    if len > crate::sip::message::MAX_MESSAGE {
+        return None;
+    }
+    let mut body = vec![0u8; len];
     s.read_exact(&mut body).ok()?;
     Some(head + &String::from_utf8_lossy(&body))
 }
@@ -103,7 +107,12 @@ pub fn ok(req: &str, expires: u32) -> String {
     for h in ["Via", "From", "Call-ID", "CSeq"] {
         r.push_str(&format!("{h}: {}\r\n", header(req, h)));
     }
-    r.push_str(&format!("To: {};tag=fake\r\n", header(req, "To")));
+    let to = header(req, "To");
+    if to.contains(";tag=") {
+        r.push_str(&format!("To: {to}\r\n"));
+    } else {
+        r.push_str(&format!("To: {to};tag=fake\r\n"));
+    }
     if req.starts_with("REGISTER") {
         r.push_str(&format!("Contact: {};expires={expires}\r\n", header(req, "Contact")));
     }
@@ -113,7 +122,8 @@ pub fn ok(req: &str, expires: u32) -> String {
 
 fn user_of(req: &str) -> String {
     let to = header(req, "To");
-    to.split("sip:").nth(1).and_then(|r| r.split('@').next()).unwrap_or("").to_owned()
+    let uri = to.split_once("sips:").or_else(|| to.split_once("sip:")).map_or("", |(_, r)| r);
+    uri.split('@').next().unwrap_or("").to_owned()
 }
 
 fn serve_tcp(listener: &TcpListener, seen: &Arc<Mutex<Seen>>, expires: u32, keep: bool) {

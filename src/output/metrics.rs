@@ -451,7 +451,10 @@ fn write_instance_family(
                     extra.push('"');
                     w.sample(name, "", labels, Some(("", &extra)), value);
                 }
-                _ => w.sample(name, "", labels, None, value),
+                (None, None) => w.sample(name, "", labels, None, value),
+                // A sample without the family's label, or with one it does not declare,
+                // would not fit the family: left out (a debug build stops at it).
+                _ => debug_assert!(false, "{name}: a sample's label does not match the declaration"),
             }
         }
         Family::PointsTo if instance.spec.homed_user().is_some() => {}

@@ -1,8 +1,9 @@
 //! Framing SIP messages out of a stream (TCP, TLS), incrementally.
 //!
 //! Bytes arrive in pieces of any size, down to one at a time. The framer remembers how
-//! far it has searched for the blank line that ends a message's head, parses the head
-//! once when it is complete, then waits for the body's Content-Length bytes: every
+//! far it has searched for the blank line that ends a message's head, reads the head's
+//! Content-Length when it is complete, then waits for the body (the whole message is
+//! parsed once it is all there): every
 //! byte is examined a bounded number of times however the peer slices its sending (a
 //! rescan from the start on every read made a slow sender cost quadratic CPU).
 //!

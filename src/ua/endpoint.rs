@@ -75,6 +75,9 @@ const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A registration that held this long resets the backoff.
 const HELD_LONG_ENOUGH: Duration = Duration::from_secs(60);
+/// Shortest time between two registrations a `404`/`480` forces
+/// ([`Endpoint::lost_binding`]).
+pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Time allowed to one registration attempt (connect, challenge, redirect).
 const REGISTER_BUDGET: Duration = Duration::from_secs(10);
 /// Probes waiting for a request at one endpoint, at most (one per probe in flight).
@@ -325,6 +328,8 @@ pub struct Endpoint {
     refresh: Notify,
     /// Successful registrations and refreshes so far.
     registrations: AtomicU64,
+    /// When a probe last made it register again at once ([`Endpoint::lost_binding`]).
+    forced: Mutex<Option<Instant>>,
 }
 
 impl Endpoint {
@@ -352,6 +357,7 @@ impl Endpoint {
             shared,
             refresh: Notify::new(),
             registrations: AtomicU64::new(0),
+            forced: Mutex::new(None),
         }
     }
 
@@ -409,8 +415,22 @@ impl Endpoint {
     /// while the endpoint reads registered, the registrar has likely lost the binding
     /// (it restarted): registers again now and says whether the caller should try once
     /// more (then [`Endpoint::binding_was_lost`] if the retry passes).
+    ///
+    /// At most once per [`FORCED_REFRESH_EVERY`]: a `404` that is a real route failure
+    /// (a proxy that cannot route to the user) does not make every probe of every pair
+    /// register the recipient again.
     pub async fn lost_binding(&self, status: Option<u16>, deadline: Instant) -> bool {
-        matches!(status, Some(404 | 480)) && self.link().is_some() && self.refresh_now(deadline).await
+        if !matches!(status, Some(404 | 480)) || self.link().is_none() {
+            return false;
+        }
+        {
+            let mut last = self.forced.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < FORCED_REFRESH_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        self.refresh_now(deadline).await
     }
 
     /// Counts a binding the registrar had lost (a probe's retry after

@@ -97,7 +97,8 @@ fn spec() -> EndpointSpec {
 fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
     let (net, mut accepted) = MemoryNet::new();
     let endpoints = Arc::new(Endpoints::with_dialer(1 << 20, Arc::new(net)));
-    // Nothing listens there: no name is resolved in these tests.
+    // Nothing listens there: a name the tests make the user agent resolve (a redirect's
+    // host, checked against the pools' addresses) fails at once.
     let dns = Arc::new(crate::net::dns::DnsClient::new(vec!["127.0.0.1:9".parse().unwrap()]));
     let cx = ProbeContext {
         resolver: crate::net::resolve::Resolver::new(dns.clone(), Duration::from_secs(1)),
