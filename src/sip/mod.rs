@@ -23,3 +23,4 @@ pub mod message;
 pub mod ntlm;
 pub mod policy;
 pub mod server_tx;
+pub mod sipae;

@@ -357,12 +357,19 @@ pub fn authenticate(
     );
     let mut encrypted = nonces.session_key;
     rc4(&r.session_base_key, &mut encrypted);
-    let negotiated = challenge.flags & CLIENT_FLAGS | flags::UNICODE;
+    // As pidgin-sipe and Office Communicator do: the server's flags within ours, the
+    // target requested, 56-bit keys dropped when 128-bit ones are there.
+    let mut negotiated = challenge.flags & CLIENT_FLAGS | flags::UNICODE | flags::REQUEST_TARGET;
+    if negotiated & flags::N128 != 0 {
+        negotiated &= !flags::N56;
+    }
     let message = authenticate_message(&r, domain, user, workstation, &encrypted, negotiated);
     Ok(Authenticated { message, keys: Keys::derive(&nonces.session_key) })
 }
 
-/// Lays out an AUTHENTICATE message (MS-NLMP §2.2.1.3) with a Version and no MIC.
+/// Lays out an AUTHENTICATE message (MS-NLMP §2.2.1.3) with a Version and no MIC
+/// (connectionless mode has no NEGOTIATE message for a MIC to cover), the payload in
+/// the order Windows writes it: domain, user, workstation, LM and NT responses, key.
 fn authenticate_message(
     r: &V2Response,
     domain: &str,
@@ -371,26 +378,44 @@ fn authenticate_message(
     key: &[u8],
     flags: u32,
 ) -> Vec<u8> {
-    let parts: [Vec<u8>; 6] =
-        [r.lm.clone(), r.nt.clone(), unicode(domain), unicode(user), unicode(workstation), key.to_vec()];
+    let (lm, nt, dom, usr, ws, k) =
+        (r.lm.clone(), r.nt.clone(), unicode(domain), unicode(user), unicode(workstation), key.to_vec());
+    let payload: [&Vec<u8>; 6] = [&dom, &usr, &ws, &lm, &nt, &k];
+    let mut offsets = [0u32; 6];
     let mut at = 72u32;
-    let mut m = Vec::with_capacity(72 + parts.iter().map(Vec::len).sum::<usize>());
+    for (o, p) in offsets.iter_mut().zip(payload) {
+        *o = at;
+        at += p.len() as u32;
+    }
+    // Header order: LM, NT, domain, user, workstation, key.
+    let fields = [
+        (&lm, offsets[3]),
+        (&nt, offsets[4]),
+        (&dom, offsets[0]),
+        (&usr, offsets[1]),
+        (&ws, offsets[2]),
+        (&k, offsets[5]),
+    ];
+    let mut m = Vec::with_capacity(at as usize);
     m.extend_from_slice(SIGNATURE);
     m.extend_from_slice(&3u32.to_le_bytes());
-    for p in &parts {
+    for (p, off) in fields {
         let n = p.len() as u16;
         m.extend_from_slice(&n.to_le_bytes());
         m.extend_from_slice(&n.to_le_bytes());
-        m.extend_from_slice(&at.to_le_bytes());
-        at += u32::from(n);
+        m.extend_from_slice(&off.to_le_bytes());
     }
     m.extend_from_slice(&flags.to_le_bytes());
-    m.extend_from_slice(&[6, 1, 0xb1, 0x1d, 0, 0, 0, 15]);
-    for p in &parts {
+    m.extend_from_slice(&VERSION);
+    for p in payload {
         m.extend_from_slice(p);
     }
     m
 }
+
+/// The Version the client sends (6.1.7601, NTLM revision 15), as Lync 2010/2013
+/// clients on Windows 7 do.
+pub const VERSION: [u8; 8] = [6, 1, 0xb1, 0x1d, 0, 0, 0, 15];
 
 /// The parts of an AUTHENTICATE message a server checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
