@@ -96,6 +96,10 @@ failure_reasons! {
     AuthFailed => "auth_failed",
     /// The agent refused to follow a redirect or answer a challenge that its policy forbids: a host of no configured pool, a weaker transport, a weaker Digest algorithm, another realm.
     PolicyRefused => "policy_refused",
+    /// A message of the server's in an NTLM security association (MS-SIPAE) carried no signature, or one that does not match it: never accepted unsigned.
+    AuthSignature => "auth_signature",
+    /// The registrar's clock (the `Date` of its challenge) is more than 5 minutes from the agent's: NTLM fails beyond 15 minutes and Kerberos beyond 5, for every test user at once.
+    ClockSkew => "clock_skew",
     /// The test user registered, but on another pool than its planned `pool`.
     WrongHome => "wrong_home",
     /// The sending or the receiving test user has no registration (the test setup is broken, not the route between pools).

@@ -274,6 +274,7 @@ struct RawUser {
     port: Option<Spanned<u16>>,
     realm: Option<Spanned<String>>,
     allow_md5: Option<Spanned<bool>>,
+    domain: Option<Spanned<String>>,
     /// Accepted by the decoder only to be refused with a message that says where a
     /// password goes instead.
     password: Option<Spanned<serde::de::IgnoredAny>>,

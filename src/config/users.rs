@@ -45,52 +45,7 @@ pub(super) fn build_users(
         let auth_kind = ru.auth.as_ref().map_or("digest", |a| a.get_ref().as_str());
         let auth = match auth_kind {
             "digest" => {
-                let password = match (&ru.password_file, &ru.password_env) {
-                    (Some(f), None) => {
-                        let path = f.get_ref();
-                        let bytes = crate::net::tls::read_config_file(path).map_err(|m| {
-                            src.err(f.span(), &format!("{p}.password_file: {}: {m}", path.display()))
-                        })?;
-                        crate::net::tls::warn_if_readable_by_others(path);
-                        let text = String::from_utf8(bytes).map_err(|_| {
-                            src.err(
-                                f.span(),
-                                &format!("{p}.password_file: {}: not UTF-8 text", path.display()),
-                            )
-                        })?;
-                        let pw = text.trim_end_matches(['\r', '\n']).to_owned();
-                        if pw.is_empty() {
-                            return Err(
-                                src.err(f.span(), &format!("{p}.password_file: {}: empty", path.display()))
-                            );
-                        }
-                        pw
-                    }
-                    (None, Some(e)) => match std::env::var(e.get_ref()) {
-                        Ok(v) if !v.is_empty() => v,
-                        _ => {
-                            return Err(src.err(
-                                e.span(),
-                                &format!(
-                                    "{p}.password_env: {} is not set (or empty) in the agent's environment",
-                                    e.get_ref()
-                                ),
-                            ))
-                        }
-                    },
-                    (Some(f), Some(_)) => {
-                        return Err(src.err(
-                            f.span(),
-                            &format!("{p}.password_file: give password_file or password_env, not both"),
-                        ))
-                    }
-                    (None, None) => {
-                        return Err(src.err(
-                            ru.name.span(),
-                            &format!("{p}: auth = \"digest\" needs password_file or password_env"),
-                        ))
-                    }
-                };
+                let password = read_password(ru, &p, src, "digest")?;
                 let username = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
                 let realm = match &ru.realm {
                     Some(r) if r.get_ref().is_empty() || r.get_ref().contains(['"', '\\']) => {
@@ -105,6 +60,29 @@ pub(super) fn build_users(
                     realm,
                     allow_md5,
                 }
+            }
+            "ntlm" => {
+                if let Some(k) =
+                    ru.realm.as_ref().map(|r| r.span()).or(ru.allow_md5.as_ref().map(|a| a.span()))
+                {
+                    return Err(src.err(
+                        k,
+                        &format!("{p}: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5 are Digest's)"),
+                    ));
+                }
+                let password = read_password(ru, &p, src, "ntlm")?;
+                let given = ru.username.as_ref().map_or_else(|| aor.user.clone(), |u| u.get_ref().clone());
+                // DOMAIN\user, or a user principal name (user@dns.domain) with no domain.
+                let (domain, username) = match given.split_once('\\') {
+                    Some((d, u)) => (d.to_owned(), u.to_owned()),
+                    None => (String::new(), given),
+                };
+                let domain = ru.domain.as_ref().map_or(domain, |d| d.get_ref().clone());
+                if username.is_empty() {
+                    let span = ru.username.as_ref().map_or_else(|| ru.name.span(), |u| u.span());
+                    return Err(src.err(span, &format!("{p}.username: no user name")));
+                }
+                UserAuth::Ntlm { domain, username, password: crate::sip::auth::Secret::new(password) }
             }
             "none" => {
                 if let Some(f) =
@@ -123,7 +101,7 @@ pub(super) fn build_users(
             }
             other => {
                 let span = ru.auth.as_ref().map_or(0..0, |a| a.span());
-                return Err(src.err(span, &format!("{p}.auth: {other:?} is not one of digest, none")));
+                return Err(src.err(span, &format!("{p}.auth: {other:?} is not one of digest, ntlm, none")));
             }
         };
         let port = match &ru.port {
@@ -169,4 +147,46 @@ pub(super) fn select_users<'u>(
         return Err(src.err(name_span, &format!("{path}.{key}: no test user to run as (add [[users]])")));
     }
     Ok(picked)
+}
+
+/// The password of a user that answers challenges: from `password_file` (its first
+/// line) or the environment variable `password_env`, exactly one of them.
+fn read_password(ru: &RawUser, p: &str, src: &Source<'_>, kind: &str) -> Result<String, ConfigError> {
+    let password = match (&ru.password_file, &ru.password_env) {
+        (Some(f), None) => {
+            let path = f.get_ref();
+            let bytes = crate::net::tls::read_config_file(path)
+                .map_err(|m| src.err(f.span(), &format!("{p}.password_file: {}: {m}", path.display())))?;
+            crate::net::tls::warn_if_readable_by_others(path);
+            let text = String::from_utf8(bytes).map_err(|_| {
+                src.err(f.span(), &format!("{p}.password_file: {}: not UTF-8 text", path.display()))
+            })?;
+            let pw = text.trim_end_matches(['\r', '\n']).to_owned();
+            if pw.is_empty() {
+                return Err(src.err(f.span(), &format!("{p}.password_file: {}: empty", path.display())));
+            }
+            pw
+        }
+        (None, Some(e)) => match std::env::var(e.get_ref()) {
+            Ok(v) if !v.is_empty() => v,
+            _ => {
+                return Err(src.err(
+                    e.span(),
+                    &format!(
+                        "{p}.password_env: {} is not set (or empty) in the agent's environment",
+                        e.get_ref()
+                    ),
+                ))
+            }
+        },
+        (Some(f), Some(_)) => {
+            return Err(src
+                .err(f.span(), &format!("{p}.password_file: give password_file or password_env, not both")))
+        }
+        (None, None) => {
+            return Err(src
+                .err(ru.name.span(), &format!("{p}: auth = \"{kind}\" needs password_file or password_env")))
+        }
+    };
+    Ok(password)
 }

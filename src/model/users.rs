@@ -58,6 +58,15 @@ pub enum UserAuth {
         /// MD5 may be answered when the registrar offers nothing stronger (`allow_md5`).
         allow_md5: bool,
     },
+    /// NTLM as OCS and Lync sign users in (MS-SIPAE): every later message signed.
+    Ntlm {
+        /// The Windows domain (NetBIOS name), empty with a user principal name.
+        domain: String,
+        /// The account: `user`, or a user principal name `user@dns.domain`.
+        username: String,
+        /// The password, from `password_file` or `password_env`.
+        password: Secret,
+    },
     /// No challenge is answered (a trusted server presents `[tls] client_cert`).
     None,
 }

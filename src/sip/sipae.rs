@@ -114,7 +114,16 @@ pub enum SignatureError {
     Mismatch(String),
 }
 
-/// An established NTLM security association of a test user (client side).
+/// Which end of a security association this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The test user: signs with the client keys (`crand`, `cnum`, `response`).
+    Client,
+    /// A pool (the lab's): signs with the server keys (`srand`, `snum`, `rspauth`).
+    Server,
+}
+
+/// An established NTLM security association.
 #[derive(Debug, Clone)]
 pub struct Association {
     /// The realm (`SIP Communications Service`).
@@ -125,20 +134,24 @@ pub struct Association {
     pub opaque: String,
     /// The protocol version (3 or 4).
     pub version: u32,
-    /// `Authorization` (a `401`) or `Proxy-Authorization` (a `407`).
+    /// `Authorization` (a `401`) or `Proxy-Authorization` (a `407`); the server answers
+    /// in `Authentication-Info` or `Proxy-Authentication-Info` accordingly.
     pub header: &'static str,
+    /// This end.
+    pub role: Role,
     keys: Keys,
-    cnum: u32,
+    num: u32,
 }
 
 impl Association {
-    /// The association `keys` set up, as the challenge named it.
+    /// The association `keys` set up, as the challenge named it, seen from `role`.
     pub fn new(
         realm: &str,
         target: &str,
         opaque: &str,
         version: u32,
         header: &'static str,
+        role: Role,
         keys: Keys,
     ) -> Association {
         Association {
@@ -147,66 +160,103 @@ impl Association {
             opaque: opaque.to_owned(),
             version,
             header,
+            role,
             keys,
-            cnum: 0,
+            num: 0,
         }
     }
 
-    /// The credentials value that signs `m` (a request or response of ours, built
-    /// without it): `NTLM qop="auth", opaque, realm, targetname, crand, cnum, response`.
-    pub fn sign(&mut self, m: &Message) -> String {
-        let (crand, cnum, response) = self.signature(m);
-        format!(
-            "NTLM qop=\"auth\", opaque=\"{}\", realm=\"{}\", targetname=\"{}\", crand=\"{crand}\", cnum=\"{cnum}\", response=\"{response}\"",
-            self.opaque, self.realm, self.target
-        )
+    fn own_keys(&self) -> (&[u8; 16], &[u8; 16]) {
+        match self.role {
+            Role::Client => (&self.keys.client_sign, &self.keys.client_seal),
+            Role::Server => (&self.keys.server_sign, &self.keys.server_seal),
+        }
     }
 
-    /// `(crand, cnum, response)` for `m`: a fresh random, the next number, the MAC.
+    fn peer_keys(&self) -> (&[u8; 16], &[u8; 16]) {
+        match self.role {
+            Role::Client => (&self.keys.server_sign, &self.keys.server_seal),
+            Role::Server => (&self.keys.client_sign, &self.keys.client_seal),
+        }
+    }
+
+    /// The header (name, value) that signs `m`, a message of ours built without it:
+    /// for a client `NTLM qop="auth", opaque, realm, targetname, crand, cnum,
+    /// response`; for a server `NTLM rspauth, srand, snum, qop, opaque, realm,
+    /// targetname` in the Authentication-Info header that matches the association.
+    pub fn sign(&mut self, m: &Message) -> (&'static str, String) {
+        let (rand, num, mac) = self.signature(m);
+        match self.role {
+            Role::Client => (
+                self.header,
+                format!(
+                    "NTLM qop=\"auth\", opaque=\"{}\", realm=\"{}\", targetname=\"{}\", crand=\"{rand}\", cnum=\"{num}\", response=\"{mac}\"",
+                    self.opaque, self.realm, self.target
+                ),
+            ),
+            Role::Server => (
+                if self.header == "Proxy-Authorization" { "Proxy-Authentication-Info" } else { "Authentication-Info" },
+                format!(
+                    "NTLM rspauth=\"{mac}\", srand=\"{rand}\", snum=\"{num}\", opaque=\"{}\", qop=\"auth\", targetname=\"{}\", realm=\"{}\"",
+                    self.opaque, self.target, self.realm
+                ),
+            ),
+        }
+    }
+
+    /// `(rand, num, signature)` for `m`: a fresh random, the next number, the MAC.
     pub fn signature(&mut self, m: &Message) -> (String, u32, String) {
-        self.cnum = self.cnum.wrapping_add(1);
-        let crand = message::token(8);
+        self.num = self.num.wrapping_add(1);
+        let rand = message::token(8);
         let buffer = signature_buffer(
             m,
             self.version,
             "NTLM",
-            &crand,
-            &self.cnum.to_string(),
+            &rand,
+            &self.num.to_string(),
             &self.realm,
             &self.target,
         );
-        let mac =
-            ntlm::mac_datagram(&self.keys.client_sign, &self.keys.client_seal, SEQUENCE, buffer.as_bytes());
-        (crand, self.cnum, hex(&mac))
+        let (sign, seal) = self.own_keys();
+        let mac = ntlm::mac_datagram(sign, seal, SEQUENCE, buffer.as_bytes());
+        (rand, self.num, hex(&mac))
     }
 
-    /// Checks the server's signature on `m` (its `Authentication-Info` or
-    /// `Proxy-Authentication-Info` with `rspauth`, `srand`, `snum`).
+    /// Checks the peer's signature on `m`: a client checks the server's `rspauth`
+    /// (`Authentication-Info` or `Proxy-Authentication-Info`, with `srand`, `snum`), a
+    /// server the client's `response` (`Authorization` or `Proxy-Authorization`, with
+    /// `crand`, `cnum`).
     pub fn verify(&self, m: &Message) -> Result<(), SignatureError> {
+        let (headers, sig, rand, num) = match self.role {
+            Role::Client => {
+                (["authentication-info", "proxy-authentication-info"], "rspauth", "srand", "snum")
+            }
+            Role::Server => (["authorization", "proxy-authorization"], "response", "crand", "cnum"),
+        };
         // Whole header values: the parameters are comma-separated within one value.
         let info = m
             .headers
             .iter()
-            .filter(|(name, _)| name == "authentication-info" || name == "proxy-authentication-info")
+            .filter(|(name, _)| headers.contains(&name.as_str()))
             .filter_map(|(_, v)| Challenge::parse(v).ok())
-            .find(|c| c.scheme.eq_ignore_ascii_case("NTLM") && c.param("rspauth").is_some())
+            .find(|c| c.scheme.eq_ignore_ascii_case("NTLM") && c.param(sig).is_some())
             .ok_or(SignatureError::Missing)?;
-        let rspauth = info.param("rspauth").unwrap_or("");
+        let got = info.param(sig).unwrap_or("");
         let buffer = signature_buffer(
             m,
             self.version,
             "NTLM",
-            info.param("srand").unwrap_or(""),
-            info.param("snum").unwrap_or(""),
+            info.param(rand).unwrap_or(""),
+            info.param(num).unwrap_or(""),
             info.param("realm").unwrap_or(&self.realm),
             info.param("targetname").unwrap_or(&self.target),
         );
-        let want =
-            ntlm::mac_datagram(&self.keys.server_sign, &self.keys.server_seal, SEQUENCE, buffer.as_bytes());
-        if hex(&want).eq_ignore_ascii_case(rspauth) {
+        let (sign, seal) = self.peer_keys();
+        let want = ntlm::mac_datagram(sign, seal, SEQUENCE, buffer.as_bytes());
+        if hex(&want).eq_ignore_ascii_case(got) {
             Ok(())
         } else {
-            Err(SignatureError::Mismatch(rspauth.chars().take(40).collect()))
+            Err(SignatureError::Mismatch(got.chars().take(40).collect()))
         }
     }
 }
@@ -260,6 +310,7 @@ mod tests {
             "2BDBAC9D",
             4,
             "Proxy-Authorization",
+            Role::Client,
             a.keys,
         );
         (sa, a.message)
@@ -310,7 +361,8 @@ mod tests {
         assert_eq!(sa.verify(&msg(&unsigned)), Err(SignatureError::Missing));
 
         // Our own signature of the REGISTER, with its crand and cnum.
-        let header = sa.sign(&register);
+        let (name, header) = sa.sign(&register);
+        assert_eq!(name, "Proxy-Authorization");
         assert!(
             header
                 .starts_with("NTLM qop=\"auth\", opaque=\"2BDBAC9D\", realm=\"SIP Communications Service\""),
@@ -347,5 +399,34 @@ mod tests {
             "<NTLM><r><1><realm><fe><41CEg82ECa0AC8i3DD7mE673t9CF4b19DAxF780x><1><INVITE><sip:sender@company.com>\
              <2420628112><7aee15546a><><180>"
         );
+    }
+
+    #[test]
+    fn each_end_verifies_what_the_other_signs_and_nothing_else() {
+        let (client, _) = sipe_association();
+        let keys = client.keys.clone();
+        let mut client = client;
+        let mut server =
+            Association::new(&client.realm, &client.target, "2BDBAC9D", 4, client.header, Role::Server, keys);
+        let req = "MESSAGE sip:bob@cosmo.local SIP/2.0\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK9\r\n\
+            From: <sip:user@cosmo.local>;tag=a1\r\nTo: <sip:bob@cosmo.local>\r\nCall-ID: c9\r\nCSeq: 7 MESSAGE\r\n\
+            Content-Length: 0\r\n\r\n";
+        let (name, value) = client.sign(&msg(req));
+        let signed = req.replacen("Content-Length", &format!("{name}: {value}\r\nContent-Length"), 1);
+        assert_eq!(server.verify(&msg(&signed)), Ok(()));
+        assert_eq!(
+            client.verify(&msg(&signed)),
+            Err(SignatureError::Missing),
+            "a client checks rspauth only"
+        );
+        assert!(server.verify(&msg(&signed.replace("CSeq: 7", "CSeq: 8"))).is_err());
+        let ok =
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS h;branch=z9hG4bK9\r\nFrom: <sip:user@cosmo.local>;tag=a1\r\n\
+            To: <sip:bob@cosmo.local>;tag=b2\r\nCall-ID: c9\r\nCSeq: 7 MESSAGE\r\nContent-Length: 0\r\n\r\n";
+        let (name, value) = server.sign(&msg(ok));
+        assert_eq!(name, "Proxy-Authentication-Info");
+        let signed = ok.replacen("Content-Length", &format!("{name}: {value}\r\nContent-Length"), 1);
+        assert_eq!(client.verify(&msg(&signed)), Ok(()));
+        assert!(client.verify(&msg(&signed.replace("200 OK", "202 OK"))).is_err(), "the status is signed");
     }
 }

@@ -111,10 +111,10 @@ impl<'a> Uac<'a> {
         tx: &mut Transaction,
         deadline: Instant,
     ) -> Result<(Message, Instant), Failure> {
-        let mut credentials: Option<(&'static str, String)> = None;
-        let mut stale_retried = false;
+        self.creds.begin();
+        let mut retried = false;
         loop {
-            let bytes = self.build(req, tx, credentials.as_ref().map(|(n, v)| (*n, v.as_str())));
+            let bytes = self.build(req, tx, self.creds.pending());
             let sent = Instant::now();
             let resp = self.link.transaction(&bytes, tx, deadline).await?;
             let code = resp.status().unwrap_or(0);
@@ -126,15 +126,27 @@ impl<'a> Uac<'a> {
                 return Ok((resp, sent));
             }
             let phrase = reason_phrase(&resp);
-            let (answer, stale) = self.creds.answer(&resp, tx.method, req.uri)?;
-            if credentials.is_some() && (!stale || stale_retried) {
+            if self.creds.is_ntlm() {
+                // Requests on an NTLM association are signed by the link; a challenge
+                // here means the server dropped the association: the registration
+                // sets it up again.
+                return Err(Failure::new(
+                    FailureReason::AuthFailed,
+                    format!(
+                        "{code} {phrase} to a signed {}: the server dropped the security association",
+                        tx.method
+                    ),
+                ));
+            }
+            let answered = self.creds.answering();
+            let may_follow = self.creds.answer(&resp, tx.method, req.uri)?;
+            if answered && (!may_follow || retried) {
                 return Err(Failure::new(
                     FailureReason::AuthFailed,
                     format!("{} credentials refused: {code} {phrase} again", self.user.name),
                 ));
             }
-            stale_retried |= credentials.is_some() && stale;
-            credentials = Some(answer);
+            retried |= answered;
             *tx = tx.next(tx.method);
         }
     }

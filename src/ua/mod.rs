@@ -21,6 +21,7 @@
 
 pub mod client;
 pub mod conn;
+pub mod credentials;
 pub mod endpoint;
 pub mod link;
 pub mod memory;

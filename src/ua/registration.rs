@@ -22,16 +22,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::conn::{connect_sip, SipConn};
+pub use super::credentials::Credentials;
 use super::ProbeContext;
 use super::{stream_transaction, udp_transaction};
 use crate::failure::{Failure, FailureReason};
 use crate::model::outcome::{Outcome, Phase};
 use crate::model::pool::Pool;
-use crate::model::users::{User, UserAuth};
+use crate::model::users::User;
 use crate::net::tls::TlsOptions;
-use crate::sip::auth::{Challenge, Digest, Request, Scheme};
 use crate::sip::message::{self, Message, RegisterParams, StartLine, Transaction, Transport};
-use crate::sip::policy::{self, DigestPolicy};
+use crate::sip::policy;
 
 /// What REGISTER transactions run over: a connection of the probe's own, or a
 /// registered endpoint's link.
@@ -107,98 +107,6 @@ impl Connector for OwnConnections<'_> {
         phases: &mut Vec<(Phase, Duration)>,
     ) -> impl std::future::Future<Output = Result<SipConn, Outcome>> + Send {
         connect_sip(self.opts, host, port, transport, self.cx, phases)
-    }
-}
-
-/// A test user's credentials under the authentication policy.
-pub struct Credentials {
-    digest: Option<Digest>,
-    policy: DigestPolicy,
-    /// The realm and algorithm the last answer went to: a stale nonce is answered
-    /// again only in the same realm with the same algorithm (no downgrade on a retry).
-    answered: Option<(String, String)>,
-    /// The user's name, for log lines.
-    user: String,
-}
-
-impl Credentials {
-    /// The credentials of `user`; `pinned`: the realm learned for it earlier.
-    pub fn of(user: &User, pinned: Option<String>) -> Credentials {
-        match &user.auth {
-            UserAuth::Digest { username, password, realm, allow_md5 } => Credentials {
-                digest: Some(Digest::new(username.clone(), password.clone())),
-                policy: DigestPolicy { allow_md5: *allow_md5, realm: realm.clone().or(pinned) },
-                answered: None,
-                user: user.name.clone(),
-            },
-            UserAuth::None => Credentials {
-                digest: None,
-                policy: DigestPolicy::default(),
-                answered: None,
-                user: user.name.clone(),
-            },
-        }
-    }
-
-    /// The realm the last answer went to.
-    pub fn answered_realm(&self) -> Option<&str> {
-        self.answered.as_ref().map(|(r, _)| r.as_str())
-    }
-
-    /// The credentials header answering the challenge of `resp` (a `401`/`407`) to
-    /// `method` at `uri`, and whether the challenge says the previous nonce was stale.
-    pub fn answer(
-        &mut self,
-        resp: &Message,
-        method: &'static str,
-        uri: &str,
-    ) -> Result<((&'static str, String), bool), Failure> {
-        let code = resp.status().unwrap_or(0);
-        let phrase = reason_phrase(resp);
-        let (challenge_header, answer_header) = if code == 401 {
-            ("www-authenticate", "Authorization")
-        } else {
-            ("proxy-authenticate", "Proxy-Authorization")
-        };
-        let challenges: Vec<Challenge> = resp
-            .headers
-            .iter()
-            .filter(|(n, _)| n == challenge_header)
-            .filter_map(|(_, v)| Challenge::parse(v).ok())
-            .collect();
-        let offered: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
-        if !challenges.iter().any(|c| c.scheme.eq_ignore_ascii_case("Digest")) {
-            return Err(Failure::new(
-                FailureReason::AuthFailed,
-                format!("{code} {phrase}: no Digest challenge (offered: {})", offered.join(", ")),
-            ));
-        }
-        let Some(d) = self.digest.as_mut() else {
-            return Err(Failure::new(
-                FailureReason::AuthFailed,
-                format!("{code} {phrase}: challenged, but auth = \"none\""),
-            ));
-        };
-        let refuse = |why: String| {
-            tracing::warn!(user = %self.user, "challenge not answered: {why}");
-            Failure::new(FailureReason::PolicyRefused, format!("{code} {phrase}: {why}"))
-        };
-        let chosen = policy::choose_digest(&challenges, &self.policy).map_err(refuse)?;
-        let stale = chosen.param("stale").is_some_and(|s| s.eq_ignore_ascii_case("true"));
-        let realm = chosen.param("realm").unwrap_or("").to_owned();
-        let algorithm = chosen.param("algorithm").unwrap_or("MD5").to_ascii_uppercase();
-        if let Some((r, a)) = self.answered.as_ref().filter(|_| stale) {
-            if *r != realm || *a != algorithm {
-                return Err(refuse(format!(
-                    "a stale-nonce challenge for realm {realm:?} with {algorithm}, after an answer for {r:?} with {a}"
-                )));
-            }
-        }
-        let value = d
-            .answer(chosen, Request { method, uri }, &message::token(16))
-            .map_err(|e| Failure::new(FailureReason::AuthFailed, format!("{code}: cannot answer: {e}")))?;
-        self.answered = Some((realm, algorithm));
-        Ok(((answer_header, value), stale))
     }
 }
 
@@ -397,38 +305,41 @@ async fn exchange(
     expires: u32,
     deadline: Instant,
 ) -> Result<Verdict, Failure> {
-    let mut credentials: Option<(&'static str, String)> = None;
-    let mut stale_retried = false;
+    creds.begin();
+    let mut retried = false;
     for _ in 0..4 {
         let sent_by = conn.sent_by();
-        let request = message::register_request(&RegisterParams {
-            // The connection's transport: after a redirect it may not be the user's.
-            transport,
-            user: &user.aor.user,
-            domain: &user.aor.domain,
-            sent_by: &sent_by,
-            tx,
-            from_tag: tag,
-            expires,
-            credentials: credentials.as_ref().map(|(n, v)| (*n, v.as_str())),
-        });
+        let request = creds.request(|credentials| {
+            message::register_request(&RegisterParams {
+                // The connection's transport: after a redirect it may not be the user's.
+                transport,
+                user: &user.aor.user,
+                domain: &user.aor.domain,
+                sent_by: &sent_by,
+                tx,
+                from_tag: tag,
+                expires,
+                credentials,
+            })
+        })?;
         let resp = conn.transact(&request, tx, deadline).await?;
         let code = resp.status().unwrap_or(0);
         let phrase = reason_phrase(&resp);
+        creds.check(&resp)?;
         match code {
             200..=299 => return Ok(Verdict::Ok(resp)),
             301 | 302 => return Ok(Verdict::Redirect(resp.header("contact").unwrap_or("").to_owned())),
             401 | 407 => {
                 let uri = format!("sip:{}", user.aor.domain);
-                let (answer, stale) = creds.answer(&resp, "REGISTER", &uri)?;
-                if credentials.is_some() && (!stale || stale_retried) {
+                let answered = creds.answering();
+                let may_follow = creds.answer(&resp, "REGISTER", &uri)?;
+                if answered && (!may_follow || retried) && !creds.is_ntlm() {
                     return Err(Failure::new(
                         FailureReason::AuthFailed,
                         format!("credentials refused: {code} {phrase} again"),
                     ));
                 }
-                stale_retried |= credentials.is_some() && stale;
-                credentials = Some(answer);
+                retried |= answered;
                 *tx = tx.next("REGISTER");
             }
             403 => return Err(Failure::new(FailureReason::AuthFailed, format!("403 {phrase}"))),
@@ -541,7 +452,7 @@ pub async fn home_of(pools: &[Pool], host: &str, cx: &ProbeContext) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::users::Aor;
+    use crate::model::users::{Aor, UserAuth};
     use crate::sip::message::{parse, Parsed};
 
     fn user() -> User {
