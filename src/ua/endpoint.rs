@@ -654,6 +654,7 @@ async fn run(endpoint: Arc<Endpoint>, stop: CancellationToken) {
         };
         let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let home = registration::home_of(&endpoint.spec.pools, &session.binding.host, &cx).await;
+        session.link.set_association(session.binding.creds.association());
         *endpoint.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.link.clone());
         endpoint.set_registered(home, &session.binding.host, session.binding.granted);
         let since = Instant::now();
@@ -774,6 +775,7 @@ async fn hold(endpoint: &Arc<Endpoint>, mut s: InForce, stop: &CancellationToken
                 let deadline = Instant::now() + REGISTER_BUDGET;
                 match registration::again(user, &mut lr, &mut s.binding, EXPIRES, deadline).await {
                     Ok(granted) => {
+                        s.link.set_association(s.binding.creds.association());
                         endpoint.status.lock().unwrap_or_else(|e| e.into_inner()).expires = Some(granted);
                         endpoint.registrations.fetch_add(1, Ordering::AcqRel);
                     }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{connect_sip, SipConn, Stream};
+use super::credentials::SharedAssociation;
 use super::endpoint::Endpoint;
 use super::registration::{Connector, Transact};
 use super::ProbeContext;
@@ -45,6 +46,10 @@ pub struct Link {
     pub(super) closed: CancellationToken,
     /// CRLF keep-alive runs received (pongs), counted by the reader.
     pub(super) pongs: AtomicU64,
+    /// The NTLM security association every message on the link is signed on, once
+    /// the user signed in with NTLM (MS-SIPAE): outgoing requests and responses get a
+    /// signature, incoming ones must carry the server's.
+    sa: Mutex<Option<SharedAssociation>>,
 }
 
 enum Writer {
@@ -61,11 +66,61 @@ impl Link {
             pending: Mutex::new(HashMap::new()),
             closed: CancellationToken::new(),
             pongs: AtomicU64::new(0),
+            sa: Mutex::new(None),
         }
     }
 
-    /// Sends bytes as they are (an ACK; a response).
+    /// Signs everything on the link from now on with `sa` (none: nothing is signed).
+    pub fn set_association(&self, sa: Option<SharedAssociation>) {
+        *self.sa.lock().unwrap_or_else(|e| e.into_inner()) = sa;
+    }
+
+    fn association(&self) -> Option<SharedAssociation> {
+        self.sa.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `bytes` signed on the link's association, unless there is none or the message
+    /// carries NTLM credentials already (a REGISTER the registration signed).
+    fn signed<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        use std::borrow::Cow;
+        let Some(sa) = self.association() else { return Cow::Borrowed(bytes) };
+        let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n");
+        let (Some(end), Ok(message::Parsed::Complete(m, _))) = (head_end, message::parse(bytes, false))
+        else {
+            return Cow::Borrowed(bytes);
+        };
+        if bytes[..end].windows(19).any(|w| w.eq_ignore_ascii_case(b"uthorization: NTLM ")) {
+            return Cow::Borrowed(bytes);
+        }
+        let (name, value) = sa.lock().unwrap_or_else(|e| e.into_inner()).sign(&m);
+        let mut out = Vec::with_capacity(bytes.len() + name.len() + value.len() + 4);
+        out.extend_from_slice(&bytes[..end]);
+        out.extend_from_slice(format!("\r\n{name}: {value}").as_bytes());
+        out.extend_from_slice(&bytes[end..]);
+        Cow::Owned(out)
+    }
+
+    /// Whether `m`, a message of the server's, passes the link's association (always
+    /// without one).
+    fn verified(&self, m: &Message) -> Result<(), Failure> {
+        let Some(sa) = self.association() else { return Ok(()) };
+        let verdict = sa.lock().unwrap_or_else(|e| e.into_inner()).verify(m);
+        verdict.map_err(|e| {
+            let what = match m.status() {
+                Some(code) => format!("{code} {}", m.cseq().map_or("", |(_, method)| method)),
+                None => m.cseq().map_or_else(String::new, |(_, method)| method.to_owned()),
+            };
+            Failure::new(FailureReason::AuthSignature, format!("{what}: {e}"))
+        })
+    }
+
+    /// Sends a message (an ACK; a response), signed on the link's association.
     pub async fn send(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let bytes = self.signed(bytes);
+        self.send_raw(&bytes).await
+    }
+
+    async fn send_raw(&self, bytes: &[u8]) -> Result<(), Failure> {
         let io = |e: std::io::Error| Failure::new(crate::net::tls::io_reason(&e), format!("sending: {e}"));
         let write = async {
             match &mut *self.writer.lock().await {
@@ -120,7 +175,9 @@ impl Link {
             p.insert(tx.branch.clone(), stx);
         }
         let _guard = PendingGuard(self, &tx.branch);
-        self.send(request).await?;
+        // Signed once: a retransmission is the same message.
+        let request = self.signed(request);
+        self.send_raw(&request).await?;
         let mut timer =
             Retransmit::new(Instant::now(), tx.method == "INVITE", self.transport != Transport::Udp);
         let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
@@ -130,6 +187,11 @@ impl Link {
                     Some(m) if m.answers(tx) => {
                         crate::trace::step("sip", || format!("received {} {}", m.status().unwrap_or(0), tx.method));
                         if m.status().is_some_and(|c| c >= 200) {
+                            // REGISTER responses are the registration's to check (it may be
+                            // setting up a new association).
+                            if !matches!(m.status(), Some(401 | 407)) && tx.method != "REGISTER" {
+                                self.verified(&m)?;
+                            }
                             return Ok(m);
                         }
                         timer.provisional();
@@ -147,7 +209,7 @@ impl Link {
                         ));
                     }
                     if timer.fire(now) {
-                        self.send(request).await?;
+                        self.send_raw(&request).await?;
                     }
                 }
             }
@@ -161,6 +223,12 @@ impl Link {
             if let Some(s) = sender {
                 let _ = s.try_send(m);
             }
+            return None;
+        }
+        if let Err(f) = self.verified(&m) {
+            // Never acted on unsigned: dropped, as a client does (the sender retries,
+            // and its probe fails with not_delivered).
+            tracing::warn!(user = %endpoint.user().name, "request from the registrar dropped: {}", f.detail);
             return None;
         }
         endpoint.answer(&m, self)

@@ -29,6 +29,8 @@ pub mod options;
 pub mod registration;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ntlm;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
