@@ -378,8 +378,18 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "unknown auth",
-            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\n"),
-            "t.toml:15:8: users[0].auth: \"ntlm\" is not one of digest, none",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"kerberos\"\n"),
+            "t.toml:15:8: users[0].auth: \"kerberos\" is not one of digest, ntlm, none",
+        ),
+        (
+            "ntlm without a password",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\nusername = \"CONTOSO\\\\a\"\n"),
+            "t.toml:12:8: users[0]: auth = \"ntlm\" needs password_file or password_env",
+        ),
+        (
+            "ntlm with a Digest key",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\npassword_env = \"PATH\"\nallow_md5 = true\n"),
+            "t.toml:17:13: users[0]: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5 are Digest's)",
         ),
         (
             "pools on a per-user kind",
@@ -534,4 +544,26 @@ fn a_file_over_the_size_limit_is_refused() {
             big.display()
         )
     );
+}
+
+#[test]
+fn an_ntlm_user_takes_its_domain_from_the_user_name_or_the_domain_key() {
+    use coexistd::model::users::UserAuth;
+    for (username, domain_key, want) in [
+        ("username = \"CONTOSO\\\\alice\"\n", "", ("CONTOSO", "alice")),
+        ("username = \"alice@contoso.com\"\n", "", ("", "alice@contoso.com")),
+        ("", "domain = \"FABRIKAM\"\n", ("FABRIKAM", "alice")),
+    ] {
+        let text = with_pools(&format!(
+            "[[users]]\nname = \"alice\"\nuri = \"sip:alice@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\npassword_env = \"PATH\"\n{username}{domain_key}"
+        ));
+        let config = Config::parse(&text, "t.toml").unwrap();
+        match &config.users[0].auth {
+            UserAuth::Ntlm { domain, username, password } => {
+                assert_eq!((domain.as_str(), username.as_str()), want);
+                assert_eq!(format!("{password:?}"), "Secret(***)");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
