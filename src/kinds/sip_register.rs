@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use toml::Spanned;
 
-use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, Phase, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Measure, Outcome, Phase, ProbeContext};
 use crate::model::pool::Pool;
 use crate::model::users::User;
 use crate::net::tls::TlsOptions;
@@ -62,6 +62,7 @@ pub struct SipRegisterSpec {
 
 impl CheckKind for SipRegisterSpec {
     type Keys = SipRegisterKeys;
+    const MEASURES: &'static [&'static Measure] = &[&crate::ua::credentials::CLOCK_SKEW];
 
     /// The target label is the user's address of record.
     fn build(keys: &SipRegisterKeys, cx: &BuildCx<'_>) -> Result<(SipRegisterSpec, String), BuildError> {
@@ -148,5 +149,8 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
         Ok(_) => Outcome::pass(phases),
     };
     o.points_to = Some(home);
+    if let Some(s) = reg.binding.creds.skew() {
+        o.set(&crate::ua::credentials::CLOCK_SKEW, s);
+    }
     o
 }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use super::registration::reason_phrase;
 use crate::failure::{Failure, FailureReason};
+use crate::model::outcome::Measure;
 use crate::model::users::{User, UserAuth};
 use crate::sip::auth::{Challenge, Digest, Request, Scheme, Secret};
 use crate::sip::message::{self, Message};
@@ -38,6 +39,8 @@ pub struct Credentials {
     answered: Option<(String, String)>,
     /// The user's name, for log lines.
     user: String,
+    /// The registrar's clock minus ours at the last challenge with a `Date`.
+    skew: Option<f64>,
 }
 
 /// A test user's NTLM side (MS-SIPAE).
@@ -67,6 +70,7 @@ impl Credentials {
             policy: DigestPolicy::default(),
             answered: None,
             user: user.name.clone(),
+            skew: None,
         };
         match &user.auth {
             UserAuth::Digest { username, password, realm, allow_md5 } => {
@@ -93,6 +97,11 @@ impl Credentials {
     /// The realm the last answer went to.
     pub fn answered_realm(&self) -> Option<&str> {
         self.answered.as_ref().map(|(r, _)| r.as_str())
+    }
+
+    /// The registrar's clock minus ours (seconds) at the last challenge with a `Date`.
+    pub fn skew(&self) -> Option<f64> {
+        self.skew
     }
 
     /// Whether the user signs in with NTLM.
@@ -182,6 +191,9 @@ impl Credentials {
     pub fn answer(&mut self, resp: &Message, method: &'static str, uri: &str) -> Result<bool, Failure> {
         let code = resp.status().unwrap_or(0);
         let phrase = reason_phrase(resp);
+        if let Some(s) = clock_skew(resp) {
+            self.skew = Some(s);
+        }
         let (challenge_header, answer_header) = if code == 401 {
             ("www-authenticate", "Authorization")
         } else {
@@ -332,6 +344,13 @@ impl Credentials {
         Ok(true)
     }
 }
+
+/// `coexist_clock_skew_seconds`: the registrar's clock minus the agent's.
+pub static CLOCK_SKEW: Measure = Measure {
+    name: "coexist_clock_skew_seconds",
+    help: "The registrar's clock minus the agent's, from the Date of its last challenge (NTLM fails beyond 900 s, Kerberos beyond 300 s).",
+    label: None,
+};
 
 /// The registrar's clock minus ours, in seconds, from the `Date` of `resp`.
 pub fn clock_skew(resp: &Message) -> Option<f64> {

@@ -211,13 +211,18 @@ pub async fn register<K: Connector>(
         let verdict =
             exchange(user, transport, &mut conn, &mut creds, &mut tx, &tag, plan.expires, plan.deadline)
                 .await;
+        let skew = creds.skew();
         let fail = |f: Failure, phases: &mut Vec<(Phase, Duration)>| {
             phases.push((Phase::Request, t.elapsed()));
-            Outcome::fail(
+            let mut o = Outcome::fail(
                 f.reason,
                 after(&redirected, format!("{host}:{port}: {}", f.detail)),
                 phases.clone(),
-            )
+            );
+            if let Some(s) = skew {
+                o.set(&super::credentials::CLOCK_SKEW, s);
+            }
+            o
         };
         match verdict {
             Err(f) => return Err(fail(f, phases)),
