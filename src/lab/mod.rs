@@ -17,18 +17,23 @@
 //! `_sipinternal._tcp` still at the old one.
 //!
 //! The SIP servers are also small registrars for four test users, two homed on each pool
-//! (alice and adam on the legacy pool, bob and beth on the new one): a REGISTER is
-//! challenged with Digest (SHA-256, `qop=auth`), one for a user homed on the other pool
-//! is answered `301` with that pool in `Contact`. They are proxies too: any other request
-//! from a test user is challenged (`407`, Digest SHA-256) unless it is in a dialog, then
-//! delivered over the target user's registered connection (or to its UDP address), or
-//! handed to the pool the target is homed on, which delivers it; responses go back the
-//! same way. Passwords are random per start, in files (mode 600) the generated
+//! (alice and adam on the legacy pool, bob and beth on the new one). They sign in with
+//! NTLM as Office Communicator and Lync do (MS-SIPAE, [`ntlm`]): the legacy pool
+//! challenges like OCS 2007 R2 (protocol version 3), the new one like Lync 2013 (Kerberos
+//! offered first, then NTLM version 4); once signed in, every request of theirs must be
+//! signed (`403` otherwise) and everything the pools send them is signed. A REGISTER for
+//! a user homed on the other pool is answered `301` with that pool in `Contact`. They are
+//! proxies too: a request is delivered over the target user's registered connection (or
+//! to its UDP address), or handed to the pool the target is homed on, which delivers it;
+//! responses go back the same way. Other users (the benchmarks' extra ones) sign in with
+//! Digest (SHA-256, `qop=auth`), and their requests outside a dialog are challenged
+//! (`407`). Passwords are random per start, in files (mode 600) the generated
 //! configuration names.
 //!
 //! The agent then runs against the lab with [`Lab::config_text`].
 
 pub mod dns_server;
+pub mod ntlm;
 pub mod pki;
 pub mod registrar;
 
@@ -103,8 +108,9 @@ impl Peer {
     }
 }
 
-/// A registration: the Contact, the pool it registered at, where to send requests.
-type Binding = (String, &'static str, Peer);
+/// A registration: the Contact, the pool it registered at, where to send requests, the
+/// NTLM association it signed in on (what the lab sends there is signed on it).
+type Binding = (String, &'static str, Peer, Option<String>);
 
 /// Transactions forwarded and not answered yet, at most (oldest dropped past this).
 const LAB_PENDING: usize = 10_000;
@@ -116,10 +122,15 @@ pub struct Router {
     users: Vec<(String, &'static str, crate::sip::auth::Secret)>,
     /// user → (contact, pool, peer), latest last.
     bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<Binding>>>,
-    /// our Via branch → (where the response goes, Via lines to remove).
-    pending: std::sync::Mutex<std::collections::HashMap<String, (Peer, usize)>>,
+    /// our Via branch → (where the response goes, Via lines to remove, the sender's NTLM
+    /// association).
+    pending: std::sync::Mutex<std::collections::HashMap<String, (Peer, usize, Option<String>)>>,
     /// Branches of INVITEs the lab answered itself (407): their ACK ends here.
     answered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The users who sign in with NTLM (the four of [`LAB_USERS`]), and their
+    /// associations.
+    ntlm_users: std::collections::HashSet<String>,
+    ntlm: ntlm::NtlmLab,
 }
 
 /// A lab registrar and proxy for one pool.
@@ -161,9 +172,21 @@ impl Registrar {
             message::StartLine::Request { uri, .. } => uri.as_str(),
             message::StartLine::Response { .. } => "",
         };
+        let sender = user_part(msg.header("from").unwrap_or("")).to_owned();
+        let ntlm_user = self.router.ntlm_users.contains(&sender);
+        let opaque = ntlm::opaque_of(&msg);
+        // A user who signs in with NTLM sends nothing unsigned (MS-SIPAE).
+        if ntlm_user && !self.router.ntlm.verify(&msg) {
+            if method != "ACK" {
+                let refused = message::response_to(&msg, 403, "Forbidden (signature)", server);
+                from.send(self.router.ntlm.sign_with(opaque.as_deref(), refused)).await;
+            }
+            return;
+        }
         if message::uri_user(message::addr_uri(uri)).is_none() {
             if method != "ACK" {
-                from.send(message::response_to(&msg, 200, "OK", server)).await;
+                let ok = message::response_to(&msg, 200, "OK", server);
+                from.send(self.router.ntlm.sign_with(opaque.as_deref(), ok)).await;
             }
             return;
         }
@@ -175,9 +198,8 @@ impl Registrar {
             }
         }
         let in_dialog = msg.header("to").and_then(message::tag_of).is_some();
-        if !in_dialog && method != "ACK" && method != "CANCEL" {
-            let sender = user_part(msg.header("from").unwrap_or(""));
-            let ok = match (self.router.user(sender), msg.header("proxy-authorization")) {
+        if !in_dialog && method != "ACK" && method != "CANCEL" && !ntlm_user {
+            let ok = match (self.router.user(&sender), msg.header("proxy-authorization")) {
                 (Some((_, _, pw)), Some(a)) => crate::sip::auth::verify(a, pw, &method),
                 _ => false,
             };
@@ -215,25 +237,24 @@ impl Registrar {
                 &contact,
             );
         }
+        if self.router.ntlm_users.contains(user) {
+            let target = format!("{}.{DOMAIN}", pool_host(self.pool));
+            let version = if self.pool == "ocs2007r2" { 3 } else { 4 };
+            return match self.router.ntlm.register(req, password, &target, version) {
+                ntlm::Register::Challenge(h) => {
+                    with_headers(message::response_to(req, 401, "Unauthorized", server), &h)
+                }
+                ntlm::Register::Refused(code, reason) => message::response_to(req, code, reason, server),
+                ntlm::Register::Accepted(opaque) => {
+                    let contact = self.bind(req, user, from, Some(opaque.clone()));
+                    let ok = with_headers(message::response_to(req, 200, "OK", server), &contact);
+                    self.router.ntlm.sign_with(Some(&opaque), ok)
+                }
+            };
+        }
         match req.header("authorization") {
             Some(a) if crate::sip::auth::verify(a, password, "REGISTER") => {
-                let contact = req.header("contact").unwrap_or("").to_owned();
-                let expires = req
-                    .header("expires")
-                    .and_then(|e| message::bounded_decimal(e.trim(), 3600))
-                    .unwrap_or(600);
-                let mut b = self.router.bindings.lock().unwrap_or_else(|e| e.into_inner());
-                let list = b.entry(user.to_owned()).or_default();
-                list.retain(|(c, _, _)| *c != contact);
-                if expires > 0 {
-                    list.push((contact.clone(), self.pool, from.clone()));
-                }
-                let header = if expires > 0 {
-                    format!("Contact: {contact};expires={expires}\r\n")
-                } else {
-                    String::new()
-                };
-                with_headers(message::response_to(req, 200, "OK", server), &header)
+                with_headers(message::response_to(req, 200, "OK", server), &self.bind(req, user, from, None))
             }
             _ => {
                 let challenge = format!(
@@ -242,6 +263,25 @@ impl Registrar {
                 );
                 with_headers(message::response_to(req, 401, "Unauthorized", server), &challenge)
             }
+        }
+    }
+}
+
+impl Registrar {
+    /// Keeps (or with `Expires: 0` removes) the REGISTER's binding; the Contact header
+    /// line of the 200.
+    fn bind(&self, req: &message::Message, user: &str, from: &Peer, opaque: Option<String>) -> String {
+        let contact = req.header("contact").unwrap_or("").to_owned();
+        let expires =
+            req.header("expires").and_then(|e| message::bounded_decimal(e.trim(), 3600)).unwrap_or(600);
+        let mut b = self.router.bindings.lock().unwrap_or_else(|e| e.into_inner());
+        let list = b.entry(user.to_owned()).or_default();
+        list.retain(|(c, _, _, _)| *c != contact);
+        if expires > 0 {
+            list.push((contact.clone(), self.pool, from.clone(), opaque));
+            format!("Contact: {contact};expires={expires}\r\n")
+        } else {
+            String::new()
         }
     }
 }
@@ -260,9 +300,11 @@ impl Router {
         };
         let is_ack = matches!(&msg.start, message::StartLine::Request { method, .. } if method == "ACK");
         let target = user_part(&uri).to_owned();
+        let opaque = ntlm::opaque_of(&msg);
         let Some((_, home, _)) = self.user(&target) else {
             if !is_ack {
-                from.send(message::response_to(&msg, 404, "Not Found", server)).await;
+                let not_found = message::response_to(&msg, 404, "Not Found", server);
+                from.send(self.ntlm.sign_with(opaque.as_deref(), not_found)).await;
             }
             return;
         };
@@ -272,11 +314,12 @@ impl Router {
         }
         let to = {
             let b = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
-            b.get(&target).and_then(|l| l.last()).map(|(_, _, p)| p.clone())
+            b.get(&target).and_then(|l| l.last()).map(|(_, _, p, o)| (p.clone(), o.clone()))
         };
-        let Some(to) = to else {
+        let Some((to, to_opaque)) = to else {
             if !is_ack {
-                from.send(message::response_to(&msg, 480, "Temporarily Unavailable", server)).await;
+                let unavailable = message::response_to(&msg, 480, "Temporarily Unavailable", server);
+                from.send(self.ntlm.sign_with(opaque.as_deref(), unavailable)).await;
             }
             return;
         };
@@ -286,7 +329,7 @@ impl Router {
             if p.len() >= LAB_PENDING {
                 p.clear();
             }
-            p.insert(branch.clone(), (from, vias));
+            p.insert(branch.clone(), (from, vias, opaque));
         }
         let mut via = String::new();
         for i in 0..vias {
@@ -297,7 +340,8 @@ impl Router {
             };
             via.push_str(&format!("Via: SIP/2.0/TLS {}.{DOMAIN}:5061;branch={b}\r\n", pool_host(pool)));
         }
-        to.send(with_headers(message::serialize(&msg), &via)).await;
+        to.send(self.ntlm.sign_with(to_opaque.as_deref(), with_headers(message::serialize(&msg), &via)))
+            .await;
     }
 
     /// A response from a client: back along the transaction it answers.
@@ -312,14 +356,15 @@ impl Router {
                 p.get(&branch).cloned()
             }
         };
-        let Some((peer, vias)) = entry else { return };
+        let Some((peer, vias, opaque)) = entry else { return };
         let mut msg = msg;
         for _ in 0..vias {
             if let Some(i) = msg.headers.iter().position(|(n, _)| n == "via") {
                 msg.headers.remove(i);
             }
         }
-        peer.send(message::serialize(&msg)).await;
+        // Back to the request's sender: signed on its association when it has one.
+        peer.send(self.ntlm.sign_with(opaque.as_deref(), message::serialize(&msg))).await;
     }
 }
 
@@ -583,6 +628,8 @@ impl Lab {
             bindings: std::sync::Mutex::new(std::collections::HashMap::new()),
             pending: std::sync::Mutex::new(std::collections::HashMap::new()),
             answered: std::sync::Mutex::new(std::collections::HashSet::new()),
+            ntlm_users: LAB_USERS.iter().map(|(n, _)| (*n).to_owned()).collect(),
+            ntlm: ntlm::NtlmLab::default(),
         });
         let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
@@ -736,17 +783,22 @@ record = "{{fqdn}}"
 type = "A"
 expect = ["127.0.20.1", "127.0.20.2"]
 
-# Test users, two homed on each pool (passwords: random per start, in files).
+# Test users, two homed on each pool, signing in with NTLM as OCS and Lync clients do
+# (passwords: random per start, in files).
 [[users]]
 name = "alice"
 uri = "sip:alice@{DOMAIN}"
 pool = "ocs2007r2"
+auth = "ntlm"
+username = "CONTOSO\\alice"
 password_file = "{users}/alice.pass"
 
 [[users]]
 name = "adam"
 uri = "sip:adam@{DOMAIN}"
 pool = "ocs2007r2"
+auth = "ntlm"
+username = "CONTOSO\\adam"
 password_file = "{users}/adam.pass"
 transport = "udp"
 
@@ -754,16 +806,21 @@ transport = "udp"
 name = "bob"
 uri = "sip:bob@{DOMAIN}"
 pool = "lync2013"
+auth = "ntlm"
+username = "CONTOSO\\bob"
 password_file = "{users}/bob.pass"
 
 [[users]]
 name = "beth"
 uri = "sip:beth@{DOMAIN}"
 pool = "lync2013"
+auth = "ntlm"
+username = "CONTOSO\\beth"
 password_file = "{users}/beth.pass"
 transport = "tcp"
 
-# Each registers (Digest, SHA-256) where the plan homes it, and unregisters.
+# Each registers (NTLM: version 3 at the legacy pool, 4 at the new one; every message
+# after it signed) where the plan homes it, and unregisters.
 [[checks]]
 name = "register"
 kind = "sip_register"
@@ -774,6 +831,12 @@ kind = "sip_register"
 name = "im"
 kind = "sip_im"
 method = "MESSAGE"
+
+# The same pairs opening an IM session: INVITE, ACK, a MESSAGE in the dialog, BYE.
+[[checks]]
+name = "im-session"
+kind = "sip_im"
+method = "INVITE"
 "#,
             dns = self.dns.addr,
             ca = self.ca_file.display(),

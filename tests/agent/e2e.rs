@@ -351,9 +351,10 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
-    // 18 server checks, 4 test users registering (2 per pool, over TLS, UDP and TCP) and
-    // the 12 ordered pairs of them exchanging a MESSAGE through the pools.
-    assert_eq!(successes.len(), 34, "{m}");
+    // 18 server checks, 4 test users registering (2 per pool, over TLS, UDP and TCP,
+    // signing in with NTLM) and the 12 ordered pairs of them exchanging a MESSAGE and
+    // opening an IM session through the pools, every message signed and checked.
+    assert_eq!(successes.len(), 46, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
@@ -416,6 +417,19 @@ fn the_demo_serves_a_passing_lab() {
             "{user}"
         );
     }
+    // Microsoft-style sign-in: Kerberos offered first and skipped, NTLM version 4 at the
+    // new pool (3 at the legacy one), the server's signature on the 200; no secret shown.
+    let (_, trace) = http(addr, "GET", "/api/v1/trace?check=register&pool=lync2013").unwrap();
+    for want in [
+        "WWW-Authenticate: Kerberos",
+        "WWW-Authenticate: NTLM realm=\"SIP Communications Service\", targetname=\"lyncpool.contoso.test\", version=4",
+        "Authorization: NTLM ***",
+        "Authentication-Info: NTLM rspauth=",
+    ] {
+        assert!(trace.contains(want), "{want}: {trace}");
+    }
+    let (_, trace) = http(addr, "GET", "/api/v1/trace?check=register&pool=ocs2007r2").unwrap();
+    assert!(trace.contains("targetname=\"ocspool.contoso.test\", version=3"), "{trace}");
     promtool_check(&m);
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let t = Instant::now();
