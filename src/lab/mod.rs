@@ -112,6 +112,10 @@ impl Peer {
 /// NTLM association it signed in on (what the lab sends there is signed on it).
 type Binding = (String, &'static str, Peer, Option<String>);
 
+/// A request forwarded: where its response goes, the Via lines to remove, the sender's
+/// NTLM association.
+type Forwarded = (Peer, usize, Option<String>);
+
 /// Transactions forwarded and not answered yet, at most (oldest dropped past this).
 const LAB_PENDING: usize = 10_000;
 
@@ -124,7 +128,7 @@ pub struct Router {
     bindings: std::sync::Mutex<std::collections::HashMap<String, Vec<Binding>>>,
     /// our Via branch → (where the response goes, Via lines to remove, the sender's NTLM
     /// association).
-    pending: std::sync::Mutex<std::collections::HashMap<String, (Peer, usize, Option<String>)>>,
+    pending: std::sync::Mutex<std::collections::HashMap<String, Forwarded>>,
     /// Branches of INVITEs the lab answered itself (407): their ACK ends here.
     answered: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The users who sign in with NTLM (the four of [`LAB_USERS`]), and their
