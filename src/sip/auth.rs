@@ -4,9 +4,11 @@
 //! `401 WWW-Authenticate` and `407 Proxy-Authenticate`.
 //!
 //! One small interface, [`Scheme`]: a scheme says whether it can answer a challenge and
-//! builds the credentials header. Adding a scheme (NTLM or Kerberos of MS-SIPAE, which
-//! Lync and OCS registrars ask of users) is one more implementation; nothing else
-//! changes.
+//! builds the credentials header, one challenge at a time. NTLM (MS-SIPAE) is not one:
+//! it takes two challenges and then signs every message of the association, so it is
+//! [`super::ntlm`] and [`super::sipae`], and the user agent's credentials
+//! (`ua::credentials`) pick Digest or NTLM per user behind one `answer`/`request`/
+//! `check` interface that the registration and the endpoints use.
 //!
 //! Wire layer: no I/O, imports nothing of the crate. The password is held in a
 //! [`Secret`] that never prints.
