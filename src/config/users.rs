@@ -43,6 +43,9 @@ pub(super) fn build_users(
             })?,
         };
         let auth_kind = ru.auth.as_ref().map_or("digest", |a| a.get_ref().as_str());
+        if let (Some(d), false) = (&ru.domain, auth_kind == "ntlm") {
+            return Err(src.err(d.span(), &format!("{p}.domain: only auth = \"ntlm\" has a domain")));
+        }
         let auth = match auth_kind {
             "digest" => {
                 let password = read_password(ru, &p, src, "digest")?;
@@ -77,7 +80,18 @@ pub(super) fn build_users(
                     Some((d, u)) => (d.to_owned(), u.to_owned()),
                     None => (String::new(), given),
                 };
-                let domain = ru.domain.as_ref().map_or(domain, |d| d.get_ref().clone());
+                let domain = match &ru.domain {
+                    Some(d) if given_has_domain(&ru.username) => {
+                        return Err(src.err(
+                            d.span(),
+                            &format!(
+                                "{p}.domain: the username names its domain already (DOMAIN\\user): give one"
+                            ),
+                        ))
+                    }
+                    Some(d) => d.get_ref().clone(),
+                    None => domain,
+                };
                 if username.is_empty() {
                     let span = ru.username.as_ref().map_or_else(|| ru.name.span(), |u| u.span());
                     return Err(src.err(span, &format!("{p}.username: no user name")));
@@ -189,4 +203,9 @@ fn read_password(ru: &RawUser, p: &str, src: &Source<'_>, kind: &str) -> Result<
         }
     };
     Ok(password)
+}
+
+/// Whether a `username` is written `DOMAIN\user`.
+fn given_has_domain(username: &Option<toml::Spanned<String>>) -> bool {
+    username.as_ref().is_some_and(|u| u.get_ref().contains('\\'))
 }

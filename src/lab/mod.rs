@@ -252,7 +252,12 @@ impl Registrar {
                 ntlm::Register::Accepted(opaque) => {
                     let contact = self.bind(req, user, from, Some(opaque.clone()));
                     let ok = with_headers(message::response_to(req, 200, "OK", server), &contact);
-                    self.router.ntlm.sign_with(Some(&opaque), ok)
+                    let signed = self.router.ntlm.sign_with(Some(&opaque), ok);
+                    if contact.is_empty() {
+                        // Unregistered: the association ends with its binding.
+                        self.router.ntlm.forget(&opaque);
+                    }
+                    signed
                 }
             };
         }
@@ -406,7 +411,7 @@ const MEMBERS: &[Member] =
 /// What the lab's SIP servers call themselves.
 fn server_name(legacy: bool) -> &'static str {
     if legacy {
-        "RTC/3.0 (coexistd lab: OCS 2007 R2)"
+        "RTC/3.5 (coexistd lab: OCS 2007 R2)"
     } else {
         "RTC/5.0 (coexistd lab: Lync Server 2013)"
     }

@@ -6,8 +6,8 @@
 //! `403`), and every message the lab sends the user — answers, requests it delivers,
 //! responses it relays — is signed with the server's keys.
 //!
-//! Lab only: associations and handshakes are kept by name until too many (then all are
-//! forgotten), never expired.
+//! Lab only: associations are kept by name, each tied to the user who signed in, until
+//! that user's unregister; past 10,000 one is forgotten for each new one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,11 +26,12 @@ pub const REALM: &str = "SIP Communications Service";
 #[derive(Debug, Default)]
 pub struct NtlmLab {
     challenges: Mutex<HashMap<String, [u8; 8]>>,
-    sas: Mutex<HashMap<String, Association>>,
+    /// By name: the user who signed in, and the association.
+    sas: Mutex<HashMap<String, (String, Association)>>,
 }
 
-/// Associations and handshakes kept at most (all forgotten past it: the lab is no
-/// security boundary, but it must not grow without bound).
+/// Associations and handshakes kept at most (one is forgotten for each new one past
+/// it: the lab is no security boundary, but it must not grow without bound).
 const MAX_KEPT: usize = 10_000;
 
 /// What a REGISTER of an NTLM user gets.
@@ -60,8 +61,15 @@ pub fn opaque_of(m: &Message) -> Option<String> {
 
 fn bounded<V>(map: &mut HashMap<String, V>) {
     if map.len() >= MAX_KEPT {
-        map.clear();
+        if let Some(k) = map.keys().next().cloned() {
+            map.remove(&k);
+        }
     }
+}
+
+/// The user part of a request's `header` (From or To).
+fn user_of(m: &Message, header: &str) -> String {
+    message::uri_user(message::addr_uri(m.header(header).unwrap_or(""))).unwrap_or("").to_owned()
 }
 
 impl NtlmLab {
@@ -87,7 +95,9 @@ impl NtlmLab {
         match creds.param("gssapi-data") {
             // A refresh on the association: its signature decides.
             None => match self.sas.lock().unwrap_or_else(|e| e.into_inner()).get(&opaque) {
-                Some(sa) if sa.verify(req).is_ok() => Register::Accepted(opaque),
+                Some((user, sa)) if *user == user_of(req, "to") && sa.verify(req).is_ok() => {
+                    Register::Accepted(opaque)
+                }
                 Some(_) => Register::Refused(403, "Forbidden (signature)"),
                 None => challenge(""),
             },
@@ -143,20 +153,23 @@ impl NtlmLab {
                 }
                 let mut sas = self.sas.lock().unwrap_or_else(|e| e.into_inner());
                 bounded(&mut sas);
-                sas.insert(opaque.clone(), sa);
+                sas.insert(opaque.clone(), (user_of(req, "to"), sa));
                 Register::Accepted(opaque)
             }
         }
     }
 
-    /// Whether a request carries a valid signature on the association it names.
+    /// Whether a request carries a valid signature on the association it names, which
+    /// must be its sender's.
     pub fn verify(&self, req: &Message) -> bool {
         let Some(opaque) = opaque_of(req) else { return false };
-        self.sas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&opaque)
-            .is_some_and(|sa| sa.verify(req).is_ok())
+        let sas = self.sas.lock().unwrap_or_else(|e| e.into_inner());
+        sas.get(&opaque).is_some_and(|(user, sa)| *user == user_of(req, "from") && sa.verify(req).is_ok())
+    }
+
+    /// Forgets the association named `opaque` (its user unregistered).
+    pub fn forget(&self, opaque: &str) {
+        self.sas.lock().unwrap_or_else(|e| e.into_inner()).remove(opaque);
     }
 
     /// `bytes` (a message to a user) signed on the association named `opaque`; as they
@@ -164,7 +177,7 @@ impl NtlmLab {
     pub fn sign_with(&self, opaque: Option<&str>, bytes: Vec<u8>) -> Vec<u8> {
         let Some(opaque) = opaque else { return bytes };
         let mut sas = self.sas.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(sa) = sas.get_mut(opaque) else { return bytes };
+        let Some((_, sa)) = sas.get_mut(opaque) else { return bytes };
         let (Some(end), Ok(message::Parsed::Complete(m, _))) =
             (bytes.windows(4).position(|w| w == b"\r\n\r\n"), message::parse(&bytes, false))
         else {

@@ -296,10 +296,11 @@ pub struct Nonces {
 }
 
 impl Nonces {
-    /// Fresh random values and the current time.
-    pub fn fresh() -> Nonces {
+    /// Fresh random values and the current time; `None` when the system's random
+    /// source fails (never a predictable session key).
+    pub fn fresh() -> Option<Nonces> {
         let mut b = [0u8; 24];
-        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
         let mut client_challenge = [0u8; 8];
         client_challenge.copy_from_slice(&b[..8]);
         let mut session_key = [0u8; 16];
@@ -307,7 +308,7 @@ impl Nonces {
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() / 100) as u64;
-        Nonces { client_challenge, session_key, time: unix + 116_444_736_000_000_000 }
+        Some(Nonces { client_challenge, session_key, time: unix + 116_444_736_000_000_000 })
     }
 }
 
@@ -359,7 +360,11 @@ pub fn authenticate(
     rc4(&r.session_base_key, &mut encrypted);
     // As pidgin-sipe and Office Communicator do: the server's flags within ours, the
     // target requested, 56-bit keys dropped when 128-bit ones are there.
-    let mut negotiated = challenge.flags & CLIENT_FLAGS | flags::UNICODE | flags::REQUEST_TARGET;
+    let mut negotiated = challenge.flags & CLIENT_FLAGS
+        | flags::UNICODE
+        | flags::REQUEST_TARGET
+        | flags::IDENTIFY
+        | flags::DATAGRAM;
     if negotiated & flags::N128 != 0 {
         negotiated &= !flags::N56;
     }

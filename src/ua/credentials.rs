@@ -114,6 +114,18 @@ impl Credentials {
         self.ntlm.as_ref().filter(|n| n.established).and_then(|n| n.sa.clone())
     }
 
+    /// Forgets the NTLM association and handshake (a redirect: the next registrar is
+    /// another server, with associations of its own).
+    pub fn forget_association(&mut self) {
+        if let Some(n) = self.ntlm.as_mut() {
+            n.sa = None;
+            n.established = false;
+            n.sent_authenticate = false;
+            n.sign_next = false;
+        }
+        self.next = None;
+    }
+
     /// Starts a new exchange: no answer to a challenge is pending.
     pub fn begin(&mut self) {
         self.next = None;
@@ -162,14 +174,32 @@ impl Credentials {
     /// association.
     pub fn check(&mut self, resp: &Message) -> Result<(), Failure> {
         let Some(n) = self.ntlm.as_mut() else { return Ok(()) };
-        let Some(sa) = n.sa.as_ref() else { return Ok(()) };
         let code = resp.status().unwrap_or(0);
         if code < 200 || code == 401 || code == 407 {
             return Ok(());
         }
+        let Some(sa) = n.sa.as_ref() else {
+            // An NTLM user is never accepted without signing in: a 2xx before the
+            // handshake would turn every later signature off.
+            if (200..300).contains(&code) {
+                return Err(Failure::new(
+                    FailureReason::AuthSignature,
+                    format!(
+                        "{code} {}: accepted without an NTLM sign-in (nothing signed)",
+                        reason_phrase(resp)
+                    ),
+                ));
+            }
+            return Ok(());
+        };
         let verdict = sa.lock().unwrap_or_else(|e| e.into_inner()).verify(resp);
         match verdict {
             Ok(()) => {
+                // A signed exchange on an association already established: a later drop
+                // may be answered by signing in again once more.
+                if n.established {
+                    n.reestablished = false;
+                }
                 n.established = true;
                 n.sign_next = false;
                 Ok(())
@@ -326,7 +356,8 @@ impl Credentials {
             &n.domain,
             n.password.expose(),
             workstation,
-            &Nonces::fresh(),
+            &Nonces::fresh()
+                .ok_or_else(|| fail(FailureReason::Internal, "the system's random source failed".into()))?,
         )
         .map_err(|e| fail(FailureReason::AuthFailed, e.to_string()))?;
         let sa = Association::new(&realm, &target, &opaque, version, header, Role::Client, a.keys);

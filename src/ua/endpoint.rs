@@ -652,9 +652,10 @@ async fn run(endpoint: Arc<Endpoint>, stop: CancellationToken) {
                 continue;
             }
         };
+        // Signing on from the first moment: nothing the pool sends goes unchecked.
+        session.link.set_association(session.binding.creds.association());
         let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let home = registration::home_of(&endpoint.spec.pools, &session.binding.host, &cx).await;
-        session.link.set_association(session.binding.creds.association());
         *endpoint.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.link.clone());
         endpoint.set_registered(home, &session.binding.host, session.binding.granted);
         let since = Instant::now();

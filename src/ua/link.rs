@@ -81,23 +81,26 @@ impl Link {
 
     /// `bytes` signed on the link's association, unless there is none or the message
     /// carries NTLM credentials already (a REGISTER the registration signed).
-    fn signed<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+    fn signed<'a>(&self, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, Failure> {
         use std::borrow::Cow;
-        let Some(sa) = self.association() else { return Cow::Borrowed(bytes) };
+        // CRLF keep-alives (RFC 5626) are no SIP message: never signed.
+        let keepalive = bytes.iter().all(|b| matches!(b, b'\r' | b'\n'));
+        let Some(sa) = self.association().filter(|_| !keepalive) else { return Ok(Cow::Borrowed(bytes)) };
         let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n");
         let (Some(end), Ok(message::Parsed::Complete(m, _))) = (head_end, message::parse(bytes, false))
         else {
-            return Cow::Borrowed(bytes);
+            // Never sent unsigned on an association.
+            return Err(Failure::new(FailureReason::Internal, "a message of ours does not parse: not sent"));
         };
         if bytes[..end].windows(19).any(|w| w.eq_ignore_ascii_case(b"uthorization: NTLM ")) {
-            return Cow::Borrowed(bytes);
+            return Ok(Cow::Borrowed(bytes));
         }
         let (name, value) = sa.lock().unwrap_or_else(|e| e.into_inner()).sign(&m);
         let mut out = Vec::with_capacity(bytes.len() + name.len() + value.len() + 4);
         out.extend_from_slice(&bytes[..end]);
         out.extend_from_slice(format!("\r\n{name}: {value}").as_bytes());
         out.extend_from_slice(&bytes[end..]);
-        Cow::Owned(out)
+        Ok(Cow::Owned(out))
     }
 
     /// Whether `m`, a message of the server's, passes the link's association (always
@@ -116,7 +119,7 @@ impl Link {
 
     /// Sends a message (an ACK; a response), signed on the link's association.
     pub async fn send(&self, bytes: &[u8]) -> Result<(), Failure> {
-        let bytes = self.signed(bytes);
+        let bytes = self.signed(bytes)?;
         self.send_raw(&bytes).await
     }
 
@@ -176,7 +179,7 @@ impl Link {
         }
         let _guard = PendingGuard(self, &tx.branch);
         // Signed once: a retransmission is the same message.
-        let request = self.signed(request);
+        let request = self.signed(request)?;
         self.send_raw(&request).await?;
         let mut timer =
             Retransmit::new(Instant::now(), tx.method == "INVITE", self.transport != Transport::Udp);

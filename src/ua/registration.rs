@@ -249,6 +249,9 @@ pub async fn register<K: Connector>(
                     return Err(fail(Failure::new(FailureReason::PolicyRefused, why), phases));
                 }
                 crate::trace::step("sip", || format!("redirected to {contact}: following it once"));
+                // A Lync Director signs the user in, then redirects: the home pool is
+                // another server, with its own association.
+                creds.forget_association();
                 transport = to;
                 port = p.unwrap_or(transport.default_port());
                 host = h;

@@ -44,6 +44,8 @@ enum Fault {
     KerberosOnly,
     /// It forgets the association once, at the first refresh.
     DropOnce,
+    /// It accepts the REGISTER at once, unsigned: no sign-in at all.
+    NoSignIn,
 }
 
 #[derive(Default)]
@@ -165,7 +167,13 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                 seen.lock().unwrap().answers.push((call_id, m.status().unwrap_or(0), ok));
                 continue;
             };
-            let out: Vec<u8> = if method == "REGISTER" {
+            let out: Vec<u8> = if method == "REGISTER" && fault == Fault::NoSignIn {
+                let contact = m
+                    .header("contact")
+                    .map(|c| format!("Contact: {};expires=600\r\n", c.trim()))
+                    .unwrap_or_default();
+                message::reply(&m, 200, "OK", "srv", &contact, None)
+            } else if method == "REGISTER" {
                 let auth = ntlm_auth(&m);
                 let challenge = |extra: &str| {
                     let mut h = String::new();
@@ -357,6 +365,7 @@ async fn each_ntlm_fault_has_its_own_reason() {
             FailureReason::AuthFailed,
             "scheme not supported: no NTLM challenge (offered: Kerberos)",
         ),
+        (Fault::NoSignIn, FailureReason::AuthSignature, "accepted without an NTLM sign-in"),
     ] {
         let (cx, _) = lab(4, fault);
         tokio::time::sleep(Duration::from_secs(5)).await;

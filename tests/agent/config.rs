@@ -387,6 +387,16 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
             "t.toml:12:8: users[0]: auth = \"ntlm\" needs password_file or password_env",
         ),
         (
+            "a domain for a digest user",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\ndomain = \"CONTOSO\"\n"),
+            "t.toml:16:10: users[0].domain: only auth = \"ntlm\" has a domain",
+        ),
+        (
+            "a domain twice",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\npassword_env = \"PATH\"\nusername = \"CONTOSO\\\\a\"\ndomain = \"FABRIKAM\"\n"),
+            "t.toml:18:10: users[0].domain: the username names its domain already (DOMAIN\\user): give one",
+        ),
+        (
             "ntlm with a Digest key",
             with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\npassword_env = \"PATH\"\nallow_md5 = true\n"),
             "t.toml:17:13: users[0]: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5 are Digest's)",

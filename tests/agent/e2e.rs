@@ -405,7 +405,7 @@ fn the_demo_serves_a_passing_lab() {
     assert!(sample(
         &m,
         "coexist_sip_server_info",
-        &[("pool", "ocs2007r2"), ("server", "RTC/3.0 (coexistd lab: OCS 2007 R2)")]
+        &[("pool", "ocs2007r2"), ("server", "RTC/3.5 (coexistd lab: OCS 2007 R2)")]
     )
     .is_some());
     for (user, pool) in
@@ -430,6 +430,27 @@ fn the_demo_serves_a_passing_lab() {
     }
     let (_, trace) = http(addr, "GET", "/api/v1/trace?check=register&pool=ocs2007r2").unwrap();
     assert!(trace.contains("targetname=\"ocspool.contoso.test\", version=3"), "{trace}");
+    // No output carries an NTLM user's password (the lab's password files, random per
+    // start): metrics, status, page, events, traces of the sign-in and of an IM session.
+    let users = std::env::temp_dir().join(format!("coexistd-demo-users-{}", child.id()));
+    let passwords: Vec<String> = ["alice", "adam", "bob", "beth"]
+        .iter()
+        .map(|u| std::fs::read_to_string(users.join(format!("{u}.pass"))).unwrap().trim().to_owned())
+        .collect();
+    let outputs = [
+        m.clone(),
+        http(addr, "GET", "/api/v1/status").unwrap().1,
+        http(addr, "GET", "/").unwrap().1,
+        http(addr, "GET", "/api/v1/events").unwrap().1,
+        trace.clone(),
+        http(addr, "GET", "/api/v1/trace?check=im-session&pool=lync2013").unwrap().1,
+    ];
+    for pw in &passwords {
+        assert!(pw.len() >= 16, "a lab password");
+        for o in &outputs {
+            assert!(!o.contains(pw.as_str()), "a password in an output");
+        }
+    }
     promtool_check(&m);
     Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     let t = Instant::now();
