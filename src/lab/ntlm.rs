@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use crate::sip::auth::{Challenge, Secret};
 use crate::sip::message::{self, Message};
-use crate::sip::ntlm::{flags, AuthenticateMsg, ChallengeMsg};
+use crate::sip::ntlm::{AuthenticateMsg, ChallengeMsg, SERVER_FLAGS};
 use crate::sip::sipae::{Association, Role};
 
 /// The realm of every MS-SIPAE challenge.
@@ -111,20 +111,7 @@ impl NtlmLab {
                     challenges.insert(opaque.clone(), c);
                 }
                 let msg = ChallengeMsg {
-                    flags: flags::UNICODE
-                        | flags::REQUEST_TARGET
-                        | flags::SIGN
-                        | flags::DATAGRAM
-                        | flags::NTLM
-                        | flags::ALWAYS_SIGN
-                        | flags::TARGET_TYPE_DOMAIN
-                        | flags::EXTENDED_SESSIONSECURITY
-                        | flags::IDENTIFY
-                        | flags::TARGET_INFO
-                        | flags::VERSION
-                        | flags::N128
-                        | flags::KEY_EXCH
-                        | flags::N56,
+                    flags: SERVER_FLAGS,
                     server_challenge: c,
                     target_info: target_info(target),
                 };

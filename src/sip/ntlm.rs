@@ -312,6 +312,23 @@ impl Nonces {
     }
 }
 
+/// The flags a pool offers in its CHALLENGE (as OCS 2007 R2 does, 0xE29882F3 less the
+/// OEM and LM-key bits): what the lab's pools and the tests' registrars send.
+pub const SERVER_FLAGS: u32 = flags::UNICODE
+    | flags::REQUEST_TARGET
+    | flags::SIGN
+    | flags::DATAGRAM
+    | flags::NTLM
+    | flags::ALWAYS_SIGN
+    | flags::TARGET_TYPE_DOMAIN
+    | flags::EXTENDED_SESSIONSECURITY
+    | flags::IDENTIFY
+    | flags::TARGET_INFO
+    | flags::VERSION
+    | flags::N128
+    | flags::KEY_EXCH
+    | flags::N56;
+
 /// The flags the client asks for in connectionless mode (MS-SIPAE §3.2.5.1.2 with
 /// MS-NLMP §3.1.5.2): the server's choice intersected with these.
 pub const CLIENT_FLAGS: u32 = flags::UNICODE

@@ -92,11 +92,10 @@ fn spec() -> EndpointSpec {
     }
 }
 
-/// Endpoints on the memory network, a registrar that treats the n-th connection as
-/// `mode(n)`, and the user's endpoint started.
-fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
-    let (net, mut accepted) = MemoryNet::new();
-    let endpoints = Arc::new(Endpoints::with_dialer(1 << 20, Arc::new(net)));
+/// A probe context whose endpoints dial the memory network, and where the
+/// connections they open arrive.
+pub(super) fn memory_context() -> (ProbeContext, tokio::sync::mpsc::UnboundedReceiver<Accepted>) {
+    let (net, accepted) = MemoryNet::new();
     // Nothing listens there: a name the tests make the user agent resolve (a redirect's
     // host, checked against the pools' addresses) fails at once.
     let dns = Arc::new(crate::net::dns::DnsClient::new(vec!["127.0.0.1:9".parse().unwrap()]));
@@ -105,8 +104,15 @@ fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
         dns,
         tls: Arc::new(crate::net::tls::TlsClient::new(&TlsConfig::default()).unwrap()),
         address: None,
-        endpoints: endpoints.clone(),
+        endpoints: Arc::new(Endpoints::with_dialer(1 << 20, Arc::new(net))),
     };
+    (cx, accepted)
+}
+
+/// Endpoints on the memory network, a registrar that treats the n-th connection as
+/// `mode(n)`, and the user's endpoint started.
+fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
+    let (cx, mut accepted) = memory_context();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
     tokio::spawn(async move {
@@ -121,7 +127,7 @@ fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
             n += 1;
         }
     });
-    endpoints.sync(vec![spec()], &cx, &tokio::runtime::Handle::current());
+    cx.endpoints.sync(vec![spec()], &cx, &tokio::runtime::Handle::current());
     (cx, seen)
 }
 

@@ -11,17 +11,17 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::endpoint::{EndpointSpec, Endpoints};
-use super::memory::{Accepted, MemoryNet};
+use super::endpoint::EndpointSpec;
+use super::memory::Accepted;
 use super::ProbeContext;
 use crate::failure::FailureReason;
 use crate::model::pool::{Pool, Role};
 use crate::model::users::{Aor, User, UserAuth};
-use crate::net::tls::{TlsConfig, TlsOptions, TlsVersion};
+use crate::net::tls::{TlsOptions, TlsVersion};
 use crate::sip::auth::{Challenge, Secret};
 use crate::sip::framer::Framer;
 use crate::sip::message::{self, Message, StartLine, Transport};
-use crate::sip::ntlm::{self, flags, AuthenticateMsg, ChallengeMsg};
+use crate::sip::ntlm::{self, AuthenticateMsg, ChallengeMsg};
 use crate::sip::sipae::{self, Association};
 
 const POOL: &str = "fe01.contoso.test";
@@ -80,16 +80,7 @@ fn user() -> User {
 }
 
 fn lab(version: u32, fault: Fault) -> (ProbeContext, Arc<Mutex<Seen>>) {
-    let (net, mut accepted) = MemoryNet::new();
-    let endpoints = Arc::new(Endpoints::with_dialer(1 << 20, Arc::new(net)));
-    let dns = Arc::new(crate::net::dns::DnsClient::new(vec!["127.0.0.1:9".parse().unwrap()]));
-    let cx = ProbeContext {
-        resolver: crate::net::resolve::Resolver::new(dns.clone(), Duration::from_secs(1)),
-        dns,
-        tls: Arc::new(crate::net::tls::TlsClient::new(&TlsConfig::default()).unwrap()),
-        address: None,
-        endpoints: endpoints.clone(),
-    };
+    let (cx, mut accepted) = super::tests::memory_context();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
     tokio::spawn(async move {
@@ -109,7 +100,7 @@ fn lab(version: u32, fault: Fault) -> (ProbeContext, Arc<Mutex<Seen>>) {
             members: Vec::new(),
         }],
     };
-    endpoints.sync(vec![spec], &cx, &tokio::runtime::Handle::current());
+    cx.endpoints.sync(vec![spec], &cx, &tokio::runtime::Handle::current());
     (cx, seen)
 }
 
@@ -212,17 +203,7 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                             &mut server_challenge,
                         );
                         let c = ChallengeMsg {
-                            flags: flags::UNICODE
-                                | flags::SIGN
-                                | flags::DATAGRAM
-                                | flags::NTLM
-                                | flags::ALWAYS_SIGN
-                                | flags::EXTENDED_SESSIONSECURITY
-                                | flags::IDENTIFY
-                                | flags::TARGET_INFO
-                                | flags::VERSION
-                                | flags::N128
-                                | flags::KEY_EXCH,
+                            flags: ntlm::SERVER_FLAGS,
                             server_challenge,
                             target_info: target_info(),
                         };
