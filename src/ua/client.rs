@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::endpoint::Link;
+use std::sync::Arc;
+
+use super::endpoint::{Endpoint, Link};
 use super::registration::{reason_phrase, Credentials};
 use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
@@ -61,6 +63,8 @@ pub struct Uac<'a> {
     to_uri: String,
     tag: String,
     creds: Credentials,
+    /// The sender's endpoint: signs in again when the pool drops its NTLM association.
+    endpoint: Option<Arc<Endpoint>>,
 }
 
 impl<'a> Uac<'a> {
@@ -73,6 +77,7 @@ impl<'a> Uac<'a> {
             to_uri: to.aor.uri(),
             tag: message::token(8),
             creds: Credentials::of(user, cx.endpoints.realm_of(&user.name)),
+            endpoint: cx.endpoints.get(&user.name),
         }
     }
 
@@ -113,6 +118,7 @@ impl<'a> Uac<'a> {
     ) -> Result<(Message, Instant), Failure> {
         self.creds.begin();
         let mut retried = false;
+        let mut signed_in_again = false;
         loop {
             let bytes = self.build(req, tx, self.creds.pending());
             let sent = Instant::now();
@@ -128,15 +134,29 @@ impl<'a> Uac<'a> {
             let phrase = reason_phrase(&resp);
             if self.creds.is_ntlm() {
                 // Requests on an NTLM association are signed by the link; a challenge
-                // here means the server dropped the association: the registration
-                // sets it up again.
-                return Err(Failure::new(
-                    FailureReason::AuthFailed,
-                    format!(
-                        "{code} {phrase} to a signed {}: the server dropped the security association",
-                        tx.method
-                    ),
-                ));
+                // here means the pool dropped the association. The endpoint signs in
+                // again (its refresh is challenged too and answered once), and the
+                // request goes once more on the new association.
+                let dropped = format!(
+                    "{code} {phrase} to a signed {}: the server dropped the security association",
+                    tx.method
+                );
+                if signed_in_again {
+                    return Err(Failure::new(
+                        FailureReason::AuthFailed,
+                        format!("{dropped} again after {} signed in anew", self.user.name),
+                    ));
+                }
+                signed_in_again = true;
+                if !self.sign_in_again(deadline).await {
+                    return Err(Failure::new(
+                        FailureReason::AuthFailed,
+                        format!("{dropped}, and signing in again did not succeed in time"),
+                    ));
+                }
+                tracing::warn!(user = %self.user.name, "{dropped}; signed in again, sending once more");
+                *tx = tx.next(tx.method);
+                continue;
             }
             let answered = self.creds.answering();
             let may_follow = self.creds.answer(&resp, tx.method, req.uri)?;
@@ -149,6 +169,13 @@ impl<'a> Uac<'a> {
             retried |= answered;
             *tx = tx.next(tx.method);
         }
+    }
+
+    /// Has the endpoint register again now (on the same link, so that the request can
+    /// follow on it); whether it did before `deadline`.
+    async fn sign_in_again(&self, deadline: Instant) -> bool {
+        let Some(e) = &self.endpoint else { return false };
+        e.refresh_now(deadline).await && e.link().is_some_and(|l| std::ptr::eq(&*l, self.link))
     }
 
     /// ACK for an INVITE's final response `resp` (`branch`: the INVITE's for a

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::client::{Req, Uac};
 use super::endpoint::EndpointSpec;
 use super::memory::Accepted;
 use super::ProbeContext;
@@ -46,6 +47,12 @@ enum Fault {
     DropOnce,
     /// It accepts the REGISTER at once, unsigned: no sign-in at all.
     NoSignIn,
+    /// It forgets the association once, at the user's first MESSAGE.
+    DropAtMessage,
+    /// It challenges every MESSAGE (and forgets the association each time).
+    DropEveryMessage,
+    /// It authenticates as a proxy: `407`, `Proxy-Authenticate`.
+    Proxy,
 }
 
 #[derive(Default)]
@@ -62,6 +69,8 @@ struct Seen {
     sa: Option<Association>,
     /// 200s sent, on every connection.
     oks: usize,
+    /// MESSAGEs of the user's whose signature checked.
+    messages: usize,
 }
 
 fn user() -> User {
@@ -120,7 +129,7 @@ fn with_header(bytes: &[u8], name: &str, value: &str) -> Vec<u8> {
 fn ntlm_auth(m: &Message) -> Option<Challenge> {
     m.headers
         .iter()
-        .filter(|(n, _)| n == "authorization")
+        .filter(|(n, _)| n == "authorization" || n == "proxy-authorization")
         .filter_map(|(_, v)| Challenge::parse(v).ok())
         .find(|c| c.scheme == "NTLM")
 }
@@ -158,6 +167,26 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                 seen.lock().unwrap().answers.push((call_id, m.status().unwrap_or(0), ok));
                 continue;
             };
+            let (code, phrase, challenge_name, answer_name) = if fault == Fault::Proxy {
+                (407, "Proxy Authentication Required", "Proxy-Authenticate", "Proxy-Authorization")
+            } else {
+                (401, "Unauthorized", "WWW-Authenticate", "Authorization")
+            };
+            let challenge = |extra: &str| {
+                let mut h = String::new();
+                if fault == Fault::KerberosOnly || extra.is_empty() {
+                    h.push_str(&format!(
+                        "{challenge_name}: Kerberos realm=\"{REALM}\", targetname=\"sip/{POOL}\", version={version}\r\n"
+                    ));
+                }
+                if fault != Fault::KerberosOnly {
+                    h.push_str(&format!(
+                        "{challenge_name}: NTLM realm=\"{REALM}\", targetname=\"{POOL}\", version={version}{extra}\r\n"
+                    ));
+                }
+                h.push_str(&date(fault == Fault::Skew));
+                message::reply(&m, code, phrase, "srv", &h, None)
+            };
             let out: Vec<u8> = if method == "REGISTER" && fault == Fault::NoSignIn {
                 let contact = m
                     .header("contact")
@@ -166,21 +195,6 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                 message::reply(&m, 200, "OK", "srv", &contact, None)
             } else if method == "REGISTER" {
                 let auth = ntlm_auth(&m);
-                let challenge = |extra: &str| {
-                    let mut h = String::new();
-                    if fault == Fault::KerberosOnly || extra.is_empty() {
-                        h.push_str(&format!(
-                            "WWW-Authenticate: Kerberos realm=\"{REALM}\", targetname=\"sip/{POOL}\", version={version}\r\n"
-                        ));
-                    }
-                    if fault != Fault::KerberosOnly {
-                        h.push_str(&format!(
-                            "WWW-Authenticate: NTLM realm=\"{REALM}\", targetname=\"{POOL}\", version={version}{extra}\r\n"
-                        ));
-                    }
-                    h.push_str(&date(fault == Fault::Skew));
-                    message::reply(&m, 401, "Unauthorized", "srv", &h, None)
-                };
                 let sa = seen.lock().unwrap().sa.clone();
                 match (auth.as_ref().and_then(|c| c.param("gssapi-data").map(str::to_owned)), sa) {
                     // Signed on the association: checked, answered signed.
@@ -221,7 +235,7 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                                     POOL,
                                     "0A1B2C3D",
                                     version,
-                                    "Authorization",
+                                    answer_name,
                                     sipae::Role::Server,
                                     keys,
                                 );
@@ -243,6 +257,21 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                 }
             } else if method == "OPTIONS" {
                 ok(&m, fault, &seen)
+            } else if method == "MESSAGE" {
+                let sa = seen.lock().unwrap().sa.clone();
+                // Signed in the header the challenge asked for.
+                let proxy = m.header("proxy-authorization").is_some();
+                if !sa.is_some_and(|sa| sa.verify(&m).is_ok()) || proxy != (fault == Fault::Proxy) {
+                    seen.lock().unwrap().bad += 1;
+                    message::reply(&m, 403, "Forbidden", "srv", "", None)
+                } else if fault == Fault::DropEveryMessage || (fault == Fault::DropAtMessage && !dropped) {
+                    dropped = true;
+                    seen.lock().unwrap().sa = None;
+                    challenge("")
+                } else {
+                    seen.lock().unwrap().messages += 1;
+                    ok(&m, fault, &seen)
+                }
             } else {
                 continue;
             };
@@ -285,6 +314,21 @@ fn ok(m: &Message, fault: Fault, seen: &Mutex<Seen>) -> Vec<u8> {
         value = value.replacen("rspauth=\"01000000", "rspauth=\"01000001", 1);
     }
     with_header(&plain, name, &value)
+}
+
+/// `alice` sends bob a MESSAGE through the played registrar: its final status.
+async fn message(cx: &ProbeContext) -> Result<u16, crate::failure::Failure> {
+    let link = cx.endpoints.get("alice").expect("alice's endpoint").registered_link()?;
+    let (alice, mut bob) = (user(), user());
+    bob.name = "bob".into();
+    bob.aor = Aor::parse("sip:bob@contoso.test").unwrap();
+    let mut uac = Uac::new(&link, &alice, &bob, cx);
+    let mut tx = message::new_transaction();
+    tx.method = "MESSAGE";
+    let to = uac.to_uri().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let (resp, _) = uac.send(&Req::to(&to, Some(("text/plain", b"hello"))), &mut tx, deadline).await?;
+    Ok(resp.status().unwrap_or(0))
 }
 
 fn status(cx: &ProbeContext) -> crate::ua::endpoint::EndpointStatus {
@@ -373,4 +417,40 @@ async fn a_dropped_association_is_set_up_again() {
     let s = seen.lock().unwrap();
     assert_eq!(s.handshakes, 2, "signed in again when the first refresh was challenged");
     assert_eq!(s.bad, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_challenged_inside_the_association_signs_in_again_once() {
+    let (cx, seen) = lab(4, Fault::DropAtMessage);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(message(&cx).await.unwrap(), 200);
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!((s.handshakes, s.messages, s.bad), (2, 1, 0), "signed in again, then delivered");
+    }
+    // The next one goes on the new association, with no new sign-in.
+    assert_eq!(message(&cx).await.unwrap(), 200);
+    assert_eq!(seen.lock().unwrap().handshakes, 2);
+
+    // A pool that challenges every MESSAGE: one new sign-in, then the probe fails.
+    let (cx, seen) = lab(4, Fault::DropEveryMessage);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let f = message(&cx).await.unwrap_err();
+    assert_eq!(f.reason, FailureReason::AuthFailed, "{f:?}");
+    assert!(f.detail.contains("dropped the security association again after alice signed in anew"), "{f:?}");
+    let s = seen.lock().unwrap();
+    assert_eq!((s.handshakes, s.messages), (2, 0), "signed in again once, not in a loop");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_authenticating_as_a_proxy_is_answered_and_signed_in_proxy_headers() {
+    let (cx, seen) = lab(4, Fault::Proxy);
+    tokio::time::sleep(Duration::from_secs(700)).await;
+    let st = status(&cx);
+    assert!(st.registered, "{st:?}");
+    assert_eq!(message(&cx).await.unwrap(), 200);
+    let s = seen.lock().unwrap();
+    assert_eq!(s.handshakes, 1);
+    assert!(s.signed_registers >= 2, "{} signed refreshes", s.signed_registers);
+    assert_eq!((s.messages, s.bad), (1, 0), "the MESSAGE signed in Proxy-Authorization");
 }
