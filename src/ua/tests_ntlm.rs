@@ -261,7 +261,7 @@ async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) 
                 let sa = seen.lock().unwrap().sa.clone();
                 // Signed in the header the challenge asked for.
                 let proxy = m.header("proxy-authorization").is_some();
-                if !sa.is_some_and(|sa| sa.verify(&m).is_ok()) || proxy != (fault == Fault::Proxy) {
+                if sa.is_none_or(|sa| sa.verify(&m).is_err()) || proxy != (fault == Fault::Proxy) {
                     seen.lock().unwrap().bad += 1;
                     message::reply(&m, 403, "Forbidden", "srv", "", None)
                 } else if fault == Fault::DropEveryMessage || (fault == Fault::DropAtMessage && !dropped) {
