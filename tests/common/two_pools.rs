@@ -21,6 +21,8 @@ pub struct TwoPools {
     pub knot: Knot,
     pub dir: tempfile::TempDir,
     pub ca_file: PathBuf,
+    /// The CA (client certificates of trusted servers are issued from it too).
+    pub ca: Ca,
     certs: Vec<(PathBuf, PathBuf)>,
     /// UDP and TCP on both pools.
     pub port: u16,
@@ -52,7 +54,7 @@ impl TwoPools {
                 break p;
             }
         };
-        TwoPools { knot, dir, ca_file, certs, port, tls_port }
+        TwoPools { knot, dir, ca_file, ca, certs, port, tls_port }
     }
 
     /// TLS settings of pool `i` (0 legacy, 1 new): its certificate, TLS 1.2 and up.

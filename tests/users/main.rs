@@ -9,3 +9,4 @@ mod endpoint_hostile;
 mod interop;
 mod ntlm;
 mod register;
+mod trusted;
