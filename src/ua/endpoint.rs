@@ -180,6 +180,12 @@ impl Endpoints {
         Endpoints { dialer: Some(dialer), ..Endpoints::with_budget(bytes) }
     }
 
+    /// The in-memory dialer the endpoints use instead of the network, if any.
+    #[cfg(test)]
+    pub(super) fn dialer(&self) -> Option<Arc<dyn Dial>> {
+        self.dialer.clone()
+    }
+
     /// The realm pinned for user `name`, if any.
     pub fn realm_of(&self, name: &str) -> Option<String> {
         self.realms.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()

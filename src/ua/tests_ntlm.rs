@@ -454,3 +454,53 @@ async fn a_pool_authenticating_as_a_proxy_is_answered_and_signed_in_proxy_header
     assert!(s.signed_registers >= 2, "{} signed refreshes", s.signed_registers);
     assert_eq!((s.messages, s.bad), (1, 0), "the MESSAGE signed in Proxy-Authorization");
 }
+
+/// Connections of a probe's own (not an endpoint's) over the memory network.
+struct Dialled(Arc<dyn super::conn::Dial>);
+
+impl super::registration::Connector for Dialled {
+    type Conn = super::conn::SipConn;
+
+    fn connect(
+        &mut self,
+        host: &str,
+        port: u16,
+        transport: Transport,
+        _phases: &mut Vec<(crate::model::outcome::Phase, Duration)>,
+    ) -> impl std::future::Future<Output = Result<Self::Conn, crate::model::outcome::Outcome>> + Send {
+        let (dial, host) = (self.0.clone(), host.to_owned());
+        async move {
+            dial.dial(&host, port, transport).await.map_err(|e| {
+                crate::model::outcome::Outcome::fail(FailureReason::Io, e.to_string(), Vec::new())
+            })
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_skewed_registrar_clock_is_measured_on_the_failing_probe() {
+    for (fault, low, high) in [(Fault::Skew, 1195.0, 1205.0), (Fault::None, -2.0, 2.0)] {
+        let (cx, _) = lab(4, fault);
+        let (user, pools) = (user(), Vec::new());
+        let plan = super::registration::Plan {
+            user: &user,
+            host: POOL,
+            port: 5061,
+            pools: &pools,
+            expires: 600,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(5),
+        };
+        let mut dialled = Dialled(cx.endpoints.dialer().expect("the memory network"));
+        let skew = match super::registration::register(&mut dialled, &plan, &cx, &mut Vec::new()).await {
+            Err(o) => {
+                assert_eq!(o.reason(), Some(FailureReason::ClockSkew), "{fault:?}");
+                o.value(&super::credentials::CLOCK_SKEW)
+            }
+            Ok(r) => {
+                assert_eq!(fault, Fault::None);
+                r.binding.creds.skew()
+            }
+        };
+        assert!(skew.is_some_and(|s| (low..high).contains(&s)), "{fault:?}: {skew:?}");
+    }
+}
