@@ -69,7 +69,7 @@ impl CheckKind for SipEchoSpec {
 /// Runs a sip_echo probe.
 pub async fn probe(spec: &SipEchoSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
-    crate::ua::client::deliver(cx, &spec.endpoint.user, deadline, || async {
+    crate::ua::client::deliver(cx, &spec.endpoint.user, &spec.endpoint.user, deadline, || async {
         let mut status = None;
         let r = echo(spec, cx, deadline, &mut status).await;
         (r, status)

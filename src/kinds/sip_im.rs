@@ -147,7 +147,7 @@ impl CheckKind for SipImSpec {
 /// Runs a sip_im probe.
 pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
-    crate::ua::client::deliver(cx, &spec.to.user, deadline, || async {
+    crate::ua::client::deliver(cx, &spec.from.user, &spec.to.user, deadline, || async {
         let mut status = None;
         let r = exchange(spec, cx, deadline, &mut status).await;
         (r, status)

@@ -50,12 +50,27 @@ pub struct Outcome {
     pub points_to: Option<String>,
     /// The kind's own measurements, at most one per [`Measure`] (see [`Outcome::set`]).
     pub measured: Vec<Measured>,
+    /// Kinds between two test users: the pools the two were registered on when the
+    /// probe ran (the interop matrix counts the pair there, not where it was planned).
+    pub route: Option<PairRoute>,
+}
+
+/// Where a probe between two test users really went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PairRoute {
+    /// The pool the sender was registered on (`unknown`: none of the configured pools).
+    pub from_pool: String,
+    /// The pool the recipient was registered on.
+    pub to_pool: String,
+    /// Whether the exchange itself passed (the outcome also fails, `wrong_home`, when
+    /// these are not the planned pools).
+    pub passed: bool,
 }
 
 impl Outcome {
     /// A passing outcome.
     pub fn pass(phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome { result: Ok(()), phases, tls: None, points_to: None, measured: Vec::new() }
+        Outcome { result: Ok(()), phases, tls: None, points_to: None, measured: Vec::new(), route: None }
     }
 
     fn with_result(result: Result<(), Failure>, phases: Vec<(Phase, Duration)>) -> Outcome {

@@ -532,17 +532,27 @@ impl AgentFamilies {
         let g = &self.generation;
         let cells = crate::output::rollup::interop(&g.config, &g.slots, &self.units);
         if !cells.is_empty() {
-            let mut e = encoder.encode_descriptor(
-                "coexist_interop_up",
-                "1 if every probe between a test user planned on from_pool and one planned on to_pool passed its last run.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for c in &cells {
-                e.encode_family(
-                    &[("from_pool", c.from_pool.as_str()), ("to_pool", c.to_pool.as_str())].as_slice(),
-                )?
-                .encode_gauge(&(c.up as i64))?;
+            for (name, help, value) in [
+                (
+                    "coexist_interop_up",
+                    "1 if pairs of test users ran from users registered on from_pool to users registered on to_pool (kind: the check kind) and every one passed its last run.",
+                    (|c: &crate::output::rollup::InteropCell| c.state == crate::output::rollup::CellState::Up)
+                        as fn(&crate::output::rollup::InteropCell) -> bool,
+                ),
+                (
+                    "coexist_interop_untested",
+                    "1 if no fresh pair result proves or disproves the cell (its planned users are registered elsewhere or not at all, or its pairs have not run); 0 when it is up or down.",
+                    |c| c.state == crate::output::rollup::CellState::Untested,
+                ),
+            ] {
+                let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for c in &cells {
+                    e.encode_family(
+                        &[("kind", c.kind.as_str()), ("from_pool", c.from_pool.as_str()), ("to_pool", c.to_pool.as_str())]
+                            .as_slice(),
+                    )?
+                    .encode_gauge(&(value(c) as i64))?;
+                }
             }
         }
         if self.users.is_empty() {

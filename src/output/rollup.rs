@@ -70,30 +70,65 @@ pub fn pool_rollups(
     pools
 }
 
-/// One cell of the coexistence matrix: every pair of test users (a kind whose rollup is a pool pair) from users planned on one
-/// pool to users planned on another (or the same).
+/// What a cell of the coexistence matrix says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellState {
+    /// Pairs ran between users registered on these pools, and every one passed.
+    Up,
+    /// At least one pair between users registered on these pools failed.
+    Down,
+    /// Nothing proves or disproves it: no pair ran between users registered on these
+    /// pools (their users are elsewhere, not registered, or the pairs have not run), or
+    /// some have no fresh result.
+    Untested,
+}
+
+impl CellState {
+    /// The word the page and `check` print.
+    pub fn word(self) -> &'static str {
+        match self {
+            CellState::Up => "UP",
+            CellState::Down => "DOWN",
+            CellState::Untested => "UNTESTED",
+        }
+    }
+}
+
+/// One cell of the coexistence matrix of one kind between users (`sip_im`, …): the
+/// pairs of test users that ran from users registered on one pool to users registered
+/// on another (or the same). A pair counts where its users were registered when it
+/// ran ([`crate::model::outcome::PairRoute`]), not where they were planned; a pair
+/// that has not run counts where it is planned.
 #[derive(Debug, Clone, Serialize)]
 pub struct InteropCell {
-    /// The senders' planned pool.
+    /// The check kind of its pairs.
+    pub kind: String,
+    /// The senders' pool.
     pub from_pool: String,
-    /// The recipients' planned pool.
+    /// The recipients' pool.
     pub to_pool: String,
-    /// Every pair passing (and at least one ran).
+    /// UP, DOWN or UNTESTED.
+    pub state: CellState,
+    /// `state` is UP.
     pub up: bool,
     /// Pairs passing.
     pub passing: u64,
     /// Pairs failing.
     pub failing: u64,
-    /// Pairs not run yet.
+    /// Pairs planned here that have not run yet.
     pub pending: u64,
-    /// Pairs whose last result is stale.
+    /// Pairs planned here whose last result is stale.
     pub stale: u64,
     /// The failing pairs: `sender → recipient: reason (detail)`.
     pub failures: Vec<String>,
+    /// Pairs planned here that ran between other pools (a user registered elsewhere
+    /// than planned): `sender → recipient: ran A → B`. They prove nothing here.
+    pub elsewhere: Vec<String>,
 }
 
-/// The coexistence matrix, in pool order (senders, then recipients): cells with at
-/// least one pair.
+/// The coexistence matrices, by kind, in pool order (senders, then recipients): every
+/// cell some pair is planned in or ran in.
 pub fn interop(
     config: &Config,
     slots: &[std::sync::Arc<Slot>],
@@ -101,48 +136,76 @@ pub fn interop(
 ) -> Vec<InteropCell> {
     let order = |name: &str| config.pools.iter().position(|p| p.name == name).unwrap_or(usize::MAX);
     let mut cells: Vec<InteropCell> = Vec::new();
+    let cell = |cells: &mut Vec<InteropCell>, kind: &str, from: &str, to: &str| -> usize {
+        if let Some(i) = cells.iter().position(|c| c.kind == kind && c.from_pool == from && c.to_pool == to) {
+            return i;
+        }
+        cells.push(InteropCell {
+            kind: kind.to_owned(),
+            from_pool: from.to_owned(),
+            to_pool: to.to_owned(),
+            state: CellState::Untested,
+            up: false,
+            passing: 0,
+            failing: 0,
+            pending: 0,
+            stale: 0,
+            failures: Vec::new(),
+            elsewhere: Vec::new(),
+        });
+        cells.len() - 1
+    };
     for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
         let crate::kinds::Rollup::PoolPair { from, to, between } = slot.instance.spec.rollup() else {
             continue;
         };
-        let at = match cells.iter().position(|c| c.from_pool == from && c.to_pool == to) {
-            Some(i) => i,
-            None => {
-                cells.push(InteropCell {
-                    from_pool: from.to_owned(),
-                    to_pool: to.to_owned(),
-                    up: false,
-                    passing: 0,
-                    failing: 0,
-                    pending: 0,
-                    stale: 0,
-                    failures: Vec::new(),
-                });
-                cells.len() - 1
+        let kind = slot.instance.kind().as_str();
+        let planned = cell(&mut cells, kind, from, to);
+        let last = unit.state.last.as_ref().map(|l| &l.outcome);
+        let Some(outcome) = last.filter(|_| !unit.stale) else {
+            if unit.stale {
+                cells[planned].stale += 1;
+            } else {
+                cells[planned].pending += 1;
             }
+            continue;
+        };
+        let (at, passed) = match &outcome.route {
+            Some(r) if (r.from_pool.as_str(), r.to_pool.as_str()) != (from, to) => {
+                cells[planned].elsewhere.push(format!(
+                    "{} \u{2192} {}: ran {} \u{2192} {}",
+                    between.0, between.1, r.from_pool, r.to_pool
+                ));
+                (cell(&mut cells, kind, &r.from_pool, &r.to_pool), r.passed)
+            }
+            _ => (planned, outcome.result.is_ok()),
         };
         let c = &mut cells[at];
-        match unit.state.success() {
-            _ if unit.stale => c.stale += 1,
-            Some(true) => c.passing += 1,
-            Some(false) => {
-                c.failing += 1;
-                if let Some(f) = unit.state.last.as_ref().and_then(|l| l.outcome.result.as_ref().err()) {
-                    c.failures.push(format!(
-                        "{} \u{2192} {}: {} ({})",
-                        between.0,
-                        between.1,
-                        f.reason.as_str(),
-                        f.detail
-                    ));
-                }
+        if passed {
+            c.passing += 1;
+        } else {
+            c.failing += 1;
+            if let Err(f) = &outcome.result {
+                c.failures.push(format!(
+                    "{} \u{2192} {}: {} ({})",
+                    between.0,
+                    between.1,
+                    f.reason.as_str(),
+                    f.detail
+                ));
             }
-            None => c.pending += 1,
         }
     }
     for c in &mut cells {
-        c.up = c.passing > 0 && c.failing == 0 && c.pending == 0 && c.stale == 0;
+        c.state = if c.failing > 0 {
+            CellState::Down
+        } else if c.passing > 0 && c.pending == 0 && c.stale == 0 {
+            CellState::Up
+        } else {
+            CellState::Untested
+        };
+        c.up = c.state == CellState::Up;
     }
-    cells.sort_by_key(|c| (order(&c.from_pool), order(&c.to_pool)));
+    cells.sort_by_key(|c| (c.kind.clone(), order(&c.from_pool), order(&c.to_pool)));
     cells
 }

@@ -15,6 +15,7 @@
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
+use crate::output::rollup::{CellState, InteropCell};
 use crate::output::views::{EventView, InstanceView, PoolRollup, StatusView};
 
 /// State changes listed on the page (all kept ones are in `/api/v1/events`).
@@ -139,7 +140,7 @@ fn banner(s: &mut String, view: &StatusView) {
                 view.pools.len(),
                 if interop_down > 0 {
                     format!(
-                        " &middot; users cannot reach each other in {interop_down} of {} pool pairs",
+                        " &middot; users cannot reach each other in {interop_down} of {} matrix cells",
                         view.interop.len()
                     )
                 } else {
@@ -222,12 +223,29 @@ fn pools(s: &mut String, view: &StatusView, now: SystemTime) {
     s.push_str("</div>");
 }
 
-/// The coexistence matrix (test users of one pool reaching those of another) and
-/// where each test user is registered.
+/// What a matrix of a kind between users shows, for its heading.
+fn kind_title(kind: &str) -> &str {
+    match kind {
+        "sip_im" => "instant messages (sip_im)",
+        "sip_presence" => "presence (sip_presence)",
+        "sip_call" => "calls (sip_call)",
+        other => other,
+    }
+}
+
+/// The coexistence matrices (test users of one pool reaching those of another), one per
+/// kind, and where each test user is registered.
 fn interop(s: &mut String, view: &StatusView) {
-    if !view.interop.is_empty() {
+    let mut kinds: Vec<&str> = Vec::new();
+    for c in &view.interop {
+        if !kinds.contains(&c.kind.as_str()) {
+            kinds.push(&c.kind);
+        }
+    }
+    for kind in kinds {
+        let cells: Vec<&InteropCell> = view.interop.iter().filter(|c| c.kind == kind).collect();
         let mut pools: Vec<&str> = Vec::new();
-        for c in &view.interop {
+        for c in &cells {
             for p in [&c.from_pool, &c.to_pool] {
                 if !pools.contains(&p.as_str()) {
                     pools.push(p);
@@ -236,9 +254,12 @@ fn interop(s: &mut String, view: &StatusView) {
         }
         let order = |n: &str| view.pools.iter().position(|p| p.name == n).unwrap_or(usize::MAX);
         pools.sort_by_key(|p| order(p));
-        s.push_str(
-            "<h2>Users across pools</h2><div class=\"scroll\"><table id=\"interop\"><thead><tr>\
-             <th>from &darr; to &rarr;</th>",
+        let _ = write!(
+            s,
+            "<h2>Users across pools: {}</h2><div class=\"scroll\"><table class=\"interop\" id=\"interop-{}\">\
+             <thead><tr><th>from &darr; to &rarr;</th>",
+            esc(kind_title(kind)),
+            esc(kind)
         );
         for p in &pools {
             let _ = write!(s, "<th>{}</th>", esc(p));
@@ -247,29 +268,33 @@ fn interop(s: &mut String, view: &StatusView) {
         for from in &pools {
             let _ = write!(s, "<tr><th>{}</th>", esc(from));
             for to in &pools {
-                let Some(c) = view.interop.iter().find(|c| c.from_pool == *from && c.to_pool == *to) else {
+                let Some(c) = cells.iter().find(|c| c.from_pool == *from && c.to_pool == *to) else {
                     s.push_str("<td></td>");
                     continue;
                 };
-                let (word, class) = if c.up {
-                    ("UP", "pass")
-                } else if c.failing > 0 {
-                    ("DOWN", "fail")
-                } else if c.stale > 0 {
-                    ("STALE", "stale")
-                } else {
-                    ("NOT RUN", "pending")
+                let class = match c.state {
+                    CellState::Up => "pass",
+                    CellState::Down => "fail",
+                    CellState::Untested => "pending",
                 };
-                let total = c.passing + c.failing + c.pending + c.stale;
+                let total = c.passing + c.failing;
                 let _ = write!(
                     s,
-                    "<td class=\"{class}\"><b>{} &rarr; {}: {word}</b><br><small>{} of {total} pairs passing</small>",
+                    "<td class=\"{class}\"><b>{} &rarr; {}: {}</b><br><small>{} of {total} pairs passing",
                     esc(&c.from_pool),
                     esc(&c.to_pool),
+                    c.state.word(),
                     c.passing
                 );
+                if c.pending + c.stale > 0 {
+                    let _ = write!(s, ", {} not run or stale", c.pending + c.stale);
+                }
+                s.push_str("</small>");
                 for f in &c.failures {
                     let _ = write!(s, "<div class=\"detail\">{}</div>", esc(f));
+                }
+                for e in &c.elsewhere {
+                    let _ = write!(s, "<div class=\"detail\">planned here, {}</div>", esc(e));
                 }
                 s.push_str("</td>");
             }

@@ -263,19 +263,22 @@ impl StatusView {
             };
         }
         for c in &self.interop {
+            let mut notes = String::new();
+            if c.pending + c.stale > 0 {
+                let _ = write!(notes, ", {} not run or stale", c.pending + c.stale);
+            }
+            if !c.elsewhere.is_empty() {
+                let _ = write!(notes, "; planned here but ran elsewhere: {}", c.elsewhere.join(", "));
+            }
             let _ = writeln!(
                 out,
-                "interop {} -> {}: {} - {} pairs passing, {} failing{}",
+                "interop {} {} -> {}: {} - {} pairs passing, {} failing{notes}",
+                c.kind,
                 c.from_pool,
                 c.to_pool,
-                if c.up { "UP" } else { "DOWN" },
+                c.state.word(),
                 c.passing,
                 c.failing,
-                if c.pending + c.stale > 0 {
-                    format!(", {} not run or stale", c.pending + c.stale)
-                } else {
-                    String::new()
-                }
             );
         }
         for p in &self.pools {

@@ -17,7 +17,7 @@ use super::endpoint::{Endpoint, Link};
 use super::registration::{reason_phrase, Credentials};
 use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
-use crate::model::outcome::{Measure, Outcome, Phase};
+use crate::model::outcome::{Measure, Outcome, PairRoute, Phase};
 use crate::model::users::User;
 use crate::sip::dialog::Dialog;
 use crate::sip::message::{self, Message, RequestParams, Transaction};
@@ -209,13 +209,17 @@ pub fn status_failure(method: &str, to: &str, resp: &Message) -> Failure {
     )
 }
 
-/// Runs a delivery to a test user (`attempt`, which sets the final status it got) and,
-/// when the recipient's pool answered `404`/`480` while the recipient reads registered
-/// (its registrar lost the binding: a restart), registers the recipient again at once
-/// and attempts once more, counting the loss on its endpoint rather than as a route
-/// failure. The outcome: the delivery time on a pass, the last final status either way.
+/// Runs a delivery from one test user to another (`attempt`, which sets the final
+/// status it got) and, when the recipient's pool answered `404`/`480` while the
+/// recipient reads registered (its registrar lost the binding: a restart), registers
+/// the recipient again at once and attempts once more, counting the loss on its
+/// endpoint rather than as a route failure. The outcome: the delivery time on a pass,
+/// the last final status either way, and the pools the two users were registered on
+/// ([`PairRoute`]). A pair whose user is registered elsewhere than planned fails
+/// `wrong_home`, whatever the delivery did: it is no evidence about the planned pools.
 pub async fn deliver<F, Fut>(
     cx: &ProbeContext,
+    sender: &User,
     recipient: &User,
     deadline: Instant,
     mut attempt: F,
@@ -248,6 +252,40 @@ where
     if let Some(code) = status {
         o.set(&super::SIP_STATUS, f64::from(code));
     }
+    routed(cx, sender, recipient, o)
+}
+
+/// `o`, a probe between `sender` and `recipient`, with the pools they are registered
+/// on; failing `wrong_home` when those are not the planned ones.
+pub fn routed(cx: &ProbeContext, sender: &User, recipient: &User, mut o: Outcome) -> Outcome {
+    let home = |u: &User| {
+        let s = cx.endpoints.get(&u.name)?.status();
+        s.registered.then_some(s.home_pool).flatten()
+    };
+    let (Some(from), Some(to)) = (home(sender), home(recipient)) else { return o };
+    let passed = o.result.is_ok();
+    let mut misplaced: Vec<String> = Vec::new();
+    for (u, h) in [(sender, &from), (recipient, &to)] {
+        if u.pool != *h && !misplaced.iter().any(|m| m.starts_with(&format!("{} ", u.name))) {
+            misplaced.push(format!("{} is registered on {h}, planned {}", u.name, u.pool));
+        }
+    }
+    if !misplaced.is_empty() {
+        let what = match &o.result {
+            Ok(()) => "it passed".to_owned(),
+            Err(f) => format!("it failed: {} ({})", f.reason.as_str(), f.detail),
+        };
+        o.result = Err(Failure::new(
+            FailureReason::WrongHome,
+            format!(
+                "{}: the pair ran {from} \u{2192} {to}, not {} \u{2192} {} as planned ({what})",
+                misplaced.join("; "),
+                sender.pool,
+                recipient.pool
+            ),
+        ));
+    }
+    o.route = Some(PairRoute { from_pool: from, to_pool: to, passed });
     o
 }
 

@@ -236,7 +236,7 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
         ("lync2013", "lync2013", 4),
     ] {
         assert!(
-            table.contains(&format!("interop {from} -> {to}: UP - {n} pairs passing, 0 failing")),
+            table.contains(&format!("interop sip_im {from} -> {to}: UP - {n} pairs passing, 0 failing")),
             "{table}"
         );
     }
@@ -397,4 +397,80 @@ fn test_users_reach_each_other_across_pools_and_the_matrix_shows_what_breaks() {
         }
     }
     drop((ocs, lync));
+}
+
+/// The false green of a matrix labelled by the plan: bob is planned on the legacy pool
+/// but both pools home him on the new one, and beth (new pool) sends him a MESSAGE. The
+/// message never leaves the new pool, so it says nothing about new -> legacy: the pair
+/// fails `wrong_home`, counts in the cell where it ran (new -> new), and the planned
+/// cell is UNTESTED — never UP.
+#[test]
+fn a_pair_whose_user_is_registered_elsewhere_proves_nothing_about_its_planned_cell() {
+    let lab = TwoPools::new("Contoso Misplaced Root", ZONE);
+    let _ocs = pool("ocs", lab.port, lab.tls_port, lab.tls(0));
+    let _lync = pool("lync", lab.port, lab.tls_port, lab.tls(1));
+    let full = config(&lab);
+    let bob = "name = \"bob\"\nuri = \"sip:bob@contoso.test\"\npool = \"lync2013\"";
+    assert!(full.contains(bob));
+    let users = &full[..full.find("\n[[checks]]").unwrap()];
+    let text = users.replace(bob, "name = \"bob\"\nuri = \"sip:bob@contoso.test\"\npool = \"ocs2007r2\"")
+        + "\n[[checks]]\nname = \"im\"\nkind = \"sip_im\"\nfrom = [\"beth\"]\nto = [\"bob\"]\n";
+    let agent = Agent::start(&text);
+    let planned = [("kind", "sip_im"), ("from_pool", "lync2013"), ("to_pool", "ocs2007r2")];
+    let ran = [("kind", "sip_im"), ("from_pool", "lync2013"), ("to_pool", "lync2013")];
+    let m = agent.wait_metrics(Duration::from_secs(20), |m| {
+        sample(m, "coexist_probe_failures_total", &[("check", "im"), ("reason", "wrong_home")])
+            .is_some_and(|n| n >= 1.0)
+            && sample(m, "coexist_interop_up", &ran) == Some(1.0)
+    });
+    assert_eq!(sample(&m, "coexist_interop_up", &planned), Some(0.0), "{m}");
+    assert_eq!(sample(&m, "coexist_interop_untested", &planned), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "coexist_interop_untested", &ran), Some(0.0), "{m}");
+    // The pair keeps its planned labels.
+    assert_eq!(
+        sample(
+            &m,
+            "coexist_probe_success",
+            &[("check", "im"), ("pool", "lync2013"), ("to_pool", "ocs2007r2")]
+        ),
+        Some(0.0)
+    );
+    let (_, status) = agent.get("/api/v1/status");
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let pair = v["instances"].as_array().unwrap().iter().find(|i| i["check"] == "im").unwrap().clone();
+    let detail = pair["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("bob is registered on lync2013, planned ocs2007r2")
+            && detail.contains("the pair ran lync2013 \u{2192} lync2013")
+            && detail.contains("it passed"),
+        "{detail}"
+    );
+    let cell = |from: &str, to: &str| {
+        v["interop"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["from_pool"] == from && c["to_pool"] == to)
+            .cloned()
+    };
+    let p = cell("lync2013", "ocs2007r2").expect("the planned cell is listed");
+    assert_eq!(p["state"], "untested", "{p}");
+    assert_eq!(p["elsewhere"][0], "beth \u{2192} bob: ran lync2013 \u{2192} lync2013", "{p}");
+    assert_eq!(cell("lync2013", "lync2013").unwrap()["state"], "up");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["check", "--config"])
+        .arg(&agent.config)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(
+            "interop sip_im lync2013 -> ocs2007r2: UNTESTED - 0 pairs passing, 0 failing; \
+             planned here but ran elsewhere: beth \u{2192} bob: ran lync2013 \u{2192} lync2013"
+        ),
+        "{table}"
+    );
+    let (_, page) = agent.get("/");
+    assert!(page.contains("lync2013 &rarr; ocs2007r2: UNTESTED"), "the page shows the planned cell untested");
 }
