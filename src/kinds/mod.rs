@@ -12,6 +12,7 @@ pub mod sip;
 pub mod sip_discovery;
 pub mod sip_echo;
 pub mod sip_im;
+pub mod sip_presence;
 pub mod sip_register;
 pub mod tcp;
 pub mod tls;
@@ -325,6 +326,10 @@ check_kinds! {
     /// A test user sends a MESSAGE to itself through its home pool (the pool's own IM
     /// delivery, without another pool in the way).
     SipEcho(sip_echo::SipEchoSpec) => "sip_echo",
+    /// One test user's presence reaches another through the pools (PUBLISH of a fresh
+    /// value, seen in a NOTIFY of the watcher's kept-alive subscription); one instance
+    /// per ordered pair.
+    SipPresence(sip_presence::SipPresenceSpec) => "sip_presence",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

@@ -81,6 +81,18 @@ impl<'a> Uac<'a> {
         }
     }
 
+    /// The same user agent with the From tag of a dialog it set up earlier (a
+    /// subscription refreshed by a later probe).
+    pub fn with_tag(mut self, tag: &str) -> Uac<'a> {
+        self.tag = tag.to_owned();
+        self
+    }
+
+    /// Our From tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
     /// The recipient's address of record.
     pub fn to_uri(&self) -> &str {
         &self.to_uri
@@ -100,7 +112,8 @@ impl<'a> Uac<'a> {
             tx,
             from: (&self.from_uri, &self.tag),
             to: (&self.to_uri, req.to_tag),
-            contact_user: (tx.method == "INVITE").then_some(self.user.aor.user.as_str()),
+            // Dialog-creating requests carry a Contact: where requests in the dialog go.
+            contact_user: matches!(tx.method, "INVITE" | "SUBSCRIBE").then_some(self.user.aor.user.as_str()),
             route: req.route,
             credentials,
             extra: req.extra,

@@ -20,8 +20,9 @@
 //! MESSAGE, OPTIONS, INFO, BYE and CANCEL, `200` with a Contact (and the Record-Route
 //! echoed) to an INVITE a probe of this agent waits for (`480` to any other: several
 //! agents may register the same test user, and a forking registrar must set the session
-//! up with the sender's agent), nothing to ACK, `404` for another user, `405` to
-//! anything else. A probe waiting for a request (by its Call-ID and method) is told
+//! up with the sender's agent), `200` to a NOTIFY of a subscription it holds
+//! ([`super::subscription`]; `481` to any other), nothing to ACK, `404` for another
+//! user, `405` to anything else. A probe waiting for a request (by its Call-ID and method) is told
 //! when it arrived.
 //!
 //! Server transactions ([`crate::sip::server_tx`]): over UDP a retransmitted request
@@ -49,6 +50,7 @@ use super::conn::Dial;
 use super::link::LinkConnector;
 pub use super::link::{Link, LinkRef};
 use super::registration::{self, Binding, Plan};
+use super::subscription::Subscriptions;
 use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
 use crate::model::pool::Pool;
@@ -336,6 +338,12 @@ pub struct Endpoint {
     registrations: AtomicU64,
     /// When a probe last made it register again at once ([`Endpoint::lost_binding`]).
     forced: Mutex<Option<Instant>>,
+    /// The subscriptions it holds as a watcher; NOTIFYs are answered by them.
+    pub subscriptions: Subscriptions,
+    /// The user's own published state (RFC 3903): its entity tag and expiry. Held by a
+    /// probe from its PUBLISH until its watcher saw the value, so that two probes of one
+    /// publisher never publish over each other.
+    pub publication: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl Endpoint {
@@ -364,6 +372,8 @@ impl Endpoint {
             refresh: Notify::new(),
             registrations: AtomicU64::new(0),
             forced: Mutex::new(None),
+            subscriptions: Subscriptions::default(),
+            publication: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -545,6 +555,13 @@ impl Endpoint {
         }
         let call_id = req.header("call-id").unwrap_or("").trim();
         match method.as_str() {
+            "NOTIFY" => {
+                if self.subscriptions.notify(req) {
+                    Some(message::reply(req, 200, "OK", &tag, "", None))
+                } else {
+                    Some(message::reply(req, 481, "Subscription Does Not Exist", &tag, "", None))
+                }
+            }
             "MESSAGE" | "OPTIONS" | "INFO" | "BYE" | "CANCEL" => {
                 self.notify(call_id, method);
                 Some(message::reply(req, 200, "OK", &tag, "", None))
@@ -578,7 +595,7 @@ impl Endpoint {
                 405,
                 "Method Not Allowed",
                 &tag,
-                "Allow: INVITE, ACK, BYE, CANCEL, MESSAGE, OPTIONS, INFO\r\n",
+                "Allow: INVITE, ACK, BYE, CANCEL, MESSAGE, OPTIONS, INFO, NOTIFY\r\n",
                 None,
             )),
         }

@@ -27,6 +27,7 @@ pub mod link;
 pub mod memory;
 pub mod options;
 pub mod registration;
+pub mod subscription;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

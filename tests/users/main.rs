@@ -8,5 +8,6 @@ mod common;
 mod endpoint_hostile;
 mod interop;
 mod ntlm;
+mod presence;
 mod register;
 mod trusted;
