@@ -342,3 +342,75 @@ async fn a_redirect_is_followed_to_another_pool_only_and_never_to_a_weaker_trans
     assert_eq!(st.reason, Some(crate::failure::FailureReason::PolicyRefused), "{st:?}");
     assert!(seen.lock().unwrap().hosts.iter().all(|h| h == POOL_FQDN), "only the planned pool was dialled");
 }
+
+#[tokio::test(start_paused = true)]
+async fn notifies_are_answered_by_the_subscriptions_the_endpoint_holds() {
+    let (cx, seen) = lab(|_| Mode::Pong);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let endpoint = cx.endpoints.get("alice").unwrap();
+    let link = endpoint.link().expect("registered");
+    let sub = super::subscription::Subscription::new("sip:bob@contoso.test", "sub-1", "w1", &link);
+    assert!(endpoint.subscriptions.hold(sub.clone()));
+    sub.established(
+        crate::sip::dialog::Dialog {
+            call_id: "sub-1".into(),
+            local_tag: "w1".into(),
+            remote_tag: Some("pres".into()),
+            remote_target: "sip:pres@pool.contoso.test".into(),
+            route_set: Vec::new(),
+            local_seq: 1,
+        },
+        600,
+    );
+    assert!(endpoint.subscriptions.to("sip:bob@contoso.test", &link).is_some());
+    let wr = seen.lock().unwrap().writers[0].clone();
+    let notify = |n: u32, call_id: &str, to_tag: &str, state: &str, body: &str| {
+        format!(
+            "NOTIFY sip:alice@contoso.test SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-n{n}\r\n\
+             From: <sip:bob@contoso.test>;tag=pres\r\nTo: <sip:alice@contoso.test>;tag={to_tag}\r\n\
+             Call-ID: {call_id}\r\nCSeq: {n} NOTIFY\r\nMax-Forwards: 70\r\nEvent: presence\r\n\
+             Subscription-State: {state}\r\nContent-Type: application/pidf+xml\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let seen_before = sub.notified().count;
+    let waiting = {
+        let sub = sub.clone();
+        tokio::spawn(
+            async move { sub.next_notify(seen_before, Instant::now() + Duration::from_secs(5)).await },
+        )
+    };
+    for text in [
+        notify(1, "sub-1", "w1", "active;expires=600", "<note>first</note>"),
+        // Another subscription's, and one with our Call-ID but not our tag: 481.
+        notify(2, "sub-2", "w1", "active", "<note>other</note>"),
+        notify(3, "sub-1", "forged", "active", "<note>forged</note>"),
+    ] {
+        wr.lock().await.write_all(text.as_bytes()).await.unwrap();
+    }
+    assert!(waiting.await.unwrap(), "a probe waiting for the NOTIFY is woken");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let n = sub.notified();
+    assert_eq!((n.count, n.body.as_slice(), n.terminated.as_deref()), (1, &b"<note>first</note>"[..], None));
+    wr.lock()
+        .await
+        .write_all(notify(4, "sub-1", "w1", "terminated;reason=deactivated", "").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sub.notified().terminated.as_deref(), Some("deactivated"));
+    assert!(
+        endpoint.subscriptions.to("sip:bob@contoso.test", &link).is_none(),
+        "a terminated one is not used"
+    );
+    let answers: Vec<(String, u16)> = seen
+        .lock()
+        .unwrap()
+        .answers
+        .iter()
+        .map(|m| (m.header("cseq").unwrap_or_default().trim().to_owned(), m.status().unwrap_or(0)))
+        .collect();
+    let want = [("1 NOTIFY", 200), ("2 NOTIFY", 481), ("3 NOTIFY", 481), ("4 NOTIFY", 200)];
+    assert_eq!(answers, want.map(|(c, s)| (c.to_owned(), s)));
+}
