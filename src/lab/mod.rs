@@ -35,6 +35,7 @@
 pub mod dns_server;
 pub mod ntlm;
 pub mod pki;
+mod presence;
 pub mod registrar;
 
 use std::net::SocketAddr;
@@ -135,6 +136,8 @@ pub struct Router {
     /// associations.
     ntlm_users: std::collections::HashSet<String>,
     ntlm: ntlm::NtlmLab,
+    /// Both pools' presence server.
+    presence: presence::Presence,
 }
 
 /// A lab registrar and proxy for one pool.
@@ -187,6 +190,10 @@ impl Registrar {
             }
             return;
         }
+        if method == "SUBSCRIBE" && msg.header("to").and_then(message::tag_of).is_some() {
+            // A refresh in its dialog: to the presence server that holds it.
+            return self.presence(&msg, &method, from, opaque, server).await;
+        }
         if message::uri_user(message::addr_uri(uri)).is_none() {
             if method != "ACK" {
                 let ok = message::response_to(&msg, 200, "OK", server);
@@ -226,7 +233,41 @@ impl Registrar {
                 return from.send(resp).await;
             }
         }
+        if method == "SUBSCRIBE" || method == "PUBLISH" {
+            return self.presence(&msg, &method, from, opaque, server).await;
+        }
         self.router.route(self.pool, msg, from, 1, server).await;
+    }
+
+    /// A SUBSCRIBE or PUBLISH: handled by the presence server of the presentity's home
+    /// pool (the To user); its NOTIFYs sent.
+    async fn presence(
+        &self,
+        msg: &message::Message,
+        method: &str,
+        from: Peer,
+        opaque: Option<String>,
+        server: &str,
+    ) {
+        let presentity = user_part(msg.header("to").unwrap_or("")).to_owned();
+        let sender = user_part(msg.header("from").unwrap_or(""));
+        let resp = |code, reason| message::response_to(msg, code, reason, server);
+        let handled = match self.router.user(&presentity) {
+            None => None,
+            Some(_) if method == "PUBLISH" && sender != presentity => {
+                Some(presence::Handled::Done(resp(403, "Forbidden (not your presence)"), Vec::new()))
+            }
+            Some((_, home, _)) if method == "SUBSCRIBE" => {
+                Some(self.router.presence.subscribe(home, &presentity, msg, &from, opaque.clone(), server))
+            }
+            Some(_) => Some(self.router.presence.publish(&presentity, msg, server)),
+        };
+        let presence::Handled::Done(response, notifies) =
+            handled.unwrap_or_else(|| presence::Handled::Done(resp(404, "Not Found"), Vec::new()));
+        from.send(self.router.ntlm.sign_with(opaque.as_deref(), response)).await;
+        for (peer, o, n) in notifies {
+            peer.send(self.router.ntlm.sign_with(o.as_deref(), n)).await;
+        }
     }
 
     fn register(&self, req: &message::Message, from: &Peer, server: &str) -> Vec<u8> {
@@ -639,6 +680,7 @@ impl Lab {
             answered: std::sync::Mutex::new(std::collections::HashSet::new()),
             ntlm_users: LAB_USERS.iter().map(|(n, _)| (*n).to_owned()).collect(),
             ntlm: ntlm::NtlmLab::default(),
+            presence: presence::Presence::default(),
         });
         let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
@@ -846,6 +888,13 @@ method = "MESSAGE"
 name = "im-session"
 kind = "sip_im"
 method = "INVITE"
+
+# Each user's presence seen by every other: a PUBLISH of a fresh note, the NOTIFY of
+# the watcher's kept-alive subscription carrying it (the lab's pools speak standard
+# SIMPLE presence).
+[[checks]]
+name = "presence"
+kind = "sip_presence"
 "#,
             dns = self.dns.addr,
             ca = self.ca_file.display(),

@@ -352,16 +352,19 @@ fn the_demo_serves_a_passing_lab() {
     let (_, m) = http(addr, "GET", "/metrics").unwrap();
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
     // 18 server checks, 4 test users registering (2 per pool, over TLS, UDP and TCP,
-    // signing in with NTLM) and the 12 ordered pairs of them exchanging a MESSAGE and
-    // opening an IM session through the pools, every message signed and checked.
-    assert_eq!(successes.len(), 46, "{m}");
+    // signing in with NTLM) and the 12 ordered pairs of them exchanging a MESSAGE,
+    // opening an IM session and watching each other's presence through the pools,
+    // every message signed and checked.
+    assert_eq!(successes.len(), 58, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
     for from in ["ocs2007r2", "lync2013"] {
         for to in ["ocs2007r2", "lync2013"] {
-            let cell = [("from_pool", from), ("to_pool", to)];
-            assert_eq!(sample(&m, "coexist_interop_up", &cell), Some(1.0), "{from} -> {to}: {m}");
+            for kind in ["sip_im", "sip_presence"] {
+                let cell = [("kind", kind), ("from_pool", from), ("to_pool", to)];
+                assert_eq!(sample(&m, "coexist_interop_up", &cell), Some(1.0), "{kind} {from} -> {to}: {m}");
+            }
         }
     }
     for u in ["alice", "adam", "bob", "beth"] {
