@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench_interop -- [options]
-//!   --check register|im|im-invite   what runs (default im): sip_register for the users,
-//!                                   or sip_im (MESSAGE or an INVITE session) for the pairs
+//!   --check register|im|im-invite|presence|matrix
+//!                                   what runs (default im): sip_register for the users,
+//!                                   sip_im (MESSAGE or an INVITE session) or sip_presence
+//!                                   for the pairs, or "matrix": sip_im MESSAGE and
+//!                                   sip_presence for the pairs
 //!   --pairs alice:bob,bob:alice     sip_im pairs (default alice:bob: TLS to TLS through
 //!                                   both pools); "all": every ordered pair of the 4 users
 //!   --interval 200ms --timeout 150ms
@@ -142,15 +145,26 @@ fn main() {
         config.push_str("[[checks]]\nname = \"register\"\nkind = \"sip_register\"\n");
     } else {
         let method = if o.check == "im-invite" { "INVITE" } else { "MESSAGE" };
+        let kinds: Vec<(&str, String)> = match o.check.as_str() {
+            "presence" => vec![("presence", "kind = \"sip_presence\"\n".to_owned())],
+            "matrix" => vec![
+                ("im", "kind = \"sip_im\"\nmethod = \"MESSAGE\"\n".to_owned()),
+                ("presence", "kind = \"sip_presence\"\n".to_owned()),
+            ],
+            _ => vec![("im", format!("kind = \"sip_im\"\nmethod = \"{method}\"\n"))],
+        };
         if o.pairs == "all" {
-            config
-                .push_str(&format!("[[checks]]\nname = \"im\"\nkind = \"sip_im\"\nmethod = \"{method}\"\n"));
+            for (name, kind) in &kinds {
+                config.push_str(&format!("[[checks]]\nname = \"{name}\"\n{kind}"));
+            }
         } else {
             for (n, pair) in o.pairs.split(',').enumerate() {
                 let (a, b) = pair.split_once(':').expect("--pairs from:to,…");
-                config.push_str(&format!(
-                    "[[checks]]\nname = \"im{n}\"\nkind = \"sip_im\"\nmethod = \"{method}\"\nfrom = [\"{a}\"]\nto = [\"{b}\"]\n"
-                ));
+                for (name, kind) in &kinds {
+                    config.push_str(&format!(
+                        "[[checks]]\nname = \"{name}{n}\"\n{kind}from = [\"{a}\"]\nto = [\"{b}\"]\n"
+                    ));
+                }
             }
         }
     }
@@ -180,7 +194,9 @@ fn main() {
     let registered = sum(&m1, "coexist_user_registered", &[]);
     let delivery: Vec<f64> = m1
         .lines()
-        .filter(|l| l.starts_with("coexist_sip_delivery_seconds{"))
+        .filter(|l| {
+            l.starts_with("coexist_sip_delivery_seconds{") || l.starts_with("coexist_presence_delivery_seconds{")
+        })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
         .collect();
     let cpu = cpu1 - cpu0;
