@@ -195,7 +195,8 @@ fn main() {
     let delivery: Vec<f64> = m1
         .lines()
         .filter(|l| {
-            l.starts_with("coexist_sip_delivery_seconds{") || l.starts_with("coexist_presence_delivery_seconds{")
+            l.starts_with("coexist_sip_delivery_seconds{")
+                || l.starts_with("coexist_presence_delivery_seconds{")
         })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
         .collect();

@@ -9,6 +9,7 @@
 pub mod dns;
 pub mod http;
 pub mod sip;
+pub mod sip_call;
 pub mod sip_discovery;
 pub mod sip_echo;
 pub mod sip_im;
@@ -330,6 +331,9 @@ check_kinds! {
     /// value, seen in a NOTIFY of the watcher's kept-alive subscription); one instance
     /// per ordered pair.
     SipPresence(sip_presence::SipPresenceSpec) => "sip_presence",
+    /// One test user calls another through the pools (INVITE with an audio offer,
+    /// ringing, answer, ACK, BYE); one instance per ordered pair.
+    SipCall(sip_call::SipCallSpec) => "sip_call",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

@@ -895,6 +895,12 @@ method = "INVITE"
 [[checks]]
 name = "presence"
 kind = "sip_presence"
+
+# Each calls every other: an INVITE with an audio offer rings (180) and is answered,
+# acknowledged, held for a moment and hung up (signalling only: no media flows).
+[[checks]]
+name = "call"
+kind = "sip_call"
 "#,
             dns = self.dns.addr,
             ca = self.ca_file.display(),

@@ -65,6 +65,8 @@ pub struct Uac<'a> {
     creds: Credentials,
     /// The sender's endpoint: signs in again when the pool drops its NTLM association.
     endpoint: Option<Arc<Endpoint>>,
+    /// The first provisional response to the last request sent, and when it came.
+    pub provisional: Option<(u16, Instant)>,
 }
 
 impl<'a> Uac<'a> {
@@ -78,6 +80,7 @@ impl<'a> Uac<'a> {
             tag: message::token(8),
             creds: Credentials::of(user, cx.endpoints.realm_of(&user.name)),
             endpoint: cx.endpoints.get(&user.name),
+            provisional: None,
         }
     }
 
@@ -135,7 +138,8 @@ impl<'a> Uac<'a> {
         loop {
             let bytes = self.build(req, tx, self.creds.pending());
             let sent = Instant::now();
-            let resp = self.link.transaction(&bytes, tx, deadline).await?;
+            self.provisional = None;
+            let resp = self.link.transaction_noting(&bytes, tx, deadline, &mut self.provisional).await?;
             let code = resp.status().unwrap_or(0);
             if tx.method == "INVITE" && code >= 300 {
                 // A non-2xx final response to INVITE is acknowledged in its transaction.

@@ -20,7 +20,9 @@
 //! MESSAGE, OPTIONS, INFO, BYE and CANCEL, `200` with a Contact (and the Record-Route
 //! echoed) to an INVITE a probe of this agent waits for (`480` to any other: several
 //! agents may register the same test user, and a forking registrar must set the session
-//! up with the sender's agent), `200` to a NOTIFY of a subscription it holds
+//! up with the sender's agent; an INVITE with an audio offer — a call — rings, `180`, and
+//! is answered `200` with the first codec of PCMU and PCMA it offers, `488` without
+//! either), `200` to a NOTIFY of a subscription it holds
 //! ([`super::subscription`]; `481` to any other), nothing to ACK, `404` for another
 //! user, `405` to anything else. A probe waiting for a request (by its Call-ID and method) is told
 //! when it arrived.
@@ -82,6 +84,9 @@ const HELD_LONG_ENOUGH: Duration = Duration::from_secs(60);
 pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(30);
 /// Time allowed to one registration attempt (connect, challenge, redirect).
 const REGISTER_BUDGET: Duration = Duration::from_secs(10);
+/// How long an endpoint's phone rings (between its `180` and its `200` to a call):
+/// long enough that the `180` is not overtaken on its way back through the proxies.
+pub const RING: Duration = Duration::from_millis(20);
 /// Probes waiting for a request at one endpoint, at most (one per probe in flight).
 const MAX_WAITERS: usize = 4096;
 
@@ -524,47 +529,60 @@ impl Endpoint {
         self.registrations.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The answer to a request that reached the endpoint. Over UDP a retransmission
-    /// (the same server transaction, RFC 3261 §17.2.3) gets the answer already sent.
-    pub(super) fn answer(&self, req: &Message, link: &Link) -> Option<Arc<[u8]>> {
+    /// The answers to a request that reached the endpoint, in order (a call: `180`,
+    /// then `200`). Over UDP a retransmission (the same server transaction, RFC 3261
+    /// §17.2.3) gets the final answer already sent.
+    pub(super) fn answer(&self, req: &Message, link: &Link) -> Vec<Arc<[u8]>> {
+        let fresh = |e: &Endpoint| {
+            let (provisional, last) = match e.answer_fresh(req, link) {
+                Some(a) => a,
+                None => return (None, None),
+            };
+            (provisional.map(Arc::from), Some(Arc::<[u8]>::from(last)))
+        };
         if link.transport != Transport::Udp
             || matches!(&req.start, StartLine::Request { method, .. } if method == "ACK")
         {
-            return self.answer_fresh(req, link).map(Arc::from);
+            let (p, f) = fresh(self);
+            return p.into_iter().chain(f).collect();
         }
-        let key = Key::of(req, self.shared.scope)?;
+        let Some(key) = Key::of(req, self.shared.scope) else { return Vec::new() };
         let now = Instant::now();
         if let Some(kept) = self.shared.server_tx.answered(&key, now) {
-            return Some(kept);
+            return vec![kept];
         }
-        let resp: Arc<[u8]> = Arc::from(self.answer_fresh(req, link)?);
-        self.shared.server_tx.keep(key, &resp, now);
-        Some(resp)
+        let (p, f) = fresh(self);
+        if let Some(f) = &f {
+            self.shared.server_tx.keep(key, f, now);
+        }
+        p.into_iter().chain(f).collect()
     }
 
-    /// The answer to a request seen for the first time (and tells a waiting probe).
-    fn answer_fresh(&self, req: &Message, link: &Link) -> Option<Vec<u8>> {
+    /// The answer to a request seen for the first time (and tells a waiting probe): a
+    /// provisional response to send first, if any, and the final one.
+    fn answer_fresh(&self, req: &Message, link: &Link) -> Option<(Option<Vec<u8>>, Vec<u8>)> {
         let StartLine::Request { method, uri } = &req.start else { return None };
         if method == "ACK" {
             return None;
         }
+        let fin = |r: Vec<u8>| Some((None, r));
         let tag = message::token(8);
         let ours = message::uri_user(message::addr_uri(uri)) == Some(self.spec.user.aor.user.as_str());
         if !ours {
-            return Some(message::reply(req, 404, "Not Found", &tag, "", None));
+            return fin(message::reply(req, 404, "Not Found", &tag, "", None));
         }
         let call_id = req.header("call-id").unwrap_or("").trim();
         match method.as_str() {
             "NOTIFY" => {
                 if self.subscriptions.notify(req) {
-                    Some(message::reply(req, 200, "OK", &tag, "", None))
+                    fin(message::reply(req, 200, "OK", &tag, "", None))
                 } else {
-                    Some(message::reply(req, 481, "Subscription Does Not Exist", &tag, "", None))
+                    fin(message::reply(req, 481, "Subscription Does Not Exist", &tag, "", None))
                 }
             }
             "MESSAGE" | "OPTIONS" | "INFO" | "BYE" | "CANCEL" => {
                 self.notify(call_id, method);
-                Some(message::reply(req, 200, "OK", &tag, "", None))
+                fin(message::reply(req, 200, "OK", &tag, "", None))
             }
             "INVITE" => {
                 // Only sessions this agent's probes open are accepted. The same test user
@@ -573,7 +591,7 @@ impl Endpoint {
                 // endpoint whose agent sent it, or its in-dialog MESSAGE goes elsewhere.
                 // 480 (not 6xx) lets a forking proxy wait for the other branches.
                 if !self.notify(call_id, method) {
-                    return Some(message::reply(req, 480, "Temporarily Unavailable", &tag, "", None));
+                    return fin(message::reply(req, 480, "Temporarily Unavailable", &tag, "", None));
                 }
                 let contact = format!(
                     "Contact: <sip:{}@{}{}>\r\n",
@@ -581,7 +599,17 @@ impl Endpoint {
                     link.sent_by,
                     message::transport_param(link.transport)
                 );
-                Some(message::reply(
+                if req.body.windows(8).any(|w| w == b"m=audio ") {
+                    // A call: the phone rings, then answers with the codec it shares.
+                    let Some(answer) = audio_answer(&req.body, &link.sent_by) else {
+                        return fin(message::reply(req, 488, "Not Acceptable Here", &tag, "", None));
+                    };
+                    let ringing = message::reply(req, 180, "Ringing", &tag, &contact, None);
+                    let ok =
+                        message::reply(req, 200, "OK", &tag, &contact, Some(("application/sdp", &answer)));
+                    return Some((Some(ringing), ok));
+                }
+                fin(message::reply(
                     req,
                     200,
                     "OK",
@@ -590,7 +618,7 @@ impl Endpoint {
                     Some(("application/sdp", &im_sdp(&link.sent_by))),
                 ))
             }
-            _ => Some(message::reply(
+            _ => fin(message::reply(
                 req,
                 405,
                 "Method Not Allowed",
@@ -600,6 +628,49 @@ impl Endpoint {
             )),
         }
     }
+}
+
+/// The audio codecs a call offers and an endpoint answers with: (payload type, name).
+pub const AUDIO_CODECS: [(u8, &str); 2] = [(0, "PCMU/8000"), (8, "PCMA/8000")];
+
+/// A call's SDP offer from `sent_by` (RFC 3264, as a desk phone makes one: PCMU, PCMA and
+/// telephone events); no media flows through it (the port is not listened on).
+pub fn audio_offer(sent_by: &str) -> Vec<u8> {
+    audio_sdp(sent_by, &[0, 8])
+}
+
+/// The answer an endpoint makes to `offer`: the first of [`AUDIO_CODECS`] the offer
+/// has; `None` when it has none.
+pub fn audio_answer(offer: &[u8], sent_by: &str) -> Option<Vec<u8>> {
+    let pt = common_codec(offer)?;
+    Some(audio_sdp(sent_by, &[pt]))
+}
+
+/// The first of [`AUDIO_CODECS`] that the `m=audio` line of `sdp` lists.
+pub fn common_codec(sdp: &[u8]) -> Option<u8> {
+    let text = std::str::from_utf8(sdp).ok()?;
+    let m = text.lines().find_map(|l| l.trim_end().strip_prefix("m=audio "))?;
+    let listed: Vec<&str> = m.split_whitespace().skip(2).collect();
+    AUDIO_CODECS.iter().map(|(pt, _)| *pt).find(|pt| listed.contains(&pt.to_string().as_str()))
+}
+
+fn audio_sdp(sent_by: &str, pts: &[u8]) -> Vec<u8> {
+    let host = sent_by.rsplit_once(':').map_or(sent_by, |(h, _)| h).trim_matches(['[', ']']);
+    let family = if host.contains(':') { "IP6" } else { "IP4" };
+    let session = message::token(8).bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    let list: Vec<String> = pts.iter().map(u8::to_string).collect();
+    let mut s = format!(
+        "v=0\r\no=- {session} {session} IN {family} {host}\r\ns=coexistd call\r\nc=IN {family} {host}\r\nt=0 0\r\n\
+         m=audio 49170 RTP/AVP {} 101\r\n",
+        list.join(" ")
+    );
+    for pt in pts {
+        if let Some((_, name)) = AUDIO_CODECS.iter().find(|(p, _)| p == pt) {
+            s.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
+        }
+    }
+    s.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n");
+    s.into_bytes()
 }
 
 /// The session description of an IM session (RFC 4975-style, as Lync and OCS clients

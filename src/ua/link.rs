@@ -169,6 +169,18 @@ impl Link {
         tx: &Transaction,
         deadline: Instant,
     ) -> Result<Message, Failure> {
+        self.transaction_noting(request, tx, deadline, &mut None).await
+    }
+
+    /// [`Link::transaction`], noting the first provisional response other than `100
+    /// Trying` (its code and when it came) in `provisional`: a call's post-dial delay.
+    pub async fn transaction_noting(
+        &self,
+        request: &[u8],
+        tx: &Transaction,
+        deadline: Instant,
+        provisional: &mut Option<(u16, Instant)>,
+    ) -> Result<Message, Failure> {
         let (stx, mut srx) = mpsc::channel(8);
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,6 +209,10 @@ impl Link {
                             }
                             return Ok(m);
                         }
+                        // 100 Trying is hop by hop: the far end's 18x is what counts.
+                        if provisional.is_none() && m.status().is_some_and(|c| c > 100) {
+                            *provisional = m.status().map(|c| (c, Instant::now()));
+                        }
                         timer.provisional();
                     }
                     Some(_) => {}
@@ -219,20 +235,20 @@ impl Link {
         }
     }
 
-    fn dispatch(&self, m: Message, endpoint: &Endpoint) -> Option<Arc<[u8]>> {
+    fn dispatch(&self, m: Message, endpoint: &Endpoint) -> Vec<Arc<[u8]>> {
         if m.status().is_some() {
             let branch = m.top_via_branch().unwrap_or("").to_owned();
             let sender = self.pending.lock().unwrap_or_else(|e| e.into_inner()).get(&branch).cloned();
             if let Some(s) = sender {
                 let _ = s.try_send(m);
             }
-            return None;
+            return Vec::new();
         }
         if let Err(f) = self.verified(&m) {
             // Never acted on unsigned: dropped, as a client does (the sender retries,
             // and its probe fails with not_delivered).
             tracing::warn!(user = %endpoint.user().name, "request from the registrar dropped: {}", f.detail);
-            return None;
+            return Vec::new();
         }
         endpoint.answer(&m, self)
     }
@@ -326,6 +342,26 @@ fn start_link(conn: SipConn, transport: Transport, endpoint: &Arc<Endpoint>) -> 
     }
 }
 
+/// Sends the endpoint's answers to a request: the first at once, a final one after a
+/// provisional ([`super::endpoint::RING`] later, from a task of its own: the reader
+/// goes on).
+async fn answer(link: &Arc<Link>, answers: Vec<Arc<[u8]>>) {
+    let mut answers = answers.into_iter();
+    if let Some(first) = answers.next() {
+        let _ = link.send(&first).await;
+    }
+    let rest: Vec<Arc<[u8]>> = answers.collect();
+    if !rest.is_empty() {
+        let link = link.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(super::endpoint::RING).await;
+            for r in rest {
+                let _ = link.send(&r).await;
+            }
+        });
+    }
+}
+
 async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<Box<dyn Stream>>) {
     let mut framer = Framer::new(Some(&endpoint.shared.budget));
     let mut chunk = [0u8; 4096];
@@ -347,9 +383,7 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
             match framer.next_message() {
                 Ok(Some(m)) => {
                     begun = None;
-                    if let Some(resp) = link.dispatch(m, &endpoint) {
-                        let _ = link.send(&resp).await;
-                    }
+                    answer(&link, link.dispatch(m, &endpoint)).await;
                 }
                 Ok(None) => break,
                 Err(e) => return give_up(e),
@@ -418,9 +452,7 @@ async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net
         match message::parse(&buf[..n], false) {
             Ok(message::Parsed::Complete(m, _)) => {
                 drop(buf);
-                if let Some(resp) = link.dispatch(m, &endpoint) {
-                    let _ = link.send(&resp).await;
-                }
+                answer(&link, link.dispatch(m, &endpoint)).await;
             }
             Ok(message::Parsed::Incomplete) => {}
             Err(e) => tracing::debug!(user = %endpoint.spec.user.name, error = %e, "datagram dropped"),

@@ -353,20 +353,25 @@ fn the_demo_serves_a_passing_lab() {
     let successes: Vec<&str> = m.lines().filter(|l| l.starts_with("coexist_probe_success{")).collect();
     // 18 server checks, 4 test users registering (2 per pool, over TLS, UDP and TCP,
     // signing in with NTLM) and the 12 ordered pairs of them exchanging a MESSAGE,
-    // opening an IM session and watching each other's presence through the pools,
-    // every message signed and checked.
-    assert_eq!(successes.len(), 58, "{m}");
+    // opening an IM session, watching each other's presence and calling each other
+    // through the pools, every message signed and checked.
+    assert_eq!(successes.len(), 70, "{m}");
     assert!(successes.iter().all(|l| l.ends_with(" 1") || l.ends_with(" 1.0")), "{successes:#?}");
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "ocs2007r2")]), Some(1.0));
     assert_eq!(sample(&m, "coexist_pool_up", &[("pool", "lync2013")]), Some(1.0));
     for from in ["ocs2007r2", "lync2013"] {
         for to in ["ocs2007r2", "lync2013"] {
-            for kind in ["sip_im", "sip_presence"] {
+            for kind in ["sip_im", "sip_presence", "sip_call"] {
                 let cell = [("kind", kind), ("from_pool", from), ("to_pool", to)];
                 assert_eq!(sample(&m, "coexist_interop_up", &cell), Some(1.0), "{kind} {from} -> {to}: {m}");
             }
         }
     }
+    // A call from the legacy pool's alice to the new pool's bob rang before it was set up.
+    let call = [("check", "call"), ("user", "alice"), ("target", "sip:bob@contoso.test")];
+    let setup = sample(&m, "coexist_call_setup_seconds", &call).expect("call set-up time");
+    let post_dial = sample(&m, "coexist_call_post_dial_delay_seconds", &call).expect("post-dial delay");
+    assert!(post_dial > 0.0 && post_dial <= setup && setup < 1.0, "{post_dial} {setup}");
     for u in ["alice", "adam", "bob", "beth"] {
         assert_eq!(sample(&m, "coexist_user_registered", &[("user", u)]), Some(1.0), "{u}");
         // The lab's pools run on this clock: the skew read from their challenges' Date

@@ -28,8 +28,9 @@ const USERS: [(&str, &str, &str); 4] = [
 ];
 
 /// A pool: registrar for users homed here (301 for the others), proxy that relays
-/// requests for users homed on the other pool there (unless `relay` is "off").
-fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio {
+/// requests for users homed on the other pool there (unless `relay` is "off"); an
+/// INVITE for the user named in `cfg=>unanswered` rings (180) and is never answered.
+pub(crate) fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio {
     let mut init = String::new();
     for (u, home, pw) in USERS {
         init.push_str(&format!("  $sht(users=>{u}) = \"{pw}\";\n  $sht(homes=>{u}) = \"{home}\";\n"));
@@ -88,6 +89,10 @@ fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio 
              t_relay();\n\
              exit;\n\
            }}\n\
+           if (is_method(\"INVITE\") && $rU == $sht(cfg=>unanswered)) {{\n\
+             sl_send_reply(\"180\", \"Ringing\");\n\
+             exit;\n\
+           }}\n\
            if (!lookup(\"location\")) {{ sl_send_reply(\"480\", \"Temporarily Unavailable\"); exit; }}\n\
            t_relay();\n\
          }}\n"
@@ -96,7 +101,7 @@ fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio 
     Kamailio::start_custom(ip, port, tls_port, Some(tls), &format!("pool {name}"), &prelude, &routes)
 }
 
-fn config(lab: &TwoPools) -> String {
+pub(crate) fn config(lab: &TwoPools) -> String {
     let mut users = String::new();
     for (i, (u, home, pw)) in USERS.iter().enumerate() {
         let f = lab.password_file(u, pw);

@@ -5,6 +5,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod calls;
 mod endpoint_hostile;
 mod interop;
 mod ntlm;
