@@ -4,11 +4,11 @@
 //!
 //! ```text
 //! cargo build --release && cargo run --release --example bench_interop -- [options]
-//!   --check register|im|im-invite|presence|matrix
+//!   --check register|im|im-invite|presence|call|matrix
 //!                                   what runs (default im): sip_register for the users,
-//!                                   sip_im (MESSAGE or an INVITE session) or sip_presence
-//!                                   for the pairs, or "matrix": sip_im MESSAGE and
-//!                                   sip_presence for the pairs
+//!                                   sip_im (MESSAGE or an INVITE session), sip_presence or
+//!                                   sip_call for the pairs, or "matrix": sip_im MESSAGE,
+//!                                   sip_presence and sip_call for the pairs
 //!   --pairs alice:bob,bob:alice     sip_im pairs (default alice:bob: TLS to TLS through
 //!                                   both pools); "all": every ordered pair of the 4 users
 //!   --interval 200ms --timeout 150ms
@@ -147,9 +147,11 @@ fn main() {
         let method = if o.check == "im-invite" { "INVITE" } else { "MESSAGE" };
         let kinds: Vec<(&str, String)> = match o.check.as_str() {
             "presence" => vec![("presence", "kind = \"sip_presence\"\n".to_owned())],
+            "call" => vec![("call", "kind = \"sip_call\"\n".to_owned())],
             "matrix" => vec![
                 ("im", "kind = \"sip_im\"\nmethod = \"MESSAGE\"\n".to_owned()),
                 ("presence", "kind = \"sip_presence\"\n".to_owned()),
+                ("call", "kind = \"sip_call\"\n".to_owned()),
             ],
             _ => vec![("im", format!("kind = \"sip_im\"\nmethod = \"{method}\"\n"))],
         };
@@ -197,6 +199,7 @@ fn main() {
         .filter(|l| {
             l.starts_with("coexist_sip_delivery_seconds{")
                 || l.starts_with("coexist_presence_delivery_seconds{")
+                || l.starts_with("coexist_call_setup_seconds{")
         })
         .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
         .collect();
@@ -212,7 +215,11 @@ fn main() {
     }
     if !delivery.is_empty() {
         let mean = delivery.iter().sum::<f64>() / delivery.len() as f64;
-        println!("last delivery times: mean {:.2} ms over {} pairs", mean * 1000.0, delivery.len());
+        println!(
+            "last delivery (and call set-up) times: mean {:.2} ms over {} pairs",
+            mean * 1000.0,
+            delivery.len()
+        );
     }
     println!(
         "registered endpoints: {registered:.0}; agent RSS {} KiB, open descriptors {}",
