@@ -353,6 +353,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     fn new(spec: EndpointSpec, cx: ProbeContext, shared: Shared) -> Endpoint {
+        let budget = shared.budget.clone();
         let status = EndpointStatus {
             user: spec.user.name.clone(),
             uri: spec.user.aor.uri(),
@@ -377,7 +378,7 @@ impl Endpoint {
             refresh: Notify::new(),
             registrations: AtomicU64::new(0),
             forced: Mutex::new(None),
-            subscriptions: Subscriptions::default(),
+            subscriptions: Subscriptions::new(budget),
             publication: tokio::sync::Mutex::new(None),
         }
     }

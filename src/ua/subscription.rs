@@ -8,8 +8,9 @@
 //! the subscription is held from before the SUBSCRIBE leaves.
 //!
 //! Bounds: at most [`MAX_SUBSCRIPTIONS`] per endpoint, each keeping the last body only
-//! (at most [`MAX_BODY`] bytes of it); a subscription nobody refreshed past its expiry
-//! is forgotten.
+//! (at most [`MAX_BODY`] bytes of it, drawn from the endpoints' byte budget: a body the
+//! budget refuses is not kept, and the probe waiting for it fails); a subscription
+//! nobody refreshed past its expiry is forgotten.
 //!
 //! What it does not do: send anything ([`crate::kinds::sip_presence`] subscribes and
 //! refreshes through [`super::client::Uac`]).
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::endpoint::Link;
+use crate::sip::budget::{Budget, Grant};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::Message;
 
@@ -43,6 +45,8 @@ pub struct Subscription {
 }
 
 struct Inner {
+    /// The bytes `body` holds, from the endpoints' budget (none until held).
+    grant: Option<Grant>,
     dialog: Option<Dialog>,
     expires_at: Option<Instant>,
     terminated: Option<String>,
@@ -71,6 +75,7 @@ impl Subscription {
             call_id: call_id.to_owned(),
             local_tag: local_tag.to_owned(),
             inner: Mutex::new(Inner {
+                grant: None,
                 dialog: None,
                 expires_at: None,
                 terminated: None,
@@ -137,7 +142,16 @@ impl Subscription {
         let state = m.header("subscription-state").unwrap_or("").trim().to_ascii_lowercase();
         let mut i = self.inner();
         i.notifies += 1;
-        i.body = m.body[..m.body.len().min(MAX_BODY)].to_vec();
+        let keep = m.body.len().min(MAX_BODY);
+        i.body = if i.grant.as_mut().is_some_and(|g| g.resize(keep)) {
+            m.body[..keep].to_vec()
+        } else {
+            tracing::warn!(presentity = %self.presentity, "a NOTIFY body not kept: the endpoints' memory budget is exhausted");
+            if let Some(g) = i.grant.as_mut() {
+                g.resize(0);
+            }
+            Vec::new()
+        };
         if state.starts_with("terminated") {
             let reason = state.split(';').find_map(|p| p.trim().strip_prefix("reason=")).unwrap_or("none");
             i.terminated = Some(reason.to_owned());
@@ -158,12 +172,17 @@ impl Subscription {
 }
 
 /// The subscriptions of one endpoint, by Call-ID.
-#[derive(Default)]
 pub struct Subscriptions {
     by_call_id: Mutex<HashMap<String, Arc<Subscription>>>,
+    budget: Arc<Budget>,
 }
 
 impl Subscriptions {
+    /// No subscriptions; their NOTIFY bodies draw on `budget`.
+    pub fn new(budget: Arc<Budget>) -> Subscriptions {
+        Subscriptions { by_call_id: Mutex::new(HashMap::new()), budget }
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Subscription>>> {
         self.by_call_id.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -177,6 +196,7 @@ impl Subscriptions {
         if m.len() >= MAX_SUBSCRIPTIONS {
             return false;
         }
+        sub.inner().grant = Some(self.budget.empty());
         m.insert(sub.call_id.clone(), sub);
         true
     }
