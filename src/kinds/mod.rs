@@ -12,6 +12,7 @@ pub mod sip;
 pub mod sip_call;
 pub mod sip_discovery;
 pub mod sip_echo;
+pub mod sip_group_im;
 pub mod sip_im;
 pub mod sip_presence;
 pub mod sip_register;
@@ -334,6 +335,9 @@ check_kinds! {
     /// One test user calls another through the pools (INVITE with an audio offer,
     /// ringing, answer, ACK, BYE); one instance per ordered pair.
     SipCall(sip_call::SipCallSpec) => "sip_call",
+    /// Two test users meet in an IM conference room and one's message reaches the other
+    /// through the conference server; one instance per ordered pair.
+    SipGroupIm(sip_group_im::SipGroupImSpec) => "sip_group_im",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

@@ -87,6 +87,9 @@ const REGISTER_BUDGET: Duration = Duration::from_secs(10);
 /// How long an endpoint's phone rings (between its `180` and its `200` to a call):
 /// long enough that the `180` is not overtaken on its way back through the proxies.
 pub const RING: Duration = Duration::from_millis(20);
+/// The waiters' key prefix of a probe waiting for a token in a MESSAGE body (the other
+/// keys are `Call-ID method`, and no Call-ID of ours is `text`).
+const TEXT_KEY: &str = "text ";
 /// Probes waiting for a request at one endpoint, at most (one per probe in flight).
 const MAX_WAITERS: usize = 4096;
 
@@ -484,6 +487,34 @@ impl Endpoint {
         Some(Expect { endpoint: self.clone(), key, rx: Some(rx) })
     }
 
+    /// Starts waiting for a MESSAGE whose body carries `token` (one relayed by a server
+    /// that makes a request of its own, such as an IM conference); `None` when too many
+    /// probes wait already.
+    pub fn expect_text(self: &Arc<Self>, token: &str) -> Option<Expect> {
+        let key = format!("{TEXT_KEY}{token}");
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if w.len() >= MAX_WAITERS {
+            return None;
+        }
+        w.insert(key.clone(), tx);
+        Some(Expect { endpoint: self.clone(), key, rx: Some(rx) })
+    }
+
+    /// Tells the probes waiting for a token in `body` that it arrived.
+    fn notify_text(&self, body: &[u8]) {
+        let mut w = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let found: Vec<String> = w
+            .keys()
+            .filter_map(|k| k.strip_prefix(TEXT_KEY).filter(|t| contains(body, t)).map(|_| k.clone()))
+            .collect();
+        for k in found {
+            if let Some(tx) = w.remove(&k) {
+                let _ = tx.send(Instant::now());
+            }
+        }
+    }
+
     /// Tells the probe waiting for this request that it arrived; whether one waited.
     fn notify(&self, call_id: &str, method: &str) -> bool {
         let key = format!("{call_id} {method}");
@@ -583,6 +614,9 @@ impl Endpoint {
             }
             "MESSAGE" | "OPTIONS" | "INFO" | "BYE" | "CANCEL" => {
                 self.notify(call_id, method);
+                if method == "MESSAGE" {
+                    self.notify_text(&req.body);
+                }
                 fin(message::reply(req, 200, "OK", &tag, "", None))
             }
             "INVITE" => {
@@ -629,6 +663,10 @@ impl Endpoint {
             )),
         }
     }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// The audio codecs a call offers and an endpoint answers with: (payload type, name).

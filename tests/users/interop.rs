@@ -31,10 +31,62 @@ const USERS: [(&str, &str, &str); 4] = [
 /// requests for users homed on the other pool there (unless `relay` is "off"); an
 /// INVITE for the user named in `cfg=>unanswered` rings (180) and is never answered.
 pub(crate) fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -> Kamailio {
+    pool_with(name, port, tls_port, tls, None)
+}
+
+/// The tables of Kamailio's `imc` module for `db_text` in `dir` (created): the IM
+/// conference server keeps its rooms there.
+pub(crate) fn imc_tables(dir: &std::path::Path) -> std::path::PathBuf {
+    let db = dir.join("imc-db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("version"), "table_name(string) table_version(int)\nimc_rooms:1\nimc_members:1\n")
+        .unwrap();
+    std::fs::write(db.join("imc_rooms"), "id(int,auto) name(string) domain(string) flag(int)\n").unwrap();
+    std::fs::write(
+        db.join("imc_members"),
+        "id(int,auto) username(string) domain(string) room(string) flag(int)\n",
+    )
+    .unwrap();
+    db
+}
+
+/// [`pool`], and with `imc` (its tables, [`imc_tables`]) the IM conference server of
+/// `conf.contoso.test` (Kamailio's `imc`); the other pool relays the conference's
+/// requests to it.
+pub(crate) fn pool_with(
+    name: &str,
+    port: u16,
+    tls_port: u16,
+    tls: KamailioTls<'_>,
+    imc: Option<&std::path::Path>,
+) -> Kamailio {
+    let ip = if name == "ocs" { OCS_IP } else { LYNC_IP };
     let mut init = String::new();
     for (u, home, pw) in USERS {
         init.push_str(&format!("  $sht(users=>{u}) = \"{pw}\";\n  $sht(homes=>{u}) = \"{home}\";\n"));
     }
+    let imc_modules = imc
+        .map(|db| {
+            format!(
+                "loadmodule \"db_text.so\"\nloadmodule \"imc.so\"\n\
+                 modparam(\"imc\", \"db_url\", \"text://{}\")\n\
+                 modparam(\"imc\", \"outbound_proxy\", \"sip:{ip}:{port}\")\n",
+                db.display()
+            )
+        })
+        .unwrap_or_default();
+    // Requests for the conference's domain: the conference server handles them, the
+    // other pool relays them there.
+    let conference = if imc.is_some() {
+        "if (imc_manager()) { sl_send_reply(\"200\", \"OK\"); } else { sl_send_reply(\"500\", \"Command Failed\"); }"
+            .to_owned()
+    } else {
+        format!(
+            "if ($sht(cfg=>relay) == \"off\") {{ sl_send_reply(\"503\", \"Service Unavailable\"); exit; }} \
+             record_route(); $du = \"sip:{}:{port}\"; t_relay();",
+            if name == "ocs" { LYNC_IP } else { OCS_IP }
+        )
+    };
     let prelude = format!(
         "loadmodule \"tm.so\"\nloadmodule \"pv.so\"\nloadmodule \"textops.so\"\nloadmodule \"siputils.so\"\n\
          loadmodule \"rr.so\"\nloadmodule \"usrloc.so\"\nloadmodule \"registrar.so\"\nloadmodule \"auth.so\"\n\
@@ -46,7 +98,7 @@ pub(crate) fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -
          modparam(\"htable\", \"htable\", \"cfg=>size=2;\")\n\
          modparam(\"ctl\", \"binrpc\", \"unix:{{dir}}/ctl.sock\")\n\
          modparam(\"auth\", \"algorithm\", \"SHA-256\")\n\
-         event_route[htable:mod-init] {{\n{init}  $sht(cfg=>relay) = \"on\";\n}}\n"
+         event_route[htable:mod-init] {{\n{init}  $sht(cfg=>relay) = \"on\";\n}}\n{imc_modules}"
     );
     let other_ip = if name == "ocs" { LYNC_IP } else { OCS_IP };
     let routes = format!(
@@ -73,13 +125,14 @@ pub(crate) fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -
              if (!save(\"location\")) {{ sl_reply_error(); }}\n\
              exit;\n\
            }}\n\
-           if ($si != \"{other_ip}\") {{\n\
+           if ($si != \"{other_ip}\" && $si != \"{ip}\") {{\n\
              if (!pv_auth_check(\"$fd\", \"$sht(users=>$fU)\", \"0\", \"1\")) {{\n\
                auth_challenge(\"$fd\", \"1\");\n\
                exit;\n\
              }}\n\
              consume_credentials();\n\
            }}\n\
+           if ($rd == \"conf.contoso.test\") {{ {conference} exit; }}\n\
            $var(home) = $sht(homes=>$rU);\n\
            if ($var(home) == $null) {{ sl_send_reply(\"404\", \"Not Found\"); exit; }}\n\
            record_route();\n\
@@ -97,7 +150,6 @@ pub(crate) fn pool(name: &str, port: u16, tls_port: u16, tls: KamailioTls<'_>) -
            t_relay();\n\
          }}\n"
     );
-    let ip = if name == "ocs" { OCS_IP } else { LYNC_IP };
     Kamailio::start_custom(ip, port, tls_port, Some(tls), &format!("pool {name}"), &prelude, &routes)
 }
 

@@ -7,6 +7,7 @@ mod common;
 
 mod calls;
 mod endpoint_hostile;
+mod group_im;
 mod interop;
 mod ntlm;
 mod presence;
