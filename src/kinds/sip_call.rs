@@ -133,6 +133,7 @@ struct Measured {
 pub async fn probe(spec: &SipCallSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
+    let before = crate::ua::client::homes(cx, &spec.from.user, &spec.to.user);
     let mut m = Measured { setup: None, post_dial: None, status: None };
     let r = call(spec, cx, deadline, &mut m).await;
     let phases = vec![(crate::model::outcome::Phase::Request, t.elapsed())];
@@ -152,7 +153,7 @@ pub async fn probe(spec: &SipCallSpec, cx: &ProbeContext) -> Outcome {
     if let Some(code) = m.status {
         o.set(&crate::ua::SIP_STATUS, f64::from(code));
     }
-    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, o)
+    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, before, o)
 }
 
 async fn call(

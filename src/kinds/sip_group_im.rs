@@ -130,6 +130,7 @@ impl CheckKind for SipGroupImSpec {
 pub async fn probe(spec: &SipGroupImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
+    let before = crate::ua::client::homes(cx, &spec.from.user, &spec.to.user);
     let mut status = None;
     let r = exchange(spec, cx, deadline, &mut status).await;
     let phases = vec![(crate::model::outcome::Phase::Request, t.elapsed())];
@@ -144,7 +145,7 @@ pub async fn probe(spec: &SipGroupImSpec, cx: &ProbeContext) -> Outcome {
     if let Some(code) = status {
         o.set(&crate::ua::SIP_STATUS, f64::from(code));
     }
-    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, o)
+    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, before, o)
 }
 
 /// Sends `text` as `user` over `link` to the room; the final response must be 2xx.

@@ -19,9 +19,10 @@
 //! 2. The publisher publishes a PIDF document (RFC 3863) whose `<note>` is a fresh
 //!    random value (RFC 3903 `PUBLISH`; a modification with `SIP-If-Match` while it
 //!    holds an entity tag, a new publication after a `412`). Probes of one publisher
-//!    take turns, so that one never publishes over another's value.
+//!    take turns for the PUBLISH itself.
 //! 3. It passes when a NOTIFY of the watcher's subscription carries that exact note
-//!    within the timeout. `coexist_presence_delivery_seconds`: from the PUBLISH leaving
+//!    within the timeout (every NOTIFY is searched as it arrives: a value followed at
+//!    once by another's is still seen). `coexist_presence_delivery_seconds`: from the PUBLISH leaving
 //!    to that NOTIFY arriving (both ends are in this process: no clock skew).
 //!
 //! Reasons: `not_registered` (either user), `not_delivered` (the PUBLISH was accepted
@@ -45,7 +46,7 @@ use crate::model::users::User;
 use crate::sip::message::{self, Message};
 use crate::ua::client::{status_failure, Req, Uac};
 use crate::ua::endpoint::{Endpoint, EndpointSpec, Link};
-use crate::ua::subscription::Subscription;
+use crate::ua::subscription::{Seen, Subscription};
 
 /// Seconds a SUBSCRIBE asks for.
 pub const SUBSCRIBE_EXPIRES: u32 = 600;
@@ -127,6 +128,7 @@ impl CheckKind for SipPresenceSpec {
 pub async fn probe(spec: &SipPresenceSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
+    let before = crate::ua::client::homes(cx, &spec.from.user, &spec.to.user);
     let mut status = None;
     let r = exchange(spec, cx, deadline, &mut status).await;
     let phases = vec![(crate::model::outcome::Phase::Request, t.elapsed())];
@@ -141,7 +143,7 @@ pub async fn probe(spec: &SipPresenceSpec, cx: &ProbeContext) -> Outcome {
     if let Some(code) = status {
         o.set(&crate::ua::SIP_STATUS, f64::from(code));
     }
-    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, o)
+    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, before, o)
 }
 
 /// A refresh is due when less than this is left: [`REFRESH_MARGIN`], and never less
@@ -161,64 +163,52 @@ async fn exchange(
     let plink = publisher.registered_link()?;
     let wlink = watcher.registered_link()?;
     let sub = subscribed(spec, cx, &watcher, &wlink, deadline, status).await?;
-    // One probe of this publisher at a time, from its PUBLISH until its watcher saw it.
-    let mut publication =
-        tokio::time::timeout_at(deadline, publisher.publication.lock()).await.map_err(|_| {
-            Failure::new(
-                FailureReason::Timeout,
-                format!("{} is busy publishing for other probes", spec.from.user.name),
-            )
-        })?;
-    let seen = sub.notified().count;
     let note = format!("coexistd presence test {}", message::token(16));
-    let sent = publish(spec, cx, &plink, &note, &mut publication, deadline, status).await?;
-    let mut count = seen;
-    loop {
-        let n = sub.notified();
-        if n.count > count {
-            count = n.count;
-            if contains(&n.body, &note) {
-                return Ok(Instant::now().saturating_duration_since(sent));
-            }
-            if let Some(reason) = n.terminated {
-                watcher.subscriptions.forget(&sub.call_id);
-                return Err(Failure::new(
-                    FailureReason::NotDelivered,
-                    format!(
-                        "{}'s subscription to {} was terminated (reason {reason}) before the value arrived; it is set up again next time",
-                        spec.to.user.name, spec.from.user.name
-                    ),
-                ));
-            }
+    let before = sub.notified().count;
+    // Waiting from before the PUBLISH: the NOTIFY may come before its 200.
+    let awaited = sub
+        .expect(&note)
+        .ok_or_else(|| Failure::new(FailureReason::Internal, "too many probes wait on this subscription"))?;
+    let sent = {
+        // Probes of one publisher modify its publication in turn.
+        let mut publication =
+            tokio::time::timeout_at(deadline, publisher.publication.lock()).await.map_err(|_| {
+                Failure::new(
+                    FailureReason::Timeout,
+                    format!("{}'s other probes held its publication until the deadline", spec.from.user.name),
+                )
+            })?;
+        publish(spec, cx, &plink, &note, &mut publication, deadline, status).await?
+    };
+    match awaited.seen(deadline).await {
+        Seen::At(at) => Ok(at.saturating_duration_since(sent)),
+        Seen::Terminated => {
+            let reason = sub.notified().terminated.unwrap_or_default();
+            watcher.subscriptions.forget(&sub.call_id);
+            Err(Failure::new(
+                FailureReason::NotDelivered,
+                format!(
+                    "{}'s subscription to {} was terminated (reason {reason}) before the value arrived; it is set up again next time",
+                    spec.to.user.name, spec.from.user.name
+                ),
+            ))
         }
-        if !sub.next_notify(count, deadline).await {
-            let last = sub.notified();
-            let said = if last.count == seen {
+        Seen::Late => {
+            let n = sub.notified();
+            let said = if n.count == before {
                 "no NOTIFY came".to_owned()
             } else {
-                format!(
-                    "{} NOTIFYs came, the last saying {:?}",
-                    last.count - seen,
-                    String::from_utf8_lossy(&last.body)
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(160)
-                        .collect::<String>()
-                )
+                format!("{} NOTIFYs came, the last saying {:?}", n.count - before, n.excerpt)
             };
-            return Err(Failure::new(
+            Err(Failure::new(
                 FailureReason::NotDelivered,
                 format!(
                     "PUBLISH of {} accepted, but {} never saw the value: {said}",
                     spec.from.user.name, spec.to.user.name
                 ),
-            ));
+            ))
         }
     }
-}
-
-fn contains(body: &[u8], note: &str) -> bool {
-    body.windows(note.len()).any(|w| w == note.as_bytes())
 }
 
 /// The watcher's subscription to the publisher: the one it holds, refreshed when due,
@@ -322,7 +312,7 @@ async fn publish(
             200..=299 => {
                 let granted = resp
                     .header("expires")
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .and_then(|v| message::bounded_decimal(v.trim(), u64::from(PUBLISH_EXPIRES)))
                     .unwrap_or(u64::from(PUBLISH_EXPIRES));
                 *publication = resp
                     .header("sip-etag")

@@ -5,6 +5,7 @@
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::failure::FailureReason;
 use crate::run::results::{SeriesState, Slot};
 
 /// A pool's rollup.
@@ -74,13 +75,14 @@ pub fn pool_rollups(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellState {
-    /// Pairs ran between users registered on these pools, and every one passed.
+    /// Pairs ran between users registered on these pools, and every one passed (pairs
+    /// without a fresh result are listed, but a fresh pass proves the cell).
     Up,
     /// At least one pair between users registered on these pools failed.
     Down,
-    /// Nothing proves or disproves it: no pair ran between users registered on these
-    /// pools (their users are elsewhere, not registered, or the pairs have not run), or
-    /// some have no fresh result.
+    /// Nothing proves or disproves it: no pair with a fresh result ran between users
+    /// registered on these pools (their users are elsewhere or not registered, the
+    /// pairs have not run, or their results are stale).
     Untested,
 }
 
@@ -116,15 +118,17 @@ pub struct InteropCell {
     pub passing: u64,
     /// Pairs failing.
     pub failing: u64,
-    /// Pairs planned here that have not run yet.
+    /// Pairs planned here without a result that says anything about it: not run yet,
+    /// a user not registered, or a pass whose users' pools are unknown.
     pub pending: u64,
     /// Pairs planned here whose last result is stale.
     pub stale: u64,
     /// The failing pairs: `sender → recipient: reason (detail)`.
     pub failures: Vec<String>,
-    /// Pairs planned here that ran between other pools (a user registered elsewhere
-    /// than planned): `sender → recipient: ran A → B`. They prove nothing here.
-    pub elsewhere: Vec<String>,
+    /// Pairs planned here that prove nothing about it: they ran between other pools (a
+    /// user registered elsewhere than planned: `sender → recipient: ran A → B`), or a
+    /// user was not registered (`sender → recipient: not_registered (detail)`).
+    pub unproven: Vec<String>,
 }
 
 /// The coexistence matrices, by kind, in pool order (senders, then recipients): every
@@ -151,7 +155,7 @@ pub fn interop(
             pending: 0,
             stale: 0,
             failures: Vec::new(),
-            elsewhere: Vec::new(),
+            unproven: Vec::new(),
         });
         cells.len() - 1
     };
@@ -172,13 +176,27 @@ pub fn interop(
         };
         let (at, passed) = match &outcome.route {
             Some(r) if (r.from_pool.as_str(), r.to_pool.as_str()) != (from, to) => {
-                cells[planned].elsewhere.push(format!(
+                cells[planned].unproven.push(format!(
                     "{} \u{2192} {}: ran {} \u{2192} {}",
                     between.0, between.1, r.from_pool, r.to_pool
                 ));
                 (cell(&mut cells, kind, &r.from_pool, &r.to_pool), r.passed)
             }
-            _ => (planned, outcome.result.is_ok()),
+            Some(_) => (planned, outcome.result.is_ok()),
+            // Where its users were is unknown: a user was not registered (a test setup
+            // problem, not the route), or a pass it cannot place. Neither proves the cell.
+            None => match &outcome.result {
+                Err(f) if f.reason != FailureReason::NotRegistered => (planned, false),
+                r => {
+                    let why = match r {
+                        Err(f) => format!("{} ({})", f.reason.as_str(), f.detail),
+                        Ok(()) => "passed, but its users' pools are unknown".to_owned(),
+                    };
+                    cells[planned].pending += 1;
+                    cells[planned].unproven.push(format!("{} \u{2192} {}: {why}", between.0, between.1));
+                    continue;
+                }
+            },
         };
         let c = &mut cells[at];
         if passed {
@@ -199,7 +217,7 @@ pub fn interop(
     for c in &mut cells {
         c.state = if c.failing > 0 {
             CellState::Down
-        } else if c.passing > 0 && c.pending == 0 && c.stale == 0 {
+        } else if c.passing > 0 {
             CellState::Up
         } else {
             CellState::Untested

@@ -287,14 +287,14 @@ fn interop(s: &mut String, view: &StatusView) {
                     c.passing
                 );
                 if c.pending + c.stale > 0 {
-                    let _ = write!(s, ", {} not run or stale", c.pending + c.stale);
+                    let _ = write!(s, ", {} not run, unregistered or stale", c.pending + c.stale);
                 }
                 s.push_str("</small>");
                 for f in &c.failures {
                     let _ = write!(s, "<div class=\"detail\">{}</div>", esc(f));
                 }
-                for e in &c.elsewhere {
-                    let _ = write!(s, "<div class=\"detail\">planned here, {}</div>", esc(e));
+                for e in &c.unproven {
+                    let _ = write!(s, "<div class=\"detail\">planned here, proves nothing: {}</div>", esc(e));
                 }
                 s.push_str("</td>");
             }

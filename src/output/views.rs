@@ -265,10 +265,10 @@ impl StatusView {
         for c in &self.interop {
             let mut notes = String::new();
             if c.pending + c.stale > 0 {
-                let _ = write!(notes, ", {} not run or stale", c.pending + c.stale);
+                let _ = write!(notes, ", {} not run, unregistered or stale", c.pending + c.stale);
             }
-            if !c.elsewhere.is_empty() {
-                let _ = write!(notes, "; planned here but ran elsewhere: {}", c.elsewhere.join(", "));
+            if !c.unproven.is_empty() {
+                let _ = write!(notes, "; planned here, proving nothing: {}", c.unproven.join(", "));
             }
             let _ = writeln!(
                 out,

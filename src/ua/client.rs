@@ -246,6 +246,7 @@ where
     Fut: std::future::Future<Output = (Result<Duration, Failure>, Option<u16>)>,
 {
     let t = Instant::now();
+    let before = homes(cx, sender, recipient);
     let (mut r, mut status) = attempt().await;
     if r.as_ref().is_err_and(|f| f.reason == FailureReason::SipStatus) {
         if let Some(e) = cx.endpoints.get(&recipient.name) {
@@ -269,17 +270,31 @@ where
     if let Some(code) = status {
         o.set(&super::SIP_STATUS, f64::from(code));
     }
-    routed(cx, sender, recipient, o)
+    routed(cx, sender, recipient, before, o)
 }
 
-/// `o`, a probe between `sender` and `recipient`, with the pools they are registered
-/// on; failing `wrong_home` when those are not the planned ones.
-pub fn routed(cx: &ProbeContext, sender: &User, recipient: &User, mut o: Outcome) -> Outcome {
+/// The pools `sender` and `recipient` are registered on now, when both are.
+pub fn homes(cx: &ProbeContext, sender: &User, recipient: &User) -> Option<(String, String)> {
     let home = |u: &User| {
         let s = cx.endpoints.get(&u.name)?.status();
         s.registered.then_some(s.home_pool).flatten()
     };
-    let (Some(from), Some(to)) = (home(sender), home(recipient)) else { return o };
+    Some((home(sender)?, home(recipient)?))
+}
+
+/// `o`, a probe between `sender` and `recipient`, with the pools they were registered
+/// on when it started (`before`, from [`homes`]; when they were not both registered
+/// yet, where they are now); failing `wrong_home` when those are not the planned ones.
+/// Without both homes known, `o` goes without a route (the matrix does not count a pass
+/// it cannot place).
+pub fn routed(
+    cx: &ProbeContext,
+    sender: &User,
+    recipient: &User,
+    before: Option<(String, String)>,
+    mut o: Outcome,
+) -> Outcome {
+    let Some((from, to)) = before.or_else(|| homes(cx, sender, recipient)) else { return o };
     let passed = o.result.is_ok();
     let mut misplaced: Vec<String> = Vec::new();
     for (u, h) in [(sender, &from), (recipient, &to)] {

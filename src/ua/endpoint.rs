@@ -349,14 +349,13 @@ pub struct Endpoint {
     /// The subscriptions it holds as a watcher; NOTIFYs are answered by them.
     pub subscriptions: Subscriptions,
     /// The user's own published state (RFC 3903): its entity tag and expiry. Held by a
-    /// probe from its PUBLISH until its watcher saw the value, so that two probes of one
-    /// publisher never publish over each other.
+    /// probe for its PUBLISH, so that two probes of one publisher modify the one
+    /// publication in turn.
     pub publication: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl Endpoint {
     fn new(spec: EndpointSpec, cx: ProbeContext, shared: Shared) -> Endpoint {
-        let budget = shared.budget.clone();
         let status = EndpointStatus {
             user: spec.user.name.clone(),
             uri: spec.user.aor.uri(),
@@ -381,7 +380,7 @@ impl Endpoint {
             refresh: Notify::new(),
             registrations: AtomicU64::new(0),
             forced: Mutex::new(None),
-            subscriptions: Subscriptions::new(budget),
+            subscriptions: Subscriptions::default(),
             publication: tokio::sync::Mutex::new(None),
         }
     }

@@ -1,16 +1,18 @@
 //! Subscriptions a test user's endpoint holds as a watcher (RFC 6665; presence, RFC
-//! 3856): what the probe that set one up needs to refresh it in its dialog, and what the
-//! NOTIFYs that reached the endpoint said.
+//! 3856): what the probe that set one up needs to refresh it in its dialog, and which
+//! of the values probes wait for the NOTIFYs carried.
 //!
-//! The endpoint answers a NOTIFY by its Call-ID: `200` for a subscription it holds
-//! (recording the body and `Subscription-State`, waking the probes that wait), `481`
-//! for any other. A NOTIFY may come before the SUBSCRIBE's `2xx` (RFC 6665 §4.1.2.4):
-//! the subscription is held from before the SUBSCRIBE leaves.
+//! The endpoint answers a NOTIFY by its Call-ID and our tag: `200` for a subscription
+//! it holds, `481` for any other. A NOTIFY may come before the SUBSCRIBE's `2xx` (RFC
+//! 6665 §4.1.2.4): the subscription is held from before the SUBSCRIBE leaves. A probe
+//! says which value it waits for before the value is published
+//! ([`Subscription::expect`]); every NOTIFY is searched for every awaited value as it
+//! arrives, so a value is seen even when later NOTIFYs follow at once.
 //!
-//! Bounds: at most [`MAX_SUBSCRIPTIONS`] per endpoint, each keeping the last body only
-//! (at most [`MAX_BODY`] bytes of it, drawn from the endpoints' byte budget: a body the
-//! budget refuses is not kept, and the probe waiting for it fails); a subscription
-//! nobody refreshed past its expiry is forgotten.
+//! Bounds: at most [`MAX_SUBSCRIPTIONS`] per endpoint and [`MAX_AWAITED`] awaited values
+//! per subscription; of a body, only a short printable excerpt is kept (for failure
+//! details). A subscription nobody refreshed past its expiry, or one whose SUBSCRIBE
+//! never got an answer within [`SETUP_WITHIN`], is forgotten.
 //!
 //! What it does not do: send anything ([`crate::kinds::sip_presence`] subscribes and
 //! refreshes through [`super::client::Uac`]).
@@ -19,18 +21,24 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::endpoint::Link;
-use crate::sip::budget::{Budget, Grant};
 use crate::sip::dialog::Dialog;
 use crate::sip::message::Message;
 
 /// Subscriptions one endpoint holds, at most.
 pub const MAX_SUBSCRIPTIONS: usize = 4096;
-/// Bytes of a NOTIFY body kept (the rest is not looked at).
-pub const MAX_BODY: usize = 16 * 1024;
+/// Values probes wait for on one subscription, at most.
+pub const MAX_AWAITED: usize = 64;
+/// Characters of the last NOTIFY body kept, for failure details.
+const EXCERPT: usize = 160;
+/// Longest a subscription may stay without a dialog (its SUBSCRIBE unanswered, or the
+/// probe that sent it gone).
+pub const SETUP_WITHIN: Duration = Duration::from_secs(60);
+/// Longest expiry believed from a NOTIFY's `Subscription-State`.
+const MAX_EXPIRES: u64 = 86_400;
 
 /// One subscription of a watcher to a presentity.
 pub struct Subscription {
@@ -40,30 +48,63 @@ pub struct Subscription {
     pub call_id: String,
     /// Our (From) tag.
     pub local_tag: String,
+    created: Instant,
     inner: Mutex<Inner>,
-    changed: watch::Sender<u64>,
 }
 
 struct Inner {
-    /// The bytes `body` holds, from the endpoints' budget (none until held).
-    grant: Option<Grant>,
     dialog: Option<Dialog>,
     expires_at: Option<Instant>,
     terminated: Option<String>,
-    body: Vec<u8>,
+    excerpt: String,
     notifies: u64,
     link: Weak<Link>,
+    awaited: Vec<(String, oneshot::Sender<Instant>)>,
+    /// Wakes a probe waiting when the subscription ends.
+    ended: Vec<oneshot::Sender<()>>,
 }
 
-/// What the last NOTIFY of a subscription said.
+/// What the NOTIFYs of a subscription said so far.
 #[derive(Debug, Clone)]
 pub struct Notified {
     /// NOTIFYs received so far.
     pub count: u64,
-    /// The last one's body (at most [`MAX_BODY`] bytes).
-    pub body: Vec<u8>,
+    /// The start of the last one's body, printable characters only.
+    pub excerpt: String,
     /// Why the subscription ended (`Subscription-State: terminated;reason=…`), if it did.
     pub terminated: Option<String>,
+}
+
+/// A probe waiting for a value in a subscription's NOTIFYs.
+pub struct Awaited {
+    arrived: oneshot::Receiver<Instant>,
+    ended: oneshot::Receiver<()>,
+}
+
+/// How a wait for a value ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A NOTIFY carried it, at this time.
+    At(Instant),
+    /// The subscription ended first.
+    Terminated,
+    /// The deadline passed.
+    Late,
+}
+
+impl Awaited {
+    /// Waits until `deadline` for the value.
+    pub async fn seen(self, deadline: Instant) -> Seen {
+        let Awaited { arrived, ended } = self;
+        tokio::select! {
+            r = arrived => match r {
+                Ok(at) => Seen::At(at),
+                Err(_) => Seen::Terminated,
+            },
+            _ = ended => Seen::Terminated,
+            _ = tokio::time::sleep_until(deadline) => Seen::Late,
+        }
+    }
 }
 
 impl Subscription {
@@ -74,16 +115,17 @@ impl Subscription {
             presentity: presentity.to_owned(),
             call_id: call_id.to_owned(),
             local_tag: local_tag.to_owned(),
+            created: Instant::now(),
             inner: Mutex::new(Inner {
-                grant: None,
                 dialog: None,
                 expires_at: None,
                 terminated: None,
-                body: Vec::new(),
+                excerpt: String::new(),
                 notifies: 0,
                 link: Arc::downgrade(link),
+                awaited: Vec::new(),
+                ended: Vec::new(),
             }),
-            changed: watch::channel(0).0,
         })
     }
 
@@ -112,77 +154,96 @@ impl Subscription {
             && i.link.upgrade().is_some_and(|l| Arc::ptr_eq(&l, link))
     }
 
-    /// Whether less than `margin` (or half of what was granted, if less) is left.
+    /// Whether less than `margin` of it is left (a refresh is due).
     pub fn due(&self, now: Instant, margin: Duration) -> bool {
         self.inner().expires_at.is_none_or(|t| t.saturating_duration_since(now) < margin)
     }
 
-    /// Whether nobody kept it alive: expired, or terminated.
+    /// Whether it can go: terminated, expired, or never set up in time.
     fn lapsed(&self, now: Instant) -> bool {
         let i = self.inner();
-        i.terminated.is_some() || i.expires_at.is_some_and(|t| t <= now)
+        i.terminated.is_some()
+            || i.expires_at.is_some_and(|t| t <= now)
+            || (i.dialog.is_none() && now.saturating_duration_since(self.created) > SETUP_WITHIN)
     }
 
     /// What the NOTIFYs said so far.
     pub fn notified(&self) -> Notified {
         let i = self.inner();
-        Notified { count: i.notifies, body: i.body.clone(), terminated: i.terminated.clone() }
+        Notified { count: i.notifies, excerpt: i.excerpt.clone(), terminated: i.terminated.clone() }
     }
 
-    /// Waits for the next NOTIFY after `seen` NOTIFYs (until `deadline`); `false` on
-    /// the deadline.
-    pub async fn next_notify(&self, seen: u64, deadline: Instant) -> bool {
-        let mut rx = self.changed.subscribe();
-        let wait = rx.wait_for(|n| *n > seen);
-        tokio::time::timeout_at(deadline, wait).await.is_ok_and(|r| r.is_ok())
+    /// Starts waiting for a NOTIFY whose body carries `value` (before it is published);
+    /// `None` when [`MAX_AWAITED`] probes wait already.
+    pub fn expect(&self, value: &str) -> Option<Awaited> {
+        let mut i = self.inner();
+        i.awaited.retain(|(_, tx)| !tx.is_closed());
+        if i.awaited.len() >= MAX_AWAITED {
+            return None;
+        }
+        let (tx, arrived) = oneshot::channel();
+        let (end_tx, ended) = oneshot::channel();
+        if i.terminated.is_some() {
+            let _ = end_tx.send(());
+        } else {
+            i.ended.push(end_tx);
+        }
+        i.awaited.push((value.to_owned(), tx));
+        Some(Awaited { arrived, ended })
     }
 
     /// Records a NOTIFY of the subscription.
     fn notify(&self, m: &Message) {
+        let now = Instant::now();
         let state = m.header("subscription-state").unwrap_or("").trim().to_ascii_lowercase();
         let mut i = self.inner();
         i.notifies += 1;
-        let keep = m.body.len().min(MAX_BODY);
-        i.body = if i.grant.as_mut().is_some_and(|g| g.resize(keep)) {
-            m.body[..keep].to_vec()
-        } else {
-            tracing::warn!(presentity = %self.presentity, "a NOTIFY body not kept: the endpoints' memory budget is exhausted");
-            if let Some(g) = i.grant.as_mut() {
-                g.resize(0);
+        i.excerpt = String::from_utf8_lossy(&m.body[..m.body.len().min(4 * EXCERPT)])
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(EXCERPT)
+            .collect();
+        let body = &m.body;
+        let mut k = 0;
+        while k < i.awaited.len() {
+            if contains(body, &i.awaited[k].0) {
+                let (_, tx) = i.awaited.swap_remove(k);
+                let _ = tx.send(now);
+            } else {
+                k += 1;
             }
-            Vec::new()
-        };
+        }
         if state.starts_with("terminated") {
             let reason = state.split(';').find_map(|p| p.trim().strip_prefix("reason=")).unwrap_or("none");
             i.terminated = Some(reason.to_owned());
+            for tx in i.ended.drain(..) {
+                let _ = tx.send(());
+            }
         } else if let Some(secs) = state.split(';').find_map(|p| p.trim().strip_prefix("expires=")) {
-            // The notifier may shorten the subscription (RFC 6665 §4.1.2.3).
-            if let Ok(s) = secs.trim().parse::<u64>() {
-                let at = Instant::now() + Duration::from_secs(s);
+            // The notifier may shorten the subscription (RFC 6665 §4.1.2.3); never
+            // lengthen it, and never believe more than a day.
+            if let Some(s) = crate::sip::message::bounded_decimal(secs.trim(), MAX_EXPIRES) {
+                let at = now + Duration::from_secs(s);
                 i.expires_at = Some(i.expires_at.map_or(at, |t| t.min(at)));
             }
         }
         if let Some(d) = i.dialog.as_mut() {
             d.refresh_target(m);
         }
-        let n = i.notifies;
-        drop(i);
-        self.changed.send_replace(n);
     }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
 /// The subscriptions of one endpoint, by Call-ID.
+#[derive(Default)]
 pub struct Subscriptions {
     by_call_id: Mutex<HashMap<String, Arc<Subscription>>>,
-    budget: Arc<Budget>,
 }
 
 impl Subscriptions {
-    /// No subscriptions; their NOTIFY bodies draw on `budget`.
-    pub fn new(budget: Arc<Budget>) -> Subscriptions {
-        Subscriptions { by_call_id: Mutex::new(HashMap::new()), budget }
-    }
-
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Subscription>>> {
         self.by_call_id.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -192,11 +253,10 @@ impl Subscriptions {
     pub fn hold(&self, sub: Arc<Subscription>) -> bool {
         let now = Instant::now();
         let mut m = self.map();
-        m.retain(|_, s| s.dialog().is_none() || !s.lapsed(now));
+        m.retain(|_, s| !s.lapsed(now));
         if m.len() >= MAX_SUBSCRIPTIONS {
             return false;
         }
-        sub.inner().grant = Some(self.budget.empty());
         m.insert(sub.call_id.clone(), sub);
         true
     }

@@ -374,13 +374,8 @@ async fn notifies_are_answered_by_the_subscriptions_the_endpoint_holds() {
             body.len()
         )
     };
-    let seen_before = sub.notified().count;
-    let waiting = {
-        let sub = sub.clone();
-        tokio::spawn(
-            async move { sub.next_notify(seen_before, Instant::now() + Duration::from_secs(5)).await },
-        )
-    };
+    let first = sub.expect("first").expect("a wait");
+    let later = sub.expect("never sent").expect("a wait");
     for text in [
         notify(1, "sub-1", "w1", "active;expires=600", "<note>first</note>"),
         // Another subscription's, and one with our Call-ID but not our tag: 481.
@@ -389,10 +384,23 @@ async fn notifies_are_answered_by_the_subscriptions_the_endpoint_holds() {
     ] {
         wr.lock().await.write_all(text.as_bytes()).await.unwrap();
     }
-    assert!(waiting.await.unwrap(), "a probe waiting for the NOTIFY is woken");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    assert!(
+        matches!(first.seen(deadline).await, super::subscription::Seen::At(_)),
+        "the awaited value is seen"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let n = sub.notified();
-    assert_eq!((n.count, n.body.as_slice(), n.terminated.as_deref()), (1, &b"<note>first</note>"[..], None));
+    assert_eq!((n.count, n.excerpt.as_str(), n.terminated.as_deref()), (1, "<note>first</note>", None));
+    // An expiry past any clock: not believed (no overflow), the subscription goes on.
+    wr.lock()
+        .await
+        .write_all(notify(5, "sub-1", "w1", "active;expires=18446744073709551615", "").as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(endpoint.subscriptions.to("sip:bob@contoso.test", &link).is_some());
+    assert!(!link.is_closed(), "the reader is alive");
     wr.lock()
         .await
         .write_all(notify(4, "sub-1", "w1", "terminated;reason=deactivated", "").as_bytes())
@@ -400,6 +408,11 @@ async fn notifies_are_answered_by_the_subscriptions_the_endpoint_holds() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sub.notified().terminated.as_deref(), Some("deactivated"));
+    assert_eq!(
+        later.seen(Instant::now() + Duration::from_secs(5)).await,
+        super::subscription::Seen::Terminated,
+        "a probe still waiting learns that the subscription ended"
+    );
     assert!(
         endpoint.subscriptions.to("sip:bob@contoso.test", &link).is_none(),
         "a terminated one is not used"
@@ -411,6 +424,7 @@ async fn notifies_are_answered_by_the_subscriptions_the_endpoint_holds() {
         .iter()
         .map(|m| (m.header("cseq").unwrap_or_default().trim().to_owned(), m.status().unwrap_or(0)))
         .collect();
-    let want = [("1 NOTIFY", 200), ("2 NOTIFY", 481), ("3 NOTIFY", 481), ("4 NOTIFY", 200)];
+    let want =
+        [("1 NOTIFY", 200), ("2 NOTIFY", 481), ("3 NOTIFY", 481), ("5 NOTIFY", 200), ("4 NOTIFY", 200)];
     assert_eq!(answers, want.map(|(c, s)| (c.to_owned(), s)));
 }
