@@ -13,7 +13,8 @@
 //! the callee's endpoint answers like a phone (`180 Ringing`, then `200 OK` with the
 //! first codec it shares); the caller acknowledges the `2xx` along the route set, holds
 //! the call for a moment ([`HOLD`], less when the timeout is short) and hangs up (`BYE`,
-//! which the callee must receive). It passes when the callee got the INVITE and the BYE,
+//! which the callee must receive; a fifth of the timeout, at most 0.5 s, is kept for
+//! it). A call that rang but got no answer in time is cancelled (`CANCEL`). It passes when the callee got the INVITE and the BYE,
 //! the answer names a codec of the offer, and every final response was `2xx`.
 //!
 //! `coexist_call_setup_seconds`: from the INVITE leaving to its `200`;
@@ -175,11 +176,16 @@ async fn call(
     let to_uri = uac.to_uri().to_owned();
     let offer = audio_offer(&link.sent_by);
     let req = Req::to(&to_uri, Some(("application/sdp", &offer[..])));
-    let (resp, sent) = match uac.send(&req, &mut tx, deadline).await {
+    // The BYE gets time of its own before the deadline: the call must not stay up.
+    let until = deadline.checked_sub((spec.budget / 5).min(Duration::from_millis(500))).unwrap_or(deadline);
+    let (resp, sent) = match uac.send(&req, &mut tx, until).await {
         Ok(r) => r,
         Err(mut f) => {
-            if let Some((code, _)) = uac.provisional {
+            if let (Some((code, at)), Some(sent)) = (uac.provisional, uac.last_sent) {
+                m.post_dial = Some(at.saturating_duration_since(sent));
                 f.detail.push_str(&format!(": it rang ({code}) but nobody answered"));
+                // Given up: the proxies' transactions end, a late answer is refused.
+                let _ = uac.cancel(&req, &tx).await;
             }
             return Err(f);
         }
@@ -197,11 +203,18 @@ async fn call(
     m.setup = Some(Instant::now().saturating_duration_since(sent));
     // The 2xx is acknowledged at once (whatever follows), then the call is held and
     // ended with BYE.
-    let mut dialog = uac.dialog(&tx, &resp)?;
     let ack_branch = format!("{}{}", message::BRANCH_COOKIE, message::token(16));
+    let mut dialog = match uac.dialog(&tx, &resp) {
+        Ok(d) => d,
+        Err(f) => {
+            // A 2xx without a Contact is still acknowledged (to the request's target).
+            let _ = uac.ack(&req, &tx, &resp, &ack_branch).await;
+            return Err(f);
+        }
+    };
     uac.ack(&Req::in_dialog(&dialog, None), &tx, &resp, &ack_branch).await?;
     let checked = async {
-        if rang.arrived(deadline).await.is_none() {
+        if rang.arrived(until).await.is_none() {
             return Err(Failure::new(
                 FailureReason::NotDelivered,
                 format!("INVITE answered 2xx but {} never received it", spec.to.user.name),
@@ -213,15 +226,14 @@ async fn call(
                 format!("the answer of {to_uri} names no codec of the offer (PCMU, PCMA)"),
             ));
         }
-        let hold = HOLD.min(deadline.saturating_duration_since(Instant::now()) / 4);
+        let hold = HOLD.min(until.saturating_duration_since(Instant::now()) / 4);
         tokio::time::sleep(hold).await;
         Ok(())
     }
     .await;
     // The BYE goes even when the call failed a check: it must not stay up.
-    let bye_deadline = deadline.max(Instant::now() + Duration::from_millis(200));
     let mut bye = dialog.next("BYE");
-    let ended = uac.send(&Req::in_dialog(&dialog, None), &mut bye, bye_deadline).await;
+    let ended = uac.send(&Req::in_dialog(&dialog, None), &mut bye, deadline).await;
     checked?;
     let (resp, _) = ended?;
     if !resp.status().is_some_and(|c| (200..300).contains(&c)) {

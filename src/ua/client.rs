@@ -67,6 +67,8 @@ pub struct Uac<'a> {
     endpoint: Option<Arc<Endpoint>>,
     /// The first provisional response to the last request sent, and when it came.
     pub provisional: Option<(u16, Instant)>,
+    /// When the last request left.
+    pub last_sent: Option<Instant>,
 }
 
 impl<'a> Uac<'a> {
@@ -81,6 +83,7 @@ impl<'a> Uac<'a> {
             creds: Credentials::of(user, cx.endpoints.realm_of(&user.name)),
             endpoint: cx.endpoints.get(&user.name),
             provisional: None,
+            last_sent: None,
         }
     }
 
@@ -139,6 +142,7 @@ impl<'a> Uac<'a> {
             let bytes = self.build(req, tx, self.creds.pending());
             let sent = Instant::now();
             self.provisional = None;
+            self.last_sent = Some(sent);
             let resp = self.link.transaction_noting(&bytes, tx, deadline, &mut self.provisional).await?;
             let code = resp.status().unwrap_or(0);
             if tx.method == "INVITE" && code >= 300 {
@@ -213,6 +217,22 @@ impl<'a> Uac<'a> {
         let to_tag = resp.header("to").and_then(message::tag_of);
         let ack = Req { uri: req.uri, to_tag, route: req.route, extra: "", body: None };
         self.link.send(&self.build(&ack, &tx, None)).await
+    }
+}
+
+impl Uac<'_> {
+    /// CANCEL for the INVITE `invite` sent as `req` that got a provisional response but
+    /// no final one (RFC 3261 §9.1: its branch, CSeq number and route; no credentials).
+    /// Sent once, not waited for: the probe has given up on the call.
+    pub async fn cancel(&self, req: &Req<'_>, invite: &Transaction) -> Result<(), Failure> {
+        let tx = Transaction {
+            branch: invite.branch.clone(),
+            call_id: invite.call_id.clone(),
+            cseq: invite.cseq,
+            method: "CANCEL",
+        };
+        let cancel = Req { uri: req.uri, to_tag: None, route: req.route, extra: "", body: None };
+        self.link.send(&self.build(&cancel, &tx, None)).await
     }
 }
 

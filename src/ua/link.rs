@@ -119,14 +119,27 @@ impl Link {
 
     /// Sends a message (an ACK; a response), signed on the link's association.
     pub async fn send(&self, bytes: &[u8]) -> Result<(), Failure> {
-        let bytes = self.signed(bytes)?;
-        self.send_raw(&bytes).await
+        self.send_signed(bytes).await.map(|_| ())
+    }
+
+    /// Signs `bytes` and sends them while holding the writer: the signatures' numbers
+    /// (`cnum`) go out in the order they were given. The bytes as sent.
+    async fn send_signed<'a>(&self, bytes: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>, Failure> {
+        let mut writer = self.writer.lock().await;
+        let signed = self.signed(bytes)?;
+        self.write(&mut writer, &signed).await?;
+        Ok(signed)
     }
 
     async fn send_raw(&self, bytes: &[u8]) -> Result<(), Failure> {
+        let mut writer = self.writer.lock().await;
+        self.write(&mut writer, bytes).await
+    }
+
+    async fn write(&self, writer: &mut Writer, bytes: &[u8]) -> Result<(), Failure> {
         let io = |e: std::io::Error| Failure::new(crate::net::tls::io_reason(&e), format!("sending: {e}"));
         let write = async {
-            match &mut *self.writer.lock().await {
+            match writer {
                 Writer::Stream(w) => async {
                     w.write_all(bytes).await?;
                     w.flush().await
@@ -191,8 +204,7 @@ impl Link {
         }
         let _guard = PendingGuard(self, &tx.branch);
         // Signed once: a retransmission is the same message.
-        let request = self.signed(request)?;
-        self.send_raw(&request).await?;
+        let request = self.send_signed(request).await?;
         let mut timer =
             Retransmit::new(Instant::now(), tx.method == "INVITE", self.transport != Transport::Udp);
         let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
