@@ -153,6 +153,7 @@ fn pools(raw: &[RawPool], src: &Source<'_>) -> Result<Vec<Pool>, ConfigError> {
             fqdn: rp.fqdn.get_ref().trim_end_matches('.').to_owned(),
             tls_min_version,
             members,
+            presence: rp.presence,
         });
     }
 

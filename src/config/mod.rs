@@ -257,6 +257,8 @@ struct RawPool {
     tls_min_version: Option<Spanned<String>>,
     #[serde(default)]
     members: Vec<Spanned<String>>,
+    #[serde(default)]
+    presence: crate::model::pool::PresenceDialect,
 }
 
 /// A `[[users]]` table as written.

@@ -7,8 +7,8 @@
 //! watcher's address of record and `to_pool` its planned pool, as for `sip_im`. Both
 //! users keep registered endpoints ([`crate::ua::endpoint`]).
 //!
-//! Standard SIMPLE, as Kamailio's presence modules and most SBC-fronted platforms speak
-//! it. Each run:
+//! Standard SIMPLE (`presence = "simple"`, the default), as Kamailio's presence modules
+//! and most SBC-fronted platforms speak it. Each run:
 //!
 //! 1. The watcher holds a subscription to the publisher (RFC 3856: `SUBSCRIBE` with
 //!    `Event: presence`, `Accept: application/pidf+xml`, `Expires: 600`) on its
@@ -30,9 +30,13 @@
 //! last one said), `sip_status` (the SUBSCRIBE or PUBLISH refused, with the code),
 //! `auth_failed`, `wrong_home` (as for `sip_im`), `timeout`, and the connection's.
 //!
-//! Microsoft's presence dialect (`msrtc-category-publish`, batched subscriptions with
-//! `eventlist`) is not spoken yet: OCS and Lync pools answer these requests with
-//! `sip_status`.
+//! Microsoft's dialect (`presence = "msrtc"` on the pools: OCS 2007 R2, Lync, Skype for
+//! Business; [`crate::sip::msrtc`]): the publisher sends a `SERVICE` with a category
+//! publication (state "Available", the note in the company, team and personal
+//! containers, at the versions last seen; a `409` fault's versions are taken and it is
+//! published once more); the watcher sends a batched `SUBSCRIBE` to its own URI and, when
+//! its pool answers `resubscribe` with the publisher's pool's `poolFqdn`, another to
+//! that pool, through its own connection, whose first NOTIFY carries the current note.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +46,14 @@ use tokio::time::Instant;
 use toml::Spanned;
 
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Measure, Outcome, ProbeContext};
+use crate::model::pool::PresenceDialect;
 use crate::model::users::User;
 use crate::sip::message::{self, Message};
+use crate::sip::msrtc;
 use crate::ua::client::{status_failure, Req, Uac};
+use crate::ua::endpoint::Publication;
 use crate::ua::endpoint::{Endpoint, EndpointSpec, Link};
-use crate::ua::subscription::{Seen, Subscription};
+use crate::ua::subscription::{Awaited, Seen, Subscription};
 
 /// Seconds a SUBSCRIBE asks for.
 pub const SUBSCRIBE_EXPIRES: u32 = 600;
@@ -79,6 +86,10 @@ pub struct SipPresenceSpec {
     pub from: Box<EndpointSpec>,
     /// The watcher's endpoint.
     pub to: Box<EndpointSpec>,
+    /// How the publisher's planned pool publishes presence.
+    pub publish: PresenceDialect,
+    /// How the watcher's planned pool watches it.
+    pub watch: PresenceDialect,
     /// The instance's timeout.
     pub budget: Duration,
 }
@@ -93,7 +104,15 @@ impl CheckKind for SipPresenceSpec {
             return Err(cx.err(cx.name_span.clone(), "from: sip_presence runs between two test users"));
         };
         let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
-        let spec = SipPresenceSpec { from: endpoint(from)?, to: endpoint(to)?, budget: cx.timeout };
+        let dialect =
+            |u: &User| cx.pools.iter().find(|p| p.name == u.pool).map(|p| p.presence).unwrap_or_default();
+        let spec = SipPresenceSpec {
+            from: endpoint(from)?,
+            to: endpoint(to)?,
+            publish: dialect(from),
+            watch: dialect(to),
+            budget: cx.timeout,
+        };
         Ok((spec, to.aor.uri()))
     }
 
@@ -162,13 +181,10 @@ async fn exchange(
     let watcher = cx.endpoints.ready(&spec.to.user, deadline).await?;
     let plink = publisher.registered_link()?;
     let wlink = watcher.registered_link()?;
-    let sub = subscribed(spec, cx, &watcher, &wlink, deadline, status).await?;
     let note = format!("coexistd presence test {}", message::token(16));
-    let before = sub.notified().count;
     // Waiting from before the PUBLISH: the NOTIFY may come before its 200.
-    let awaited = sub
-        .expect(&note)
-        .ok_or_else(|| Failure::new(FailureReason::Internal, "too many probes wait on this subscription"))?;
+    let (mut sub, mut awaited) = subscribed(spec, cx, &watcher, &wlink, &note, deadline, status).await?;
+    let before = sub.notified().count;
     let sent = {
         // Probes of one publisher modify its publication in turn.
         let mut publication =
@@ -178,9 +194,24 @@ async fn exchange(
                     format!("{}'s other probes held its publication until the deadline", spec.from.user.name),
                 )
             })?;
-        publish(spec, cx, &plink, &note, &mut publication, deadline, status).await?
+        match spec.publish {
+            PresenceDialect::Simple => {
+                publish(spec, cx, &plink, &note, &mut publication, deadline, status).await?
+            }
+            PresenceDialect::Msrtc => {
+                publish_msrtc(spec, cx, &plink, &note, &mut publication, deadline, status).await?
+            }
+        }
     };
-    match awaited.seen(deadline).await {
+    let mut seen = awaited.seen(deadline).await;
+    // Microsoft's dialect: another pool serves the presentity. Subscribe there (through
+    // the watcher's own connection), once; its first NOTIFY carries the current value.
+    if let (Seen::Terminated, Some(pool)) = (&seen, sub.notified().resubscribe) {
+        watcher.subscriptions.forget(&sub.call_id);
+        (sub, awaited) = subscribe(spec, cx, &watcher, &wlink, Some(&pool), &note, deadline, status).await?;
+        seen = awaited.seen(deadline).await;
+    }
+    match seen {
         Seen::At(at) => Ok(at.saturating_duration_since(sent)),
         Seen::Terminated => {
             let reason = sub.notified().terminated.unwrap_or_default();
@@ -211,69 +242,114 @@ async fn exchange(
     }
 }
 
-/// The watcher's subscription to the publisher: the one it holds, refreshed when due,
-/// or a new one.
+/// The watcher's subscription to the publisher — the one it holds, refreshed when due,
+/// or a new one — with a wait for `value` registered on it.
 async fn subscribed(
     spec: &SipPresenceSpec,
     cx: &ProbeContext,
     watcher: &Arc<Endpoint>,
     link: &Arc<Link>,
+    value: &str,
     deadline: Instant,
     status: &mut Option<u16>,
-) -> Result<Arc<Subscription>, Failure> {
+) -> Result<(Arc<Subscription>, Awaited), Failure> {
     let presentity = spec.from.user.aor.uri();
-    let extra =
-        format!("Event: presence\r\nAccept: application/pidf+xml\r\nExpires: {SUBSCRIBE_EXPIRES}\r\n");
+    let too_many = || Failure::new(FailureReason::Internal, "too many probes wait on this subscription");
     if let Some(sub) = watcher.subscriptions.to(&presentity, link) {
         if !sub.due(Instant::now(), margin(spec.budget)) {
-            return Ok(sub);
+            let awaited = sub.expect(value).ok_or_else(too_many)?;
+            return Ok((sub, awaited));
         }
         // A refresh in the dialog; refused or failed, a new subscription.
         if let Some(mut dialog) = sub.dialog() {
-            let mut uac = Uac::new(link, &spec.to.user, &spec.from.user, cx).with_tag(&sub.local_tag);
+            let awaited = sub.expect(value).ok_or_else(too_many)?;
+            let (extra, body) = subscribe_request(spec);
+            let mut uac = Uac::new(link, &spec.to.user, &spec.from.user, cx)
+                .with_tag(&sub.local_tag)
+                .with_to(&sub.to_uri());
             let mut tx = dialog.next("SUBSCRIBE");
-            let req = Req { extra: &extra, ..Req::in_dialog(&dialog, None) };
+            let req = Req {
+                extra: &extra,
+                ..Req::in_dialog(&dialog, body.as_ref().map(|b| (msrtc::BATCH_TYPE, b.as_bytes())))
+            };
             if let Ok((resp, _)) = uac.send(&req, &mut tx, deadline).await {
                 if resp.status().is_some_and(|c| (200..300).contains(&c)) {
                     dialog.sent(&tx);
                     dialog.refresh_target(&resp);
                     sub.established(dialog, granted(&resp));
-                    return Ok(sub);
+                    return Ok((sub, awaited));
                 }
             }
         }
         watcher.subscriptions.forget(&sub.call_id);
     }
-    let mut uac = Uac::new(link, &spec.to.user, &spec.from.user, cx);
+    subscribe(spec, cx, watcher, link, None, value, deadline, status).await
+}
+
+/// The header lines and (Microsoft's dialect) the body of a SUBSCRIBE of the watcher to
+/// the publisher.
+fn subscribe_request(spec: &SipPresenceSpec) -> (String, Option<String>) {
+    match spec.watch {
+        PresenceDialect::Simple => {
+            (format!("Event: presence\r\nAccept: application/pidf+xml\r\nExpires: {SUBSCRIBE_EXPIRES}\r\n"), None)
+        }
+        PresenceDialect::Msrtc => (
+            format!(
+                "Event: presence\r\nAccept: {}, application/rlmi+xml, multipart/related\r\n\
+                 Supported: eventlist\r\nRequire: adhoclist, categoryList\r\nExpires: {SUBSCRIBE_EXPIRES}\r\n",
+                msrtc::CATEGORIES_TYPE
+            ),
+            Some(msrtc::batch_body(&spec.to.user.aor.uri(), &[&spec.from.user.aor.uri()])),
+        ),
+    }
+}
+
+/// A new subscription of the watcher to the publisher, with a wait for `value`
+/// registered before the SUBSCRIBE leaves. Standard SIMPLE subscribes to the publisher;
+/// Microsoft's dialect sends a batched SUBSCRIBE to the watcher's own URI, or to `pool`
+/// (a `resubscribe`'s `poolFqdn`).
+#[allow(clippy::too_many_arguments)]
+async fn subscribe(
+    spec: &SipPresenceSpec,
+    cx: &ProbeContext,
+    watcher: &Arc<Endpoint>,
+    link: &Arc<Link>,
+    pool: Option<&str>,
+    value: &str,
+    deadline: Instant,
+    status: &mut Option<u16>,
+) -> Result<(Arc<Subscription>, Awaited), Failure> {
+    let presentity = spec.from.user.aor.uri();
+    let own = spec.to.user.aor.uri();
+    let target = match (spec.watch, pool) {
+        (_, Some(p)) => p.to_owned(),
+        (PresenceDialect::Simple, None) => presentity.clone(),
+        (PresenceDialect::Msrtc, None) => own,
+    };
+    let (extra, body) = subscribe_request(spec);
+    let mut uac = Uac::new(link, &spec.to.user, &spec.from.user, cx).with_to(&target);
     let mut tx = message::new_transaction();
     tx.method = "SUBSCRIBE";
     let sub = Subscription::new(&presentity, &tx.call_id, uac.tag(), link);
+    sub.set_to(&target);
+    let awaited = sub.expect(value).ok_or_else(|| Failure::new(FailureReason::Internal, "no wait"))?;
     if !watcher.subscriptions.hold(sub.clone()) {
         return Err(Failure::new(FailureReason::Internal, "too many subscriptions at this endpoint"));
     }
-    let req = Req { extra: &extra, ..Req::to(&presentity, None) };
-    let sent = uac.send(&req, &mut tx, deadline).await;
-    let resp = match sent {
-        Ok((resp, _)) => resp,
-        Err(f) => {
-            watcher.subscriptions.forget(&sub.call_id);
-            return Err(f);
-        }
+    let req =
+        Req { extra: &extra, ..Req::to(&target, body.as_ref().map(|b| (msrtc::BATCH_TYPE, b.as_bytes()))) };
+    let forget = |f: Failure| {
+        watcher.subscriptions.forget(&sub.call_id);
+        f
     };
+    let (resp, _) = uac.send(&req, &mut tx, deadline).await.map_err(forget)?;
     *status = resp.status();
     if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
-        watcher.subscriptions.forget(&sub.call_id);
-        return Err(status_failure("SUBSCRIBE", &presentity, &resp));
+        return Err(forget(status_failure("SUBSCRIBE", &target, &resp)));
     }
-    let dialog = match uac.dialog(&tx, &resp) {
-        Ok(d) => d,
-        Err(f) => {
-            watcher.subscriptions.forget(&sub.call_id);
-            return Err(f);
-        }
-    };
+    let dialog = uac.dialog(&tx, &resp).map_err(forget)?;
     sub.established(dialog, granted(&resp));
-    Ok(sub)
+    Ok((sub, awaited))
 }
 
 /// Seconds a SUBSCRIBE's 2xx granted (`Expires`; what was asked when absent; never
@@ -290,7 +366,7 @@ async fn publish(
     cx: &ProbeContext,
     link: &Arc<Link>,
     note: &str,
-    publication: &mut Option<(String, Instant)>,
+    publication: &mut Publication,
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Instant, Failure> {
@@ -298,7 +374,8 @@ async fn publish(
     let uri = me.aor.uri();
     let body = pidf(&uri, note);
     // A publication kept alive is modified; one that lapsed (or is unknown) is new.
-    let mut etag = publication.as_ref().filter(|(_, until)| *until > Instant::now()).map(|(e, _)| e.clone());
+    let mut etag =
+        publication.etag.as_ref().filter(|(_, until)| *until > Instant::now()).map(|(e, _)| e.clone());
     for _ in 0..2 {
         let if_match = etag.as_ref().map(|e| format!("SIP-If-Match: {e}\r\n")).unwrap_or_default();
         let extra = format!("Event: presence\r\nExpires: {PUBLISH_EXPIRES}\r\n{if_match}");
@@ -314,7 +391,7 @@ async fn publish(
                     .header("expires")
                     .and_then(|v| message::bounded_decimal(v.trim(), u64::from(PUBLISH_EXPIRES)))
                     .unwrap_or(u64::from(PUBLISH_EXPIRES));
-                *publication = resp
+                publication.etag = resp
                     .header("sip-etag")
                     .map(|e| (e.trim().to_owned(), Instant::now() + Duration::from_secs(granted) / 2));
                 return Ok(sent);
@@ -323,12 +400,65 @@ async fn publish(
             // publication expired): publish anew, once.
             412 if etag.is_some() => {
                 etag = None;
-                *publication = None;
+                publication.etag = None;
             }
             _ => return Err(status_failure("PUBLISH", &uri, &resp)),
         }
     }
     Err(Failure::new(FailureReason::SipStatus, format!("PUBLISH to {uri} answered 412 twice")))
+}
+
+/// Publishes `note` (and the state "Available") in Microsoft's dialect: a SERVICE to
+/// the publisher's own URI with a category publication at the versions last seen; a
+/// `409` naming the server's versions is answered once with those. When the SERVICE
+/// left.
+async fn publish_msrtc(
+    spec: &SipPresenceSpec,
+    cx: &ProbeContext,
+    link: &Arc<Link>,
+    note: &str,
+    publication: &mut Publication,
+    deadline: Instant,
+    status: &mut Option<u16>,
+) -> Result<Instant, Failure> {
+    let me = &spec.from.user;
+    let uri = me.aor.uri();
+    for _ in 0..2 {
+        let (body, keys) =
+            msrtc::publish_body(&uri, note, |k| publication.versions.get(k).copied().unwrap_or(0));
+        let mut uac = Uac::new(link, me, me, cx);
+        let mut tx = message::new_transaction();
+        tx.method = "SERVICE";
+        let req = Req::to(&uri, Some((msrtc::PUBLISH_TYPE, body.as_bytes())));
+        let (resp, sent) = uac.send(&req, &mut tx, deadline).await?;
+        *status = resp.status();
+        match resp.status().unwrap_or(0) {
+            200..=299 => {
+                // The server keeps each publication at the next version.
+                for k in keys {
+                    let v = publication.versions.entry(k).or_insert(0);
+                    *v = v.wrapping_add(1);
+                }
+                return Ok(sent);
+            }
+            409 => {
+                let current = msrtc::parse_fault(&String::from_utf8_lossy(&resp.body));
+                if current.is_empty() {
+                    return Err(status_failure("SERVICE (category publication)", &uri, &resp));
+                }
+                for (index, version) in current {
+                    if let Some(k) = index.checked_sub(1).and_then(|i| keys.get(i)) {
+                        publication.versions.insert(k.clone(), version);
+                    }
+                }
+            }
+            _ => return Err(status_failure("SERVICE (category publication)", &uri, &resp)),
+        }
+    }
+    Err(Failure::new(
+        FailureReason::SipStatus,
+        format!("SERVICE (category publication) to {uri} answered 409 twice: the versions do not settle"),
+    ))
 }
 
 /// A PIDF document (RFC 3863) for `entity`: open, with `note`.

@@ -194,7 +194,8 @@ impl Registrar {
             // A refresh in its dialog: to the presence server that holds it.
             return self.presence(&msg, &method, from, opaque, server).await;
         }
-        if message::uri_user(message::addr_uri(uri)).is_none() {
+        let presence = matches!(method.as_str(), "SUBSCRIBE" | "PUBLISH" | "SERVICE");
+        if message::uri_user(message::addr_uri(uri)).is_none() && !presence {
             if method != "ACK" {
                 let ok = message::response_to(&msg, 200, "OK", server);
                 from.send(self.router.ntlm.sign_with(opaque.as_deref(), ok)).await;
@@ -233,14 +234,15 @@ impl Registrar {
                 return from.send(resp).await;
             }
         }
-        if method == "SUBSCRIBE" || method == "PUBLISH" {
+        if presence {
             return self.presence(&msg, &method, from, opaque, server).await;
         }
         self.router.route(self.pool, msg, from, 1, server).await;
     }
 
-    /// A SUBSCRIBE or PUBLISH: handled by the presence server of the presentity's home
-    /// pool (the To user); its NOTIFYs sent.
+    /// A SUBSCRIBE, PUBLISH or SERVICE: handled by a pool's presence server (a batched
+    /// SUBSCRIBE by the pool it reaches: the watcher's, or the pool its Request-URI
+    /// names; a SIMPLE one by the presentity's home pool); its NOTIFYs sent.
     async fn presence(
         &self,
         msg: &message::Message,
@@ -249,21 +251,43 @@ impl Registrar {
         opaque: Option<String>,
         server: &str,
     ) {
-        let presentity = user_part(msg.header("to").unwrap_or("")).to_owned();
+        let to = user_part(msg.header("to").unwrap_or("")).to_owned();
         let sender = user_part(msg.header("from").unwrap_or(""));
         let resp = |code, reason| message::response_to(msg, code, reason, server);
-        let handled = match self.router.user(&presentity) {
-            None => None,
-            Some(_) if method == "PUBLISH" && sender != presentity => {
-                Some(presence::Handled::Done(resp(403, "Forbidden (not your presence)"), Vec::new()))
-            }
-            Some((_, home, _)) if method == "SUBSCRIBE" => {
-                Some(self.router.presence.subscribe(home, &presentity, msg, &from, opaque.clone(), server))
-            }
-            Some(_) => Some(self.router.presence.publish(&presentity, msg, server)),
+        let home = |u: &str| self.router.user(u).map(|(_, h, _)| *h);
+        let uri = match &msg.start {
+            message::StartLine::Request { uri, .. } => uri.as_str(),
+            message::StartLine::Response { .. } => "",
         };
-        let presence::Handled::Done(response, notifies) =
-            handled.unwrap_or_else(|| presence::Handled::Done(resp(404, "Not Found"), Vec::new()));
+        let batch =
+            msg.header("content-type").is_some_and(|c| c.trim().starts_with(crate::sip::msrtc::BATCH_TYPE))
+                || msg.header("to").and_then(message::tag_of).is_some();
+        let handled = match method {
+            "SUBSCRIBE" if batch => {
+                // The pool the Request-URI names (a resubscribe), else the one it reached.
+                let host = message::uri_target(uri).map(|(h, _, _)| h).unwrap_or_default();
+                let pool = if message::uri_user(message::addr_uri(uri)).is_some() {
+                    self.pool
+                } else if host.eq_ignore_ascii_case(&format!("ocspool.{DOMAIN}")) {
+                    "ocs2007r2"
+                } else if host.eq_ignore_ascii_case(&format!("lyncpool.{DOMAIN}")) {
+                    "lync2013"
+                } else {
+                    self.pool
+                };
+                self.router.presence.subscribe(pool, msg, &from, opaque.clone(), server, &home)
+            }
+            "SUBSCRIBE" => match home(&to) {
+                Some(h) => self.router.presence.subscribe(h, msg, &from, opaque.clone(), server, &home),
+                None => presence::Handled(resp(404, "Not Found"), Vec::new()),
+            },
+            _ if sender != to || home(&to).is_none() => {
+                presence::Handled(resp(403, "Forbidden (not your presence)"), Vec::new())
+            }
+            "SERVICE" => self.router.presence.service(&to, msg, server),
+            _ => self.router.presence.publish(&to, msg, server),
+        };
+        let presence::Handled(response, notifies) = handled;
         from.send(self.router.ntlm.sign_with(opaque.as_deref(), response)).await;
         for (peer, o, n) in notifies {
             peer.send(self.router.ntlm.sign_with(o.as_deref(), n)).await;
@@ -728,16 +752,20 @@ servers = ["{dns}"]
 [tls]
 ca_file = "{ca}"
 
+# Both pools speak Microsoft's presence dialect (category publications, batched
+# subscriptions, resubscribe to the pool a contact is homed on).
 [[pools]]
 name = "ocs2007r2"
 role = "legacy"
 fqdn = "ocspool.{DOMAIN}"
 tls_min_version = "1.0"
+presence = "msrtc"
 
 [[pools]]
 name = "lync2013"
 role = "new"
 fqdn = "lyncpool.{DOMAIN}"
+presence = "msrtc"
 
 # Every pool: SIP over TLS answers with a trusted certificate for the pool FQDN that is
 # valid for 14 more days at least. The legacy pool speaks TLS 1.0 only (see its pool).

@@ -1,14 +1,23 @@
-//! The lab pools' presence server (standard SIMPLE: RFC 3856 subscriptions, RFC 3903
-//! publications, PIDF bodies kept as published): each pool serves the presentities of
-//! the users homed on it; a SUBSCRIBE or PUBLISH for a user homed on the other pool is
-//! handled by that pool (both pools are this process, so "relaying" is a call). A
-//! subscription gets a NOTIFY at once (the current document, or an empty "closed" one)
-//! and one for every PUBLISH of its presentity, over the connection the watcher
-//! subscribed on, signed on its NTLM association when it has one.
+//! The lab pools' presence server, in both dialects the `sip_presence` kind speaks:
 //!
-//! Not a security boundary and not complete: no authorization rules (every watcher is
-//! allowed), one publication per presentity (a new one replaces it), no
-//! `SIP-If-Match` check beyond answering an unknown entity tag `412`.
+//! - **Microsoft's** (what the demo's OCS 2007 R2 and Lync 2013 pools speak): a `SERVICE`
+//!   with a category publication, versions checked per category, instance and container
+//!   (a stale one is answered `409` with the current versions); a batched `SUBSCRIBE`
+//!   served by the pool it reaches — the watcher's home pool, or the pool a
+//!   `resubscribe` named — which answers for the presentities homed on it with their
+//!   categories and sends every other one to its home pool (`state="resubscribe"`,
+//!   `poolFqdn`), as a pool does for contacts on another pool.
+//! - **Standard SIMPLE**: subscriptions per presentity (RFC 3856) at the presentity's
+//!   home pool, publications with entity tags (RFC 3903, `412` for an unknown one), PIDF
+//!   bodies kept as published.
+//!
+//! A subscription gets a NOTIFY at once (the current state) and one for every
+//! publication of its presentities, over the connection the watcher subscribed on,
+//! signed on its NTLM association when it has one.
+//!
+//! Not a security boundary and not complete: no access control (every watcher sees the
+//! company container), one note and one state per presentity, no BENOTIFY, no
+//! roaming-self subscription.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,15 +27,19 @@ use tokio::time::Instant;
 
 use super::{pool_host, Peer, DOMAIN};
 use crate::sip::message::{self, Message};
+use crate::sip::msrtc;
 
-/// Subscriptions (and publications) kept, at most: the oldest go first.
+/// Subscriptions (and presentities) kept, at most: beyond, an arbitrary one goes.
 const MAX_KEPT: usize = 10_000;
 /// Seconds granted at most.
 const MAX_EXPIRES: u64 = 3600;
 
 /// A subscription the lab serves.
 struct Sub {
-    presentity: String,
+    /// The presentities (user names) it is served here for.
+    resources: Vec<String>,
+    /// Microsoft's dialect (a batched subscription).
+    msrtc: bool,
     watcher_uri: String,
     watcher_tag: String,
     our_tag: String,
@@ -38,12 +51,21 @@ struct Sub {
     until: Instant,
 }
 
+/// One presentity's state.
+#[derive(Default)]
+struct State {
+    /// SIMPLE: the publication's entity tag and PIDF document.
+    pidf: Option<(String, Vec<u8>)>,
+    /// Microsoft's: the personal note, and the version of each category publication.
+    note: Option<String>,
+    versions: HashMap<String, u32>,
+}
+
 /// Presentities and subscriptions of both lab pools.
 #[derive(Default)]
 pub struct Presence {
     subs: Mutex<HashMap<String, Sub>>,
-    /// presentity → (entity tag, PIDF document).
-    published: Mutex<HashMap<String, (String, Vec<u8>)>>,
+    states: Mutex<HashMap<String, State>>,
 }
 
 impl std::fmt::Debug for Presence {
@@ -52,12 +74,11 @@ impl std::fmt::Debug for Presence {
     }
 }
 
-/// What the pool does with a request.
-pub enum Handled {
-    /// The response to send back, and NOTIFYs to send: (where, signed on which
-    /// association, the request).
-    Done(Vec<u8>, Vec<(Peer, Option<String>, Vec<u8>)>),
-}
+/// A NOTIFY to send: where, signed on which association, the request.
+pub type Notify = (Peer, Option<String>, Vec<u8>);
+
+/// What the pool does with a request: the response, and NOTIFYs to send.
+pub struct Handled(pub Vec<u8>, pub Vec<Notify>);
 
 fn expires_of(m: &Message, default: u64) -> u64 {
     m.header("expires").and_then(|e| message::bounded_decimal(e.trim(), MAX_EXPIRES)).unwrap_or(default)
@@ -67,29 +88,37 @@ fn aor(user: &str) -> String {
     format!("sip:{user}@{DOMAIN}")
 }
 
+fn user_of(uri: &str) -> &str {
+    message::uri_user(message::addr_uri(uri)).unwrap_or("")
+}
+
+fn reply(m: &Message, code: u16, reason: &str, server: &str) -> Vec<u8> {
+    message::reply(m, code, reason, "x", &format!("Server: {server}\r\n"), None)
+}
+
 impl Presence {
-    /// A SUBSCRIBE (new, or a refresh in its dialog) at the presence server of `pool`
-    /// for `presentity`, from `peer` (signed on `opaque`).
+    /// A SUBSCRIBE (new, or a refresh in its dialog) served by `pool`, from `peer`
+    /// (signed on `opaque`). `home`: a user's home pool.
     pub fn subscribe(
         &self,
         pool: &'static str,
-        presentity: &str,
         m: &Message,
         peer: &Peer,
         opaque: Option<String>,
         server: &str,
+        home: &dyn Fn(&str) -> Option<&'static str>,
     ) -> Handled {
         let call_id = m.header("call-id").unwrap_or("").trim().to_owned();
         let event = m.header("event").unwrap_or("").trim().to_ascii_lowercase();
         if !event.starts_with("presence") {
-            let bad = message::reply(m, 489, "Bad Event", "x", &format!("Server: {server}\r\n"), None);
-            return Handled::Done(bad, Vec::new());
+            return Handled(reply(m, 489, "Bad Event", server), Vec::new());
         }
         let expires = expires_of(m, 600);
         let now = Instant::now();
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         subs.retain(|_, s| s.until > now);
         let to_tag = m.header("to").and_then(message::tag_of).map(str::to_owned);
+        let mut moved: Vec<(String, String)> = Vec::new();
         let our_tag = match to_tag {
             // A refresh: the dialog must be ours.
             Some(tag) => match subs.get_mut(&call_id).filter(|s| s.our_tag == tag) {
@@ -99,36 +128,42 @@ impl Presence {
                     s.opaque = opaque.clone();
                     tag
                 }
-                None => {
-                    let gone = message::reply(
-                        m,
-                        481,
-                        "Subscription Does Not Exist",
-                        "x",
-                        &format!("Server: {server}\r\n"),
-                        None,
-                    );
-                    return Handled::Done(gone, Vec::new());
-                }
+                None => return Handled(reply(m, 481, "Subscription Does Not Exist", server), Vec::new()),
             },
             None => {
+                let batch = m.header("content-type").is_some_and(|c| c.trim().starts_with(msrtc::BATCH_TYPE));
+                let resources = if batch {
+                    let mut here = Vec::new();
+                    for uri in msrtc::parse_batch_resources(&String::from_utf8_lossy(&m.body)) {
+                        match home(user_of(&uri)) {
+                            Some(h) if h == pool => here.push(user_of(&uri).to_owned()),
+                            Some(h) => moved.push((uri.clone(), format!("{}.{DOMAIN}", pool_host(h)))),
+                            None => {}
+                        }
+                    }
+                    here
+                } else {
+                    vec![user_of(m.header("to").unwrap_or("")).to_owned()]
+                };
                 if subs.len() >= MAX_KEPT {
                     if let Some(k) = subs.keys().next().cloned() {
                         subs.remove(&k);
                     }
                 }
                 let our_tag = message::token(8);
-                let contact =
-                    m.header("contact").map(|c| message::addr_uri(c).to_owned()).unwrap_or_default();
                 let from = m.header("from").unwrap_or("");
                 subs.insert(
                     call_id.clone(),
                     Sub {
-                        presentity: presentity.to_owned(),
+                        resources,
+                        msrtc: batch,
                         watcher_uri: message::addr_uri(from).to_owned(),
                         watcher_tag: message::tag_of(from).unwrap_or("").to_owned(),
                         our_tag: our_tag.clone(),
-                        target: contact,
+                        target: m
+                            .header("contact")
+                            .map(|c| message::addr_uri(c).to_owned())
+                            .unwrap_or_default(),
                         peer: peer.clone(),
                         opaque: opaque.clone(),
                         pool,
@@ -144,46 +179,56 @@ impl Presence {
             pool_host(pool)
         );
         let ok = message::reply(m, 200, "OK", &our_tag, &contact, None);
-        let document = self.document(presentity);
-        let notify = if expires == 0 {
-            let s = subs.remove(&call_id);
-            s.map(|mut s| notify(&mut s, &call_id, "terminated;reason=timeout", &document))
+        let state = if expires == 0 {
+            "terminated;reason=timeout".to_owned()
         } else {
-            subs.get_mut(&call_id)
-                .map(|s| notify(s, &call_id, &format!("active;expires={expires}"), &document))
+            format!("active;expires={expires}")
         };
-        Handled::Done(ok, notify.into_iter().collect())
+        let notify = match subs.get_mut(&call_id) {
+            Some(s) if s.msrtc => {
+                let mut entries: Vec<(String, msrtc::Resource)> = s
+                    .resources
+                    .iter()
+                    .map(|u| (aor(u), msrtc::Resource::Active(self.categories(u))))
+                    .collect();
+                entries.extend(moved.into_iter().map(|(u, p)| (u, msrtc::Resource::Resubscribe(p))));
+                let (ctype, body) = msrtc::rlmi_multipart(&s.watcher_uri, &entries);
+                Some(notify(s, &call_id, &state, &ctype, body.as_bytes()))
+            }
+            Some(s) => {
+                let doc = s.resources.first().map(|u| self.pidf(u)).unwrap_or_default();
+                Some(notify(s, &call_id, &state, "application/pidf+xml", &doc))
+            }
+            None => None,
+        };
+        if expires == 0 {
+            subs.remove(&call_id);
+        }
+        Handled(ok, notify.into_iter().collect())
     }
 
-    /// A PUBLISH of `presentity`'s state at its presence server.
+    /// A SIMPLE PUBLISH of `presentity`'s state at its presence server.
     pub fn publish(&self, presentity: &str, m: &Message, server: &str) -> Handled {
         let expires = expires_of(m, 3600);
-        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        let if_match = m.header("sip-if-match").map(|t| t.trim().to_owned());
-        if let Some(t) = &if_match {
-            if published.get(presentity).is_none_or(|(etag, _)| etag != t) {
-                let stale = message::reply(
-                    m,
-                    412,
-                    "Conditional Request Failed",
-                    "x",
-                    &format!("Server: {server}\r\n"),
-                    None,
-                );
-                return Handled::Done(stale, Vec::new());
-            }
-        }
         let etag = message::token(12);
-        let body = if m.body.is_empty() {
-            published.get(presentity).map(|(_, b)| b.clone()).unwrap_or_default()
-        } else {
-            m.body.clone()
-        };
-        if published.len() >= MAX_KEPT && !published.contains_key(presentity) {
-            return Handled::Done(message::reply(m, 503, "Service Unavailable", "x", "", None), Vec::new());
+        {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            if states.len() >= MAX_KEPT && !states.contains_key(presentity) {
+                return Handled(reply(m, 503, "Service Unavailable", server), Vec::new());
+            }
+            let state = states.entry(presentity.to_owned()).or_default();
+            if let Some(t) = m.header("sip-if-match").map(str::trim) {
+                if state.pidf.as_ref().is_none_or(|(e, _)| e != t) {
+                    return Handled(reply(m, 412, "Conditional Request Failed", server), Vec::new());
+                }
+            }
+            let body = if m.body.is_empty() {
+                state.pidf.as_ref().map(|(_, b)| b.clone()).unwrap_or_default()
+            } else {
+                m.body.clone()
+            };
+            state.pidf = Some((etag.clone(), body));
         }
-        published.insert(presentity.to_owned(), (etag.clone(), body.clone()));
-        drop(published);
         let ok = message::reply(
             m,
             200,
@@ -192,47 +237,104 @@ impl Presence {
             &format!("SIP-ETag: {etag}\r\nExpires: {expires}\r\nServer: {server}\r\n"),
             None,
         );
-        let now = Instant::now();
-        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        let notifies = subs
-            .iter_mut()
-            .filter(|(_, s)| s.presentity == presentity && s.until > now)
-            .map(|(call_id, s)| {
-                let left = s.until.saturating_duration_since(now).as_secs();
-                notify(s, call_id, &format!("active;expires={left}"), &body)
-            })
-            .collect();
-        Handled::Done(ok, notifies)
+        Handled(ok, self.notify_all(presentity))
     }
 
-    fn document(&self, presentity: &str) -> Vec<u8> {
-        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        match published.get(presentity) {
+    /// A category publication (Microsoft's `SERVICE`) of `presentity`'s own state.
+    pub fn service(&self, presentity: &str, m: &Message, server: &str) -> Handled {
+        let publications = msrtc::parse_publications(&String::from_utf8_lossy(&m.body));
+        if publications.is_empty() {
+            return Handled(reply(m, 400, "Bad Request (no publication)", server), Vec::new());
+        }
+        {
+            let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+            if states.len() >= MAX_KEPT && !states.contains_key(presentity) {
+                return Handled(reply(m, 503, "Service Unavailable", server), Vec::new());
+            }
+            let state = states.entry(presentity.to_owned()).or_default();
+            let stale: Vec<(usize, u32, u32)> = publications
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    let cur = state.versions.get(&p.key()).copied().unwrap_or(0);
+                    (p.version != cur).then_some((i + 1, p.version, cur))
+                })
+                .collect();
+            if !stale.is_empty() {
+                let fault = msrtc::fault_body(&stale);
+                let conflict = message::reply(
+                    m,
+                    409,
+                    "Conflict",
+                    "x",
+                    &format!("Server: {server}\r\n"),
+                    Some((msrtc::FAULT_TYPE, fault.as_bytes())),
+                );
+                return Handled(conflict, Vec::new());
+            }
+            for p in &publications {
+                state.versions.insert(p.key(), p.version.wrapping_add(1));
+                if p.category == "note" && p.container == 200 {
+                    state.note = msrtc::note_text(&p.content);
+                }
+            }
+        }
+        Handled(reply(m, 200, "OK", server), self.notify_all(presentity))
+    }
+
+    /// NOTIFYs of `presentity`'s new state to every subscription served for it.
+    fn notify_all(&self, presentity: &str) -> Vec<Notify> {
+        let now = Instant::now();
+        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        subs.iter_mut()
+            .filter(|(_, s)| s.until > now && s.resources.iter().any(|r| r == presentity))
+            .map(|(call_id, s)| {
+                let state = format!("active;expires={}", s.until.saturating_duration_since(now).as_secs());
+                if s.msrtc {
+                    notify(s, call_id, &state, msrtc::CATEGORIES_TYPE, self.categories(presentity).as_bytes())
+                } else {
+                    notify(s, call_id, &state, "application/pidf+xml", &self.pidf(presentity))
+                }
+            })
+            .collect()
+    }
+
+    fn categories(&self, user: &str) -> String {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let note = states.get(user).and_then(|s| s.note.clone());
+        let availability = if note.is_some() { msrtc::AVAILABLE } else { 18_500 };
+        msrtc::categories_doc(&aor(user), availability, note.as_deref())
+    }
+
+    fn pidf(&self, user: &str) -> Vec<u8> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        match states.get(user).and_then(|s| s.pidf.as_ref()) {
             Some((_, b)) => b.clone(),
             None => format!(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
                  entity=\"{}\"><tuple id=\"lab\"><status><basic>closed</basic></status></tuple></presence>\r\n",
-                aor(presentity)
+                aor(user)
             )
             .into_bytes(),
         }
     }
 }
 
-/// A NOTIFY of `s` with `state` and `body`: where it goes and the request.
-fn notify(s: &mut Sub, call_id: &str, state: &str, body: &[u8]) -> (Peer, Option<String>, Vec<u8>) {
+/// A NOTIFY of `s` with `state` and a body: where it goes and the request.
+fn notify(s: &mut Sub, call_id: &str, state: &str, content_type: &str, body: &[u8]) -> Notify {
     s.cseq += 1;
     let host = pool_host(s.pool);
+    let from =
+        if s.msrtc { s.watcher_uri.clone() } else { s.resources.first().map(|u| aor(u)).unwrap_or_default() };
     let head = format!(
         "NOTIFY {target} SIP/2.0\r\nVia: SIP/2.0/TLS {host}.{DOMAIN}:5061;branch={cookie}{branch}\r\n\
-         Max-Forwards: 70\r\nFrom: <{presentity}>;tag={ours}\r\nTo: <{watcher}>;tag={theirs}\r\n\
+         Max-Forwards: 70\r\nFrom: <{from}>;tag={ours}\r\nTo: <{watcher}>;tag={theirs}\r\n\
          Call-ID: {call_id}\r\nCSeq: {cseq} NOTIFY\r\nContact: <sip:{host}.{DOMAIN}:5061;transport=tls>\r\n\
-         Event: presence\r\nSubscription-State: {state}\r\nContent-Type: application/pidf+xml\r\n\
+         Event: presence\r\nSubscription-State: {state}\r\nContent-Type: {content_type}\r\n\
          Content-Length: {len}\r\n\r\n",
         target = s.target,
         cookie = message::BRANCH_COOKIE,
         branch = message::token(16),
-        presentity = aor(&s.presentity),
         ours = s.our_tag,
         watcher = s.watcher_uri,
         theirs = s.watcher_tag,

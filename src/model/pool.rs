@@ -41,6 +41,21 @@ pub struct Pool {
     /// Host names of the pool's members (Front Ends): DNS answers naming one of them
     /// point at this pool, as answers naming the FQDN do.
     pub members: Vec<String>,
+    /// The presence dialect its users' clients speak.
+    pub presence: PresenceDialect,
+}
+
+/// How a pool's clients publish and watch presence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceDialect {
+    /// Standard SIMPLE: PUBLISH of PIDF (RFC 3903, 3863), SUBSCRIBE per contact (RFC 3856).
+    #[default]
+    Simple,
+    /// Microsoft's (OCS 2007 and later, Lync, Skype for Business): SERVICE with a
+    /// category publication, batched SUBSCRIBE with a category list, NOTIFY of
+    /// categories, `resubscribe` to another pool.
+    Msrtc,
 }
 
 impl Pool {

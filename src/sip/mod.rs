@@ -20,6 +20,7 @@ pub mod client_tx;
 pub mod dialog;
 pub mod framer;
 pub mod message;
+pub mod msrtc;
 pub mod ntlm;
 pub mod policy;
 pub mod server_tx;

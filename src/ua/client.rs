@@ -94,6 +94,13 @@ impl<'a> Uac<'a> {
         self
     }
 
+    /// The same user agent addressing `uri` (its To) instead of the recipient's address
+    /// of record: a batched subscription to one's own URI or to a pool.
+    pub fn with_to(mut self, uri: &str) -> Uac<'a> {
+        self.to_uri = uri.to_owned();
+        self
+    }
+
     /// Our From tag.
     pub fn tag(&self) -> &str {
         &self.tag

@@ -351,7 +351,18 @@ pub struct Endpoint {
     /// The user's own published state (RFC 3903): its entity tag and expiry. Held by a
     /// probe for its PUBLISH, so that two probes of one publisher modify the one
     /// publication in turn.
-    pub publication: tokio::sync::Mutex<Option<(String, Instant)>>,
+    pub publication: tokio::sync::Mutex<Publication>,
+}
+
+/// A test user's own published presence, as the agent last left it.
+#[derive(Debug, Default)]
+pub struct Publication {
+    /// Standard SIMPLE: the publication's entity tag (RFC 3903) and until when it is
+    /// kept alive.
+    pub etag: Option<(String, Instant)>,
+    /// Microsoft's dialect: the version of each category publication (category,
+    /// instance, container) as the server last had it.
+    pub versions: HashMap<String, u32>,
 }
 
 impl Endpoint {
@@ -381,7 +392,7 @@ impl Endpoint {
             registrations: AtomicU64::new(0),
             forced: Mutex::new(None),
             subscriptions: Subscriptions::default(),
-            publication: tokio::sync::Mutex::new(None),
+            publication: tokio::sync::Mutex::new(Publication::default()),
         }
     }
 

@@ -60,6 +60,10 @@ struct Inner {
     notifies: u64,
     link: Weak<Link>,
     awaited: Vec<(String, oneshot::Sender<Instant>)>,
+    /// Where a `resubscribe` sent the presentity (Microsoft's dialect).
+    resubscribe: Option<String>,
+    /// The To URI of the SUBSCRIBE, when not the presentity's (a batched subscription).
+    to: Option<String>,
     /// Wakes a probe waiting when the subscription ends.
     ended: Vec<oneshot::Sender<()>>,
 }
@@ -71,8 +75,12 @@ pub struct Notified {
     pub count: u64,
     /// The start of the last one's body, printable characters only.
     pub excerpt: String,
-    /// Why the subscription ended (`Subscription-State: terminated;reason=…`), if it did.
+    /// Why the subscription ended (`Subscription-State: terminated;reason=…`, or
+    /// `resubscribe`), if it did.
     pub terminated: Option<String>,
+    /// Where to subscribe again for the presentity: the pool a `resubscribe` named
+    /// (Microsoft's dialect, [`crate::sip::msrtc::resubscribe_to`]).
+    pub resubscribe: Option<String>,
 }
 
 /// A probe waiting for a value in a subscription's NOTIFYs.
@@ -124,6 +132,8 @@ impl Subscription {
                 notifies: 0,
                 link: Arc::downgrade(link),
                 awaited: Vec::new(),
+                resubscribe: None,
+                to: None,
                 ended: Vec::new(),
             }),
         })
@@ -138,6 +148,16 @@ impl Subscription {
         let mut i = self.inner();
         i.dialog = Some(dialog);
         i.expires_at = Some(Instant::now() + Duration::from_secs(u64::from(granted)));
+    }
+
+    /// Notes that the SUBSCRIBE went to `uri` (its To), not to the presentity.
+    pub fn set_to(&self, uri: &str) {
+        self.inner().to = Some(uri.to_owned());
+    }
+
+    /// The To URI of requests in the subscription's dialog.
+    pub fn to_uri(&self) -> String {
+        self.inner().to.clone().unwrap_or_else(|| self.presentity.clone())
     }
 
     /// The dialog, for a refresh (`None` before the `2xx`).
@@ -170,7 +190,12 @@ impl Subscription {
     /// What the NOTIFYs said so far.
     pub fn notified(&self) -> Notified {
         let i = self.inner();
-        Notified { count: i.notifies, excerpt: i.excerpt.clone(), terminated: i.terminated.clone() }
+        Notified {
+            count: i.notifies,
+            excerpt: i.excerpt.clone(),
+            terminated: i.terminated.clone(),
+            resubscribe: i.resubscribe.clone(),
+        }
     }
 
     /// Starts waiting for a NOTIFY whose body carries `value` (before it is published);
@@ -213,7 +238,22 @@ impl Subscription {
                 k += 1;
             }
         }
-        if state.starts_with("terminated") {
+        // Microsoft's dialect: the presentity is served by another pool. This
+        // subscription ends for it; the probe subscribes there.
+        let moved = if contains(body, "resubscribe") {
+            std::str::from_utf8(body)
+                .ok()
+                .and_then(|b| crate::sip::msrtc::resubscribe_to(b, &self.presentity))
+        } else {
+            None
+        };
+        if let Some(pool) = moved {
+            i.resubscribe = Some(pool);
+            i.terminated = Some("resubscribe".to_owned());
+            for tx in i.ended.drain(..) {
+                let _ = tx.send(());
+            }
+        } else if state.starts_with("terminated") {
             let reason = state.split(';').find_map(|p| p.trim().strip_prefix("reason=")).unwrap_or("none");
             i.terminated = Some(reason.to_owned());
             for tx in i.ended.drain(..) {

@@ -80,6 +80,7 @@ fn spec() -> EndpointSpec {
                 fqdn: POOL_FQDN.into(),
                 tls_min_version: None,
                 members: Vec::new(),
+                presence: Default::default(),
             },
             Pool {
                 name: "new".into(),
@@ -87,6 +88,7 @@ fn spec() -> EndpointSpec {
                 fqdn: NEW_POOL_FQDN.into(),
                 tls_min_version: None,
                 members: Vec::new(),
+                presence: Default::default(),
             },
         ],
     }

@@ -107,6 +107,7 @@ fn lab(version: u32, fault: Fault) -> (ProbeContext, Arc<Mutex<Seen>>) {
             fqdn: POOL.into(),
             tls_min_version: None,
             members: Vec::new(),
+            presence: Default::default(),
         }],
     };
     cx.endpoints.sync(vec![spec], &cx, &tokio::runtime::Handle::current());

@@ -9,6 +9,7 @@ mod calls;
 mod endpoint_hostile;
 mod group_im;
 mod interop;
+mod msrtc;
 mod ntlm;
 mod presence;
 mod register;
