@@ -40,8 +40,9 @@ use toml::Spanned;
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Measure, Outcome, ProbeContext};
 use crate::model::users::User;
 use crate::sip::message;
+use crate::sip::sdp::{audio_offer, common_codec};
 use crate::ua::client::{status_failure, Req, Uac};
-use crate::ua::endpoint::{audio_offer, common_codec, EndpointSpec};
+use crate::ua::endpoint::EndpointSpec;
 
 /// How long a call is held between its ACK and its BYE, at most (a quarter of what is
 /// left of the timeout, if less).

@@ -37,8 +37,9 @@ use toml::Spanned;
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Measure, Outcome, ProbeContext};
 use crate::model::users::User;
 use crate::sip::message;
+use crate::sip::sdp::im_sdp;
 use crate::ua::client::{status_failure, Req, Uac};
-use crate::ua::endpoint::{im_sdp, EndpointSpec};
+use crate::ua::endpoint::EndpointSpec;
 
 /// The keys of `kind = "sip_im"`.
 #[derive(Debug, Deserialize)]

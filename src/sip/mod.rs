@@ -23,5 +23,6 @@ pub mod message;
 pub mod msrtc;
 pub mod ntlm;
 pub mod policy;
+pub mod sdp;
 pub mod server_tx;
 pub mod sipae;

@@ -3,18 +3,11 @@
 //!
 //! One endpoint per user: one long-lived connection to the user's home pool (TLS or
 //! TCP; over UDP a connected socket, whose local address is the Contact), registered
-//! through [`super::registration`] (the redirect and authentication policy included),
-//! refreshed at half the granted expiry on the same connection, registered again after
-//! a loss or a refusal with jittered exponential backoff (1 s doubling to 30 s, reset
-//! only once a registration has held for a minute).
-//!
-//! Keep-alives (RFC 5626 §4.4): on a stream a CRLF ping every 30 s, answered by a pong
-//! within 10 s where the registrar has ever sent one. Over UDP, on streams whose
-//! registrar never pongs, and when a pong does not come, an OPTIONS to the registrar
-//! must get a final response (any code) within 10 s, else the flow is dead. A dead flow is closed
-//! and the user registered again. A probe that finds the recipient's binding gone
-//! (`404`/`480` for a registered user) asks for an immediate refresh
-//! ([`Endpoint::refresh_now`]).
+//! through [`super::registration`] (the redirect and authentication policy included).
+//! Its life — refreshes at half the granted expiry on the same connection, RFC 5626
+//! keep-alives, registering again after a loss or a refusal with jittered backoff — is
+//! [`super::life`]. A probe that finds the recipient's binding gone (`404`/`480` for a
+//! registered user) asks for an immediate refresh ([`Endpoint::refresh_now`]).
 //!
 //! Requests that reach the endpoint are answered as a client answers them: `200` to
 //! MESSAGE, OPTIONS, INFO, BYE and CANCEL, `200` with a Contact (and the Record-Route
@@ -49,9 +42,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::Dial;
-use super::link::LinkConnector;
 pub use super::link::{Link, LinkRef};
-use super::registration::{self, Binding, Plan};
 use super::subscription::Subscriptions;
 use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
@@ -60,30 +51,14 @@ use crate::model::users::User;
 use crate::net::tls::TlsOptions;
 use crate::sip::budget::{self, Budget};
 use crate::sip::message::{self, Message, StartLine, Transport};
+use crate::sip::sdp::{audio_answer, im_sdp};
 use crate::sip::server_tx::{Key, ServerTransactions};
 
 /// Seconds an endpoint's REGISTER asks for (refreshed at half of what is granted).
 pub const EXPIRES: u32 = 600;
-/// The shortest refresh period, whatever the registrar grants.
-const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// Keep-alive period (RFC 5626 §4.4.1 suggests 95-120 s for streams; probes need to
-/// know sooner that a flow is dead): a CRLF ping on a stream this often, and where no
-/// pong can be had (UDP, a registrar that does not answer pings) an OPTIONS to the
-/// registrar. 1,000 endpoints send 33 a second.
-const KEEPALIVE: Duration = Duration::from_secs(30);
-/// How long a pong (or the OPTIONS keep-alive's response) may take (RFC 5626 §4.4.1).
-const PONG_WAIT: Duration = Duration::from_secs(10);
-/// Backoff after a failed registration: from this, doubling…
-const BACKOFF_MIN: Duration = Duration::from_secs(1);
-/// …up to this.
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// A registration that held this long resets the backoff.
-const HELD_LONG_ENOUGH: Duration = Duration::from_secs(60);
 /// Shortest time between two registrations a `404`/`480` forces
 /// ([`Endpoint::lost_binding`]).
 pub const FORCED_REFRESH_EVERY: Duration = Duration::from_secs(30);
-/// Time allowed to one registration attempt (connect, challenge, redirect).
-const REGISTER_BUDGET: Duration = Duration::from_secs(10);
 /// How long an endpoint's phone rings (between its `180` and its `200` to a call):
 /// long enough that the `180` is not overtaken on its way back through the proxies.
 pub const RING: Duration = Duration::from_millis(20);
@@ -256,7 +231,7 @@ impl Endpoints {
             };
             let endpoint = Arc::new(Endpoint::new(spec, cx.clone(), shared));
             let stop = CancellationToken::new();
-            let task = rt.spawn(run(endpoint.clone(), stop.clone()));
+            let task = rt.spawn(super::life::run(endpoint.clone(), stop.clone()));
             running.insert(name, Running { endpoint, stop, task });
         }
     }
@@ -335,15 +310,15 @@ pub(super) struct Shared {
 /// One test user's registered endpoint.
 pub struct Endpoint {
     pub(super) spec: EndpointSpec,
-    cx: Mutex<ProbeContext>,
-    status: Mutex<EndpointStatus>,
-    link: Mutex<Option<Arc<Link>>>,
+    pub(super) cx: Mutex<ProbeContext>,
+    pub(super) status: Mutex<EndpointStatus>,
+    pub(super) link: Mutex<Option<Arc<Link>>>,
     waiters: Mutex<HashMap<String, oneshot::Sender<Instant>>>,
     pub(super) shared: Shared,
     /// Wakes the endpoint to refresh its registration now.
-    refresh: Notify,
+    pub(super) refresh: Notify,
     /// Successful registrations and refreshes so far.
-    registrations: AtomicU64,
+    pub(super) registrations: AtomicU64,
     /// When a probe last made it register again at once ([`Endpoint::lost_binding`]).
     forced: Mutex<Option<Instant>>,
     /// The subscriptions it holds as a watcher; NOTIFYs are answered by them.
@@ -537,7 +512,7 @@ impl Endpoint {
         }
     }
 
-    fn set_registered(&self, home: String, host: &str, expires: u32) {
+    pub(super) fn set_registered(&self, home: String, host: &str, expires: u32) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if !s.registered || s.home_pool.as_deref() != Some(&home) {
             tracing::info!(user = %s.user, home_pool = %home, registrar = %host, expires, "test user registered");
@@ -553,7 +528,7 @@ impl Endpoint {
         self.registrations.fetch_add(1, Ordering::AcqRel);
     }
 
-    fn set_failed(&self, f: Failure) {
+    pub(super) fn set_failed(&self, f: Failure) {
         let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
         if s.registered || s.reason != Some(f.reason) {
             tracing::warn!(user = %s.user, reason = f.reason.as_str(), detail = %f.detail, "test user not registered");
@@ -679,255 +654,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-/// The audio codecs a call offers and an endpoint answers with: (payload type, name).
-pub const AUDIO_CODECS: [(u8, &str); 2] = [(0, "PCMU/8000"), (8, "PCMA/8000")];
-
-/// A call's SDP offer from `sent_by` (RFC 3264, as a desk phone makes one: PCMU, PCMA and
-/// telephone events); no media flows through it (the port is not listened on).
-pub fn audio_offer(sent_by: &str) -> Vec<u8> {
-    audio_sdp(sent_by, &[0, 8])
-}
-
-/// The answer an endpoint makes to `offer`: the first of [`AUDIO_CODECS`] the offer
-/// has; `None` when it has none.
-pub fn audio_answer(offer: &[u8], sent_by: &str) -> Option<Vec<u8>> {
-    let pt = common_codec(offer)?;
-    Some(audio_sdp(sent_by, &[pt]))
-}
-
-/// The first of [`AUDIO_CODECS`] that the `m=audio` line of `sdp` lists.
-pub fn common_codec(sdp: &[u8]) -> Option<u8> {
-    let text = std::str::from_utf8(sdp).ok()?;
-    let m = text.lines().find_map(|l| l.trim_end().strip_prefix("m=audio "))?;
-    let listed: Vec<&str> = m.split_whitespace().skip(2).collect();
-    AUDIO_CODECS.iter().map(|(pt, _)| *pt).find(|pt| listed.contains(&pt.to_string().as_str()))
-}
-
-fn audio_sdp(sent_by: &str, pts: &[u8]) -> Vec<u8> {
-    let host = sent_by.rsplit_once(':').map_or(sent_by, |(h, _)| h).trim_matches(['[', ']']);
-    let family = if host.contains(':') { "IP6" } else { "IP4" };
-    let session = message::token(8).bytes().fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
-    let list: Vec<String> = pts.iter().map(u8::to_string).collect();
-    let mut s = format!(
-        "v=0\r\no=- {session} {session} IN {family} {host}\r\ns=coexistd call\r\nc=IN {family} {host}\r\nt=0 0\r\n\
-         m=audio 49170 RTP/AVP {} 101\r\n",
-        list.join(" ")
-    );
-    for pt in pts {
-        if let Some((_, name)) = AUDIO_CODECS.iter().find(|(p, _)| p == pt) {
-            s.push_str(&format!("a=rtpmap:{pt} {name}\r\n"));
-        }
-    }
-    s.push_str("a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv\r\n");
-    s.into_bytes()
-}
-
-/// The session description of an IM session (RFC 4975-style, as Lync and OCS clients
-/// offer for instant messaging): no media flows through it here.
-pub fn im_sdp(sent_by: &str) -> Vec<u8> {
-    let host = sent_by.rsplit_once(':').map_or(sent_by, |(h, _)| h).trim_matches(['[', ']']);
-    let family = if host.contains(':') { "IP6" } else { "IP4" };
-    format!(
-        "v=0\r\no=- 0 0 IN {family} {host}\r\ns=session\r\nc=IN {family} {host}\r\nt=0 0\r\n\
-         m=message 5060 sip null\r\na=accept-types:text/plain\r\n"
-    )
-    .into_bytes()
-}
-
-/// A registration in force: the link and the binding.
-struct InForce {
-    link: Arc<Link>,
-    binding: Binding,
-}
-
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Connects to the planned pool and registers (one redirect, as the policy allows).
-async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<InForce, Failure> {
-    let spec = &endpoint.spec;
-    let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let plan = Plan {
-        user: &spec.user,
-        host: &spec.registrar,
-        port: spec.user.port,
-        pools: &spec.pools,
-        expires: EXPIRES,
-        deadline: Instant::now() + REGISTER_BUDGET,
-    };
-    let mut phases = Vec::new();
-    let mut k = LinkConnector { endpoint, cx: &cx };
-    let mut reg = registration::register(&mut k, &plan, &cx, &mut phases).await.map_err(|o| {
-        o.result.err().unwrap_or_else(|| Failure::new(FailureReason::Internal, "registration failed"))
-    })?;
-    reg.conn.armed = false;
-    Ok(InForce { link: reg.conn.link.clone(), binding: reg.binding })
-}
-
-/// A random duration between half of `d` and `d` (backoff jitter: a thousand
-/// endpoints refused at once do not come back at once).
-fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    let frac = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX);
-    d.mul_f64(0.5 + 0.5 * frac)
-}
-
-/// The endpoint's life: register, hold (refresh), register again after a loss.
-async fn run(endpoint: Arc<Endpoint>, stop: CancellationToken) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        endpoint.status.lock().unwrap_or_else(|e| e.into_inner()).attempts += 1;
-        let attempt = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = register_fresh(&endpoint) => r,
-        };
-        let session = match attempt {
-            Ok(s) => s,
-            Err(f) => {
-                endpoint.set_failed(f);
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tokio::time::sleep(jitter(backoff)) => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-        };
-        // Signing on from the first moment: nothing the pool sends goes unchecked.
-        session.link.set_association(session.binding.creds.association());
-        let cx = endpoint.cx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let home = registration::home_of(&endpoint.spec.pools, &session.binding.host, &cx).await;
-        *endpoint.link.lock().unwrap_or_else(|e| e.into_inner()) = Some(session.link.clone());
-        endpoint.set_registered(home, &session.binding.host, session.binding.granted);
-        let since = Instant::now();
-        match hold(&endpoint, session, &stop).await {
-            None => return,
-            Some(f) => endpoint.set_failed(f),
-        }
-        // A registration the connection loses at once does not reset the backoff: a
-        // registrar that accepts and drops gets ever fewer attempts, not one a second.
-        if since.elapsed() >= HELD_LONG_ENOUGH {
-            backoff = BACKOFF_MIN;
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(jitter(backoff)) => {}
-        }
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-/// Whether the flow to the registrar is alive (RFC 5626 §4.4): a pong to a CRLF ping
-/// on a stream whose registrar pongs, else any final response to an OPTIONS.
-async fn keepalive(endpoint: &Endpoint, s: &InForce) -> Result<(), Failure> {
-    let link = &s.link;
-    if link.transport != Transport::Udp {
-        let before = link.pongs.load(Ordering::Acquire);
-        link.send(b"\r\n\r\n").await?;
-        if before > 0 {
-            // This registrar has answered pings (or sent CRLFs of its own): wait for the
-            // pong; a missed one is not yet a dead flow (a registrar may pong only
-            // sometimes): the OPTIONS below decides.
-            let deadline = Instant::now() + PONG_WAIT;
-            while Instant::now() < deadline && !link.is_closed() {
-                if link.pongs.load(Ordering::Acquire) > before {
-                    return Ok(());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        // Give a first pong a moment: once one is seen, pings alone keep the flow.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if link.pongs.load(Ordering::Acquire) > before {
-            return Ok(());
-        }
-    }
-    let user = &endpoint.spec.user;
-    let mut tx = message::new_transaction();
-    let domain_uri = format!("sip:{}", user.aor.domain);
-    let request = message::request(&message::RequestParams {
-        uri: &domain_uri,
-        transport: link.transport,
-        sent_by: &link.sent_by,
-        tx: &tx,
-        from: (&user.aor.uri(), &message::token(8)),
-        to: (&domain_uri, None),
-        contact_user: None,
-        route: &[],
-        credentials: None,
-        extra: "",
-        body: None,
-    });
-    tx.method = "OPTIONS";
-    link.transaction(&request, &tx, Instant::now() + PONG_WAIT).await.map(|_| ()).map_err(|f| {
-        Failure::new(f.reason, format!("keep-alive OPTIONS to {}: {}", s.binding.host, f.detail))
-    })
-}
-
-/// Keeps a registration: keep-alives, refreshes at half the granted expiry (or at
-/// once when a probe asks), until the link is lost, a refresh or keep-alive fails (the
-/// failure), or `stop` (unregisters; `None`).
-async fn hold(endpoint: &Arc<Endpoint>, mut s: InForce, stop: &CancellationToken) -> Option<Failure> {
-    let user = &endpoint.spec.user;
-    let lost = |f: Failure, s: &InForce| {
-        s.link.close();
-        Some(f)
-    };
-    loop {
-        let refresh = (Duration::from_secs(u64::from(s.binding.granted)) / 2).max(MIN_REFRESH);
-        let refresh_at = Instant::now() + refresh;
-        let mut now_please = false;
-        // Keep-alives until the refresh is due (or asked for).
-        while refresh_at.saturating_duration_since(Instant::now()) > KEEPALIVE && !now_please {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = s.link.closed.cancelled() => break,
-                _ = endpoint.refresh.notified() => now_please = true,
-                _ = tokio::time::sleep(KEEPALIVE) => {
-                    // A probe asking for a refresh does not wait for the keep-alive.
-                    tokio::select! {
-                        r = keepalive(endpoint, &s) => if let Err(f) = r {
-                            return lost(f, &s);
-                        },
-                        _ = endpoint.refresh.notified() => now_please = true,
-                    }
-                }
-            }
-        }
-        let mut lr = LinkRef { link: s.link.clone(), armed: false };
-        let due = async {
-            if !now_please {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(refresh_at) => {}
-                    _ = endpoint.refresh.notified() => {}
-                }
-            }
-        };
-        tokio::select! {
-            _ = stop.cancelled() => {
-                let deadline = Instant::now() + Duration::from_secs(1);
-                let _ = registration::again(user, &mut lr, &mut s.binding, 0, deadline).await;
-                s.link.close();
-                return None;
-            }
-            _ = s.link.closed.cancelled() => {
-                return Some(Failure::new(FailureReason::Io, format!("the connection to {} closed", s.binding.host)));
-            }
-            _ = due => {
-                let deadline = Instant::now() + REGISTER_BUDGET;
-                match registration::again(user, &mut lr, &mut s.binding, EXPIRES, deadline).await {
-                    Ok(granted) => {
-                        s.link.set_association(s.binding.creds.association());
-                        endpoint.status.lock().unwrap_or_else(|e| e.into_inner()).expires = Some(granted);
-                        endpoint.registrations.fetch_add(1, Ordering::AcqRel);
-                    }
-                    Err(f) => return lost(Failure::new(f.reason, format!("refresh at {}: {}", s.binding.host, f.detail)), &s),
-                }
-            }
-        }
-    }
 }
 
 /// A probe waiting for a request at an endpoint.

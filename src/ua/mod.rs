@@ -23,6 +23,7 @@ pub mod client;
 pub mod conn;
 pub mod credentials;
 pub mod endpoint;
+pub mod life;
 pub mod link;
 pub mod memory;
 pub mod options;
