@@ -11,8 +11,8 @@
 //! The conference server is an IM conference server driven by commands in MESSAGE
 //! bodies, as Kamailio's `imc` module is (`conference` = its domain, for example
 //! `conf.contoso.test`). Each run: the sender creates the pair's room
-//! (`sip:coexistd-<from>-<to>@<conference>`, `#create`; one that exists already is
-//! fine), the receiver joins it (`#join`), the sender sends a MESSAGE with a fresh
+//! (`sip:coexistd-<len><from>-<len><to>@<conference>`, `#create`; a refusal — the
+//! room exists from an earlier run — is not judged: the join is), the receiver joins it (`#join`), the sender sends a MESSAGE with a fresh
 //! random token to the room, and it passes when the receiver's endpoint gets a MESSAGE
 //! carrying the token (the server's own request, from the room). Every request is
 //! answered with the user's credentials when challenged.
@@ -65,7 +65,7 @@ pub struct SipGroupImSpec {
     pub from: Box<EndpointSpec>,
     /// The receiver's endpoint.
     pub to: Box<EndpointSpec>,
-    /// The pair's room: `sip:coexistd-FROM-TO@CONFERENCE`.
+    /// The pair's room: `sip:coexistd-<length>FROM-<length>TO@CONFERENCE`.
     pub room: Aor,
     /// The instance's timeout.
     pub budget: Duration,
@@ -90,9 +90,12 @@ impl CheckKind for SipGroupImSpec {
                 &format!("conference: {domain:?} is not a domain name (the IM conference server's, like \"conf.contoso.test\")"),
             ));
         }
-        let room_user =
-            |u: &User| u.name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect::<String>();
-        let room = Aor::parse(&format!("sip:coexistd-{}-{}@{domain}", room_user(from), room_user(to)))
+        // Each name with its length: no two pairs share a room.
+        let part = |u: &User| {
+            let kept: String = u.name.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect();
+            format!("{}{kept}", u.name.len())
+        };
+        let room = Aor::parse(&format!("sip:coexistd-{}-{}@{domain}", part(from), part(to)))
             .map_err(|e| cx.err(keys.conference.span(), &format!("conference: {e}")))?;
         let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
         let spec = SipGroupImSpec { from: endpoint(from)?, to: endpoint(to)?, room, budget: cx.timeout };

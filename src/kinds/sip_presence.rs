@@ -184,7 +184,7 @@ async fn exchange(
     let note = format!("coexistd presence test {}", message::token(16));
     // Waiting from before the PUBLISH: the NOTIFY may come before its 200.
     let (mut sub, mut awaited) = subscribed(spec, cx, &watcher, &wlink, &note, deadline, status).await?;
-    let before = sub.notified().count;
+    let mut before = sub.notified().count;
     let sent = {
         // Probes of one publisher modify its publication in turn.
         let mut publication =
@@ -206,9 +206,23 @@ async fn exchange(
     let mut seen = awaited.seen(deadline).await;
     // Microsoft's dialect: another pool serves the presentity. Subscribe there (through
     // the watcher's own connection), once; its first NOTIFY carries the current value.
-    if let (Seen::Terminated, Some(pool)) = (&seen, sub.notified().resubscribe) {
+    // Only a name of a configured pool is followed (a pool's FQDN or member).
+    if let (Seen::Terminated, Some(host)) = (&seen, sub.notified().resubscribe) {
+        if !spec.to.pools.iter().any(|p| p.owns_name(&host)) {
+            watcher.subscriptions.forget(&sub.call_id);
+            return Err(Failure::new(
+                FailureReason::PolicyRefused,
+                format!(
+                    "{}'s pool said to subscribe to {} at {host}, which is no configured pool's name: not followed",
+                    spec.to.user.name, spec.from.user.name
+                ),
+            ));
+        }
+        unsubscribe(spec, cx, &wlink, &sub).await;
         watcher.subscriptions.forget(&sub.call_id);
+        let pool = format!("sip:{host}");
         (sub, awaited) = subscribe(spec, cx, &watcher, &wlink, Some(&pool), &note, deadline, status).await?;
+        before = 0;
         seen = awaited.seen(deadline).await;
     }
     match seen {
@@ -226,7 +240,7 @@ async fn exchange(
         }
         Seen::Late => {
             let n = sub.notified();
-            let said = if n.count == before {
+            let said = if n.count <= before {
                 "no NOTIFY came".to_owned()
             } else {
                 format!("{} NOTIFYs came, the last saying {:?}", n.count - before, n.excerpt)
@@ -286,6 +300,22 @@ async fn subscribed(
     subscribe(spec, cx, watcher, link, None, value, deadline, status).await
 }
 
+/// Ends `sub` at the pool (a SUBSCRIBE with `Expires: 0` in its dialog), without
+/// waiting long: a subscription given up must not stay at the pool until it expires.
+async fn unsubscribe(spec: &SipPresenceSpec, cx: &ProbeContext, link: &Arc<Link>, sub: &Subscription) {
+    let Some(mut dialog) = sub.dialog() else { return };
+    let (extra, body) = subscribe_request(spec);
+    let extra = extra.replace(&format!("Expires: {SUBSCRIBE_EXPIRES}"), "Expires: 0");
+    let mut uac =
+        Uac::new(link, &spec.to.user, &spec.from.user, cx).with_tag(&sub.local_tag).with_to(&sub.to_uri());
+    let mut tx = dialog.next("SUBSCRIBE");
+    let req = Req {
+        extra: &extra,
+        ..Req::in_dialog(&dialog, body.as_ref().map(|b| (msrtc::BATCH_TYPE, b.as_bytes())))
+    };
+    let _ = uac.send(&req, &mut tx, Instant::now() + Duration::from_millis(300)).await;
+}
+
 /// The header lines and (Microsoft's dialect) the body of a SUBSCRIBE of the watcher to
 /// the publisher.
 fn subscribe_request(spec: &SipPresenceSpec) -> (String, Option<String>) {
@@ -331,7 +361,9 @@ async fn subscribe(
     let mut tx = message::new_transaction();
     tx.method = "SUBSCRIBE";
     let sub = Subscription::new(&presentity, &tx.call_id, uac.tag(), link);
-    sub.set_to(&target);
+    if target != presentity {
+        sub.set_to(&target);
+    }
     let awaited = sub.expect(value).ok_or_else(|| Failure::new(FailureReason::Internal, "no wait"))?;
     if !watcher.subscriptions.hold(sub.clone()) {
         return Err(Failure::new(FailureReason::Internal, "too many subscriptions at this endpoint"));

@@ -33,6 +33,8 @@ use crate::sip::msrtc;
 const MAX_KEPT: usize = 10_000;
 /// Seconds granted at most.
 const MAX_EXPIRES: u64 = 3600;
+/// Category publications (category, instance, container) kept per presentity, at most.
+const MAX_PUBLICATIONS: usize = 64;
 
 /// A subscription the lab serves.
 struct Sub {
@@ -130,6 +132,10 @@ impl Presence {
                 }
                 None => return Handled(reply(m, 481, "Subscription Does Not Exist", server), Vec::new()),
             },
+            // A new subscription may not take over another's Call-ID.
+            None if subs.contains_key(&call_id) => {
+                return Handled(reply(m, 400, "Bad Request (Call-ID in use)", server), Vec::new());
+            }
             None => {
                 let batch = m.header("content-type").is_some_and(|c| c.trim().starts_with(msrtc::BATCH_TYPE));
                 let resources = if batch {
@@ -242,7 +248,11 @@ impl Presence {
 
     /// A category publication (Microsoft's `SERVICE`) of `presentity`'s own state.
     pub fn service(&self, presentity: &str, m: &Message, server: &str) -> Handled {
-        let publications = msrtc::parse_publications(&String::from_utf8_lossy(&m.body));
+        let publications: Vec<msrtc::Publication> =
+            msrtc::parse_publications(&String::from_utf8_lossy(&m.body))
+                .into_iter()
+                .filter(|p| p.category == "state" || p.category == "note")
+                .collect();
         if publications.is_empty() {
             return Handled(reply(m, 400, "Bad Request (no publication)", server), Vec::new());
         }
@@ -252,6 +262,13 @@ impl Presence {
                 return Handled(reply(m, 503, "Service Unavailable", server), Vec::new());
             }
             let state = states.entry(presentity.to_owned()).or_default();
+            let new_keys = publications.iter().filter(|p| !state.versions.contains_key(&p.key())).count();
+            if state.versions.len() + new_keys > MAX_PUBLICATIONS {
+                return Handled(
+                    reply(m, 503, "Service Unavailable (too many publications)", server),
+                    Vec::new(),
+                );
+            }
             let stale: Vec<(usize, u32, u32)> = publications
                 .iter()
                 .enumerate()

@@ -252,13 +252,7 @@ pub fn categories_doc(uri: &str, availability: u32, note: Option<&str>) -> Strin
 /// document's `note` (unescaped).
 pub fn note_text(doc: &str) -> Option<String> {
     let (_, body) = elements(doc, "body").into_iter().next()?;
-    Some(
-        body.replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
+    Some(unescape(body))
 }
 
 /// How a batched subscription's server answers for one resource.
@@ -310,25 +304,48 @@ pub fn rlmi_multipart(watcher: &str, resources: &[(String, Resource)]) -> (Strin
     )
 }
 
-/// The pool a NOTIFY's rlmi index sends `resource` to (`state="resubscribe"` with a
-/// `poolFqdn`), as a SIP URI (`sip:` added when the value has no scheme).
+/// The first start tag `<element …>` in `doc` (its attributes), without looking for
+/// its end.
+fn first_tag<'a>(doc: &'a str, element: &str) -> Option<&'a str> {
+    let open = format!("<{element}");
+    let mut rest = doc;
+    while let Some(i) = rest.find(&open) {
+        let after = &rest[i + open.len()..];
+        if after.starts_with([' ', '>', '/', '\t', '\r', '\n']) {
+            return after.find('>').map(|end| &after[..end]);
+        }
+        rest = after;
+    }
+    None
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The host a NOTIFY's rlmi index sends `resource` to (`state="resubscribe"` with a
+/// `poolFqdn`; the resource compared without case, after unescaping). Only a host name
+/// is taken (a `sip:` prefix dropped): no port, no parameters, no other scheme.
 pub fn resubscribe_to(doc: &str, resource: &str) -> Option<String> {
     elements(doc, "resource").into_iter().find_map(|(tag, body)| {
-        if attr(tag, "uri")? != resource {
+        if !unescape(attr(tag, "uri")?).eq_ignore_ascii_case(resource) {
             return None;
         }
-        let (inst, _) = elements(body, "instance").into_iter().next()?;
+        let inst = first_tag(body, "instance")?;
         if attr(inst, "state")? != "resubscribe" {
             return None;
         }
-        let pool = attr(inst, "poolFqdn")?.trim();
-        let valid = !pool.is_empty()
-            && pool.len() <= 260
-            && pool.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:;=".contains(&b));
-        if !valid {
-            return None;
-        }
-        Some(if pool.starts_with("sip:") { pool.to_owned() } else { format!("sip:{pool}") })
+        let pool = unescape(attr(inst, "poolFqdn")?);
+        let pool = pool.trim();
+        let host = pool.strip_prefix("sip:").unwrap_or(pool).trim_end_matches('.');
+        let valid = host.len() <= 253
+            && host.contains('.')
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        valid.then(|| host.to_owned())
     })
 }
 
@@ -371,12 +388,23 @@ mod tests {
         assert!(ctype.starts_with("multipart/related"));
         assert_eq!(
             resubscribe_to(&multipart, "sip:alice@contoso.test").as_deref(),
-            Some("sip:ocspool.contoso.test")
+            Some("ocspool.contoso.test")
+        );
+        assert_eq!(
+            resubscribe_to(&multipart, "SIP:Alice@Contoso.test").as_deref(),
+            Some("ocspool.contoso.test")
         );
         assert_eq!(resubscribe_to(&multipart, "sip:bob@contoso.test"), None);
         assert!(multipart.contains("<body type=\"personal\" uri=\"\">hi</body>"));
-        // A hostile pool name is not followed.
-        let evil = "<resource uri=\"sip:a@b\"><instance id=\"0\" state=\"resubscribe\" poolFqdn=\"a b@c\"/></resource>";
-        assert_eq!(resubscribe_to(evil, "sip:a@b"), None);
+        // Nothing but a host name is followed.
+        for pool in ["a b@c", "x.evil;maddr=10.0.0.5", "x.evil:5060", "sips:x.evil", "nodots"] {
+            let evil = format!(
+                "<resource uri=\"sip:a@b\"><instance id=\"0\" state=\"resubscribe\" poolFqdn=\"{pool}\"/></resource>"
+            );
+            assert_eq!(resubscribe_to(&evil, "sip:a@b"), None, "{pool}");
+        }
+        // Many resources, instances without ends: bounded work.
+        let hostile = "<resource uri=\"sip:a@b\">".repeat(300) + &"<instance x".repeat(2000) + "resubscribe";
+        assert_eq!(resubscribe_to(&hostile, "sip:a@b"), None);
     }
 }

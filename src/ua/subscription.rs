@@ -105,6 +105,8 @@ impl Awaited {
     pub async fn seen(self, deadline: Instant) -> Seen {
         let Awaited { arrived, ended } = self;
         tokio::select! {
+            // A NOTIFY that carries the value and ends the subscription counts as seen.
+            biased;
             r = arrived => match r {
                 Ok(at) => Seen::At(at),
                 Err(_) => Seen::Terminated,
@@ -150,7 +152,9 @@ impl Subscription {
         i.expires_at = Some(Instant::now() + Duration::from_secs(u64::from(granted)));
     }
 
-    /// Notes that the SUBSCRIBE went to `uri` (its To), not to the presentity.
+    /// Notes that the SUBSCRIBE went to `uri` (its To), not to the presentity: a batched
+    /// subscription (Microsoft's dialect), whose NOTIFYs may send the presentity to
+    /// another pool.
     pub fn set_to(&self, uri: &str) {
         self.inner().to = Some(uri.to_owned());
     }
@@ -203,6 +207,7 @@ impl Subscription {
     pub fn expect(&self, value: &str) -> Option<Awaited> {
         let mut i = self.inner();
         i.awaited.retain(|(_, tx)| !tx.is_closed());
+        i.ended.retain(|tx| !tx.is_closed());
         if i.awaited.len() >= MAX_AWAITED {
             return None;
         }
@@ -240,10 +245,10 @@ impl Subscription {
         }
         // Microsoft's dialect: the presentity is served by another pool. This
         // subscription ends for it; the probe subscribes there.
-        let moved = if contains(body, "resubscribe") {
-            std::str::from_utf8(body)
-                .ok()
-                .and_then(|b| crate::sip::msrtc::resubscribe_to(b, &self.presentity))
+        // Only a batched subscription's NOTIFY has an rlmi index (a SIMPLE one carries
+        // whatever was published for the presentity).
+        let moved = if i.to.is_some() && contains(body, "resubscribe") {
+            crate::sip::msrtc::resubscribe_to(&String::from_utf8_lossy(body), &self.presentity)
         } else {
             None
         };

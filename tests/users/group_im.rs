@@ -4,7 +4,8 @@
 //! four users meets in its own room (`#create`, `#join`, each answered with the user's
 //! credentials) and the sender's message reaches the receiver as the conference's own
 //! MESSAGE, whichever pool each is homed on; then the legacy pool stops relaying to the
-//! new one, and exactly the pairs whose sender is homed on the legacy pool fail.
+//! new one, and every pair with a user homed on the legacy pool fails (its messages and
+//! its joins no longer reach the conference) while the new pool's own cell stays UP.
 
 use crate::common;
 use crate::interop::{config, imc_tables, pool, pool_with};
@@ -45,7 +46,9 @@ fn pairs_meet_in_a_conference_room_on_the_new_pool_whichever_pool_they_are_homed
     ocs.kamcmd(&["htable.sets", "cfg", "relay", "off"]);
     let _ = ocs;
     let m = agent.wait_metrics(Duration::from_secs(20), |m| {
-        cell(m, POOLS[0], POOLS[0]) == Some(0.0) && cell(m, POOLS[0], POOLS[1]) == Some(0.0)
+        cell(m, POOLS[0], POOLS[0]) == Some(0.0)
+            && cell(m, POOLS[0], POOLS[1]) == Some(0.0)
+            && cell(m, POOLS[1], POOLS[0]) == Some(0.0)
     });
     assert_eq!(cell(&m, POOLS[1], POOLS[1]), Some(1.0), "{m}");
 }

@@ -41,7 +41,10 @@ fn presence_in_microsofts_dialect_resubscribes_to_the_contacts_pool_and_recovers
     // A first run as it goes on the wire: the batched SUBSCRIBE to alice's own URI and,
     // after the legacy pool's resubscribe naming the new pool's poolFqdn (a NOTIFY,
     // which the trace does not show), the SUBSCRIBE there.
-    // `coexistd check` registers the users afresh: its trace has the whole exchange.
+    // `coexistd check` registers the users afresh: its trace has the whole exchange. The
+    // agent stops first (its publications must not race the check's).
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_coexistd"))
         .args(["check", "--trace", "presence", "--config"])
         .arg(&first.config)
@@ -62,7 +65,5 @@ fn presence_in_microsofts_dialect_resubscribes_to_the_contacts_pool_and_recovers
     // 409, the current versions read from the fault, published again, passed.
     assert!(trace.contains("received 409 SERVICE"), "{trace}");
     assert!(out.status.success(), "{trace}");
-    first.child.kill().unwrap();
-    let _ = first.child.wait();
     drop(lab);
 }
