@@ -117,6 +117,44 @@ pub trait CheckKind: Sized {
     }
 }
 
+/// The two test users of a kind between users (`from` acts, `to` is reached), with what
+/// such kinds share: the endpoints kept, the labels (`user` = `from`, `to_pool` = the
+/// planned pool of `to`), the matrix cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pair {
+    /// The acting user's endpoint.
+    pub from: Box<crate::ua::endpoint::EndpointSpec>,
+    /// The reached user's endpoint.
+    pub to: Box<crate::ua::endpoint::EndpointSpec>,
+}
+
+impl Pair {
+    /// The target label: the reached user's address of record.
+    pub fn target(&self) -> String {
+        self.to.user.aor.uri()
+    }
+
+    /// See [`CheckKind::endpoints`].
+    pub fn endpoints(&self) -> Vec<&crate::ua::endpoint::EndpointSpec> {
+        vec![&self.from, &self.to]
+    }
+
+    /// See [`CheckKind::extra_labels`]: two users of one pool towards one user are two
+    /// series.
+    pub fn extra_labels(&self) -> Vec<(&'static str, &str)> {
+        vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
+    }
+
+    /// See [`CheckKind::rollup`]: into the matrix of the kind, not into a pool.
+    pub fn rollup(&self) -> Rollup<'_> {
+        Rollup::PoolPair {
+            from: &self.from.user.pool,
+            to: &self.to.user.pool,
+            between: (&self.from.user.name, &self.to.user.name),
+        }
+    }
+}
+
 /// Where an instance's result counts (see [`CheckKind::rollup`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rollup<'a> {
@@ -438,6 +476,17 @@ impl BuildCx<'_> {
                 "host: required when the check runs without a pool (pools = [])",
             )),
         }
+    }
+
+    /// The endpoints of the two users a kind between users (`kind`) runs between, and
+    /// the target label (the second user's address of record).
+    pub fn pair(&self, kind: &str) -> Result<Pair, BuildError> {
+        let (Some(from), Some(to)) = (self.user, self.peer) else {
+            return Err(
+                self.err(self.name_span.clone(), &format!("from: {kind} runs between two test users"))
+            );
+        };
+        Ok(Pair { from: Box::new(self.endpoint_of(from)?), to: Box::new(self.endpoint_of(to)?) })
     }
 
     /// The registered endpoint `user` needs (its planned pool's FQDN and TLS options).

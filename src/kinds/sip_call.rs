@@ -38,7 +38,6 @@ use tokio::time::Instant;
 use toml::Spanned;
 
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Measure, Outcome, ProbeContext};
-use crate::model::users::User;
 use crate::sip::message;
 use crate::sip::sdp::{audio_offer, common_codec};
 use crate::ua::client::{status_failure, Req, Uac};
@@ -75,10 +74,8 @@ pub struct SipCallKeys {
 /// A sip_call check of one ordered pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipCallSpec {
-    /// The caller's endpoint.
-    pub from: Box<EndpointSpec>,
-    /// The callee's endpoint.
-    pub to: Box<EndpointSpec>,
+    /// The two users: `from` acts, `to` is reached.
+    pub pair: super::Pair,
     /// The instance's timeout.
     pub budget: Duration,
 }
@@ -89,12 +86,9 @@ impl CheckKind for SipCallSpec {
 
     /// The target label is the callee's address of record.
     fn build(_keys: &SipCallKeys, cx: &BuildCx<'_>) -> Result<(SipCallSpec, String), BuildError> {
-        let (Some(from), Some(to)) = (cx.user, cx.peer) else {
-            return Err(cx.err(cx.name_span.clone(), "from: sip_call runs between two test users"));
-        };
-        let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
-        let spec = SipCallSpec { from: endpoint(from)?, to: endpoint(to)?, budget: cx.timeout };
-        Ok((spec, to.aor.uri()))
+        let pair = cx.pair("sip_call")?;
+        let target = pair.target();
+        Ok((SipCallSpec { pair, budget: cx.timeout }, target))
     }
 
     fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
@@ -106,21 +100,17 @@ impl CheckKind for SipCallSpec {
     }
 
     fn endpoints(&self) -> Vec<&EndpointSpec> {
-        vec![&self.from, &self.to]
+        self.pair.endpoints()
     }
 
     /// The caller and the callee's planned pool.
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
-        vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
+        self.pair.extra_labels()
     }
 
     /// Into the calls matrix.
     fn rollup(&self) -> super::Rollup<'_> {
-        super::Rollup::PoolPair {
-            from: &self.from.user.pool,
-            to: &self.to.user.pool,
-            between: (&self.from.user.name, &self.to.user.name),
-        }
+        self.pair.rollup()
     }
 }
 
@@ -135,7 +125,7 @@ struct Measured {
 pub async fn probe(spec: &SipCallSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
-    let before = crate::ua::client::homes(cx, &spec.from.user, &spec.to.user);
+    let before = crate::ua::client::homes(cx, &spec.pair.from.user, &spec.pair.to.user);
     let mut m = Measured { setup: None, post_dial: None, status: None };
     let r = call(spec, cx, deadline, &mut m).await;
     let phases = vec![(crate::model::outcome::Phase::Request, t.elapsed())];
@@ -155,7 +145,7 @@ pub async fn probe(spec: &SipCallSpec, cx: &ProbeContext) -> Outcome {
     if let Some(code) = m.status {
         o.set(&crate::ua::SIP_STATUS, f64::from(code));
     }
-    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, before, o)
+    crate::ua::client::routed(cx, &spec.pair.from.user, &spec.pair.to.user, before, o)
 }
 
 async fn call(
@@ -164,8 +154,8 @@ async fn call(
     deadline: Instant,
     m: &mut Measured,
 ) -> Result<(), Failure> {
-    let caller = cx.endpoints.ready(&spec.from.user, deadline).await?;
-    let callee = cx.endpoints.ready(&spec.to.user, deadline).await?;
+    let caller = cx.endpoints.ready(&spec.pair.from.user, deadline).await?;
+    let callee = cx.endpoints.ready(&spec.pair.to.user, deadline).await?;
     let link = caller.registered_link()?;
     callee.registered_link()?;
     let mut tx = message::new_transaction();
@@ -173,7 +163,7 @@ async fn call(
     let busy = || Failure::new(FailureReason::Internal, "too many probes wait at this endpoint");
     let mut rang = callee.expect(&tx.call_id, "INVITE").ok_or_else(busy)?;
     let mut hung_up = callee.expect(&tx.call_id, "BYE").ok_or_else(busy)?;
-    let mut uac = Uac::new(&link, &spec.from.user, &spec.to.user, cx);
+    let mut uac = Uac::new(&link, &spec.pair.from.user, &spec.pair.to.user, cx);
     let to_uri = uac.to_uri().to_owned();
     let offer = audio_offer(&link.sent_by);
     let req = Req::to(&to_uri, Some(("application/sdp", &offer[..])));
@@ -218,7 +208,7 @@ async fn call(
         if rang.arrived(until).await.is_none() {
             return Err(Failure::new(
                 FailureReason::NotDelivered,
-                format!("INVITE answered 2xx but {} never received it", spec.to.user.name),
+                format!("INVITE answered 2xx but {} never received it", spec.pair.to.user.name),
             ));
         }
         if common_codec(&resp.body).is_none() {
@@ -243,7 +233,7 @@ async fn call(
     if hung_up.arrived(deadline.max(Instant::now())).await.is_none() {
         return Err(Failure::new(
             FailureReason::NotDelivered,
-            format!("BYE answered 2xx but {} never received it", spec.to.user.name),
+            format!("BYE answered 2xx but {} never received it", spec.pair.to.user.name),
         ));
     }
     Ok(())

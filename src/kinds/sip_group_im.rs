@@ -61,10 +61,8 @@ pub struct SipGroupImKeys {
 /// A sip_group_im check of one ordered pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipGroupImSpec {
-    /// The sender's endpoint.
-    pub from: Box<EndpointSpec>,
-    /// The receiver's endpoint.
-    pub to: Box<EndpointSpec>,
+    /// The two users: `from` acts, `to` is reached.
+    pub pair: super::Pair,
     /// The pair's room: `sip:coexistd-<length>FROM-<length>TO@CONFERENCE`.
     pub room: Aor,
     /// The instance's timeout.
@@ -77,9 +75,8 @@ impl CheckKind for SipGroupImSpec {
 
     /// The target label is the receiver's address of record.
     fn build(keys: &SipGroupImKeys, cx: &BuildCx<'_>) -> Result<(SipGroupImSpec, String), BuildError> {
-        let (Some(from), Some(to)) = (cx.user, cx.peer) else {
-            return Err(cx.err(cx.name_span.clone(), "from: sip_group_im runs between two test users"));
-        };
+        let pair = cx.pair("sip_group_im")?;
+        let (from, to) = (&pair.from.user, &pair.to.user);
         let domain = keys.conference.get_ref().trim();
         let valid = !domain.is_empty()
             && domain.len() <= 253
@@ -97,9 +94,8 @@ impl CheckKind for SipGroupImSpec {
         };
         let room = Aor::parse(&format!("sip:coexistd-{}-{}@{domain}", part(from), part(to)))
             .map_err(|e| cx.err(keys.conference.span(), &format!("conference: {e}")))?;
-        let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
-        let spec = SipGroupImSpec { from: endpoint(from)?, to: endpoint(to)?, room, budget: cx.timeout };
-        Ok((spec, to.aor.uri()))
+        let target = pair.target();
+        Ok((SipGroupImSpec { pair, room, budget: cx.timeout }, target))
     }
 
     fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
@@ -111,21 +107,17 @@ impl CheckKind for SipGroupImSpec {
     }
 
     fn endpoints(&self) -> Vec<&EndpointSpec> {
-        vec![&self.from, &self.to]
+        self.pair.endpoints()
     }
 
     /// The sender and the receiver's planned pool.
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
-        vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
+        self.pair.extra_labels()
     }
 
     /// Into the group IM matrix.
     fn rollup(&self) -> super::Rollup<'_> {
-        super::Rollup::PoolPair {
-            from: &self.from.user.pool,
-            to: &self.to.user.pool,
-            between: (&self.from.user.name, &self.to.user.name),
-        }
+        self.pair.rollup()
     }
 }
 
@@ -133,22 +125,19 @@ impl CheckKind for SipGroupImSpec {
 pub async fn probe(spec: &SipGroupImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
-    let before = crate::ua::client::homes(cx, &spec.from.user, &spec.to.user);
+    let before = crate::ua::client::homes(cx, &spec.pair.from.user, &spec.pair.to.user);
     let mut status = None;
     let r = exchange(spec, cx, deadline, &mut status).await;
-    let phases = vec![(crate::model::outcome::Phase::Request, t.elapsed())];
-    let mut o = match r {
-        Ok(d) => {
-            let mut o = Outcome::pass(phases);
-            o.set(&GROUP_DELIVERY, d.as_secs_f64());
-            o
-        }
-        Err(f) => Outcome::failed(f, phases),
-    };
-    if let Some(code) = status {
-        o.set(&crate::ua::SIP_STATUS, f64::from(code));
-    }
-    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, before, o)
+    crate::ua::client::between(
+        cx,
+        &spec.pair.from.user,
+        &spec.pair.to.user,
+        before,
+        t,
+        r,
+        status,
+        &GROUP_DELIVERY,
+    )
 }
 
 /// Sends `text` as `user` over `link` to the room; the final response must be 2xx.
@@ -183,18 +172,19 @@ async fn exchange(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Duration, Failure> {
-    let sender = cx.endpoints.ready(&spec.from.user, deadline).await?;
-    let receiver = cx.endpoints.ready(&spec.to.user, deadline).await?;
+    let sender = cx.endpoints.ready(&spec.pair.from.user, deadline).await?;
+    let receiver = cx.endpoints.ready(&spec.pair.to.user, deadline).await?;
     let slink = sender.registered_link()?;
     let rlink = receiver.registered_link()?;
     let name = spec.room.user.as_str();
-    match to_room(spec, cx, &slink, &spec.from.user, &format!("#create {name}"), deadline, status).await {
+    match to_room(spec, cx, &slink, &spec.pair.from.user, &format!("#create {name}"), deadline, status).await
+    {
         Ok(_) => {}
         // The room exists already (an earlier run): a server may refuse the command.
         Err(f) if f.reason == FailureReason::SipStatus => {}
         Err(f) => return Err(f),
     }
-    to_room(spec, cx, &rlink, &spec.to.user, &format!("#join {name}"), deadline, status).await?;
+    to_room(spec, cx, &rlink, &spec.pair.to.user, &format!("#join {name}"), deadline, status).await?;
     let token = format!("coexistd-group-{}", message::token(16));
     let busy = || Failure::new(FailureReason::Internal, "too many probes wait at this endpoint");
     let mut copy = receiver.expect_text(&token).ok_or_else(busy)?;
@@ -202,7 +192,7 @@ async fn exchange(
         spec,
         cx,
         &slink,
-        &spec.from.user,
+        &spec.pair.from.user,
         &format!("coexistd group IM test {token}"),
         deadline,
         status,
@@ -215,8 +205,8 @@ async fn exchange(
             format!(
                 "the room {} accepted {}'s message but {} never got the conference's copy",
                 spec.room.uri(),
-                spec.from.user.name,
-                spec.to.user.name
+                spec.pair.from.user.name,
+                spec.pair.to.user.name
             ),
         )),
     }

@@ -35,7 +35,6 @@ use tokio::time::Instant;
 use toml::Spanned;
 
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Measure, Outcome, ProbeContext};
-use crate::model::users::User;
 use crate::sip::message;
 use crate::sip::sdp::im_sdp;
 use crate::ua::client::{status_failure, Req, Uac};
@@ -78,10 +77,8 @@ impl ImMethod {
 /// A sip_im check of one ordered pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipImSpec {
-    /// The sender's endpoint.
-    pub from: Box<EndpointSpec>,
-    /// The recipient's endpoint.
-    pub to: Box<EndpointSpec>,
+    /// The two users: `from` acts, `to` is reached.
+    pub pair: super::Pair,
     /// What is sent.
     pub method: ImMethod,
     /// The instance's timeout.
@@ -94,9 +91,7 @@ impl CheckKind for SipImSpec {
 
     /// The target label is the recipient's address of record.
     fn build(keys: &SipImKeys, cx: &BuildCx<'_>) -> Result<(SipImSpec, String), BuildError> {
-        let (Some(from), Some(to)) = (cx.user, cx.peer) else {
-            return Err(cx.err(cx.name_span.clone(), "from: sip_im runs between two test users"));
-        };
+        let pair = cx.pair("sip_im")?;
         let method = match &keys.method {
             None => ImMethod::Message,
             Some(m) => match m.get_ref().to_ascii_uppercase().as_str() {
@@ -111,9 +106,8 @@ impl CheckKind for SipImSpec {
                 }
             },
         };
-        let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
-        let spec = SipImSpec { from: endpoint(from)?, to: endpoint(to)?, method, budget: cx.timeout };
-        Ok((spec, to.aor.uri()))
+        let target = pair.target();
+        Ok((SipImSpec { pair, method, budget: cx.timeout }, target))
     }
 
     fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
@@ -125,30 +119,26 @@ impl CheckKind for SipImSpec {
     }
 
     fn endpoints(&self) -> Vec<&EndpointSpec> {
-        vec![&self.from, &self.to]
+        self.pair.endpoints()
     }
 
     /// The sender (`user`: two senders of one pool to one recipient are two series)
     /// and the recipient's planned pool.
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
-        vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
+        self.pair.extra_labels()
     }
 
     /// Into the interop matrix, not into the sender's pool: a broken route between
     /// pools is its own cell and alert.
     fn rollup(&self) -> super::Rollup<'_> {
-        super::Rollup::PoolPair {
-            from: &self.from.user.pool,
-            to: &self.to.user.pool,
-            between: (&self.from.user.name, &self.to.user.name),
-        }
+        self.pair.rollup()
     }
 }
 
 /// Runs a sip_im probe.
 pub async fn probe(spec: &SipImSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
-    crate::ua::client::deliver(cx, &spec.from.user, &spec.to.user, deadline, || async {
+    crate::ua::client::deliver(cx, &spec.pair.from.user, &spec.pair.to.user, deadline, || async {
         let mut status = None;
         let r = exchange(spec, cx, deadline, &mut status).await;
         (r, status)
@@ -162,8 +152,8 @@ async fn exchange(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Duration, Failure> {
-    let a = cx.endpoints.ready(&spec.from.user, deadline).await?;
-    let b = cx.endpoints.ready(&spec.to.user, deadline).await?;
+    let a = cx.endpoints.ready(&spec.pair.from.user, deadline).await?;
+    let b = cx.endpoints.ready(&spec.pair.to.user, deadline).await?;
     let link = a.registered_link()?;
     b.registered_link()?;
     let method = spec.method.as_str();
@@ -172,7 +162,7 @@ async fn exchange(
     tx.call_id = format!("{}@coexistd", message::token(24));
     let busy = || Failure::new(FailureReason::Internal, "too many probes wait at this endpoint");
     let mut first = b.expect(&tx.call_id, method).ok_or_else(busy)?;
-    let mut sender = Uac::new(&link, &spec.from.user, &spec.to.user, cx);
+    let mut sender = Uac::new(&link, &spec.pair.from.user, &spec.pair.to.user, cx);
     let to_uri = sender.to_uri().to_owned();
     let text = format!("coexistd interop test {}", tx.call_id).into_bytes();
     let sdp = im_sdp(&link.sent_by);
@@ -192,7 +182,7 @@ async fn exchange(
         let Some(arrived) = first.arrived(deadline).await else {
             return Err(Failure::new(
                 FailureReason::NotDelivered,
-                format!("{method} answered {code} but {} never received it", spec.to.user.name),
+                format!("{method} answered {code} but {} never received it", spec.pair.to.user.name),
             ));
         };
         return Ok(arrived.saturating_duration_since(sent));
@@ -209,7 +199,7 @@ async fn exchange(
         let Some(arrived) = first.arrived(deadline).await else {
             return Err(Failure::new(
                 FailureReason::NotDelivered,
-                format!("INVITE answered {code} but {} never received it", spec.to.user.name),
+                format!("INVITE answered {code} but {} never received it", spec.pair.to.user.name),
             ));
         };
         let mut second = b.expect(&tx.call_id, "MESSAGE").ok_or_else(busy)?;
@@ -223,7 +213,7 @@ async fn exchange(
                 FailureReason::NotDelivered,
                 format!(
                     "the MESSAGE in the IM session was answered 2xx but {} never received it",
-                    spec.to.user.name
+                    spec.pair.to.user.name
                 ),
             ));
         }

@@ -82,10 +82,8 @@ pub struct SipPresenceKeys {
 /// A sip_presence check of one ordered pair.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SipPresenceSpec {
-    /// The publisher's endpoint.
-    pub from: Box<EndpointSpec>,
-    /// The watcher's endpoint.
-    pub to: Box<EndpointSpec>,
+    /// The two users: `from` acts, `to` is reached.
+    pub pair: super::Pair,
     /// How the publisher's planned pool publishes presence.
     pub publish: PresenceDialect,
     /// How the watcher's planned pool watches it.
@@ -100,20 +98,12 @@ impl CheckKind for SipPresenceSpec {
 
     /// The target label is the watcher's address of record.
     fn build(_keys: &SipPresenceKeys, cx: &BuildCx<'_>) -> Result<(SipPresenceSpec, String), BuildError> {
-        let (Some(from), Some(to)) = (cx.user, cx.peer) else {
-            return Err(cx.err(cx.name_span.clone(), "from: sip_presence runs between two test users"));
-        };
-        let endpoint = |u: &User| cx.endpoint_of(u).map(Box::new);
+        let pair = cx.pair("sip_presence")?;
         let dialect =
             |u: &User| cx.pools.iter().find(|p| p.name == u.pool).map(|p| p.presence).unwrap_or_default();
-        let spec = SipPresenceSpec {
-            from: endpoint(from)?,
-            to: endpoint(to)?,
-            publish: dialect(from),
-            watch: dialect(to),
-            budget: cx.timeout,
-        };
-        Ok((spec, to.aor.uri()))
+        let (publish, watch) = (dialect(&pair.from.user), dialect(&pair.to.user));
+        let target = pair.target();
+        Ok((SipPresenceSpec { pair, publish, watch, budget: cx.timeout }, target))
     }
 
     fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
@@ -125,21 +115,17 @@ impl CheckKind for SipPresenceSpec {
     }
 
     fn endpoints(&self) -> Vec<&EndpointSpec> {
-        vec![&self.from, &self.to]
+        self.pair.endpoints()
     }
 
     /// The publisher and the watcher's planned pool.
     fn extra_labels(&self) -> Vec<(&'static str, &str)> {
-        vec![("user", self.from.user.name.as_str()), ("to_pool", self.to.user.pool.as_str())]
+        self.pair.extra_labels()
     }
 
     /// Into the presence matrix.
     fn rollup(&self) -> super::Rollup<'_> {
-        super::Rollup::PoolPair {
-            from: &self.from.user.pool,
-            to: &self.to.user.pool,
-            between: (&self.from.user.name, &self.to.user.name),
-        }
+        self.pair.rollup()
     }
 }
 
@@ -147,22 +133,19 @@ impl CheckKind for SipPresenceSpec {
 pub async fn probe(spec: &SipPresenceSpec, cx: &ProbeContext) -> Outcome {
     let deadline = Instant::now() + spec.budget.saturating_sub(spec.budget / 50 + Duration::from_millis(5));
     let t = Instant::now();
-    let before = crate::ua::client::homes(cx, &spec.from.user, &spec.to.user);
+    let before = crate::ua::client::homes(cx, &spec.pair.from.user, &spec.pair.to.user);
     let mut status = None;
     let r = exchange(spec, cx, deadline, &mut status).await;
-    let phases = vec![(crate::model::outcome::Phase::Request, t.elapsed())];
-    let mut o = match r {
-        Ok(d) => {
-            let mut o = Outcome::pass(phases);
-            o.set(&PRESENCE_DELIVERY, d.as_secs_f64());
-            o
-        }
-        Err(f) => Outcome::failed(f, phases),
-    };
-    if let Some(code) = status {
-        o.set(&crate::ua::SIP_STATUS, f64::from(code));
-    }
-    crate::ua::client::routed(cx, &spec.from.user, &spec.to.user, before, o)
+    crate::ua::client::between(
+        cx,
+        &spec.pair.from.user,
+        &spec.pair.to.user,
+        before,
+        t,
+        r,
+        status,
+        &PRESENCE_DELIVERY,
+    )
 }
 
 /// A refresh is due when less than this is left: [`REFRESH_MARGIN`], and never less
@@ -177,8 +160,8 @@ async fn exchange(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Duration, Failure> {
-    let publisher = cx.endpoints.ready(&spec.from.user, deadline).await?;
-    let watcher = cx.endpoints.ready(&spec.to.user, deadline).await?;
+    let publisher = cx.endpoints.ready(&spec.pair.from.user, deadline).await?;
+    let watcher = cx.endpoints.ready(&spec.pair.to.user, deadline).await?;
     let plink = publisher.registered_link()?;
     let wlink = watcher.registered_link()?;
     let note = format!("coexistd presence test {}", message::token(16));
@@ -191,7 +174,10 @@ async fn exchange(
             tokio::time::timeout_at(deadline, publisher.publication.lock()).await.map_err(|_| {
                 Failure::new(
                     FailureReason::Timeout,
-                    format!("{}'s other probes held its publication until the deadline", spec.from.user.name),
+                    format!(
+                        "{}'s other probes held its publication until the deadline",
+                        spec.pair.from.user.name
+                    ),
                 )
             })?;
         match spec.publish {
@@ -208,13 +194,13 @@ async fn exchange(
     // the watcher's own connection), once; its first NOTIFY carries the current value.
     // Only a name of a configured pool is followed (a pool's FQDN or member).
     if let (Seen::Terminated, Some(host)) = (&seen, sub.notified().resubscribe) {
-        if !spec.to.pools.iter().any(|p| p.owns_name(&host)) {
+        if !spec.pair.to.pools.iter().any(|p| p.owns_name(&host)) {
             watcher.subscriptions.forget(&sub.call_id);
             return Err(Failure::new(
                 FailureReason::PolicyRefused,
                 format!(
                     "{}'s pool said to subscribe to {} at {host}, which is no configured pool's name: not followed",
-                    spec.to.user.name, spec.from.user.name
+                    spec.pair.to.user.name, spec.pair.from.user.name
                 ),
             ));
         }
@@ -234,7 +220,7 @@ async fn exchange(
                 FailureReason::NotDelivered,
                 format!(
                     "{}'s subscription to {} was terminated (reason {reason}) before the value arrived; it is set up again next time",
-                    spec.to.user.name, spec.from.user.name
+                    spec.pair.to.user.name, spec.pair.from.user.name
                 ),
             ))
         }
@@ -249,7 +235,7 @@ async fn exchange(
                 FailureReason::NotDelivered,
                 format!(
                     "PUBLISH of {} accepted, but {} never saw the value: {said}",
-                    spec.from.user.name, spec.to.user.name
+                    spec.pair.from.user.name, spec.pair.to.user.name
                 ),
             ))
         }
@@ -267,7 +253,7 @@ async fn subscribed(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<(Arc<Subscription>, Awaited), Failure> {
-    let presentity = spec.from.user.aor.uri();
+    let presentity = spec.pair.from.user.aor.uri();
     let too_many = || Failure::new(FailureReason::Internal, "too many probes wait on this subscription");
     if let Some(sub) = watcher.subscriptions.to(&presentity, link) {
         if !sub.due(Instant::now(), margin(spec.budget)) {
@@ -278,7 +264,7 @@ async fn subscribed(
         if let Some(mut dialog) = sub.dialog() {
             let awaited = sub.expect(value).ok_or_else(too_many)?;
             let (extra, body) = subscribe_request(spec);
-            let mut uac = Uac::new(link, &spec.to.user, &spec.from.user, cx)
+            let mut uac = Uac::new(link, &spec.pair.to.user, &spec.pair.from.user, cx)
                 .with_tag(&sub.local_tag)
                 .with_to(&sub.to_uri());
             let mut tx = dialog.next("SUBSCRIBE");
@@ -306,8 +292,9 @@ async fn unsubscribe(spec: &SipPresenceSpec, cx: &ProbeContext, link: &Arc<Link>
     let Some(mut dialog) = sub.dialog() else { return };
     let (extra, body) = subscribe_request(spec);
     let extra = extra.replace(&format!("Expires: {SUBSCRIBE_EXPIRES}"), "Expires: 0");
-    let mut uac =
-        Uac::new(link, &spec.to.user, &spec.from.user, cx).with_tag(&sub.local_tag).with_to(&sub.to_uri());
+    let mut uac = Uac::new(link, &spec.pair.to.user, &spec.pair.from.user, cx)
+        .with_tag(&sub.local_tag)
+        .with_to(&sub.to_uri());
     let mut tx = dialog.next("SUBSCRIBE");
     let req = Req {
         extra: &extra,
@@ -329,7 +316,7 @@ fn subscribe_request(spec: &SipPresenceSpec) -> (String, Option<String>) {
                  Supported: eventlist\r\nRequire: adhoclist, categoryList\r\nExpires: {SUBSCRIBE_EXPIRES}\r\n",
                 msrtc::CATEGORIES_TYPE
             ),
-            Some(msrtc::batch_body(&spec.to.user.aor.uri(), &[&spec.from.user.aor.uri()])),
+            Some(msrtc::batch_body(&spec.pair.to.user.aor.uri(), &[&spec.pair.from.user.aor.uri()])),
         ),
     }
 }
@@ -349,15 +336,15 @@ async fn subscribe(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<(Arc<Subscription>, Awaited), Failure> {
-    let presentity = spec.from.user.aor.uri();
-    let own = spec.to.user.aor.uri();
+    let presentity = spec.pair.from.user.aor.uri();
+    let own = spec.pair.to.user.aor.uri();
     let target = match (spec.watch, pool) {
         (_, Some(p)) => p.to_owned(),
         (PresenceDialect::Simple, None) => presentity.clone(),
         (PresenceDialect::Msrtc, None) => own,
     };
     let (extra, body) = subscribe_request(spec);
-    let mut uac = Uac::new(link, &spec.to.user, &spec.from.user, cx).with_to(&target);
+    let mut uac = Uac::new(link, &spec.pair.to.user, &spec.pair.from.user, cx).with_to(&target);
     let mut tx = message::new_transaction();
     tx.method = "SUBSCRIBE";
     let sub = Subscription::new(&presentity, &tx.call_id, uac.tag(), link);
@@ -402,7 +389,7 @@ async fn publish(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Instant, Failure> {
-    let me = &spec.from.user;
+    let me = &spec.pair.from.user;
     let uri = me.aor.uri();
     let body = pidf(&uri, note);
     // A publication kept alive is modified; one that lapsed (or is unknown) is new.
@@ -453,7 +440,7 @@ async fn publish_msrtc(
     deadline: Instant,
     status: &mut Option<u16>,
 ) -> Result<Instant, Failure> {
-    let me = &spec.from.user;
+    let me = &spec.pair.from.user;
     let uri = me.aor.uri();
     for _ in 0..2 {
         let (body, keys) =

@@ -285,14 +285,31 @@ where
             }
         }
     }
+    between(cx, sender, recipient, before, t, r, status, &DELIVERY)
+}
+
+/// The outcome of a probe between `sender` and `recipient` that started at `t`, when
+/// they were registered on `before` ([`homes`]): `measure` set to the time `r` gives on
+/// a pass, the last final status either way, the pools it ran between ([`routed`]).
+#[allow(clippy::too_many_arguments)]
+pub fn between(
+    cx: &ProbeContext,
+    sender: &User,
+    recipient: &User,
+    before: Option<(String, String)>,
+    t: Instant,
+    r: Result<Duration, Failure>,
+    status: Option<u16>,
+    measure: &'static Measure,
+) -> Outcome {
     let phases = vec![(Phase::Request, t.elapsed())];
     let mut o = match r {
-        Ok(delivery) => {
+        Ok(d) => {
             let mut o = Outcome::pass(phases);
-            o.set(&DELIVERY, delivery.as_secs_f64());
+            o.set(measure, d.as_secs_f64());
             o
         }
-        Err(f) => Outcome::fail(f.reason, f.detail, phases),
+        Err(f) => Outcome::failed(f, phases),
     };
     if let Some(code) = status {
         o.set(&super::SIP_STATUS, f64::from(code));
