@@ -154,6 +154,19 @@ fn pools(raw: &[RawPool], src: &Source<'_>) -> Result<Vec<Pool>, ConfigError> {
             tls_min_version,
             members,
             presence: rp.presence,
+            site: match &rp.site {
+                None => None,
+                Some(v) => {
+                    let name = v.get_ref().trim();
+                    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                        return Err(src.err(
+                            v.span(),
+                            &format!("pools[{i}].site: a topology site's name, 1 to 64 printable characters"),
+                        ));
+                    }
+                    Some(name.to_owned())
+                }
+            },
         });
     }
 
@@ -194,6 +207,31 @@ impl Expand<'_> {
                 ),
             ));
         }
+        let purpose = match rc.purpose.as_ref().map(|p| p.get_ref().as_str()) {
+            None | Some("service") => crate::config::Purpose::Service,
+            Some("admin") => crate::config::Purpose::Admin,
+            Some(other) => {
+                let span = rc.purpose.as_ref().map(|p| p.span()).unwrap_or_default();
+                return Err(src.err(
+                    span,
+                    &format!("{path}.purpose: {other:?} is not \"service\" (the default) or \"admin\""),
+                ));
+            }
+        };
+        if let Some(p) = rc.purpose.as_ref().filter(|_| purpose == crate::config::Purpose::Admin) {
+            if per_user_kind {
+                return Err(src.err(
+                    p.span(),
+                    &format!("{path}.purpose: \"admin\" is for checks of a pool's administration path, not for test users"),
+                ));
+            }
+            if rc.pools.as_ref().is_some_and(|ps| ps.get_ref().is_empty()) {
+                return Err(src.err(
+                    p.span(),
+                    &format!("{path}.purpose: an administration check runs against pools (their sites); pools = [] has none"),
+                ));
+            }
+        }
         let selected = self.selected(rc, keys)?;
         let targets: Vec<Option<&Pool>> = if per_user_kind { Vec::new() } else { self.targets(rc)? };
         let per_user = selected
@@ -223,6 +261,7 @@ impl Expand<'_> {
                 timeout: check_timeout,
                 spec,
                 each_address: keys.each_address(),
+                purpose,
             }));
         }
         Ok(instances)

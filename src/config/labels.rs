@@ -31,6 +31,9 @@ pub fn render_labels(config: &Config, instance: &CheckInstance) -> String {
     for (k, v) in instance.spec.extra_labels() {
         push(k, v);
     }
+    if instance.purpose == crate::config::Purpose::Admin {
+        push("purpose", "admin");
+    }
     s
 }
 

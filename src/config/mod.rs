@@ -119,6 +119,8 @@ pub struct CheckInstance {
     pub spec: CheckSpec,
     /// Probe every address behind the target name, one set of series per address.
     pub each_address: bool,
+    /// A service check, or one of the administration path (`purpose = "admin"`).
+    pub purpose: Purpose,
 }
 
 impl CheckInstance {
@@ -259,6 +261,7 @@ struct RawPool {
     members: Vec<Spanned<String>>,
     #[serde(default)]
     presence: crate::model::pool::PresenceDialect,
+    site: Option<Spanned<String>>,
 }
 
 /// A `[[users]]` table as written.
@@ -292,11 +295,25 @@ struct RawCheckCommon {
     pools: Option<Spanned<Vec<Spanned<String>>>>,
     interval: Option<Spanned<HumanDuration>>,
     timeout: Option<Spanned<HumanDuration>>,
+    purpose: Option<Spanned<String>>,
 }
 
 /// The keys of [`RawCheckCommon`], split off a `[[checks]]` table before the rest goes
 /// to its kind.
-const COMMON_CHECK_KEYS: &[&str] = &["name", "kind", "pools", "interval", "timeout"];
+const COMMON_CHECK_KEYS: &[&str] = &["name", "kind", "pools", "interval", "timeout", "purpose"];
+
+/// What a check stands for in its pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// A service users need (the default): counts in its pool's UP/DOWN.
+    #[default]
+    Service,
+    /// The path an administrator takes to manage the pool's site (a Control Panel, remote
+    /// PowerShell, replication): counts in the site's `administrable`, not in its pool's
+    /// UP/DOWN; its series carry `purpose="admin"`.
+    Admin,
+}
 
 /// A `[[checks]]` table as written: the common keys, and the kind's keys decoded by the
 /// kind's own struct.
@@ -525,6 +542,8 @@ pub const RESERVED_LABELS: &[&str] = &[
     "home_pool",
     "from_pool",
     "to_pool",
+    "purpose",
+    "topology_site",
 ];
 
 /// Whether a label name is the agent's own: in [`RESERVED_LABELS`] or the label of a

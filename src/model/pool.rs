@@ -43,6 +43,9 @@ pub struct Pool {
     pub members: Vec<String>,
     /// The presence dialect its users' clients speak.
     pub presence: PresenceDialect,
+    /// The topology site the pool belongs to ("Moscow"), when the configuration says:
+    /// the `topology_site` label of the site rollups (not the agent's own `site`).
+    pub site: Option<String>,
 }
 
 /// How a pool's clients publish and watch presence.

@@ -496,7 +496,49 @@ impl AgentFamilies {
     fn encode_pools(&self, encoder: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let g = &self.generation;
         let mut pools = crate::output::rollup::pool_rollups(&g.config, &g.slots, &self.units);
+        let sites = crate::output::rollup::site_rollups(&g.config, &pools, &g.slots, &self.units);
         pools.sort_by(|a, b| a.name.cmp(&b.name));
+        if !sites.is_empty() {
+            {
+                let mut e = encoder.encode_descriptor(
+                    "coexist_site_up",
+                    "1 if every pool of the topology site is up (topology_site: the site of the pools, not the agent's own site label).",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for s in &sites {
+                    e.encode_family(&[("topology_site", s.name.as_str())].as_slice())?
+                        .encode_gauge(&(s.up as i64))?;
+                }
+            }
+            {
+                let mut e = encoder.encode_descriptor(
+                    "coexist_pool_site_info",
+                    "1 for each pool with its topology site: joins the pool label of instance series to topology_site.",
+                    None,
+                    MetricType::Gauge,
+                )?;
+                for p in g.config.pools.iter().filter(|p| p.site.is_some()) {
+                    let site = p.site.as_deref().unwrap_or_default();
+                    e.encode_family(&[("pool", p.name.as_str()), ("topology_site", site)].as_slice())?
+                        .encode_gauge(&1)?;
+                }
+            }
+        }
+        if sites.iter().any(|s| s.administrable.is_some()) {
+            let mut e = encoder.encode_descriptor(
+                "coexist_site_administrable",
+                "1 if every administration check (purpose = \"admin\") of the topology site passed its last probe; absent for a site without any.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for s in &sites {
+                if let Some(a) = s.administrable {
+                    e.encode_family(&[("topology_site", s.name.as_str())].as_slice())?
+                        .encode_gauge(&(a as i64))?;
+                }
+            }
+        }
         {
             let mut e = encoder.encode_descriptor(
                 "coexist_pool_up",

@@ -53,8 +53,11 @@ pub fn pool_rollups(
     let index: std::collections::HashMap<&str, usize> =
         config.pools.iter().enumerate().map(|(i, p)| (p.name.as_str(), i)).collect();
     for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
-        // Users reaching each other roll up into the interop matrix, not into a pool.
-        if slot.instance.spec.rollup() != crate::kinds::Rollup::Pool {
+        // Users reaching each other roll up into the interop matrix, administration
+        // checks into their site: neither into a pool.
+        if slot.instance.spec.rollup() != crate::kinds::Rollup::Pool
+            || slot.instance.purpose == crate::config::Purpose::Admin
+        {
             continue;
         }
         let Some(&i) = slot.instance.pool.as_ref().and_then(|p| index.get(p.name.as_str())) else { continue };
@@ -69,6 +72,90 @@ pub fn pool_rollups(
         p.up = p.failing == 0 && p.pending == 0 && p.stale == 0;
     }
     pools
+}
+
+/// A topology site's rollup: its pools, whether they are all UP, and whether every
+/// administration check of the site passes.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteRollup {
+    /// The topology site (`[[pools]] site`): the `topology_site` label.
+    pub name: String,
+    /// Its pools, in configuration order.
+    pub pools: Vec<String>,
+    /// Every pool of the site UP.
+    pub up: bool,
+    /// Every administration check of the site passing; `None` without any.
+    pub administrable: Option<bool>,
+    /// Administration checks passing.
+    pub admin_passing: u64,
+    /// Administration checks failing.
+    pub admin_failing: u64,
+    /// Administration checks not run yet, or stale.
+    pub admin_pending: u64,
+    /// The failing administration checks: `check pool target: reason (detail)`.
+    pub failures: Vec<String>,
+}
+
+/// Per topology site of `config` (pools without a site have none), from the pool
+/// rollups and the administration checks' results.
+pub fn site_rollups(
+    config: &Config,
+    pools: &[PoolRollup],
+    slots: &[std::sync::Arc<Slot>],
+    units: &[(usize, SeriesState)],
+) -> Vec<SiteRollup> {
+    let mut sites: Vec<SiteRollup> = Vec::new();
+    for p in &config.pools {
+        let Some(site) = &p.site else { continue };
+        let up = pools.iter().any(|r| r.name == p.name && r.up);
+        match sites.iter_mut().find(|s| &s.name == site) {
+            Some(s) => {
+                s.pools.push(p.name.clone());
+                s.up &= up;
+            }
+            None => sites.push(SiteRollup {
+                name: site.clone(),
+                pools: vec![p.name.clone()],
+                up,
+                administrable: None,
+                admin_passing: 0,
+                admin_failing: 0,
+                admin_pending: 0,
+                failures: Vec::new(),
+            }),
+        }
+    }
+    for (slot, unit) in units.iter().map(|(i, u)| (&slots[*i], u)) {
+        let i = &slot.instance;
+        if i.purpose != crate::config::Purpose::Admin {
+            continue;
+        }
+        let Some(site) = i.pool.as_ref().and_then(|p| p.site.as_ref()) else { continue };
+        let Some(s) = sites.iter_mut().find(|s| &s.name == site) else { continue };
+        match unit.state.success() {
+            _ if unit.stale => s.admin_pending += 1,
+            Some(true) => s.admin_passing += 1,
+            Some(false) => {
+                s.admin_failing += 1;
+                if let Some(f) = unit.state.last.as_ref().and_then(|l| l.outcome.result.as_ref().err()) {
+                    s.failures.push(format!(
+                        "{} {} {}: {} ({})",
+                        i.check,
+                        i.pool_name(),
+                        i.target,
+                        f.reason.as_str(),
+                        f.detail
+                    ));
+                }
+            }
+            None => s.admin_pending += 1,
+        }
+    }
+    for s in &mut sites {
+        let total = s.admin_passing + s.admin_failing + s.admin_pending;
+        s.administrable = (total > 0).then_some(s.admin_failing == 0 && s.admin_pending == 0);
+    }
+    sites
 }
 
 /// What a cell of the coexistence matrix says.

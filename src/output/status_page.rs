@@ -81,6 +81,7 @@ pub fn render(view: &StatusView, events: &[EventView], now: SystemTime) -> Strin
         esc(&generated.replace('T', " ").replace('Z', " UTC")),
     );
     banner(&mut s, view);
+    sites(&mut s, view);
     pools(&mut s, view, now);
     interop(&mut s, view);
     records(&mut s, view, now);
@@ -162,6 +163,40 @@ fn banner(s: &mut String, view: &StatusView) {
     let _ = write!(s, "<div class=\"banner {class}\" id=\"banner\">{text}</div>");
 }
 
+/// Topology sites: their pools UP, and whether an administrator can manage them (the
+/// administration checks, `purpose = "admin"`). First on the page.
+fn sites(s: &mut String, view: &StatusView) {
+    if view.sites.is_empty() {
+        return;
+    }
+    s.push_str(
+        "<h2>Sites</h2><div class=\"scroll\"><table id=\"sites\"><thead><tr><th>topology site</th><th>pools</th>\
+         <th>pools up</th><th>administration</th></tr></thead><tbody>",
+    );
+    for st in &view.sites {
+        let (up, up_class) = if st.up { ("UP", "pass") } else { ("DOWN", "fail") };
+        let (admin, admin_class) = match st.administrable {
+            None => ("no administration checks".to_owned(), "pending"),
+            Some(true) => (format!("ADMINISTRABLE ({} checks passing)", st.admin_passing), "pass"),
+            Some(false) if st.failures.is_empty() => ("NOT RUN".to_owned(), "pending"),
+            Some(false) => ("NOT ADMINISTRABLE".to_owned(), "fail"),
+        };
+        let _ = write!(
+            s,
+            "<tr id=\"site-{}\"><th>{}</th><td>{}</td><td class=\"{up_class}\">{up}</td><td class=\"{admin_class}\"><b>{}</b>",
+            esc(&st.name),
+            esc(&st.name),
+            esc(&st.pools.join(", ")),
+            esc(&admin)
+        );
+        for f in &st.failures {
+            let _ = write!(s, "<div class=\"detail\">{}</div>", esc(f));
+        }
+        s.push_str("</td></tr>");
+    }
+    s.push_str("</tbody></table></div>");
+}
+
 fn pools(s: &mut String, view: &StatusView, now: SystemTime) {
     if view.pools.is_empty() {
         return;
@@ -188,7 +223,11 @@ fn pools(s: &mut String, view: &StatusView, now: SystemTime) {
         let why: Vec<&InstanceView> = view
             .instances
             .iter()
-            .filter(|i| i.pool == p.name && (i.success == Some(false) || i.stale))
+            .filter(|i| {
+                i.pool == p.name
+                    && i.purpose != crate::config::Purpose::Admin
+                    && (i.success == Some(false) || i.stale)
+            })
             .collect();
         if !why.is_empty() {
             s.push_str("<ul class=\"why\">");

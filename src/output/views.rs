@@ -53,6 +53,8 @@ pub struct InstanceView {
     /// When pass/fail last changed, for durations.
     #[serde(skip)]
     pub changed_at: Option<SystemTime>,
+    /// `service`, or `admin` (an administration check: counts in its site, not its pool).
+    pub purpose: crate::config::Purpose,
 }
 
 /// The whole status.
@@ -62,6 +64,8 @@ pub struct StatusView {
     /// HTTP port).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub config: String,
+    /// Per topology site (pools with a `site`): UP, and administrable.
+    pub sites: Vec<crate::output::rollup::SiteRollup>,
     /// Per pool.
     pub pools: Vec<PoolRollup>,
     /// Per instance, in configuration order.
@@ -172,13 +176,23 @@ impl StatusView {
                     interval_seconds: i.interval.as_secs_f64(),
                     expect_pool: i.spec.expect_pool().map(str::to_owned),
                     changed_at: st.last_change,
+                    purpose: i.purpose,
                 }
             })
             .collect();
         let pools = crate::output::rollup::pool_rollups(config, slots, units);
+        let sites = crate::output::rollup::site_rollups(config, &pools, slots, units);
         let interop = crate::output::rollup::interop(config, slots, units);
         let labels = config.agent.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        StatusView { config: config.origin.clone(), pools, instances, interop, users: Vec::new(), labels }
+        StatusView {
+            config: config.origin.clone(),
+            sites,
+            pools,
+            instances,
+            interop,
+            users: Vec::new(),
+            labels,
+        }
     }
 
     /// True when every instance passed.
@@ -279,6 +293,23 @@ impl StatusView {
                 c.state.word(),
                 c.passing,
                 c.failing,
+            );
+        }
+        for st in &self.sites {
+            let admin = match st.administrable {
+                None => "no administration checks".to_owned(),
+                Some(true) => format!("administrable ({} administration checks passing)", st.admin_passing),
+                Some(false) if st.failures.is_empty() => {
+                    format!("NOT ADMINISTRABLE yet ({} administration checks not run)", st.admin_pending)
+                }
+                Some(false) => format!("NOT ADMINISTRABLE: {}", st.failures.join("; ")),
+            };
+            let _ = writeln!(
+                out,
+                "site {} (pools {}): {} - {admin}",
+                st.name,
+                st.pools.join(", "),
+                if st.up { "UP" } else { "DOWN" }
             );
         }
         for p in &self.pools {

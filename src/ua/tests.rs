@@ -81,6 +81,7 @@ fn spec() -> EndpointSpec {
                 tls_min_version: None,
                 members: Vec::new(),
                 presence: Default::default(),
+                site: None,
             },
             Pool {
                 name: "new".into(),
@@ -89,6 +90,7 @@ fn spec() -> EndpointSpec {
                 tls_min_version: None,
                 members: Vec::new(),
                 presence: Default::default(),
+                site: None,
             },
         ],
     }

@@ -108,6 +108,7 @@ fn lab(version: u32, fault: Fault) -> (ProbeContext, Arc<Mutex<Seen>>) {
             tls_min_version: None,
             members: Vec::new(),
             presence: Default::default(),
+            site: None,
         }],
     };
     cx.endpoints.sync(vec![spec], &cx, &tokio::runtime::Handle::current());

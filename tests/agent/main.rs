@@ -10,5 +10,6 @@ mod config;
 mod e2e;
 mod readme;
 mod scheduler;
+mod sites;
 mod status_page;
 mod web;
