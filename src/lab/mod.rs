@@ -637,8 +637,21 @@ async fn sip_udp_as(sock: UdpSocket, server: &'static str, registrar: Option<Arc
     }
 }
 
-/// The lab's web services: the Lync 2013 autodiscover root, 404 elsewhere.
+/// The lab's web services: the Lync 2013 autodiscover root; remote PowerShell
+/// (`/OcsPowershell`) and the Control Panel (`/Cscp`) asking for Windows credentials
+/// (`401` with `Negotiate` and `NTLM`), as a live Front End does; 404 elsewhere.
 fn web(path: &str) -> Response<Full<Bytes>> {
+    let admin = ["/ocspowershell", "/cscp"].iter().any(|p| {
+        let lower = path.to_ascii_lowercase();
+        lower == *p || lower.starts_with(&format!("{p}/"))
+    });
+    if admin {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"401 - Unauthorized\n")));
+        *r.status_mut() = StatusCode::UNAUTHORIZED;
+        r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Negotiate"));
+        r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("NTLM"));
+        return r;
+    }
     if path.eq_ignore_ascii_case("/autodiscover/autodiscoverservice.svc/root") {
         let body = r#"{"AccessLocation":"Internal","Root":{"Links":[{"token":"Domain","href":"https://lyncweb.contoso.test/Autodiscover/AutodiscoverService.svc/root/domain"},{"token":"User","href":"https://lyncweb.contoso.test/Autodiscover/AutodiscoverService.svc/root/oauth/user"}]}}"#;
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -760,12 +773,14 @@ role = "legacy"
 fqdn = "ocspool.{DOMAIN}"
 tls_min_version = "1.0"
 presence = "msrtc"
+site = "HQ"
 
 [[pools]]
 name = "lync2013"
 role = "new"
 fqdn = "lyncpool.{DOMAIN}"
 presence = "msrtc"
+site = "HQ"
 
 # Every pool: SIP over TLS answers with a trusted certificate for the pool FQDN that is
 # valid for 14 more days at least. The legacy pool speaks TLS 1.0 only (see its pool).
@@ -803,6 +818,19 @@ name = "sip-options-tcp"
 kind = "sip"
 transport = "tcp"
 pools = ["ocs2007r2"]
+
+# The administration path of the site (purpose = "admin": counted in the site's
+# administrable, not in the pool's UP): Lync's remote PowerShell answers 401 with
+# Negotiate on every Front End while it is alive.
+[[checks]]
+name = "ocspowershell"
+kind = "http"
+purpose = "admin"
+pools = ["lync2013"]
+port = 4443
+path = "/OcsPowershell"
+expect_status = [401]
+each_address = true
 
 # Lync 2013 autodiscover, as internal clients ask for it.
 [[checks]]
