@@ -106,6 +106,10 @@ failure_reasons! {
     NotRegistered => "not_registered",
     /// The sender got a 2xx, but the recipient's endpoint never received the request.
     NotDelivered => "not_delivered",
+    /// A STUN server answered the Binding request with an error response (its code and phrase in the detail).
+    StunError => "stun_error",
+    /// What came back to a STUN Binding request is not a usable Binding success (no mapped address, a wrong `FINGERPRINT`, cut short).
+    StunMalformed => "stun_malformed",
     /// The probe failed inside the agent (a bug: it panicked); logged at `error`.
     Internal => "internal",
 }

@@ -16,6 +16,7 @@ pub mod sip_group_im;
 pub mod sip_im;
 pub mod sip_presence;
 pub mod sip_register;
+pub mod stun;
 pub mod tcp;
 pub mod tls;
 
@@ -376,6 +377,9 @@ check_kinds! {
     /// Two test users meet in an IM conference room and one's message reaches the other
     /// through the conference server; one instance per ordered pair.
     SipGroupIm(sip_group_im::SipGroupImSpec) => "sip_group_im",
+    /// A STUN Binding request over UDP or TCP (an A/V Edge, a TURN server) answered with
+    /// a mapped address.
+    Stun(stun::StunSpec) => "stun",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

@@ -648,8 +648,10 @@ fn web(path: &str) -> Response<Full<Bytes>> {
     if admin {
         let mut r = Response::new(Full::new(Bytes::from_static(b"401 - Unauthorized\n")));
         *r.status_mut() = StatusCode::UNAUTHORIZED;
-        r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Negotiate"));
-        r.headers_mut().append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("NTLM"));
+        r.headers_mut()
+            .append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Negotiate"));
+        r.headers_mut()
+            .append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("NTLM"));
         return r;
     }
     if path.eq_ignore_ascii_case("/autodiscover/autodiscoverservice.svc/root") {

@@ -6,4 +6,5 @@
 
 pub mod dns;
 pub mod resolve;
+pub mod stun;
 pub mod tls;

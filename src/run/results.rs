@@ -95,7 +95,7 @@ pub struct LastRun {
 }
 
 /// Everything known about one instance.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InstanceState {
     /// Probes run.
     pub runs: u64,
@@ -109,6 +109,20 @@ pub struct InstanceState {
     pub last_change: Option<SystemTime>,
     /// Probe durations.
     pub durations: Histogram<{ DURATION_BUCKETS.len() + 1 }>,
+}
+
+impl Default for InstanceState {
+    // By hand: arrays longer than 32 have no derived Default.
+    fn default() -> InstanceState {
+        InstanceState {
+            runs: 0,
+            failures: [0; FailureReason::COUNT],
+            consecutive_failures: 0,
+            last: None,
+            last_change: None,
+            durations: Histogram::default(),
+        }
+    }
 }
 
 impl InstanceState {
