@@ -110,6 +110,10 @@ failure_reasons! {
     StunError => "stun_error",
     /// What came back to a STUN Binding request is not a usable Binding success (no mapped address, a wrong `FINGERPRINT`, cut short).
     StunMalformed => "stun_malformed",
+    /// The SQL Server Browser answered, but without the expected instance (`expect_instance`; the detail lists those it has).
+    SqlInstanceMissing => "sql_instance_missing",
+    /// What came back to an MS-SQLR request is not an instance list.
+    SsrpMalformed => "ssrp_malformed",
     /// The probe failed inside the agent (a bug: it panicked); logged at `error`.
     Internal => "internal",
 }

@@ -16,6 +16,7 @@ pub mod sip_group_im;
 pub mod sip_im;
 pub mod sip_presence;
 pub mod sip_register;
+pub mod sql_browser;
 pub mod stun;
 pub mod tcp;
 pub mod tls;
@@ -380,6 +381,9 @@ check_kinds! {
     /// A STUN Binding request over UDP or TCP (an A/V Edge, a TURN server) answered with
     /// a mapped address.
     Stun(stun::StunSpec) => "stun",
+    /// The SQL Server Browser lists the expected instance (MS-SQLR on UDP 1434): a Lync
+    /// Front End's local configuration store.
+    SqlBrowser(sql_browser::SqlBrowserSpec) => "sql_browser",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

@@ -22,7 +22,7 @@ use toml::Spanned;
 use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Measure, Outcome, ProbeContext};
 use crate::model::outcome::Phase;
 use crate::net::stun::{self, Answer};
-use crate::ua::conn::{connect, host_port};
+use crate::ua::conn::{connect, host_port, udp_exchange};
 
 /// The STUN port (RFC 5389 §18.4).
 pub const DEFAULT_PORT: u16 = 3478;
@@ -130,42 +130,16 @@ async fn over_udp(
     tid: &[u8; 12],
     phases: &mut Vec<(Phase, Duration)>,
 ) -> Result<(Answer, Duration), Failure> {
-    let addrs = cx.addresses(&spec.host, phases).await?;
-    let Some(ip) = addrs.first().copied() else {
-        return Err(Failure::new(FailureReason::Resolve, format!("{}: no address", spec.host)));
-    };
-    let to = std::net::SocketAddr::new(ip, spec.port);
-    let bind: std::net::SocketAddr =
-        if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let io = |e: std::io::Error| Failure::new(crate::failure::connect_reason(&e), format!("{to}: {e}"));
-    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(io)?;
-    sock.connect(to).await.map_err(io)?;
     let request = stun::binding_request(tid);
-    let started = Instant::now();
-    let mut rto = Duration::from_millis(500);
-    let mut buf = vec![0u8; stun::MAX_RESPONSE];
-    loop {
-        let sent = Instant::now();
-        sock.send(&request).await.map_err(io)?;
-        let until = sent + rto;
-        loop {
-            let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
-                Err(_) => break,
-                Ok(r) => r.map_err(io)?,
-            };
-            match stun::parse_response(&buf[..n], tid) {
-                Ok(a) => {
-                    phases.push((Phase::Request, started.elapsed()));
-                    return Ok((a, sent.elapsed()));
-                }
-                // Another transaction's, or not STUN: not ours, wait on.
-                Err(stun::StunError::OtherTransaction | stun::StunError::Malformed(_)) => {}
-                Err(e) => return Err(malformed(e)),
-            }
+    udp_exchange(&spec.host, spec.port, cx, phases, &request, Duration::from_millis(500), |d| {
+        match stun::parse_response(d, tid) {
+            Ok(a) => Ok(Some(a)),
+            // Another transaction's, or not STUN: not ours, wait on.
+            Err(stun::StunError::OtherTransaction | stun::StunError::Malformed(_)) => Ok(None),
+            Err(e) => Err(malformed(e)),
         }
-        // Retransmitted until the scheduler's timeout cuts the probe.
-        rto = (rto * 2).min(Duration::from_secs(8));
-    }
+    })
+    .await
 }
 
 async fn over_tcp(

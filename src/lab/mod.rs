@@ -615,6 +615,23 @@ async fn serve(
     }
 }
 
+/// A SQL Server Browser (MS-SQLR) on `sock` for the server `server`: every
+/// `CLNT_UCAST_EX` is answered with the instances a Lync Front End has (`RTCLOCAL`,
+/// the local configuration store, and `LYNCLOCAL`); anything else is ignored.
+pub async fn ssrp_responder(sock: UdpSocket, server: &'static str) {
+    let answer = crate::net::ssrp::svr_resp(
+        server,
+        &[("RTCLOCAL", "11.0.2100.60", 49152), ("LYNCLOCAL", "11.0.2100.60", 49153)],
+    );
+    let mut buf = [0u8; 64];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        if n >= 1 && buf[0] == crate::net::ssrp::CLNT_UCAST_EX {
+            let _ = sock.send_to(&answer, peer).await;
+        }
+    }
+}
+
 /// Answers SIP request datagrams with 200 OK as `server`.
 pub async fn sip_udp(sock: UdpSocket, server: &'static str) {
     sip_udp_as(sock, server, None).await
@@ -748,6 +765,15 @@ impl Lab {
                 }));
             }
         }
+        // The new pool's Front Ends run the SQL Server Browser (their local stores).
+        for (ip, server) in [("127.0.20.1", "LYNCFE01"), ("127.0.20.2", "LYNCFE02")] {
+            // invariant: an address literal of the lab's own (loopback data in this crate).
+            let addr: SocketAddr = format!("{ip}:1434").parse().expect("literal");
+            let sock = UdpSocket::bind(addr).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))
+            })?;
+            lab.listeners.push(tokio::spawn(ssrp_responder(sock, server)));
+        }
         Ok(lab)
     }
 
@@ -832,6 +858,16 @@ pools = ["lync2013"]
 port = 4443
 path = "/OcsPowershell"
 expect_status = [401]
+each_address = true
+
+# Each Front End's local configuration store (RTCLOCAL), found through the SQL Server
+# Browser: Central Management Store replication writes there.
+[[checks]]
+name = "local-store"
+kind = "sql_browser"
+purpose = "admin"
+pools = ["lync2013"]
+expect_instance = "RTCLOCAL"
 each_address = true
 
 # Lync 2013 autodiscover, as internal clients ask for it.

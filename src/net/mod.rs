@@ -6,5 +6,6 @@
 
 pub mod dns;
 pub mod resolve;
+pub mod ssrp;
 pub mod stun;
 pub mod tls;

@@ -28,6 +28,50 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
+/// A request/answer exchange over UDP (STUN, the SQL Server Browser): `request` to the
+/// first address of `host`, retransmitted from `rto` doubling (at most 8 s apart) until
+/// `answer` takes a datagram (`Ok(Some)`); datagrams it passes over (`Ok(None)`: another
+/// transaction's, not the protocol) are skipped. The probe's timeout ends the wait. The
+/// answer, and the time from the last transmission to it.
+pub async fn udp_exchange<T>(
+    host: &str,
+    port: u16,
+    cx: &ProbeContext,
+    phases: &mut Vec<(Phase, Duration)>,
+    request: &[u8],
+    rto: Duration,
+    mut answer: impl FnMut(&[u8]) -> Result<Option<T>, Failure>,
+) -> Result<(T, Duration), Failure> {
+    let addrs = cx.addresses(host, phases).await?;
+    let Some(ip) = addrs.first().copied() else {
+        return Err(Failure::new(FailureReason::Resolve, format!("{host}: no address")));
+    };
+    let to = SocketAddr::new(ip, port);
+    let bind: SocketAddr = if to.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let io = |e: std::io::Error| Failure::new(connect_reason(&e), format!("{to}: {e}"));
+    let sock = tokio::net::UdpSocket::bind(bind).await.map_err(io)?;
+    sock.connect(to).await.map_err(io)?;
+    let started = Instant::now();
+    let mut rto = rto;
+    let mut buf = vec![0u8; crate::sip::message::MAX_MESSAGE];
+    loop {
+        let sent = Instant::now();
+        sock.send(request).await.map_err(io)?;
+        let until = sent + rto;
+        loop {
+            let n = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(r) => r.map_err(io)?,
+            };
+            if let Some(a) = answer(&buf[..n])? {
+                phases.push((Phase::Request, started.elapsed()));
+                return Ok((a, sent.elapsed()));
+            }
+        }
+        rto = (rto * 2).min(Duration::from_secs(8));
+    }
+}
+
 /// Resolves `host` and connects to its addresses in turn; returns the open stream.
 /// Shared by every connecting kind so that resolve/connect phases and reasons agree.
 pub async fn connect(
