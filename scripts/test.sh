@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(knot knot-dnsutils prometheus prometheus-alertmanager openssl python3 python3-venv python3-prometheus-client kamailio kamailio-tls-modules kamailio-presence-modules coturn curl chromium fonts-dejavu-core)
+packages=(knot knot-dnsutils prometheus prometheus-alertmanager openssl python3 python3-venv python3-prometheus-client kamailio kamailio-tls-modules kamailio-presence-modules coturn samba curl chromium fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -114,6 +114,10 @@ failure_reasons! {
     SqlInstanceMissing => "sql_instance_missing",
     /// What came back to an MS-SQLR request is not an instance list.
     SsrpMalformed => "ssrp_malformed",
+    /// The SMB server chose a dialect below `min_dialect`.
+    SmbDialect => "smb_dialect",
+    /// What came back to an SMB2 NEGOTIATE is not a NEGOTIATE response (an error status, SMB1, cut short).
+    SmbMalformed => "smb_malformed",
     /// The probe failed inside the agent (a bug: it panicked); logged at `error`.
     Internal => "internal",
 }

@@ -16,6 +16,7 @@ pub mod sip_group_im;
 pub mod sip_im;
 pub mod sip_presence;
 pub mod sip_register;
+pub mod smb;
 pub mod sql_browser;
 pub mod stun;
 pub mod tcp;
@@ -384,6 +385,9 @@ check_kinds! {
     /// The SQL Server Browser lists the expected instance (MS-SQLR on UDP 1434): a Lync
     /// Front End's local configuration store.
     SqlBrowser(sql_browser::SqlBrowserSpec) => "sql_browser",
+    /// An SMB2 NEGOTIATE answered with a dialect (Central Management Store replication's
+    /// path to every server).
+    Smb(smb::SmbSpec) => "smb",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

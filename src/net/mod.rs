@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod resolve;
+pub mod smb;
 pub mod ssrp;
 pub mod stun;
 pub mod tls;

@@ -10,6 +10,7 @@ mod http;
 mod sip;
 mod sip_hostile;
 mod sip_numbers;
+mod smb;
 mod sql_browser;
 mod stun;
 mod tcp;
