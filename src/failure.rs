@@ -88,6 +88,8 @@ failure_reasons! {
     HttpStatus => "http_status",
     /// The HTTP body does not contain the expected text.
     HttpBody => "http_body",
+    /// A `401`/`407` answer does not offer every scheme of `expect_auth` (an administration URL that asks for Basic instead of Negotiate, or for nothing).
+    HttpAuth => "http_auth",
     /// The final SIP status is not one of those expected.
     SipStatus => "sip_status",
     /// What came back is not a well-formed SIP response (or is larger than 64 KiB).

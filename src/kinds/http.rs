@@ -34,6 +34,8 @@ pub struct HttpSpec {
     pub expect_status: Vec<u16>,
     /// Text the body must contain.
     pub body_contains: Option<String>,
+    /// Authentication schemes a `401`/`407` must offer (`WWW-Authenticate`), each.
+    pub expect_auth: Vec<String>,
     /// TLS engine, version floor, verification, expiry margin.
     pub opts: TlsOptions,
 }
@@ -54,6 +56,8 @@ pub struct HttpKeys {
     pub expect_status: Option<Spanned<Vec<u16>>>,
     /// Text the body must contain.
     pub body_contains: Option<Spanned<String>>,
+    /// Authentication schemes a `401`/`407` answer must offer (`["Negotiate", "NTLM"]`).
+    pub expect_auth: Option<Spanned<Vec<Spanned<String>>>>,
     /// Lowest TLS version (overrides the pool's).
     pub tls_min_version: Option<Spanned<String>>,
     /// Record the chain but do not verify it.
@@ -103,6 +107,22 @@ impl CheckKind for HttpSpec {
             path,
             expect_status,
             body_contains: keys.body_contains.as_ref().map(|b| b.get_ref().clone()),
+            expect_auth: match keys.expect_auth.as_ref() {
+                None => Vec::new(),
+                Some(list) => {
+                    let mut v = Vec::new();
+                    for s in list.get_ref() {
+                        let scheme = s.get_ref().trim();
+                        if scheme.is_empty()
+                            || !scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        {
+                            return Err(cx.err(s.span(), &format!("expect_auth: {scheme:?} is not an authentication scheme (Negotiate, NTLM, Basic, …)")));
+                        }
+                        v.push(scheme.to_owned());
+                    }
+                    v
+                }
+            },
             opts: cx.tls_options(&super::TlsKeys {
                 tls_min_version: keys.tls_min_version.as_ref(),
                 tls_skip_verify: keys.tls_skip_verify.as_ref(),
@@ -203,10 +223,40 @@ async fn request(spec: &HttpSpec, stream: crate::net::tls::TlsStream) -> Result<
         s
     });
     let status = resp.status().as_u16();
+    let offered: Vec<String> = resp
+        .headers()
+        .get_all(if status == 407 {
+            hyper::header::PROXY_AUTHENTICATE
+        } else {
+            hyper::header::WWW_AUTHENTICATE
+        })
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|c| c.split_whitespace().next())
+        .filter(|t| !t.contains('='))
+        .map(str::to_owned)
+        .collect();
+    let missing: Vec<&str> = spec
+        .expect_auth
+        .iter()
+        .filter(|want| !offered.iter().any(|o| o.eq_ignore_ascii_case(want)))
+        .map(String::as_str)
+        .collect();
     let result = if let Err(want) = super::status_accepted(&spec.expect_status, status) {
         Err(Failure::new(
             FailureReason::HttpStatus,
             format!("GET {} answered {status}, expected {want}", spec.path),
+        ))
+    } else if matches!(status, 401 | 407) && !missing.is_empty() {
+        Err(Failure::new(
+            FailureReason::HttpAuth,
+            format!(
+                "GET {} answered {status} offering {}, not {}",
+                spec.path,
+                if offered.is_empty() { "no scheme".to_owned() } else { offered.join(", ") },
+                missing.join(", ")
+            ),
         ))
     } else if let Some(needle) = &spec.body_contains {
         match Limited::new(resp.into_body(), BODY_LIMIT).collect().await {

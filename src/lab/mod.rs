@@ -858,6 +858,7 @@ pools = ["lync2013"]
 port = 4443
 path = "/OcsPowershell"
 expect_status = [401]
+expect_auth = ["Negotiate", "NTLM"]
 each_address = true
 
 # Each Front End's local configuration store (RTCLOCAL), found through the SQL Server

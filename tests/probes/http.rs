@@ -114,6 +114,22 @@ async fn a_missing_page_is_http_status_unless_expected() {
 }
 
 #[tokio::test]
+async fn an_administration_url_must_ask_for_the_expected_schemes() {
+    let lab = lab().await;
+    let check = |path: &str| {
+        format!(
+            "host = \"{NAME}\"\nport = PORT\npath = \"{path}\"\nexpect_status = [401]\nexpect_auth = [\"Negotiate\", \"NTLM\"]"
+        )
+    };
+    let (o, _) = lab.probe(&check("/OcsPowershell")).await;
+    assert_eq!(o.result, Ok(()), "{o:?}");
+    let (o, _) = lab.probe(&check("/basic")).await;
+    let f = o.result.unwrap_err();
+    assert_eq!(f.reason, FailureReason::HttpAuth, "{f:?}");
+    assert_eq!(f.detail, "GET /basic answered 401 offering Basic, not Negotiate, NTLM");
+}
+
+#[tokio::test]
 async fn the_wrong_body_is_http_body() {
     let lab = lab().await;
     let (o, _) = lab.probe(&format!("{URL}\nbody_contains = \"lync2010pool\"")).await;
