@@ -120,6 +120,10 @@ failure_reasons! {
     SmbDialect => "smb_dialect",
     /// What came back to an SMB2 NEGOTIATE is not a NEGOTIATE response (an error status, SMB1, cut short).
     SmbMalformed => "smb_malformed",
+    /// The RPC endpoint mapper refused the bind (a `bind_nak`, or the context rejected).
+    RpcRejected => "rpc_rejected",
+    /// What came back to a DCE/RPC bind is not a bind answer.
+    RpcMalformed => "rpc_malformed",
     /// The probe failed inside the agent (a bug: it panicked); logged at `error`.
     Internal => "internal",
 }

@@ -8,6 +8,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod rpc_epm;
 pub mod sip;
 pub mod sip_call;
 pub mod sip_discovery;
@@ -388,6 +389,9 @@ check_kinds! {
     /// An SMB2 NEGOTIATE answered with a dialect (Central Management Store replication's
     /// path to every server).
     Smb(smb::SmbSpec) => "smb",
+    /// A DCE/RPC bind to the endpoint mapper on 135 accepted (DCOM and RPC: user moves,
+    /// OCS administration).
+    RpcEpm(rpc_epm::RpcEpmSpec) => "rpc_epm",
 }
 
 /// The field names of a derived `Deserialize` struct (its `FIELDS`), asked of serde

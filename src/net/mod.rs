@@ -4,6 +4,7 @@
 //! What it does not do: judge what a peer answered (the check kinds do), or speak SIP
 //! (the socket-free SIP layer is [`crate::sip`], its users are in [`crate::ua`]).
 
+pub mod dcerpc;
 pub mod dns;
 pub mod resolve;
 pub mod smb;

@@ -7,6 +7,7 @@ mod common;
 
 mod dns;
 mod http;
+mod rpc_epm;
 mod sip;
 mod sip_hostile;
 mod sip_numbers;
