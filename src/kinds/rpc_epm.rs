@@ -91,7 +91,7 @@ async fn bind(
     let mut chunk = [0u8; 512];
     loop {
         if let Some(len) = dcerpc::pdu_len(&buf) {
-            if len > dcerpc::MAX_RESPONSE || len < 16 {
+            if !(16..=dcerpc::MAX_RESPONSE).contains(&len) {
                 return Err(Failure::new(FailureReason::RpcMalformed, format!("a fragment of {len} bytes")));
             }
             if buf.len() >= len {
