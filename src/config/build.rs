@@ -250,6 +250,7 @@ impl Expand<'_> {
                 pools,
                 user,
                 peer,
+                users: self.users,
             };
             let (spec, target) =
                 keys.build(&cx).map_err(|BuildError { span, message }| src.err(span, &message))?;

@@ -22,7 +22,7 @@ use crate::ua::conn::{host_port, open};
 pub const BODY_LIMIT: usize = 1 << 20;
 
 /// An http check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HttpSpec {
     /// Host connected to, sent as SNI and `Host`, checked against the certificate.
     pub host: String,
@@ -36,8 +36,24 @@ pub struct HttpSpec {
     pub body_contains: Option<String>,
     /// Authentication schemes a `401`/`407` must offer (`WWW-Authenticate`), each.
     pub expect_auth: Vec<String>,
+    /// Sign in with NTLM (RFC 4559) as this test user's Windows account, when set.
+    pub sign_in: Option<NtlmAccount>,
     /// TLS engine, version floor, verification, expiry margin.
     pub opts: TlsOptions,
+}
+
+/// A Windows account an http check signs in with (from a `[[users]]` entry with
+/// `auth = "ntlm"`; the password never printed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NtlmAccount {
+    /// The `[[users]]` name.
+    pub name: String,
+    /// The Windows domain (NetBIOS), empty with a user principal name.
+    pub domain: String,
+    /// The account.
+    pub username: String,
+    /// The password.
+    pub password: crate::sip::auth::Secret,
 }
 
 /// The keys of `kind = "http"`.
@@ -58,6 +74,9 @@ pub struct HttpKeys {
     pub body_contains: Option<Spanned<String>>,
     /// Authentication schemes a `401`/`407` answer must offer (`["Negotiate", "NTLM"]`).
     pub expect_auth: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Sign in with NTLM as this `[[users]]` entry (`auth = "ntlm"`): an administrator
+    /// reaching the Control Panel.
+    pub sign_in_as: Option<Spanned<String>>,
     /// Lowest TLS version (overrides the pool's).
     pub tls_min_version: Option<Spanned<String>>,
     /// Record the chain but do not verify it.
@@ -101,7 +120,31 @@ impl CheckKind for HttpSpec {
         } else {
             format!("https://{}{path}", host_port(&host, port))
         };
+        let sign_in = match keys.sign_in_as.as_ref() {
+            None => None,
+            Some(n) => {
+                let user = cx.users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
+                    cx.err(n.span(), &format!("sign_in_as: no [[users]] entry is named {:?}", n.get_ref()))
+                })?;
+                let crate::model::users::UserAuth::Ntlm { domain, username, password } = &user.auth else {
+                    return Err(cx.err(
+                        n.span(),
+                        &format!(
+                            "sign_in_as: {:?} does not sign in with NTLM (auth = \"ntlm\")",
+                            n.get_ref()
+                        ),
+                    ));
+                };
+                Some(NtlmAccount {
+                    name: user.name.clone(),
+                    domain: domain.clone(),
+                    username: username.clone(),
+                    password: password.clone(),
+                })
+            }
+        };
         let spec = HttpSpec {
+            sign_in,
             host,
             port,
             path,
@@ -201,20 +244,44 @@ async fn request(spec: &HttpSpec, stream: crate::net::tls::TlsStream) -> Result<
     let conn = tokio::spawn(async move {
         let _ = conn.await;
     });
+    let result = exchange(spec, &mut sender).await;
+    drop(sender);
+    conn.abort();
+    result
+}
+
+/// One GET on the connection, with an `Authorization` header when given.
+async fn get(
+    spec: &HttpSpec,
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    authorization: Option<&str>,
+) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
     let host = if spec.port == 443 { spec.host.clone() } else { host_port(&spec.host, spec.port) };
-    let req = Request::get(spec.path.as_str())
+    let mut req = Request::get(spec.path.as_str())
         .header(hyper::header::HOST, host)
-        .header(hyper::header::USER_AGENT, concat!("coexistd/", env!("CARGO_PKG_VERSION")))
+        .header(hyper::header::USER_AGENT, concat!("coexistd/", env!("CARGO_PKG_VERSION")));
+    if let Some(a) = authorization {
+        req = req.header(hyper::header::AUTHORIZATION, a);
+    }
+    let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|e| Failure::new(FailureReason::Io, format!("HTTP request: {e}")))?;
     crate::trace::step("http", || {
         let mut s = format!("{} {} {:?}", req.method(), req.uri(), req.version());
         for (k, v) in req.headers() {
-            s.push_str(&format!("\n{k}: {}", String::from_utf8_lossy(v.as_bytes())));
+            // What a sign-in sends can be attacked offline: never shown.
+            let v = if k == hyper::header::AUTHORIZATION {
+                let scheme = v.to_str().unwrap_or("").split_whitespace().next().unwrap_or("").to_owned();
+                format!("{scheme} ***")
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            s.push_str(&format!("\n{k}: {v}"));
         }
         s
     });
-    let resp = sender.send_request(req).await.map_err(io_err)?;
+    let resp =
+        sender.send_request(req).await.map_err(|e| Failure::new(FailureReason::Io, format!("HTTP: {e}")))?;
     crate::trace::step("http", || {
         let mut s = format!("{:?} {}", resp.version(), resp.status());
         for (k, v) in resp.headers() {
@@ -222,6 +289,79 @@ async fn request(spec: &HttpSpec, stream: crate::net::tls::TlsStream) -> Result<
         }
         s
     });
+    Ok(resp)
+}
+
+/// The NTLM token of a `401`'s `WWW-Authenticate: NTLM <token>` (or `Negotiate <token>`).
+fn ntlm_token(resp: &hyper::Response<hyper::body::Incoming>) -> Option<Vec<u8>> {
+    resp.headers().get_all(hyper::header::WWW_AUTHENTICATE).iter().filter_map(|v| v.to_str().ok()).find_map(
+        |v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            if !(scheme.eq_ignore_ascii_case("NTLM") || scheme.eq_ignore_ascii_case("Negotiate")) {
+                return None;
+            }
+            let bytes = openssl::base64::decode_block(token.trim()).ok()?;
+            bytes.starts_with(b"NTLMSSP\0").then_some(bytes)
+        },
+    )
+}
+
+/// Signs in with NTLM (RFC 4559: NEGOTIATE, the server's CHALLENGE in a `401`, the
+/// AUTHENTICATE on the same connection); the answer to the AUTHENTICATE.
+async fn signed_in(
+    spec: &HttpSpec,
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    account: &NtlmAccount,
+) -> Result<hyper::Response<hyper::body::Incoming>, Failure> {
+    let negotiate = format!("NTLM {}", openssl::base64::encode_block(&crate::sip::ntlm::negotiate_message()));
+    let first = get(spec, sender, Some(&negotiate)).await?;
+    if first.status().as_u16() != 401 {
+        // Let in without signing in: judged as any answer.
+        return Ok(first);
+    }
+    let Some(token) = ntlm_token(&first) else {
+        return Err(Failure::new(
+            FailureReason::HttpAuth,
+            format!("GET {} answered the NTLM NEGOTIATE with 401 and no NTLM challenge", spec.path),
+        ));
+    };
+    // The connection is reused: the 401's body is read first.
+    let _ = Limited::new(first.into_body(), BODY_LIMIT).collect().await;
+    let challenge = crate::sip::ntlm::ChallengeMsg::parse(&token)
+        .map_err(|e| Failure::new(FailureReason::HttpAuth, format!("the server's NTLM challenge: {e}")))?;
+    let nonces = crate::sip::ntlm::Nonces::fresh()
+        .ok_or_else(|| Failure::new(FailureReason::Internal, "the system's random source failed"))?;
+    let a = crate::sip::ntlm::authenticate_connection(
+        &challenge,
+        &account.username,
+        &account.domain,
+        account.password.expose(),
+        "COEXISTD",
+        &nonces,
+    )
+    .map_err(|e| Failure::new(FailureReason::AuthFailed, format!("NTLM: {e}")))?;
+    let answer = format!("NTLM {}", openssl::base64::encode_block(&a.message));
+    let resp = get(spec, sender, Some(&answer)).await?;
+    if resp.status().as_u16() == 401 {
+        return Err(Failure::new(
+            FailureReason::AuthFailed,
+            format!(
+                "GET {}: {}'s Windows credentials refused (401 after the NTLM AUTHENTICATE)",
+                spec.path, account.name
+            ),
+        ));
+    }
+    Ok(resp)
+}
+
+async fn exchange(
+    spec: &HttpSpec,
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+) -> Result<(), Failure> {
+    let resp = match &spec.sign_in {
+        Some(account) => signed_in(spec, sender, account).await?,
+        None => get(spec, sender, None).await?,
+    };
     let status = resp.status().as_u16();
     let offered: Vec<String> = resp
         .headers()
@@ -291,8 +431,6 @@ async fn request(spec: &HttpSpec, stream: crate::net::tls::TlsStream) -> Result<
         }
         Ok(())
     };
-    drop(sender);
-    conn.abort();
     result
 }
 

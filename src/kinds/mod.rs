@@ -454,6 +454,8 @@ pub struct BuildCx<'a> {
     pub user: Option<&'a crate::model::users::User>,
     /// The other test user (kinds that run between two users).
     pub peer: Option<&'a crate::model::users::User>,
+    /// Every `[[users]]` entry (a kind may take credentials from one by name).
+    pub users: &'a [crate::model::users::User],
 }
 
 impl BuildCx<'_> {

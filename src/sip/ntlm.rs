@@ -344,8 +344,33 @@ pub const CLIENT_FLAGS: u32 = flags::UNICODE
     | flags::KEY_EXCH
     | flags::N56;
 
+/// The NEGOTIATE message (MS-NLMP §2.2.1.1) a connection-oriented client (HTTP, RFC
+/// 4559) opens with: Unicode, NTLM, extended session security, 128-bit keys, key
+/// exchange, no domain or workstation named.
+pub fn negotiate_message() -> Vec<u8> {
+    let f = flags::UNICODE
+        | flags::OEM
+        | flags::REQUEST_TARGET
+        | flags::NTLM
+        | flags::ALWAYS_SIGN
+        | flags::EXTENDED_SESSIONSECURITY
+        | flags::N128
+        | flags::KEY_EXCH
+        | flags::N56;
+    let mut m = b"NTLMSSP\0".to_vec();
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m.extend_from_slice(&f.to_le_bytes());
+    // DomainNameFields, WorkstationFields: empty, their offsets at the end.
+    for _ in 0..2 {
+        m.extend_from_slice(&0u16.to_le_bytes());
+        m.extend_from_slice(&0u16.to_le_bytes());
+        m.extend_from_slice(&32u32.to_le_bytes());
+    }
+    m
+}
+
 /// Answers `challenge` as `user` of `domain` (workstation `workstation`) with NTLMv2:
-/// the AUTHENTICATE message and the association's keys.
+/// the AUTHENTICATE message and the association's keys. Connectionless (MS-SIPAE).
 pub fn authenticate(
     challenge: &ChallengeMsg,
     user: &str,
@@ -354,13 +379,42 @@ pub fn authenticate(
     workstation: &str,
     nonces: &Nonces,
 ) -> Result<Authenticated, NtlmError> {
-    let need = [
-        (flags::DATAGRAM, "connectionless mode (NTLMSSP_NEGOTIATE_DATAGRAM)"),
-        (flags::SIGN, "signing (NTLMSSP_NEGOTIATE_SIGN)"),
-        (flags::EXTENDED_SESSIONSECURITY, "extended session security"),
-        (flags::KEY_EXCH, "key exchange"),
-        (flags::N128, "128-bit keys"),
-    ];
+    authenticate_as(challenge, user, domain, password, workstation, nonces, true)
+}
+
+/// [`authenticate`] in connection-oriented mode (HTTP after a NEGOTIATE message): the
+/// challenge need not offer DATAGRAM or signing, and the answer does not ask for them.
+pub fn authenticate_connection(
+    challenge: &ChallengeMsg,
+    user: &str,
+    domain: &str,
+    password: &str,
+    workstation: &str,
+    nonces: &Nonces,
+) -> Result<Authenticated, NtlmError> {
+    authenticate_as(challenge, user, domain, password, workstation, nonces, false)
+}
+
+fn authenticate_as(
+    challenge: &ChallengeMsg,
+    user: &str,
+    domain: &str,
+    password: &str,
+    workstation: &str,
+    nonces: &Nonces,
+    datagram: bool,
+) -> Result<Authenticated, NtlmError> {
+    let need: &[(u32, &'static str)] = if datagram {
+        &[
+            (flags::DATAGRAM, "connectionless mode (NTLMSSP_NEGOTIATE_DATAGRAM)"),
+            (flags::SIGN, "signing (NTLMSSP_NEGOTIATE_SIGN)"),
+            (flags::EXTENDED_SESSIONSECURITY, "extended session security"),
+            (flags::KEY_EXCH, "key exchange"),
+            (flags::N128, "128-bit keys"),
+        ]
+    } else {
+        &[(flags::EXTENDED_SESSIONSECURITY, "extended session security")]
+    };
     if let Some((_, what)) = need.iter().find(|(f, _)| challenge.flags & f == 0) {
         return Err(NtlmError::Unsupported(what));
     }
@@ -377,11 +431,17 @@ pub fn authenticate(
     rc4(&r.session_base_key, &mut encrypted);
     // As pidgin-sipe and Office Communicator do: the server's flags within ours, the
     // target requested, 56-bit keys dropped when 128-bit ones are there.
-    let mut negotiated = challenge.flags & CLIENT_FLAGS
-        | flags::UNICODE
-        | flags::REQUEST_TARGET
-        | flags::IDENTIFY
-        | flags::DATAGRAM;
+    let mut negotiated = if datagram {
+        challenge.flags & CLIENT_FLAGS
+            | flags::UNICODE
+            | flags::REQUEST_TARGET
+            | flags::IDENTIFY
+            | flags::DATAGRAM
+    } else {
+        challenge.flags & CLIENT_FLAGS & !(flags::DATAGRAM | flags::IDENTIFY)
+            | flags::UNICODE
+            | flags::REQUEST_TARGET
+    };
     if negotiated & flags::N128 != 0 {
         negotiated &= !flags::N56;
     }

@@ -37,6 +37,12 @@ struct Lab {
 }
 
 async fn lab() -> Lab {
+    lab_with(None).await
+}
+
+/// The lab with the NTLM sign-in server (pyspnego's acceptor) and the Windows accounts
+/// `accounts` (`DOMAIN:USER:PASSWORD` lines) instead of the file server.
+async fn lab_with(accounts: Option<&str>) -> Lab {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("Contoso Test Root", KeyKind::P256, MessageDigest::sha256()).unwrap();
     let ca_file = pki::write_ca(dir.path(), "ca", &ca).unwrap();
@@ -50,13 +56,27 @@ async fn lab() -> Lab {
     )
     .unwrap();
     let port = common::free_port();
-    let python = common::require("python3", "python3");
-    let mut child = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/https_server.py"))
+    let mut command = match accounts {
+        None => {
+            let mut c = Command::new(common::require("python3", "python3"));
+            c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/https_server.py"));
+            c
+        }
+        Some(_) => {
+            let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyspnego-venv/bin/python");
+            assert!(std::path::Path::new(venv).exists(), "{venv} is missing: scripts/test.sh creates it");
+            let mut c = Command::new(venv);
+            c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/ntlm_https_server.py"));
+            c
+        }
+    };
+    let users = dir.path().join("ntlm-users");
+    std::fs::write(&users, accounts.unwrap_or("")).unwrap();
+    let mut child = command
         .arg(port.to_string())
         .arg(&cert)
         .arg(&key)
-        .arg(&root)
+        .arg(if accounts.is_some() { users.as_os_str() } else { root.as_os_str() })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -127,6 +147,29 @@ async fn an_administration_url_must_ask_for_the_expected_schemes() {
     let f = o.result.unwrap_err();
     assert_eq!(f.reason, FailureReason::HttpAuth, "{f:?}");
     assert_eq!(f.detail, "GET /basic answered 401 offering Basic, not Negotiate, NTLM");
+}
+
+#[tokio::test]
+async fn an_administrator_signs_in_with_ntlm_and_a_wrong_password_is_refused() {
+    let lab = lab_with(Some("CONTOSO:cpadmin:Admin-Secret-8f2a\n")).await;
+    for (password, want) in
+        [("Admin-Secret-8f2a", None), ("not-the-password", Some(FailureReason::AuthFailed))]
+    {
+        let pw = lab._dir.path().join("cpadmin.pass");
+        std::fs::write(&pw, password).unwrap();
+        std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let check = format!(
+            "host = \"{NAME}\"\nport = PORT\npath = \"/Cscp\"\nsign_in_as = \"cpadmin\"\nbody_contains = \"signed in as\"\n\
+             [[users]]\nname = \"cpadmin\"\nuri = \"sip:cpadmin@contoso.test\"\npool = \"p\"\nauth = \"ntlm\"\n\
+             username = \"CONTOSO\\\\cpadmin\"\npassword_file = \"{}\"\n[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"{NAME}\"\n",
+            pw.display()
+        );
+        let (o, _) = lab.probe(&check).await;
+        assert_eq!(o.reason(), want, "{password}: {:?}", o.result);
+        if let Err(f) = &o.result {
+            assert!(f.detail.contains("cpadmin's Windows credentials refused"), "{}", f.detail);
+        }
+    }
 }
 
 #[tokio::test]
