@@ -234,6 +234,17 @@ impl Expand<'_> {
         }
         let selected = self.selected(rc, keys)?;
         let targets: Vec<Option<&Pool>> = if per_user_kind { Vec::new() } else { self.targets(rc)? };
+        if let Some(p) = rc.purpose.as_ref().filter(|_| purpose == crate::config::Purpose::Admin) {
+            if let Some(pool) = targets.iter().flatten().find(|pool| pool.site.is_none()) {
+                return Err(src.err(
+                    p.span(),
+                    &format!(
+                        "{path}.purpose: an administration check counts in its pool's site; pool {:?} has no site (give it site = \"…\")",
+                        pool.name
+                    ),
+                ));
+            }
+        }
         let per_user = selected
             .iter()
             .filter_map(|(u, peer)| u.map(|u| (pools.iter().find(|p| p.name == u.pool), Some(u), *peer)));
@@ -247,6 +258,7 @@ impl Expand<'_> {
                 kind: *rc.kind.get_ref(),
                 pool,
                 timeout: check_timeout,
+                interval: check_interval,
                 pools,
                 user,
                 peer,

@@ -18,6 +18,9 @@ use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, Pha
 use crate::net::tls::TlsOptions;
 use crate::ua::conn::{host_port, open};
 
+/// A check that signs in runs at most this often (account lockout policies).
+pub const SIGN_IN_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Largest body read for `body_contains`.
 pub const BODY_LIMIT: usize = 1 << 20;
 
@@ -115,6 +118,7 @@ impl CheckKind for HttpSpec {
             }
         };
         let expect_status = cx.status_codes(keys.expect_status.as_ref(), 100..=599, "an HTTP status code")?;
+        let auth_answer_expected = expect_status.iter().any(|c| matches!(c, 401 | 407));
         let target = if port == 443 {
             format!("https://{host}{path}")
         } else {
@@ -123,6 +127,20 @@ impl CheckKind for HttpSpec {
         let sign_in = match keys.sign_in_as.as_ref() {
             None => None,
             Some(n) => {
+                // Failed sign-ins count towards the account's lockout policy (often 5 in
+                // 30 minutes): a wrong password must not lock the administrator out.
+                if cx.interval < SIGN_IN_EVERY {
+                    return Err(cx.err(
+                        n.span(),
+                        &format!("sign_in_as: a sign-in check runs at most every {} minutes (interval = \"10m\" or more): failed sign-ins lock Windows accounts out", SIGN_IN_EVERY.as_secs() / 60),
+                    ));
+                }
+                if keys.tls_skip_verify.as_ref().is_some_and(|v| *v.get_ref()) {
+                    return Err(cx.err(
+                        n.span(),
+                        "sign_in_as: not with tls_skip_verify = true (the NTLM sign-in would go to a server nobody verified)",
+                    ));
+                }
                 let user = cx.users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
                     cx.err(n.span(), &format!("sign_in_as: no [[users]] entry is named {:?}", n.get_ref()))
                 })?;
@@ -152,6 +170,12 @@ impl CheckKind for HttpSpec {
             body_contains: keys.body_contains.as_ref().map(|b| b.get_ref().clone()),
             expect_auth: match keys.expect_auth.as_ref() {
                 None => Vec::new(),
+                Some(list) if !auth_answer_expected => {
+                    return Err(cx.err(
+                        list.span(),
+                        "expect_auth: only judges a 401 or 407 answer: add 401 (or 407) to expect_status",
+                    ));
+                }
                 Some(list) => {
                     let mut v = Vec::new();
                     for s in list.get_ref() {
@@ -280,6 +304,8 @@ async fn get(
         }
         s
     });
+    // The connection may still be finishing the previous answer (a sign-in's 401).
+    sender.ready().await.map_err(|e| Failure::new(FailureReason::Io, format!("HTTP: {e}")))?;
     let resp =
         sender.send_request(req).await.map_err(|e| Failure::new(FailureReason::Io, format!("HTTP: {e}")))?;
     crate::trace::step("http", || {
@@ -372,10 +398,11 @@ async fn exchange(
         })
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|c| c.split_whitespace().next())
+        // Quoted parameter values may hold commas: left out before splitting.
+        .map(|v| v.split('"').step_by(2).collect::<Vec<_>>().join(""))
+        .flat_map(|v| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .filter_map(|c| c.split_whitespace().next().map(str::to_owned))
         .filter(|t| !t.contains('='))
-        .map(str::to_owned)
         .collect();
     let missing: Vec<&str> = spec
         .expect_auth

@@ -448,6 +448,8 @@ pub struct BuildCx<'a> {
     pub pool: Option<&'a Pool>,
     /// The instance's timeout.
     pub timeout: Duration,
+    /// The instance's interval.
+    pub interval: Duration,
     /// Every pool of the configuration (for `expect_pool` and `points_to`).
     pub pools: &'a [Pool],
     /// The test user the instance runs as (per-user kinds).

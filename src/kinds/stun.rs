@@ -1,7 +1,10 @@
-//! `kind = "stun"`: a STUN Binding request (RFC 5389) to the pool's A/V Edge or TURN
-//! service, over UDP (default) or TCP, as a client does before it can set up media
-//! across a firewall; passes when a Binding success carries a mapped address. The
-//! `coexist_stun_rtt_seconds` gauge is the request-to-answer time.
+//! `kind = "stun"`: a STUN Binding request (RFC 5389) to a STUN/TURN server (coturn, an
+//! SBC's TURN service, Skype for Business Server 2019 and Teams media relays), over UDP
+//! (default) or TCP, as a client does before it can set up media across a firewall;
+//! passes when a Binding success carries a mapped address. The
+//! `coexist_stun_rtt_seconds` gauge is the request-to-answer time. Lync's and OCS's A/V
+//! Edge speak MS-TURN, whose framing (MAGIC-COOKIE as the first attribute, TCP 443's
+//! pseudo-TLS) differs: not verified against a real Edge.
 //!
 //! UDP: the request is retransmitted as RFC 5389 §7.2.1 says (RTO 500 ms, doubling)
 //! until an answer or the instance's timeout; datagrams of other transactions or that
@@ -132,10 +135,12 @@ async fn over_udp(
 ) -> Result<(Answer, Duration), Failure> {
     let request = stun::binding_request(tid);
     udp_exchange(&spec.host, spec.port, cx, phases, &request, Duration::from_millis(500), |d| {
+        // Ours: the cookie and our transaction ID. Anything else is skipped.
+        let ours =
+            d.len() >= stun::HEADER && d[4..8] == stun::MAGIC_COOKIE.to_be_bytes() && d[8..20] == tid[..];
         match stun::parse_response(d, tid) {
             Ok(a) => Ok(Some(a)),
-            // Another transaction's, or not STUN: not ours, wait on.
-            Err(stun::StunError::OtherTransaction | stun::StunError::Malformed(_)) => Ok(None),
+            Err(_) if !ours => Ok(None),
             Err(e) => Err(malformed(e)),
         }
     })

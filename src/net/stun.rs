@@ -1,9 +1,8 @@
 //! STUN (RFC 5389) on the wire: the Binding request a client sends to learn its
 //! reflexive transport address, and the parts of the answer a monitor checks — the
 //! transaction ID, the class (success or error), `XOR-MAPPED-ADDRESS` (or the older
-//! `MAPPED-ADDRESS`), `ERROR-CODE`, `SOFTWARE`, and `FINGERPRINT` when present. Lync and
-//! Skype for Business A/V Edge servers and every TURN server answer it on UDP and TCP
-//! 3478.
+//! `MAPPED-ADDRESS`), `ERROR-CODE`, `SOFTWARE`, and `FINGERPRINT` when present. RFC 5389
+//! STUN and TURN servers answer it on UDP and TCP 3478.
 //!
 //! Wire layer: no I/O; a response is parsed only within its declared length, every
 //! attribute bounded by it.

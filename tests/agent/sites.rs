@@ -115,10 +115,41 @@ fn purpose_admin_is_refused_where_it_has_no_site_or_pool_to_count_in() {
             "checks[0].purpose: \"operator\" is not \"service\" (the default) or \"admin\"",
         ),
     ];
+    // A pool without a site: the check would count nowhere.
+    let text = "[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"p.test\"\n\
+                [[checks]]\nname = \"x\"\nkind = \"tcp\"\nport = 1\npurpose = \"admin\"\n";
+    let err = coexistd::config::Config::parse(text, "t").unwrap_err().to_string();
+    assert!(err.contains("pool \"p\" has no site"), "{err}");
     for (check, want) in bad {
         let text =
             format!("[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"p.test\"\nsite = \"Kazan\"\n{check}");
         let err = coexistd::config::Config::parse(&text, "t").unwrap_err().to_string();
         assert!(err.contains(want), "{err}");
     }
+}
+
+#[test]
+fn sign_in_and_expect_auth_are_refused_where_they_would_do_harm_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("admin.pass");
+    std::fs::write(&pw, "x").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let head = format!(
+        "[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"p.test\"\nsite = \"Kazan\"\n\
+         [[users]]\nname = \"admin\"\nuri = \"sip:admin@p.test\"\npool = \"p\"\nauth = \"ntlm\"\n\
+         username = \"CONTOSO\\\\admin\"\npassword_file = \"{}\"\n",
+        pw.display()
+    );
+    let check = |keys: &str| format!("{head}[[checks]]\nname = \"cp\"\nkind = \"http\"\npath = \"/Cscp\"\n{keys}");
+    for (keys, want) in [
+        // Every 30 s a wrong password would lock the account out.
+        ("sign_in_as = \"admin\"\n", "runs at most every 10 minutes"),
+        ("sign_in_as = \"admin\"\ninterval = \"10m\"\ntls_skip_verify = true\n", "not with tls_skip_verify"),
+        ("sign_in_as = \"nobody\"\ninterval = \"10m\"\n", "no [[users]] entry is named \"nobody\""),
+        ("expect_auth = [\"NTLM\"]\n", "add 401 (or 407) to expect_status"),
+    ] {
+        let err = coexistd::config::Config::parse(&check(keys), "t").unwrap_err().to_string();
+        assert!(err.contains(want), "{keys}: {err}");
+    }
+    assert!(coexistd::config::Config::parse(&check("sign_in_as = \"admin\"\ninterval = \"10m\"\n"), "t").is_ok());
 }

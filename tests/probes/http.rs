@@ -160,6 +160,7 @@ async fn an_administrator_signs_in_with_ntlm_and_a_wrong_password_is_refused() {
         std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
         let check = format!(
             "host = \"{NAME}\"\nport = PORT\npath = \"/Cscp\"\nsign_in_as = \"cpadmin\"\nbody_contains = \"signed in as\"\n\
+             interval = \"10m\"\n\
              [[users]]\nname = \"cpadmin\"\nuri = \"sip:cpadmin@contoso.test\"\npool = \"p\"\nauth = \"ntlm\"\n\
              username = \"CONTOSO\\\\cpadmin\"\npassword_file = \"{}\"\n[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"{NAME}\"\n",
             pw.display()
