@@ -140,7 +140,8 @@ fn sign_in_and_expect_auth_are_refused_where_they_would_do_harm_or_nothing() {
          username = \"CONTOSO\\\\admin\"\npassword_file = \"{}\"\n",
         pw.display()
     );
-    let check = |keys: &str| format!("{head}[[checks]]\nname = \"cp\"\nkind = \"http\"\npath = \"/Cscp\"\n{keys}");
+    let check =
+        |keys: &str| format!("{head}[[checks]]\nname = \"cp\"\nkind = \"http\"\npath = \"/Cscp\"\n{keys}");
     for (keys, want) in [
         // Every 30 s a wrong password would lock the account out.
         ("sign_in_as = \"admin\"\n", "runs at most every 10 minutes"),
@@ -151,5 +152,7 @@ fn sign_in_and_expect_auth_are_refused_where_they_would_do_harm_or_nothing() {
         let err = coexistd::config::Config::parse(&check(keys), "t").unwrap_err().to_string();
         assert!(err.contains(want), "{keys}: {err}");
     }
-    assert!(coexistd::config::Config::parse(&check("sign_in_as = \"admin\"\ninterval = \"10m\"\n"), "t").is_ok());
+    assert!(
+        coexistd::config::Config::parse(&check("sign_in_as = \"admin\"\ninterval = \"10m\"\n"), "t").is_ok()
+    );
 }
