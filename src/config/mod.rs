@@ -280,6 +280,7 @@ struct RawUser {
     realm: Option<Spanned<String>>,
     allow_md5: Option<Spanned<bool>>,
     domain: Option<Spanned<String>>,
+    sip: Option<Spanned<bool>>,
     /// Accepted by the decoder only to be refused with a message that says where a
     /// password goes instead.
     password: Option<Spanned<serde::de::IgnoredAny>>,

@@ -125,12 +125,22 @@ pub(super) fn build_users(
             Some(v) => *v.get_ref(),
             None => transport.default_port(),
         };
-        users.push(User { name: name.clone(), aor, pool: ru.pool.get_ref().clone(), auth, transport, port });
+        let sip = ru.sip.as_ref().is_none_or(|s| *s.get_ref());
+        users.push(User {
+            name: name.clone(),
+            aor,
+            pool: ru.pool.get_ref().clone(),
+            auth,
+            transport,
+            port,
+            sip,
+        });
     }
     Ok(users)
 }
 
-/// The users a per-user check runs as: those named, or every one.
+/// The users a per-user check runs as: those named, or every one that is a SIP test
+/// user (not `sip = false`). Naming a `sip = false` account is an error.
 pub(super) fn select_users<'u>(
     sel: crate::kinds::UserSelection<'_>,
     users: &'u [User],
@@ -140,13 +150,22 @@ pub(super) fn select_users<'u>(
     src: &Source<'_>,
 ) -> Result<Vec<&'u User>, ConfigError> {
     let picked: Vec<&User> = match sel.0 {
-        None => users.iter().collect(),
+        None => users.iter().filter(|u| u.sip).collect(),
         Some(list) => {
             let mut v: Vec<&User> = Vec::new();
             for n in list.get_ref() {
                 let u = users.iter().find(|u| &u.name == n.get_ref()).ok_or_else(|| {
                     src.err(n.span(), &format!("{path}.{key}: unknown user {:?}", n.get_ref()))
                 })?;
+                if !u.sip {
+                    return Err(src.err(
+                        n.span(),
+                        &format!(
+                            "{path}.{key}: {:?} has sip = false (an account for sign_in_as, not a SIP test user)",
+                            n.get_ref()
+                        ),
+                    ));
+                }
                 if v.iter().any(|x| x.name == u.name) {
                     return Err(
                         src.err(n.span(), &format!("{path}.{key}: {:?} is listed twice", n.get_ref()))

@@ -26,14 +26,16 @@ servers = ["{dns}"]
 ca_file = "{ca}"
 
 # Both pools speak Microsoft's presence dialect (category publications, batched
-# subscriptions, resubscribe to the pool a contact is homed on).
+# subscriptions, resubscribe to the pool a contact is homed on). Topology sites as
+# Topology Builder shows them: the Lync 2013 pool in its site "HQ", the merged OCS 2007 R2
+# pool under "BackCompatSite" (where Merge-CsLegacyTopology puts legacy pools).
 [[pools]]
 name = "ocs2007r2"
 role = "legacy"
 fqdn = "ocspool.{DOMAIN}"
 tls_min_version = "1.0"
 presence = "msrtc"
-site = "HQ"
+site = "BackCompatSite"
 
 [[pools]]
 name = "lync2013"
@@ -79,9 +81,12 @@ kind = "sip"
 transport = "tcp"
 pools = ["ocs2007r2"]
 
-# The administration path of the site (purpose = "admin": counted in the site's
-# administrable, not in the pool's UP): Lync's remote PowerShell answers 401 with
-# Negotiate on every Front End while it is alive.
+# The administration path of each site (purpose = "admin": counted in the site's
+# administrable, not in the pool's UP). The demo moves 1434, 135 and 445 up by 10000 so
+# that it needs no privilege (as 4443 stands for 443); in production leave `port` out.
+#
+# HQ (Lync 2013): remote PowerShell answers 401 with Negotiate on every Front End while it
+# is alive.
 [[checks]]
 name = "ocspowershell"
 kind = "http"
@@ -93,15 +98,57 @@ expect_status = [401]
 expect_auth = ["Negotiate", "NTLM"]
 each_address = true
 
+# An administrator signs in to the Control Panel with Windows credentials (NTLM), every
+# 10 minutes at most (failed sign-ins lock accounts out).
+[[checks]]
+name = "control-panel"
+kind = "http"
+purpose = "admin"
+pools = ["lync2013"]
+interval = "10m"
+port = 4443
+path = "/Cscp"
+sign_in_as = "{admin}"
+expect_status = [200]
+
 # Each Front End's local configuration store (RTCLOCAL), found through the SQL Server
-# Browser: Central Management Store replication writes there.
+# Browser: Central Management Store replication writes there ...
 [[checks]]
 name = "local-store"
 kind = "sql_browser"
 purpose = "admin"
 pools = ["lync2013"]
+port = {ssrp}
 expect_instance = "RTCLOCAL"
 each_address = true
+
+# ... over SMB, which every Front End must accept (SMB 3.0 or later: Windows Server 2012).
+[[checks]]
+name = "cms-replication"
+kind = "smb"
+purpose = "admin"
+pools = ["lync2013"]
+port = {smb}
+min_dialect = "3.0"
+each_address = true
+
+# BackCompatSite (OCS 2007 R2): administered with its own tools over WMI/DCOM, whose first
+# step is the endpoint mapper ...
+[[checks]]
+name = "ocs-wmi"
+kind = "rpc_epm"
+purpose = "admin"
+pools = ["ocs2007r2"]
+port = {epm}
+
+# ... and its SQL back end (the Standard Edition server's RTC instance).
+[[checks]]
+name = "ocs-backend"
+kind = "sql_browser"
+purpose = "admin"
+pools = ["ocs2007r2"]
+port = {ssrp}
+expect_instance = "RTC"
 
 # Lync 2013 autodiscover, as internal clients ask for it.
 [[checks]]
@@ -197,6 +244,17 @@ username = "CONTOSO\\beth"
 password_file = "{users}/beth.pass"
 transport = "tcp"
 
+# The Control Panel's administrator: a Windows account for sign_in_as, not a SIP test
+# user (sip = false: the SIP checks below leave it out).
+[[users]]
+name = "{admin}"
+uri = "sip:{admin}@{DOMAIN}"
+pool = "lync2013"
+auth = "ntlm"
+username = "CONTOSO\\{admin}"
+password_file = "{users}/{admin}.pass"
+sip = false
+
 # Each registers (NTLM: version 3 at the legacy pool, 4 at the new one; every message
 # after it signed) where the plan homes it, and unregisters.
 [[checks]]
@@ -232,6 +290,10 @@ kind = "sip_call"
             dns = self.dns.addr,
             ca = self.ca_file.display(),
             users = self.users_dir.display(),
+            admin = super::ADMIN,
+            ssrp = super::DEMO_SSRP_PORT,
+            smb = super::DEMO_SMB_PORT,
+            epm = super::DEMO_EPM_PORT,
         )
     }
 }

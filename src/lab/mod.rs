@@ -32,6 +32,7 @@
 //!
 //! The agent then runs against the lab with [`Lab::config_text`].
 
+pub mod admin;
 mod demo_config;
 pub mod dns_server;
 pub mod ntlm;
@@ -84,6 +85,19 @@ impl Drop for Lab {
         let _ = std::fs::remove_dir_all(&self.users_dir);
     }
 }
+
+/// The Control Panel administrator's account (`CONTOSO\\csadmin`), its password in
+/// `users_dir` beside the test users'.
+pub const ADMIN: &str = "csadmin";
+
+/// The ports of the administration path in the demo: 1434 (SQL Server Browser), 135
+/// (endpoint mapper) and 445 (SMB) in production, moved above 1024 (by 10,000) so that
+/// the demo needs no privilege, as 4443 stands for 443.
+pub const DEMO_SSRP_PORT: u16 = 11434;
+/// See [`DEMO_SSRP_PORT`].
+pub const DEMO_EPM_PORT: u16 = 10135;
+/// See [`DEMO_SSRP_PORT`].
+pub const DEMO_SMB_PORT: u16 = 10445;
 
 /// The lab's test users: name and the pool each is homed on.
 pub const LAB_USERS: [(&str, &str); 4] =
@@ -139,6 +153,8 @@ pub struct Router {
     ntlm: ntlm::NtlmLab,
     /// Both pools' presence server.
     presence: presence::Presence,
+    /// The Control Panel's administrator (the new pool's web services sign it in).
+    control_panel: Arc<admin::ControlPanel>,
 }
 
 /// A lab registrar and proxy for one pool.
@@ -607,29 +623,18 @@ async fn serve(
         return;
     }
     if service == Service::Https {
-        let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-            Ok::<_, std::convert::Infallible>(web(req.uri().path()))
+        let session = Arc::new(admin::Session::default());
+        let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| {
+            let (session, panel) = (session.clone(), registrar.router.control_panel.clone());
+            async move {
+                let authorization =
+                    req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+                Ok::<_, std::convert::Infallible>(web(req.uri().path(), authorization, &panel, &session))
+            }
         });
         let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
     } else {
         sip_stream_as(tls, server_name(legacy), Some(registrar)).await;
-    }
-}
-
-/// A SQL Server Browser (MS-SQLR) on `sock` for the server `server`: every
-/// `CLNT_UCAST_EX` is answered with the instances a Lync Front End has (`RTCLOCAL`,
-/// the local configuration store, and `LYNCLOCAL`); anything else is ignored.
-pub async fn ssrp_responder(sock: UdpSocket, server: &'static str) {
-    let answer = crate::net::ssrp::svr_resp(
-        server,
-        &[("RTCLOCAL", "11.0.2100.60", 49152), ("LYNCLOCAL", "11.0.2100.60", 49153)],
-    );
-    let mut buf = [0u8; 64];
-    loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
-        if n >= 1 && buf[0] == crate::net::ssrp::CLNT_UCAST_EX {
-            let _ = sock.send_to(&answer, peer).await;
-        }
     }
 }
 
@@ -656,21 +661,25 @@ async fn sip_udp_as(sock: UdpSocket, server: &'static str, registrar: Option<Arc
 }
 
 /// The lab's web services: the Lync 2013 autodiscover root; remote PowerShell
-/// (`/OcsPowershell`) and the Control Panel (`/Cscp`) asking for Windows credentials
-/// (`401` with `Negotiate` and `NTLM`), as a live Front End does; 404 elsewhere.
-fn web(path: &str) -> Response<Full<Bytes>> {
-    let admin = ["/ocspowershell", "/cscp"].iter().any(|p| {
+/// (`/OcsPowershell`) asking for Windows credentials (`401` with `Negotiate` and
+/// `NTLM`), as a live Front End does; the Control Panel (`/Cscp`) asking for them too
+/// and signing the lab's administrator in with NTLM on the connection `session`; 404
+/// elsewhere.
+fn web(
+    path: &str,
+    authorization: Option<&str>,
+    panel: &admin::ControlPanel,
+    session: &admin::Session,
+) -> Response<Full<Bytes>> {
+    let under = |p: &str| {
         let lower = path.to_ascii_lowercase();
-        lower == *p || lower.starts_with(&format!("{p}/"))
-    });
-    if admin {
-        let mut r = Response::new(Full::new(Bytes::from_static(b"401 - Unauthorized\n")));
-        *r.status_mut() = StatusCode::UNAUTHORIZED;
-        r.headers_mut()
-            .append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Negotiate"));
-        r.headers_mut()
-            .append(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("NTLM"));
-        return r;
+        lower == p || lower.starts_with(&format!("{p}/"))
+    };
+    if under("/ocspowershell") {
+        return admin::asks_for_credentials();
+    }
+    if under("/cscp") {
+        return panel.answer(session, authorization);
     }
     if path.eq_ignore_ascii_case("/autodiscover/autodiscoverservice.svc/root") {
         let body = r#"{"AccessLocation":"Internal","Root":{"Links":[{"token":"Domain","href":"https://lyncweb.contoso.test/Autodiscover/AutodiscoverService.svc/root/domain"},{"token":"User","href":"https://lyncweb.contoso.test/Autodiscover/AutodiscoverService.svc/root/oauth/user"}]}}"#;
@@ -730,6 +739,10 @@ impl Lab {
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             users.push((name, home, crate::sip::auth::Secret::new(password)));
         }
+        let admin_password = message::token(20);
+        let path = users_dir.join(format!("{ADMIN}.pass"));
+        std::fs::write(&path, &admin_password)?;
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let router = Arc::new(Router {
             users,
             bindings: std::sync::Mutex::new(std::collections::HashMap::new()),
@@ -738,6 +751,11 @@ impl Lab {
             ntlm_users: LAB_USERS.iter().map(|(n, _)| (*n).to_owned()).collect(),
             ntlm: ntlm::NtlmLab::default(),
             presence: presence::Presence::default(),
+            control_panel: Arc::new(admin::ControlPanel {
+                domain: "CONTOSO".into(),
+                user: ADMIN.into(),
+                password: crate::sip::auth::Secret::new(admin_password),
+            }),
         });
         let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
         for &(ip, legacy, ports) in MEMBERS {
@@ -766,14 +784,32 @@ impl Lab {
                 }));
             }
         }
-        // The new pool's Front Ends run the SQL Server Browser (their local stores).
-        for (ip, server) in [("127.0.20.1", "LYNCFE01"), ("127.0.20.2", "LYNCFE02")] {
-            // invariant: an address literal of the lab's own (loopback data in this crate).
-            let addr: SocketAddr = format!("{ip}:1434").parse().expect("literal");
-            let sock = UdpSocket::bind(addr).await.map_err(|e| {
+        // The administration path: every server's SQL Server Browser, the legacy server's
+        // endpoint mapper (WMI/DCOM), the Front Ends' SMB (CMS replication).
+        let listen_error = |addr: SocketAddr| {
+            move |e: std::io::Error| {
                 std::io::Error::new(e.kind(), format!("demo lab cannot listen on {addr}: {e}"))
-            })?;
-            lab.listeners.push(tokio::spawn(ssrp_responder(sock, server)));
+            }
+        };
+        for (ip, server, instances) in [
+            ("127.0.10.1", "OCSSE01", admin::OCS_STANDARD_EDITION),
+            ("127.0.20.1", "LYNCFE01", admin::LYNC_FRONT_END),
+            ("127.0.20.2", "LYNCFE02", admin::LYNC_FRONT_END),
+        ] {
+            // invariant: an address literal of the lab's own (loopback data in this crate).
+            let addr: SocketAddr = format!("{ip}:{DEMO_SSRP_PORT}").parse().expect("literal");
+            let sock = UdpSocket::bind(addr).await.map_err(listen_error(addr))?;
+            lab.listeners.push(tokio::spawn(admin::ssrp_responder(sock, server, instances)));
+        }
+        // invariant: an address literal of the lab's own (loopback data in this crate).
+        let addr: SocketAddr = format!("127.0.10.1:{DEMO_EPM_PORT}").parse().expect("literal");
+        let l = TcpListener::bind(addr).await.map_err(listen_error(addr))?;
+        lab.listeners.push(tokio::spawn(admin::epm_responder(l)));
+        for ip in ["127.0.20.1", "127.0.20.2"] {
+            // invariant: an address literal of the lab's own (loopback data in this crate).
+            let addr: SocketAddr = format!("{ip}:{DEMO_SMB_PORT}").parse().expect("literal");
+            let l = TcpListener::bind(addr).await.map_err(listen_error(addr))?;
+            lab.listeners.push(tokio::spawn(admin::smb_responder(l)));
         }
         Ok(lab)
     }

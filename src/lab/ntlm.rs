@@ -176,7 +176,7 @@ impl NtlmLab {
 }
 
 /// The target information of a pool's CHALLENGE: domain and computer names.
-fn target_info(target: &str) -> Vec<u8> {
+pub(super) fn target_info(target: &str) -> Vec<u8> {
     let host = target.split('.').next().unwrap_or(target).to_ascii_uppercase();
     let mut t = Vec::new();
     for (id, v) in [(2u16, "CONTOSO"), (1, host.as_str()), (4, super::DOMAIN), (3, target)] {

@@ -86,4 +86,7 @@ pub struct User {
     pub transport: Transport,
     /// The registrar's port (`port`; default 5061 for TLS, 5060 otherwise).
     pub port: u16,
+    /// Whether SIP kinds run as it when a check names no users (`sip = false`: a
+    /// Windows account for `sign_in_as` only, such as a Control Panel administrator).
+    pub sip: bool,
 }

@@ -112,6 +112,34 @@ pub fn parse_bind_answer(pdu: &[u8], call_id: u32) -> Result<Bound, RpcError> {
     }
 }
 
+/// The endpoint mapper's `bind_ack` to a bind with `call_id` (a responder's side: the
+/// demo lab's): the context accepted with NDR (`result` 0) or rejected with `result`
+/// (2: provider rejection), the secondary address `135`.
+pub fn bind_ack(call_id: u32, result: u16) -> Vec<u8> {
+    let mut p = vec![5, 0, BIND_ACK, 0x03, 0x10, 0, 0, 0, 0, 0, 0, 0];
+    p.extend_from_slice(&call_id.to_le_bytes());
+    p.extend_from_slice(&4280u16.to_le_bytes()); // max_xmit_frag
+    p.extend_from_slice(&4280u16.to_le_bytes()); // max_recv_frag
+    p.extend_from_slice(&0x0001_2345u32.to_le_bytes()); // assoc_group_id
+    p.extend_from_slice(&4u16.to_le_bytes());
+    p.extend_from_slice(b"135\0");
+    p.extend_from_slice(&[0, 0]); // to a 4-byte boundary
+    p.extend_from_slice(&[1, 0, 0, 0]); // one result
+    p.extend_from_slice(&result.to_le_bytes());
+    p.extend_from_slice(&0u16.to_le_bytes()); // reason
+    p.extend_from_slice(&NDR);
+    p.extend_from_slice(&2u32.to_le_bytes());
+    let len = p.len() as u16;
+    p[8..10].copy_from_slice(&len.to_le_bytes());
+    p
+}
+
+/// Whether `pdu` is a `bind` (PDU type 11); its call id.
+pub fn bind_call_id(pdu: &[u8]) -> Option<u32> {
+    (pdu.len() >= 16 && pdu[0] == 5 && pdu[2] == BIND)
+        .then(|| u32::from_le_bytes([pdu[12], pdu[13], pdu[14], pdu[15]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,34 +151,18 @@ mod tests {
         let b = epm_bind(7);
         assert_eq!(pdu_len(&b), Some(b.len()));
         assert_eq!(b.len(), 72);
+        assert_eq!(bind_call_id(&b), Some(7));
         assert_eq!(&b[0..4], &[5, 0, 11, 3]);
         assert_eq!(&b[32..36], &[0x08, 0x83, 0xaf, 0xe1]);
         assert_eq!(&b[52..56], &[0x04, 0x5d, 0x88, 0x8a]);
     }
 
-    fn ack(call_id: u32, result: u16) -> Vec<u8> {
-        let mut p = vec![5, 0, BIND_ACK, 3, 0x10, 0, 0, 0, 0, 0, 0, 0];
-        p.extend_from_slice(&call_id.to_le_bytes());
-        p.extend_from_slice(&[0xb8, 0x10, 0xb8, 0x10, 0x01, 0, 0, 0]);
-        p.extend_from_slice(&[4, 0]);
-        p.extend_from_slice(b"135\0");
-        p.extend_from_slice(&[0, 0]); // pad to 4
-        p.extend_from_slice(&[1, 0, 0, 0]);
-        p.extend_from_slice(&result.to_le_bytes());
-        p.extend_from_slice(&0u16.to_le_bytes());
-        p.extend_from_slice(&NDR);
-        p.extend_from_slice(&2u32.to_le_bytes());
-        let len = p.len() as u16;
-        p[8..10].copy_from_slice(&len.to_le_bytes());
-        p
-    }
-
     #[test]
     fn acks_naks_and_hostile_answers() {
-        assert_eq!(parse_bind_answer(&ack(7, 0), 7), Ok(Bound::Accepted("135".into())));
-        assert!(matches!(parse_bind_answer(&ack(7, 2), 7), Ok(Bound::Rejected(_))));
-        assert!(parse_bind_answer(&ack(8, 0), 7).is_err());
-        let a = ack(7, 0);
+        assert_eq!(parse_bind_answer(&bind_ack(7, 0), 7), Ok(Bound::Accepted("135".into())));
+        assert!(matches!(parse_bind_answer(&bind_ack(7, 2), 7), Ok(Bound::Rejected(_))));
+        assert!(parse_bind_answer(&bind_ack(8, 0), 7).is_err());
+        let a = bind_ack(7, 0);
         assert!(parse_bind_answer(&a[..30], 7).is_err());
         let mut nak = vec![5, 0, BIND_NAK, 3, 0x10, 0, 0, 0, 18, 0, 0, 0];
         nak.extend_from_slice(&7u32.to_le_bytes());

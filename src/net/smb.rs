@@ -122,6 +122,50 @@ pub fn parse_negotiate_response(msg: &[u8]) -> Result<Negotiated, SmbError> {
     Ok(Negotiated { dialect, signing_required: security_mode & 0x02 != 0 })
 }
 
+/// The dialects a NEGOTIATE request offers (transport header included); `None` when it
+/// is not one.
+pub fn offered_dialects(msg: &[u8]) -> Option<Vec<u16>> {
+    let len = message_len(msg)?;
+    let m = msg.get(4..len)?;
+    if m.len() < HEADER + 36 || &m[..4] != SMB2_MAGIC || u16::from_le_bytes([m[12], m[13]]) != 0 {
+        return None;
+    }
+    let b = &m[HEADER..];
+    let count = usize::from(u16::from_le_bytes([b[2], b[3]]));
+    let list = b.get(36..36 + 2 * count)?;
+    Some(list.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+}
+
+/// A NEGOTIATE response (a responder's side: the demo lab's) with `status`, the
+/// `security_mode` (1: signing enabled, 3: required) and `dialect`, behind its
+/// transport header; no security buffer.
+pub fn negotiate_response(status: u32, security_mode: u16, dialect: u16) -> Vec<u8> {
+    let mut m = SMB2_MAGIC.to_vec();
+    m.extend_from_slice(&64u16.to_le_bytes()); // StructureSize
+    m.extend_from_slice(&0u16.to_le_bytes()); // CreditCharge
+    m.extend_from_slice(&status.to_le_bytes());
+    m.extend_from_slice(&0u16.to_le_bytes()); // Command: NEGOTIATE
+    m.extend_from_slice(&1u16.to_le_bytes()); // CreditResponse
+    m.extend_from_slice(&1u32.to_le_bytes()); // Flags: SERVER_TO_REDIR
+    m.extend_from_slice(&[0u8; 4 + 8 + 4 + 4 + 8 + 16]); // NextCommand … Signature
+    m.extend_from_slice(&65u16.to_le_bytes()); // StructureSize
+    m.extend_from_slice(&security_mode.to_le_bytes());
+    m.extend_from_slice(&dialect.to_le_bytes());
+    m.extend_from_slice(&0u16.to_le_bytes()); // NegotiateContextCount
+    m.extend_from_slice(&[0x5a; 16]); // ServerGuid
+    m.extend_from_slice(&0u32.to_le_bytes()); // Capabilities
+    for _ in 0..3 {
+        m.extend_from_slice(&(8u32 << 20).to_le_bytes()); // MaxTransact/Read/WriteSize
+    }
+    m.extend_from_slice(&[0u8; 16]); // SystemTime, ServerStartTime
+    m.extend_from_slice(&128u16.to_le_bytes()); // SecurityBufferOffset
+    m.extend_from_slice(&0u16.to_le_bytes()); // SecurityBufferLength
+    m.extend_from_slice(&0u32.to_le_bytes()); // NegotiateContextOffset
+    let mut out = (m.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&m);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,35 +178,25 @@ mod tests {
         // Dialects at the end, after the 36-byte request body.
         assert_eq!(r.len(), 4 + 64 + 36 + 8);
         assert_eq!(&r[r.len() - 8..], &[0x02, 0x02, 0x10, 0x02, 0x00, 0x03, 0x02, 0x03]);
-    }
-
-    fn response(status: u32, security_mode: u16, dialect: u16) -> Vec<u8> {
-        let mut m = SMB2_MAGIC.to_vec();
-        m.extend_from_slice(&64u16.to_le_bytes());
-        m.extend_from_slice(&[0, 0]);
-        m.extend_from_slice(&status.to_le_bytes());
-        m.extend_from_slice(&[0u8; 52]);
-        m.extend_from_slice(&65u16.to_le_bytes());
-        m.extend_from_slice(&security_mode.to_le_bytes());
-        m.extend_from_slice(&dialect.to_le_bytes());
-        m.extend_from_slice(&[0u8; 58]);
-        let mut out = (m.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&m);
-        out
+        assert_eq!(offered_dialects(&r), Some(DIALECTS.to_vec()));
+        assert_eq!(negotiate_response(0, 1, 0x0302).len(), 4 + 64 + 64);
     }
 
     #[test]
     fn responses_read_back_and_hostile_ones_are_refused() {
         assert_eq!(
-            parse_negotiate_response(&response(0, 3, 0x0302)),
+            parse_negotiate_response(&negotiate_response(0, 3, 0x0302)),
             Ok(Negotiated { dialect: 0x0302, signing_required: true })
         );
         assert_eq!(
-            parse_negotiate_response(&response(0xC000_0022, 1, 0)),
+            parse_negotiate_response(&negotiate_response(0xC000_0022, 1, 0)),
             Err(SmbError::Status(0xC000_0022))
         );
-        assert!(parse_negotiate_response(&response(0, 1, 0x0311)).is_err(), "a dialect not offered");
-        let r = response(0, 1, 0x0210);
+        assert!(
+            parse_negotiate_response(&negotiate_response(0, 1, 0x0311)).is_err(),
+            "a dialect not offered"
+        );
+        let r = negotiate_response(0, 1, 0x0210);
         assert!(parse_negotiate_response(&r[..40]).is_err());
         let mut smb1 = r.clone();
         smb1[4] = 0xff;

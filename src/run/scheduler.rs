@@ -1,9 +1,10 @@
 //! One task per check instance: interval, spread start, timeout, concurrency limit,
 //! shutdown.
 //!
-//! - **Spread.** An instance's first run is at `start + hash(key) mod interval`, so a
-//!   start or a reload with thousands of instances does not fire them all at once, and
-//!   an unchanged instance keeps its phase across reloads.
+//! - **Spread.** An instance's first run is at `start + hash(key) mod min(interval,
+//!   1 min)`, so a start or a reload with thousands of instances does not fire them all
+//!   at once, an unchanged instance keeps its phase across reloads, and a check with a
+//!   long interval (a 10-minute sign-in) still reports within a minute of a start.
 //! - **No overlap.** Each instance runs in one task that awaits its probe before the
 //!   next tick; ticks missed while a probe ran are skipped, not bunched.
 //! - **Timeout.** Every probe is bounded by the instance's timeout, which config
@@ -262,7 +263,7 @@ pub struct Scheduler {
 
 /// When an instance without a completed run is first due: the first point of its
 /// phase grid `epoch + offset + k × interval` at or after `now`, with
-/// `offset = hash(instance) mod interval`.
+/// `offset = hash(instance) mod min(interval, MAX_SPREAD)`.
 ///
 /// The grid is anchored at the process's start, not at the last reload, so a reload
 /// never moves an instance's runs. Offsets are whole multiples of [`SLOT`] so that
@@ -271,8 +272,9 @@ pub struct Scheduler {
 pub fn first_run(instance: &CheckInstance, epoch: Instant, now: Instant) -> Instant {
     let slot = SLOT.as_nanos() as u64;
     let nanos = instance.interval.as_nanos().clamp(1, u64::MAX as u128) as u64;
-    let offset = instance.stable_hash() % nanos;
-    let offset = if nanos > slot { offset - offset % slot } else { offset };
+    let spread = nanos.min(MAX_SPREAD.as_nanos() as u64);
+    let offset = instance.stable_hash() % spread;
+    let offset = if spread > slot { offset - offset % slot } else { offset };
     let first = epoch + Duration::from_nanos(offset);
     if first >= now {
         return first;
@@ -303,6 +305,9 @@ pub async fn run_each_once(
     }
     while tasks.join_next().await.is_some() {}
 }
+
+/// First runs are spread over the interval, but over no more than this.
+pub const MAX_SPREAD: Duration = Duration::from_secs(60);
 
 /// Granularity of first-run offsets.
 pub const SLOT: Duration = Duration::from_millis(25);

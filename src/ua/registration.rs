@@ -471,6 +471,7 @@ mod tests {
             auth: UserAuth::None,
             transport: Transport::Udp,
             port: 5060,
+            sip: true,
         }
     }
 

@@ -65,6 +65,7 @@ fn user() -> User {
         auth: UserAuth::None,
         transport: Transport::Tcp,
         port: 5060,
+        sip: true,
     }
 }
 

@@ -85,6 +85,7 @@ fn user() -> User {
         },
         transport: Transport::Tls,
         port: 5061,
+        sip: true,
     }
 }
 

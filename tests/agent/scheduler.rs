@@ -97,6 +97,25 @@ async fn first_runs_are_spread_over_the_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_long_interval_spreads_first_runs_over_a_minute_only() {
+    // A 10-minute check (a sign-in) reports within a minute of a start, still spread.
+    let t0 = Instant::now();
+    let (store, s, log) = start(config(60, "10m", "5s", 1000), Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let starts = log.lock().unwrap().starts.clone();
+    assert_eq!(starts.len(), 60, "every instance ran within the first minute");
+    let mut per_ten_seconds = [0usize; 6];
+    for (_, t) in &starts {
+        per_ten_seconds[((*t - t0).as_secs() / 10) as usize] += 1;
+    }
+    assert!(per_ten_seconds.iter().all(|&n| (2..=25).contains(&n)), "{per_ten_seconds:?}");
+    assert!(store.is_ready());
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(log.lock().unwrap().starts.len(), 60, "and not again before its interval");
+    s.stop(Duration::from_millis(100)).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn each_instance_runs_once_per_interval_and_never_overlaps_itself() {
     // 3 probes of 4 s each through 1 slot of concurrency: they queue, ticks are skipped,
     // and no instance ever has two runs in flight.

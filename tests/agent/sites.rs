@@ -156,3 +156,40 @@ fn sign_in_and_expect_auth_are_refused_where_they_would_do_harm_or_nothing() {
         coexistd::config::Config::parse(&check("sign_in_as = \"admin\"\ninterval = \"10m\"\n"), "t").is_ok()
     );
 }
+
+#[test]
+fn an_account_for_sign_in_only_is_left_out_of_the_sip_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("u.pass");
+    std::fs::write(&pw, "x").unwrap();
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let user = |name: &str, extra: &str| {
+        format!(
+            "[[users]]\nname = \"{name}\"\nuri = \"sip:{name}@p.test\"\npool = \"p\"\nauth = \"ntlm\"\n\
+             password_file = \"{}\"\n{extra}",
+            pw.display()
+        )
+    };
+    let text = |check: &str| {
+        format!(
+            "[[pools]]\nname = \"p\"\nrole = \"new\"\nfqdn = \"p.test\"\nsite = \"Kazan\"\n{}{}{}\
+             [[checks]]\nname = \"cp\"\nkind = \"http\"\npath = \"/Cscp\"\nsign_in_as = \"admin\"\n\
+             interval = \"10m\"\npurpose = \"admin\"\n{check}",
+            user("alice", ""),
+            user("bob", ""),
+            user("admin", "sip = false\n"),
+        )
+    };
+    let c =
+        coexistd::config::Config::parse(&text("[[checks]]\nname = \"reg\"\nkind = \"sip_register\"\n"), "t")
+            .unwrap();
+    let registering: Vec<&str> =
+        c.instances.iter().filter(|i| i.check == "reg").map(|i| i.target.as_str()).collect();
+    assert_eq!(registering, ["sip:alice@p.test", "sip:bob@p.test"], "the admin account is not registered");
+    let im = coexistd::config::Config::parse(&text("[[checks]]\nname = \"im\"\nkind = \"sip_im\"\n"), "t")
+        .unwrap();
+    assert_eq!(im.instances.iter().filter(|i| i.check == "im").count(), 2, "alice and bob, both ways");
+    let named = text("[[checks]]\nname = \"reg\"\nkind = \"sip_register\"\nusers = [\"admin\"]\n");
+    let err = coexistd::config::Config::parse(&named, "t").unwrap_err().to_string();
+    assert!(err.contains("\"admin\" has sip = false"), "{err}");
+}

@@ -20,7 +20,11 @@ async fn run(port: u16, expect: &str) -> coexistd::kinds::Outcome {
 async fn the_browser_lists_the_local_store_and_a_missing_instance_is_named() {
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = sock.local_addr().unwrap().port();
-    tokio::spawn(coexistd::lab::ssrp_responder(sock, "LYNCFE01"));
+    tokio::spawn(coexistd::lab::admin::ssrp_responder(
+        sock,
+        "LYNCFE01",
+        coexistd::lab::admin::LYNC_FRONT_END,
+    ));
     assert!(run(port, "RTCLOCAL").await.result.is_ok());
     assert!(run(port, "rtclocal").await.result.is_ok(), "instance names are compared without case");
     assert!(run(port, "").await.result.is_ok(), "without expect_instance any list passes");
