@@ -26,7 +26,7 @@
 //! | 4 check kinds | [`kinds`] |
 //! | 5 configuration | [`config`] |
 //! | 6 running | [`run`] |
-//! | 7 outputs | [`output`] |
+//! | 7 outputs | [`output`], [`report`] |
 //! | 8 serving | [`http`] |
 //! | 9 daemon | [`agent`], [`lab`] |
 //!
@@ -46,6 +46,7 @@
 //! | [`config`] | decode TOML (the `Raw*` structs) and validate it section by section ([`config`]'s `build`), test users and their secrets, expand checks into instances and hand each check's keys to its kind; an instance's series label block ([`config::labels`]) | probe |
 //! | [`run`] | one task per instance ([`run::scheduler`]: spread start, interval, timeout, concurrency, reload, shutdown, `each_address` fan-out, a panic becomes `internal`), the results store with staleness and the last 500 state changes ([`run::results`]), one round inside the trace recorder ([`run::trace_run`]) | know any kind, write any output |
 //! | [`output`] | per-pool rollups ([`output::rollup`]), the metrics encoded at scrape time ([`output::metrics`]), status and events JSON and the `check` table ([`output::views`]), the HTML status page ([`output::status_page`]) | serve, change results |
+//! | [`report`] | `coexistd report`: a period's go/no-go evidence read back from Prometheus' HTTP API ([`report::prom`]), figures with time without data kept apart ([`report::analysis`]), the verdict against `[report]`, HTML/Markdown ([`report::render`]) and JSON | read the agent's live state |
 //! | [`http`] | the HTTP endpoints ([`http::routes`]); the port ([`http::port`]: accepting, TLS handshakes, connection limits); what every request passes ([`http::auth`]: basic auth, response headers, size caps); the exporter-toolkit web configuration ([`http::web`]) | probe |
 //! | [`agent`] | the daemon: load, serve, schedule, reload, stop; builds the probe context | probe |
 //! | [`lab`] | the built-in demo lab (DNS responder, SIP/TLS/HTTPS pool members on loopback, certificates made at start), its pools' NTLM sign-in and signing as OCS and Lync do ([`lab::ntlm`]), also the tests' and benchmarks' in-process peers (feature `lab`; [`lab::registrar`]: a fake registrar to attack the endpoints from) | fault injection outside tests (feature `lab-faults`) |
@@ -73,6 +74,7 @@ pub mod model;
 pub mod net;
 pub mod os;
 pub mod output;
+pub mod report;
 pub mod run;
 pub mod sip;
 pub mod trace;

@@ -71,6 +71,36 @@ enum Command {
         #[arg(long = "web.config.file", value_name = "PATH")]
         web_config: Option<PathBuf>,
     },
+    /// Read a period of coexistence from Prometheus and write the go/no-go report; exit
+    /// 0 for GO, 1 for NO-GO, 2 for an error.
+    Report {
+        /// Prometheus' URL (http:// or https://, with its path prefix if any).
+        #[arg(long, value_name = "URL")]
+        prometheus: String,
+        /// Start of the period: RFC 3339 (2026-11-01T00:00:00Z) or unix seconds.
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// End of the period: RFC 3339, unix seconds, or now.
+        #[arg(long, value_name = "TIME", default_value = "now")]
+        to: String,
+        /// Resolution: each step is up, down or without data.
+        #[arg(long, value_name = "DURATION", default_value = "1m")]
+        step: humantime::Duration,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        /// Write the report here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The configuration whose [report] criteria apply (only [report] and the
+        /// pools' names are read: its secrets need not be here).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Prometheus' HTTP client configuration: basic_auth, authorization, tls_config
+        /// (the format of Prometheus' own tools).
+        #[arg(long = "http.config.file", value_name = "PATH")]
+        http_config: Option<PathBuf>,
+    },
     /// Start a lab of local pools and DNS on loopback and run the agent against it.
     #[cfg(feature = "lab")]
     Demo {
@@ -108,6 +138,13 @@ impl WebFlags {
         };
         Ok(coexistd::http::routes::WebOptions { lifecycle: self.lifecycle, config })
     }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Html,
+    Json,
+    Markdown,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -169,6 +206,11 @@ fn main() -> ExitCode {
             },
             Command::Check { config, pools, format, trace } => check(&config, &pools, format, trace).await,
             Command::Validate { config, web_config } => validate(&config, web_config.as_deref()),
+            Command::Report { prometheus, from, to, step, format, out, config, http_config } => {
+                let args =
+                    ReportArgs { prometheus, from, to, step: step.into(), format, out, config, http_config };
+                report(args).await
+            }
             #[cfg(feature = "lab")]
             Command::Demo { listen, print_config, web } => match web.options() {
                 Ok(web) => demo(listen, print_config, probe_handle, web).await,
@@ -416,4 +458,78 @@ async fn demo(
         lab.dns.addr
     );
     run(ConfigSource::Text { origin: "<demo>".into(), text }, probes, web).await
+}
+
+struct ReportArgs {
+    prometheus: String,
+    from: String,
+    to: String,
+    step: std::time::Duration,
+    format: ReportFormat,
+    out: Option<PathBuf>,
+    config: Option<PathBuf>,
+    http_config: Option<PathBuf>,
+}
+
+/// `coexistd report`: 0 GO, 1 NO-GO, 2 an error (said on standard error).
+async fn report(a: ReportArgs) -> ExitCode {
+    let fail = |m: String| {
+        eprintln!("coexistd report: {m}");
+        ExitCode::from(EXIT_CONFIG)
+    };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let (from, to) =
+        match (coexistd::report::parse_time(&a.from, now), coexistd::report::parse_time(&a.to, now)) {
+            (Ok(f), Ok(t)) => (f, t),
+            (Err(e), _) => return fail(format!("--from {e}")),
+            (_, Err(e)) => return fail(format!("--to {e}")),
+        };
+    let step = a.step.as_secs() as i64;
+    if step < 1 {
+        return fail("--step must be at least 1s".into());
+    }
+    if to - from < step {
+        return fail(format!("--to must be at least one step ({step} s) after --from"));
+    }
+    let n = ((to - from) / step) as usize;
+    let grid = coexistd::report::analysis::Grid { from: to - step * n as i64, step, n };
+    let criteria = match &a.config {
+        None => coexistd::config::report::ReportCriteria::default(),
+        Some(p) => match coexistd::config::report::ReportCriteria::load(p) {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        },
+    };
+    let prom = match coexistd::report::prom::Prometheus::new(&a.prometheus, a.http_config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return fail(e.to_string()),
+    };
+    let report = match coexistd::report::build(&prom, &a.prometheus, grid, &criteria).await {
+        Ok(r) => r,
+        Err(e) => return fail(e.to_string()),
+    };
+    let text = match a.format {
+        ReportFormat::Html => coexistd::report::render::html(&report),
+        ReportFormat::Markdown => coexistd::report::render::markdown(&report),
+        ReportFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(j) => j + "\n",
+            Err(e) => return fail(format!("JSON: {e}")),
+        },
+    };
+    let written = match &a.out {
+        Some(p) => std::fs::write(p, text).map_err(|e| format!("--out {}: {e}", p.display())),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout().write_all(text.as_bytes()).map_err(|e| format!("standard output: {e}"))
+        }
+    };
+    if let Err(e) = written {
+        return fail(e);
+    }
+    if report.verdict.go {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    }
 }

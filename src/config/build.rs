@@ -19,6 +19,8 @@ pub(super) fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Re
     let tls = tls(raw.tls.unwrap_or_default(), src)?;
     let pools = pools(&raw.pools, src)?;
     let users = build_users(&raw.users, &pools, src)?;
+    let pool_names: Vec<String> = pools.iter().map(|p| p.name.clone()).collect();
+    let report = super::report::build(raw.report.as_ref(), &pool_names, src)?;
     let mut names = HashSet::new();
     let mut instances = Vec::new();
     for (i, check) in checks.iter().enumerate() {
@@ -36,7 +38,7 @@ pub(super) fn build(raw: RawFile, checks: Vec<RawCheck>, src: &Source<'_>) -> Re
     if let Some(shard) = agent.shard {
         instances.retain(|i| (i.stable_hash() % u64::from(shard.count)) as u32 == shard.index - 1);
     }
-    Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, users, instances })
+    Ok(Config { origin: src.origin.to_owned(), agent, dns, tls, pools, users, instances, report })
 }
 
 /// `[agent]`.

@@ -9,6 +9,7 @@
 
 mod build;
 pub mod labels;
+pub mod report;
 mod users;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct Config {
     pub users: Vec<User>,
     /// Every check instance this agent runs (after `agent.shard` is applied), in file order.
     pub instances: Vec<Arc<CheckInstance>>,
+    /// The `[report]` table: what `coexistd report` calls GO.
+    pub report: report::ReportCriteria,
 }
 
 /// The `[agent]` table: how this agent runs and how it is labelled.
@@ -198,6 +201,8 @@ struct RawFile {
     pools: Vec<RawPool>,
     #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    report: Option<report::RawReport>,
     /// Decoded apart (see [`decode_check`]); named here so that an unknown top-level
     /// key's message lists it.
     #[serde(default)]
