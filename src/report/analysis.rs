@@ -4,9 +4,9 @@
 
 use serde::Serialize;
 
-/// The report's time grid: points `from + k × step`, `k = 1 … n`; point `k` stands for
-/// the step `(from + (k−1) × step, from + k × step]` (what `last_over_time(x[step])`
-/// evaluated at the point saw).
+/// The report's time grid: `n` steps of `step` seconds from `from`; step `i` is
+/// `[from + i × step, from + (i+1) × step)` and holds what `last_over_time(x[step])`
+/// saw in it (see [`super::prom::Prometheus::range`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grid {
     /// Start of the period (unix seconds).

@@ -299,9 +299,13 @@ impl Prometheus {
         }
     }
 
-    /// A range query on the grid `from + k × step`, `k = 1 … n`: each series' labels
-    /// and its value at every point (`None` where it has none), in pieces of at most
-    /// [`MAX_POINTS`] points.
+    /// A range query on the grid of `n` steps of `step` seconds from `from`: each
+    /// series' labels and its value for every step (`None` where it has none).
+    ///
+    /// Step `i` (0-based) is `[from + i × step, from + (i+1) × step)`: the query is
+    /// evaluated 1 ms before each step's end, so a selector `[{step}s]` sees exactly
+    /// the step's samples whether Prometheus closes the range's start (2.x) or opens it
+    /// (3.x). Asked in pieces of at most [`MAX_POINTS`] points.
     pub async fn range(
         &self,
         query: &str,
@@ -310,13 +314,14 @@ impl Prometheus {
         n: usize,
     ) -> Result<Vec<(Labels, Vec<Option<f64>>)>, PromError> {
         let mut series: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+        let at = |k: usize| format!("{}.999", from + step * k as i64 - 1);
         let mut k = 1usize;
         while k <= n {
             let last = (k + MAX_POINTS as usize - 1).min(n);
             let form = [
                 ("query", query.to_owned()),
-                ("start", (from + step * k as i64).to_string()),
-                ("end", (from + step * last as i64).to_string()),
+                ("start", at(k)),
+                ("end", at(last)),
                 ("step", step.to_string()),
             ];
             let Data::Matrix(m) = self.call("query_range", &form, query).await? else {
@@ -325,7 +330,7 @@ impl Prometheus {
             for s in m {
                 let values = series.entry(s.metric).or_insert_with(|| vec![None; n]);
                 for (t, v) in s.values {
-                    let offset = (t - from as f64) / step as f64;
+                    let offset = (t + 0.001 - from as f64) / step as f64;
                     let i = offset.round() as i64;
                     if (offset - i as f64).abs() < 1e-3 && (1..=n as i64).contains(&i) {
                         values[i as usize - 1] = parse_value(&v);

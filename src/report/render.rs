@@ -39,7 +39,7 @@ fn strip(columns: &[State], label: &str) -> String {
     let (w, h) = (672.0, 14.0);
     let cw = if columns.is_empty() { w } else { w / columns.len() as f64 };
     let mut svg = format!(
-        "<svg class=\"strip\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\">",
+        "<svg class=\"strip\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\">",
         esc(label)
     );
     let mut i = 0;
@@ -88,7 +88,8 @@ th{background:#f5f5f5;font-weight:600}
 td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .pass{color:#2e7d32;font-weight:600}.fail{color:#c62828;font-weight:600}
 .legend span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px;vertical-align:middle}
-svg.strip{display:block;max-width:100%;height:auto}
+svg.strip,svg.timeline{display:block;width:100%;height:14px}
+td.nowrap{white-space:nowrap}
 .muted{color:#666}
 @page{size:A4;margin:12mm}
 @media print{body{margin:0;max-width:none;font-size:11px}h2{break-after:avoid}table,svg{break-inside:avoid}.verdict{-webkit-print-color-adjust:exact;print-color-adjust:exact}svg{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
@@ -124,7 +125,7 @@ pub fn html(r: &Report) -> String {
     for c in &r.verdict.criteria {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"nowrap\">{}</td><td class=\"{}\">{}</td></tr>",
             esc(&c.name),
             esc(&c.measured),
             esc(&c.threshold),
@@ -296,7 +297,7 @@ pub fn html(r: &Report) -> String {
         let w = 672.0;
         let _ = write!(
             h,
-            "<h3>{} <span class=\"muted\">({})</span></h3><svg class=\"timeline\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} 14\" width=\"{w}\" height=\"14\" xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"{w}\" height=\"14\" fill=\"#b0b0b0\"/>",
+            "<h3>{} <span class=\"muted\">({})</span></h3><svg class=\"timeline\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} 14\" width=\"{w}\" height=\"14\" xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"{w}\" height=\"14\" fill=\"#b0b0b0\"/>",
             esc(&rec.record),
             esc(&rec.check),
             esc(&rec.record)

@@ -9,6 +9,7 @@ mod common;
 mod config;
 mod e2e;
 mod readme;
+mod report;
 mod scheduler;
 mod sites;
 mod status_page;
