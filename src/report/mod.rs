@@ -3,8 +3,9 @@
 //!
 //! Everything comes from Prometheus' HTTP API with the aggregation done there: one
 //! range query per rollup on a grid of `--step` (`last_over_time(x[step])` at each
-//! point: what the step saw, nothing where it saw nothing), instant queries over the
-//! whole period for certificates, percentiles and the causes of each incident. Time
+//! point: what the step saw, nothing where it saw nothing); certificates and
+//! percentiles on a coarser grid of at most a day per step (no query loads the whole
+//! period at once); an instant query per incident for its causes. Time
 //! without data is *unknown*, reported apart and never counted as up or down.
 //!
 //! The [`Report`] is serialised as JSON as it is (schema in `docs/report.md`) and
@@ -328,23 +329,22 @@ pub async fn build(
     criteria: &ReportCriteria,
 ) -> Result<Report, PromError> {
     let to = grid.end_of(grid.n - 1);
-    let whole = to - grid.from;
     let step = grid.step;
     let range = |q: String| async move { prom.range(&q, grid.from, step, grid.n).await };
+    let coarse = coarse_grid(grid);
+    let cs = coarse.step;
+    let coarse_range = |q: String| async move { prom.range(&q, coarse.from, coarse.step, coarse.n).await };
     let column_seconds = step * grid.n.div_ceil(STRIP_COLUMNS) as i64;
 
     // Pools and their sites.
     let pool_series =
         range(format!("min by (pool, role) (last_over_time(coexist_pool_up[{step}s]))")).await?;
-    let site_of: BTreeMap<String, String> = prom
-        .instant(
-            &format!("max by (pool, topology_site) (last_over_time(coexist_pool_site_info[{whole}s]))"),
-            to,
-        )
-        .await?
-        .into_iter()
-        .map(|(l, _)| (label(&l, "pool").to_owned(), label(&l, "topology_site").to_owned()))
-        .collect();
+    let site_of: BTreeMap<String, String> =
+        coarse_range(format!("max by (pool, topology_site) (last_over_time(coexist_pool_site_info[{cs}s]))"))
+            .await?
+            .into_iter()
+            .map(|(l, _)| (label(&l, "pool").to_owned(), label(&l, "topology_site").to_owned()))
+            .collect();
     let mut pools = Vec::new();
     let mut role_of: BTreeMap<String, String> = BTreeMap::new();
     let mut pool_states: BTreeMap<String, Vec<State>> = BTreeMap::new();
@@ -415,23 +415,31 @@ pub async fn build(
          (max by (kind, from_pool, to_pool) (last_over_time(coexist_interop_untested[{step}s])) == 1)"
     ))
     .await?;
+    // Percentiles per coarse step (a day at most): the median day's median and the worst
+    // day's 95th percentile of the cell's slowest pair. Each step loads a day of samples,
+    // never the whole period at once.
     let mut percentiles: BTreeMap<(String, String, String), (f64, f64)> = BTreeMap::new();
     let kinds: BTreeSet<String> = cells.iter().map(|(l, _)| label(l, "kind").to_owned()).collect();
     for kind in &kinds {
         let Some(metric) = delivery_metric(kind) else { continue };
         for (q, is_p95) in [(0.5, false), (0.95, true)] {
             let query = format!(
-                "max by (pool, to_pool) (quantile_over_time({q}, {metric}{{kind={}}}[{whole}s]))",
+                "max by (pool, to_pool) (quantile_over_time({q}, {metric}{{kind={}}}[{cs}s]))",
                 quote(kind)
             );
-            for (l, v) in prom.instant(&query, to).await? {
+            for (l, per_step) in coarse_range(query).await? {
+                let mut v: Vec<f64> = per_step.into_iter().flatten().collect();
+                if v.is_empty() {
+                    continue;
+                }
+                v.sort_by(f64::total_cmp);
                 let e = percentiles
                     .entry((kind.clone(), label(&l, "pool").to_owned(), label(&l, "to_pool").to_owned()))
                     .or_insert((f64::NAN, f64::NAN));
                 if is_p95 {
-                    e.1 = v;
+                    e.1 = v[v.len() - 1];
                 } else {
-                    e.0 = v;
+                    e.0 = v[(v.len() - 1) / 2];
                 }
             }
         }
@@ -570,57 +578,50 @@ pub async fn build(
             label(l, "address").to_owned(),
         )
     };
-    let not_after = prom
-        .instant(&format!("last_over_time(coexist_tls_cert_not_after_timestamp_seconds[{whole}s])"), to)
-        .await?;
-    let infos = prom.instant(&format!("last_over_time(coexist_tls_cert_info[{whole}s])"), to).await?;
-    let versions = prom.instant(&format!("last_over_time(coexist_tls_version_info[{whole}s])"), to).await?;
-    let mut certificates: Vec<CertReport> = Vec::new();
-    let mut seen: BTreeSet<(String, String, String, String)> = BTreeSet::new();
-    for (l, v) in &not_after {
-        let k = key(l);
-        if !seen.insert(k.clone()) {
-            continue;
+    type Key = (String, String, String, String);
+    // Per coarse step (a day at most), so that no query loads the whole period at once.
+    let mut not_after: BTreeMap<Key, f64> = BTreeMap::new();
+    for (l, v) in
+        coarse_range(format!("last_over_time(coexist_tls_cert_not_after_timestamp_seconds[{cs}s])")).await?
+    {
+        if let Some(last) = v.iter().rev().flatten().next() {
+            not_after.insert(key(&l), *last);
         }
-        let mut subjects: Vec<String> =
-            infos.iter().filter(|(i, _)| key(i) == k).map(|(i, _)| label(i, "subject").to_owned()).collect();
-        subjects.sort();
-        subjects.dedup();
-        certificates.push(CertReport {
+    }
+    let mut subjects: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    let mut algorithms: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    for (l, _) in coarse_range(format!("last_over_time(coexist_tls_cert_info[{cs}s])")).await? {
+        subjects.entry(key(&l)).or_default().insert(label(&l, "subject").to_owned());
+        algorithms.entry(key(&l)).or_default().insert(label(&l, "signature_algorithm").to_owned());
+    }
+    let mut versions: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    for (l, _) in coarse_range(format!("last_over_time(coexist_tls_version_info[{cs}s])")).await? {
+        versions.entry(key(&l)).or_default().insert(label(&l, "version").to_owned());
+    }
+    let mut certificates: Vec<CertReport> = not_after
+        .into_iter()
+        .map(|(k, v)| CertReport {
+            subjects: subjects.get(&k).map(|s| s.iter().cloned().collect()).unwrap_or_default(),
             pool: k.0,
             check: k.1,
             target: k.2,
             address: k.3,
-            subjects,
-            not_after: rfc3339(*v as i64),
-            days_left: (*v - to as f64) / 86_400.0,
-        });
-    }
+            not_after: rfc3339(v as i64),
+            days_left: (v - to as f64) / 86_400.0,
+        })
+        .collect();
     certificates.sort_by(|a, b| a.days_left.total_cmp(&b.days_left).then_with(|| a.target.cmp(&b.target)));
     let mut tls_changes = Vec::new();
-    let endpoints: BTreeSet<_> =
-        versions.iter().map(|(l, _)| key(l)).chain(infos.iter().map(|(l, _)| key(l))).collect();
+    let endpoints: BTreeSet<&Key> = versions.keys().chain(algorithms.keys()).collect();
     for k in endpoints {
-        let mut vs: Vec<String> = versions
-            .iter()
-            .filter(|(l, _)| key(l) == k)
-            .map(|(l, _)| label(l, "version").to_owned())
-            .collect();
-        let mut algs: Vec<String> = infos
-            .iter()
-            .filter(|(l, _)| key(l) == k)
-            .map(|(l, _)| label(l, "signature_algorithm").to_owned())
-            .collect();
-        vs.sort();
-        vs.dedup();
-        algs.sort();
-        algs.dedup();
+        let vs: Vec<String> = versions.get(k).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        let algs: Vec<String> = algorithms.get(k).map(|s| s.iter().cloned().collect()).unwrap_or_default();
         if vs.len() > 1 || algs.len() > 1 {
             tls_changes.push(TlsChange {
-                pool: k.0,
-                check: k.1,
-                target: k.2,
-                address: k.3,
+                pool: k.0.clone(),
+                check: k.1.clone(),
+                target: k.2.clone(),
+                address: k.3.clone(),
                 versions: vs,
                 signature_algorithms: algs,
             });
@@ -690,6 +691,14 @@ pub async fn build(
     };
     report.verdict = judge(&report, criteria, to);
     Ok(report)
+}
+
+/// The grid of at most a day per step that divides `grid` exactly: what queries over
+/// the whole period (certificates, percentiles) are evaluated on, one step at a time.
+pub fn coarse_grid(grid: Grid) -> Grid {
+    let most = (86_400 / grid.step).max(1) as usize;
+    let k = (1..=most.min(grid.n)).rev().find(|k| grid.n % k == 0).unwrap_or(1);
+    Grid { from: grid.from, step: grid.step * k as i64, n: grid.n / k }
 }
 
 fn percent(x: f64) -> String {
@@ -764,6 +773,22 @@ pub fn judge(report: &Report, criteria: &ReportCriteria, to: i64) -> Verdict {
         pass: longest <= criteria.max_data_gap.as_secs() as i64,
     });
     Verdict { go: out.iter().all(|c| c.pass), criteria: out }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_grid_divides_the_period_in_steps_of_a_day_at_most() {
+        let g = Grid { from: 0, step: 60, n: 20_160 };
+        assert_eq!(coarse_grid(g), Grid { from: 0, step: 86_400, n: 14 });
+        let odd = Grid { from: 0, step: 60, n: 20_161 };
+        let c = coarse_grid(odd);
+        assert_eq!((c.step * c.n as i64, c.step <= 86_400), (60 * 20_161, true));
+        let short = Grid { from: 0, step: 300, n: 7 };
+        assert_eq!(coarse_grid(short), Grid { from: 0, step: 2_100, n: 1 });
+    }
 }
 
 fn unix(t: std::time::SystemTime) -> i64 {
