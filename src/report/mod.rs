@@ -697,7 +697,7 @@ pub async fn build(
 /// the whole period (certificates, percentiles) are evaluated on, one step at a time.
 pub fn coarse_grid(grid: Grid) -> Grid {
     let most = (86_400 / grid.step).max(1) as usize;
-    let k = (1..=most.min(grid.n)).rev().find(|k| grid.n % k == 0).unwrap_or(1);
+    let k = (1..=most.min(grid.n)).rev().find(|k| grid.n.is_multiple_of(*k)).unwrap_or(1);
     Grid { from: grid.from, step: grid.step * k as i64, n: grid.n / k }
 }
 
