@@ -775,22 +775,6 @@ pub fn judge(report: &Report, criteria: &ReportCriteria, to: i64) -> Verdict {
     Verdict { go: out.iter().all(|c| c.pass), criteria: out }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_coarse_grid_divides_the_period_in_steps_of_a_day_at_most() {
-        let g = Grid { from: 0, step: 60, n: 20_160 };
-        assert_eq!(coarse_grid(g), Grid { from: 0, step: 86_400, n: 14 });
-        let odd = Grid { from: 0, step: 60, n: 20_161 };
-        let c = coarse_grid(odd);
-        assert_eq!((c.step * c.n as i64, c.step <= 86_400), (60 * 20_161, true));
-        let short = Grid { from: 0, step: 300, n: 7 };
-        assert_eq!(coarse_grid(short), Grid { from: 0, step: 2_100, n: 1 });
-    }
-}
-
 fn unix(t: std::time::SystemTime) -> i64 {
     t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
@@ -806,4 +790,20 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
     humantime::parse_rfc3339_weak(s).map(unix).map_err(|e| {
         format!("{s:?} is not a time (RFC 3339 such as 2026-11-01T00:00:00Z, unix seconds, or now): {e}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_grid_divides_the_period_in_steps_of_a_day_at_most() {
+        let g = Grid { from: 0, step: 60, n: 20_160 };
+        assert_eq!(coarse_grid(g), Grid { from: 0, step: 86_400, n: 14 });
+        let odd = Grid { from: 0, step: 60, n: 20_161 };
+        let c = coarse_grid(odd);
+        assert_eq!((c.step * c.n as i64, c.step <= 86_400), (60 * 20_161, true));
+        let short = Grid { from: 0, step: 300, n: 7 };
+        assert_eq!(coarse_grid(short), Grid { from: 0, step: 2_100, n: 1 });
+    }
 }
