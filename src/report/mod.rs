@@ -5,7 +5,7 @@
 //! range query per rollup on a grid of `--step` (`last_over_time(x[step])` at each
 //! point: what the step saw, nothing where it saw nothing); certificates and
 //! percentiles on a coarser grid of at most a day per step (no query loads the whole
-//! period at once); an instant query per incident for its causes. Time
+//! period at once); the causes of every incident from one query of where failure counters rose. Time
 //! without data is *unknown*, reported apart and never counted as up or down.
 //!
 //! The [`Report`] is serialised as JSON as it is (schema in `docs/report.md`) and
@@ -20,13 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::config::report::ReportCriteria;
-use analysis::{availability, changes, columns, pointing, rfc3339, runs, states, Availability, Grid, State};
+use analysis::{availability, changes, columns, pointing, rfc3339, runs, Availability, Grid, State};
 use prom::{Labels, PromError, Prometheus};
 
 /// Columns of the strip charts.
 pub const STRIP_COLUMNS: usize = 336;
-/// Incidents per pool whose causes are asked for (one query each).
-pub const MAX_CAUSED_INCIDENTS: usize = 50;
 
 /// The JSON schema version.
 pub const SCHEMA: u32 = 1;
@@ -331,6 +329,17 @@ pub async fn build(
     let to = grid.end_of(grid.n - 1);
     let step = grid.step;
     let range = |q: String| async move { prom.range(&q, grid.from, step, grid.n).await };
+    // Up (≥ 1), down, or unknown per step, one byte each.
+    let range_states = |q: String| async move {
+        prom.range_map(&q, grid.from, step, grid.n, State::Unknown, |x| {
+            if x >= 1.0 {
+                State::Up
+            } else {
+                State::Down
+            }
+        })
+        .await
+    };
     let coarse = coarse_grid(grid);
     let cs = coarse.step;
     let coarse_range = |q: String| async move { prom.range(&q, coarse.from, coarse.step, coarse.n).await };
@@ -338,41 +347,47 @@ pub async fn build(
 
     // Pools and their sites.
     let pool_series =
-        range(format!("min by (pool, role) (last_over_time(coexist_pool_up[{step}s]))")).await?;
+        range_states(format!("min by (pool, role) (last_over_time(coexist_pool_up[{step}s]))")).await?;
     let site_of: BTreeMap<String, String> =
         coarse_range(format!("max by (pool, topology_site) (last_over_time(coexist_pool_site_info[{cs}s]))"))
             .await?
             .into_iter()
             .map(|(l, _)| (label(&l, "pool").to_owned(), label(&l, "topology_site").to_owned()))
             .collect();
+    // Where failure counters rose, step by step (only those steps come back): one query
+    // for every incident of every pool. A rise is seen at the step of its second sample.
+    let failures = prom
+        .range_map(
+            &format!(
+                "max by (pool, check, reason) (increase(coexist_probe_failures_total{{to_pool=\"\",purpose!=\"admin\"}}[{}s]) > 0)",
+                2 * step
+            ),
+            grid.from,
+            step,
+            grid.n,
+            false,
+            |_| true,
+        )
+        .await?;
     let mut pools = Vec::new();
     let mut role_of: BTreeMap<String, String> = BTreeMap::new();
     let mut pool_states: BTreeMap<String, Vec<State>> = BTreeMap::new();
-    for (l, values) in &pool_series {
-        let (pool, role) = (label(l, "pool").to_owned(), label(l, "role").to_owned());
-        let st = states(values);
-        let mut incidents = Vec::new();
-        for (i, r) in runs(&st, State::Down).iter().enumerate() {
-            let span = span(&grid, r.first, r.last);
-            let causes = if i < MAX_CAUSED_INCIDENTS {
-                let window = span.duration_seconds + 2 * step;
-                let q = format!(
-                    "sum by (check, reason) (increase(coexist_probe_failures_total{{pool={},to_pool=\"\",purpose!=\"admin\"}}[{window}s])) > 0",
-                    quote(&pool)
-                );
-                let mut c: Vec<String> = prom
-                    .instant(&q, grid.end_of(r.last))
-                    .await?
+    for (l, st) in pool_series {
+        let (pool, role) = (label(&l, "pool").to_owned(), label(&l, "role").to_owned());
+        let incidents = runs(&st, State::Down)
+            .iter()
+            .map(|r| {
+                // The checks whose failures rose within the incident, and why.
+                let mut causes: Vec<String> = failures
                     .iter()
+                    .filter(|(l, v)| label(l, "pool") == pool && v[r.first..=r.last].iter().any(|rose| *rose))
                     .map(|(l, _)| format!("{}: {}", label(l, "check"), label(l, "reason")))
                     .collect();
-                c.sort();
-                c
-            } else {
-                Vec::new()
-            };
-            incidents.push(Incident { span, causes });
-        }
+                causes.sort();
+                causes.dedup();
+                Incident { span: span(&grid, r.first, r.last), causes }
+            })
+            .collect();
         role_of.insert(pool.clone(), role.clone());
         pools.push(PoolReport {
             topology_site: site_of.get(&pool).cloned(),
@@ -410,7 +425,7 @@ pub async fn build(
         .collect();
 
     // The matrices; an untested cell's step is unknown.
-    let cells = range(format!(
+    let cells = range_states(format!(
         "min by (kind, from_pool, to_pool) (last_over_time(coexist_interop_up[{step}s])) unless on (kind, from_pool, to_pool) \
          (max by (kind, from_pool, to_pool) (last_over_time(coexist_interop_untested[{step}s])) == 1)"
     ))
@@ -446,8 +461,7 @@ pub async fn build(
     }
     let interop = cells
         .iter()
-        .map(|(l, values)| {
-            let st = states(values);
+        .map(|(l, st)| {
             let key = (
                 label(l, "kind").to_owned(),
                 label(l, "from_pool").to_owned(),
@@ -470,7 +484,7 @@ pub async fn build(
 
     // Test users: registered, and where they were homed.
     let registered =
-        range(format!("min by (user) (last_over_time(coexist_user_registered[{step}s]))")).await?;
+        range_states(format!("min by (user) (last_over_time(coexist_user_registered[{step}s]))")).await?;
     let homes =
         range(format!("max by (user, pool, home_pool) (last_over_time(coexist_user_home[{step}s]))")).await?;
     let mut user_names: BTreeSet<String> =
@@ -481,7 +495,7 @@ pub async fn build(
         let reg = registered
             .iter()
             .find(|(l, _)| label(l, "user") == user)
-            .map_or_else(|| vec![State::Unknown; grid.n], |(_, v)| states(v));
+            .map_or_else(|| vec![State::Unknown; grid.n], |(_, v)| v.clone());
         let mine: Vec<&(Labels, Vec<Option<f64>>)> =
             homes.iter().filter(|(l, _)| label(l, "user") == user).collect();
         // The home each step (whatever the plan), then the plan at each change.
@@ -630,12 +644,11 @@ pub async fn build(
 
     // Coverage.
     let agents_series =
-        range(format!("max by (job, instance) (last_over_time(coexist_build_info[{step}s]))")).await?;
+        range_states(format!("max by (job, instance) (last_over_time(coexist_build_info[{step}s]))")).await?;
     let mut any = vec![false; grid.n];
     let mut agents = Vec::new();
-    for (l, v) in &agents_series {
-        let st = states(v);
-        for (a, s) in any.iter_mut().zip(&st) {
+    for (l, st) in &agents_series {
+        for (a, s) in any.iter_mut().zip(st.iter()) {
             *a |= *s != State::Unknown;
         }
         agents.push(AgentCoverage {
@@ -648,17 +661,49 @@ pub async fn build(
     let any_states: Vec<State> = any.iter().map(|a| if *a { State::Up } else { State::Unknown }).collect();
     let no_data: Vec<Span> =
         runs(&any_states, State::Unknown).iter().map(|r| span(&grid, r.first, r.last)).collect();
-    let checks = range(format!("count by (check) (last_over_time(coexist_check_interval_seconds[{step}s]))"))
-        .await?
+    // Which checks existed when: each check's presence in the last five minutes of each
+    // day (coarse step) first, then step by step in only the days where one appeared
+    // or went (reading every sample of every instance of a month would take minutes).
+    let per_check =
+        |w: i64| format!("count by (check) (last_over_time(coexist_check_interval_seconds[{w}s]))");
+    let present = |_| true;
+    let days = prom.range_map(&per_check(cs.min(300)), coarse.from, cs, coarse.n, false, present).await?;
+    let mut bounds: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for (l, v) in &days {
+        if let (Some(f), Some(e)) = (v.iter().position(|x| *x), v.iter().rposition(|x| *x)) {
+            bounds.insert(label(l, "check").to_owned(), (f, e));
+        }
+    }
+    let per_day = (cs / step) as usize;
+    let mut fine: BTreeMap<usize, Vec<(Labels, Vec<bool>)>> = BTreeMap::new();
+    // A check last seen at the end of day e may have run into day e + 1.
+    let wanted: BTreeSet<usize> =
+        bounds.values().flat_map(|(f, e)| [*f, *e, (*e + 1).min(coarse.n - 1)]).collect();
+    for d in wanted {
+        fine.insert(
+            d,
+            prom.range_map(&per_check(step), coarse.start_of(d), step, per_day, false, present).await?,
+        );
+    }
+    let seen_in = |d: usize, check: &str, last: bool| {
+        let v =
+            fine.get(&d).and_then(|l| l.iter().find(|(x, _)| label(x, "check") == check)).map(|(_, v)| v)?;
+        let i = if last { v.iter().rposition(|x| *x) } else { v.iter().position(|x| *x) }?;
+        Some(d * per_day + i)
+    };
+    let checks = bounds
         .iter()
-        .filter_map(|(l, v)| {
-            let first = v.iter().position(Option::is_some)?;
-            let last = v.iter().rposition(Option::is_some)?;
-            Some(CheckSpan {
-                check: label(l, "check").to_owned(),
+        .map(|(check, (f, e))| {
+            let first = seen_in(*f, check, false).unwrap_or(f * per_day);
+            let last = seen_in(e + 1, check, true)
+                .filter(|_| e + 1 < coarse.n)
+                .or_else(|| seen_in(*e, check, true))
+                .unwrap_or((e + 1) * per_day - 1);
+            CheckSpan {
+                check: check.clone(),
                 first_seen: rfc3339(grid.start_of(first)),
                 last_seen: rfc3339(grid.end_of(last)),
-            })
+            }
         })
         .collect();
     let mut reload_times: BTreeSet<i64> = BTreeSet::new();

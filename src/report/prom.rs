@@ -210,6 +210,18 @@ impl Prometheus {
 
     /// POSTs `form` to `/api/v1/{endpoint}`; the `data` of a successful answer.
     async fn call(&self, endpoint: &str, form: &[(&str, String)], query: &str) -> Result<Data, PromError> {
+        let started = std::time::Instant::now();
+        let data = self.call_once(endpoint, form, query).await;
+        tracing::debug!(endpoint, query, seconds = started.elapsed().as_secs_f64(), "Prometheus query");
+        data
+    }
+
+    async fn call_once(
+        &self,
+        endpoint: &str,
+        form: &[(&str, String)],
+        query: &str,
+    ) -> Result<Data, PromError> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| self.transport(format!("connect: {e}")))?;
@@ -313,7 +325,21 @@ impl Prometheus {
         step: i64,
         n: usize,
     ) -> Result<Vec<(Labels, Vec<Option<f64>>)>, PromError> {
-        let mut series: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+        self.range_map(query, from, step, n, None, Some).await
+    }
+
+    /// [`Prometheus::range`] keeping each point as `keep` makes it (`missing` where a
+    /// series has no point): a month of minutes of many series as one byte each.
+    pub async fn range_map<T: Clone>(
+        &self,
+        query: &str,
+        from: i64,
+        step: i64,
+        n: usize,
+        missing: T,
+        keep: impl Fn(f64) -> T,
+    ) -> Result<Vec<(Labels, Vec<T>)>, PromError> {
+        let mut series: BTreeMap<Labels, Vec<T>> = BTreeMap::new();
         let at = |k: usize| format!("{}.999", from + step * k as i64 - 1);
         let mut k = 1usize;
         while k <= n {
@@ -328,12 +354,14 @@ impl Prometheus {
                 return Err(PromError::Query { query: query.into(), message: "not a range answer".into() });
             };
             for s in m {
-                let values = series.entry(s.metric).or_insert_with(|| vec![None; n]);
+                let values = series.entry(s.metric).or_insert_with(|| vec![missing.clone(); n]);
                 for (t, v) in s.values {
                     let offset = (t + 0.001 - from as f64) / step as f64;
                     let i = offset.round() as i64;
                     if (offset - i as f64).abs() < 1e-3 && (1..=n as i64).contains(&i) {
-                        values[i as usize - 1] = parse_value(&v);
+                        if let Some(x) = parse_value(&v) {
+                            values[i as usize - 1] = keep(x);
+                        }
                     }
                 }
             }
