@@ -470,11 +470,11 @@ pub async fn build(
             let p = percentiles.get(&key).copied();
             let finite = |x: f64| x.is_finite().then_some(x);
             CellReport {
-                availability: availability(&st, &grid),
-                incidents: runs(&st, State::Down).iter().map(|r| span(&grid, r.first, r.last)).collect(),
+                availability: availability(st, &grid),
+                incidents: runs(st, State::Down).iter().map(|r| span(&grid, r.first, r.last)).collect(),
                 p50_seconds: p.and_then(|p| finite(p.0)),
                 p95_seconds: p.and_then(|p| finite(p.1)),
-                strip: columns(&st, STRIP_COLUMNS),
+                strip: columns(st, STRIP_COLUMNS),
                 kind: key.0,
                 from_pool: key.1,
                 to_pool: key.2,
@@ -655,7 +655,7 @@ pub async fn build(
             job: label(l, "job").to_owned(),
             instance: label(l, "instance").to_owned(),
             reporting_seconds: st.iter().filter(|s| **s != State::Unknown).count() as i64 * step,
-            gaps: runs(&st, State::Unknown).iter().map(|r| span(&grid, r.first, r.last)).collect(),
+            gaps: runs(st, State::Unknown).iter().map(|r| span(&grid, r.first, r.last)).collect(),
         });
     }
     let any_states: Vec<State> = any.iter().map(|a| if *a { State::Up } else { State::Unknown }).collect();
