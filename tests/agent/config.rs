@@ -32,12 +32,32 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown top-level key",
             "colour = 1\n".into(),
-            "t.toml:1:1: unknown field `colour`, expected one of `agent`, `dns`, `tls`, `pools`, `users`, `checks`",
+            "t.toml:1:1: unknown field `colour`, expected one of `agent`, `dns`, `tls`, `pools`, `users`, `report`, `checks`",
         ),
         (
             "unknown key in [agent]",
             "[agent]\nlisten = \"127.0.0.1:9797\"\nintervall = \"30s\"\n".into(),
             "t.toml:3:1: unknown field `intervall`, expected one of `listen`, `interval`, `timeout`, `labels`, `concurrency`, `shard`",
+        ),
+        (
+            "report: availability beyond 1",
+            "[report]\nmin_availability = 99.9\n".into(),
+            "t.toml:2:20: report.min_availability: 99.9 is not an availability between 0 and 1 (0.999 = 99.9 %)",
+        ),
+        (
+            "report: an unknown pool",
+            "[report]\nmin_availability_by_pool = { lync = 0.99 }\n".into(),
+            "t.toml:2:37: report.min_availability_by_pool: unknown pool \"lync\"",
+        ),
+        (
+            "report: a kind without a matrix",
+            "[report]\nmin_interop_availability_by_kind = { tls = 0.99 }\n".into(),
+            "t.toml:2:44: report.min_interop_availability_by_kind: \"tls\" has no matrix (one of sip_im, sip_presence, sip_call, sip_group_im)",
+        ),
+        (
+            "report: an unknown key",
+            "[report]\nmin_uptime = 0.99\n".into(),
+            "t.toml:2:1: unknown field `min_uptime`, expected one of `min_availability`, `min_availability_by_role`, `min_availability_by_pool`, `min_interop_availability`, `min_interop_availability_by_kind`, `signin_stable_days`, `min_cert_days`, `max_data_gap`",
         ),
         (
             "TOML syntax",
