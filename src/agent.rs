@@ -92,7 +92,7 @@ pub async fn run(
     web: routes::WebOptions,
 ) -> Result<(), AgentError> {
     let config = source.load()?;
-    let listen = config.agent.listen;
+    let listen = web.listen.unwrap_or(config.agent.listen);
     let mut cx = probe_context(&config)?;
     let concurrency = config.agent.concurrency;
     let listener = TcpListener::bind(listen)
@@ -120,7 +120,9 @@ pub async fn run(
             _ = hup.recv() => None,
             r = reload_rx.recv() => match r { Some(r) => Some(r), None => continue },
         };
-        let result = reload(&source, &store, &mut scheduler, listen, &probes, &tracer).await;
+        // With --web.listen-address the file's agent.listen is not the address in use.
+        let configured = if web.listen.is_some() { None } else { Some(listen) };
+        let result = reload(&source, &store, &mut scheduler, configured, &probes, &tracer).await;
         if let Some(reply) = reply {
             let _ = reply.send(result);
         }
@@ -141,7 +143,7 @@ async fn reload(
     source: &ConfigSource,
     store: &Arc<Store>,
     scheduler: &mut Scheduler,
-    listen: std::net::SocketAddr,
+    listen: Option<std::net::SocketAddr>,
     probes: &tokio::runtime::Handle,
     tracer: &crate::run::trace_run::Tracer,
 ) -> Result<(), String> {
@@ -157,7 +159,7 @@ async fn reload(
             return Err(e);
         }
     };
-    if config.agent.listen != listen {
+    if let Some(listen) = listen.filter(|l| *l != config.agent.listen) {
         tracing::warn!(old = %listen, new = %config.agent.listen, "agent.listen changes only on restart");
     }
     let concurrency = config.agent.concurrency;

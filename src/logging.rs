@@ -21,13 +21,39 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber.
-pub fn init(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+pub fn init(format: LogFormat, level: LogLevel) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.as_str().into());
     let builder =
         tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_ansi(false);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).init(),
+    }
+}
+
+/// `--log.level`: the least severe level logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    /// Every failed probe with its detail, every Prometheus query of `report`.
+    Debug,
+    /// Starts, reloads, state changes (the default).
+    Info,
+    /// Only what needs attention.
+    Warn,
+    /// Only errors.
+    Error,
+}
+
+impl LogLevel {
+    /// The level's name as `RUST_LOG` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
     }
 }
 

@@ -24,15 +24,35 @@ const EXIT_CONFIG: u8 = 2;
 #[derive(Parser)]
 #[command(
     name = "coexistd",
-    version,
+    disable_version_flag = true,
     about = "Probes old and new SIP pools side by side during a migration and exports the results as Prometheus metrics."
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
     /// Log format on standard error (no colour codes either way).
     #[arg(long = "log.format", global = true, value_enum, default_value_t = coexistd::logging::LogFormat::Logfmt)]
     log_format: coexistd::logging::LogFormat,
+    /// Least severe level logged (RUST_LOG, when set, overrides it with per-module
+    /// filters).
+    #[arg(long = "log.level", global = true, value_enum, default_value_t = coexistd::logging::LogLevel::Info)]
+    log_level: coexistd::logging::LogLevel,
+    /// Print the version, revision and compiler, as Prometheus' tools do, and exit.
+    #[arg(long, short = 'V')]
+    version: bool,
+}
+
+/// `--version` in the Prometheus style.
+fn version_text() -> String {
+    format!(
+        "coexistd, version {} (branch: {}, revision: {})\n  rust version:     {}\n  platform:         {}/{}\n",
+        env!("CARGO_PKG_VERSION"),
+        env!("COEXISTD_BRANCH"),
+        env!("COEXISTD_REVISION"),
+        env!("COEXISTD_RUSTVERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }
 
 #[derive(Subcommand)]
@@ -40,7 +60,7 @@ enum Command {
     /// Run the agent: probe on schedule, serve /metrics and the status page.
     Run {
         /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_PATH)]
+        #[arg(long, visible_alias = "config.file", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         #[command(flatten)]
         web: WebFlags,
@@ -48,7 +68,7 @@ enum Command {
     /// Run every check once, print the results, exit 0 if all passed, 1 if not.
     Check {
         /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_PATH)]
+        #[arg(long, visible_alias = "config.file", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         /// Only the checks of this pool (repeatable).
         #[arg(long = "pool", value_name = "NAME")]
@@ -65,7 +85,7 @@ enum Command {
     /// Parse and validate the configuration, print a summary.
     Validate {
         /// Configuration file.
-        #[arg(long, default_value = config::DEFAULT_PATH)]
+        #[arg(long, visible_alias = "config.file", default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         /// Also check this exporter-toolkit web configuration file.
         #[arg(long = "web.config.file", value_name = "PATH")]
@@ -94,7 +114,7 @@ enum Command {
         out: Option<PathBuf>,
         /// The configuration whose [report] criteria apply (only [report] and the
         /// pools' names are read: its secrets need not be here).
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, visible_alias = "config.file", value_name = "PATH")]
         config: Option<PathBuf>,
         /// Prometheus' HTTP client configuration: basic_auth, authorization, tls_config
         /// (the format of Prometheus' own tools).
@@ -104,9 +124,6 @@ enum Command {
     /// Start a lab of local pools and DNS on loopback and run the agent against it.
     #[cfg(feature = "lab")]
     Demo {
-        /// Address of the HTTP endpoints.
-        #[arg(long, default_value = "127.0.0.1:9797")]
-        listen: SocketAddr,
         /// Print the generated configuration and exit.
         #[arg(long)]
         print_config: bool,
@@ -118,6 +135,13 @@ enum Command {
 /// How the HTTP endpoints are exposed (the flags Prometheus exporters use).
 #[derive(clap::Args, Clone)]
 struct WebFlags {
+    /// Address of the HTTP endpoints (run: overrides agent.listen; demo: default
+    /// 127.0.0.1:9797).
+    #[arg(long = "web.listen-address", visible_alias = "listen", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Path under which the metrics are served.
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
+    telemetry_path: String,
     /// exporter-toolkit web configuration: TLS, client certificates, basic auth.
     #[arg(long = "web.config.file", value_name = "PATH")]
     web_config: Option<PathBuf>,
@@ -136,7 +160,23 @@ impl WebFlags {
                 ExitCode::from(EXIT_CONFIG)
             })?),
         };
-        Ok(coexistd::http::routes::WebOptions { lifecycle: self.lifecycle, config })
+        let taken =
+            ["/", "/api/v1/status", "/api/v1/events", "/api/v1/trace", "/-/healthy", "/-/ready", "/-/reload"];
+        let path = self.telemetry_path.as_str();
+        if !path.starts_with('/')
+            || path.len() < 2
+            || taken.contains(&path)
+            || path.contains(['{', '}', '*', ' '])
+        {
+            eprintln!("coexistd: --web.telemetry-path {path:?}: a path such as /metrics, not one of the agent's other endpoints");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        Ok(coexistd::http::routes::WebOptions {
+            lifecycle: self.lifecycle,
+            config,
+            listen: self.listen,
+            telemetry_path: self.telemetry_path.clone(),
+        })
     }
 }
 
@@ -155,12 +195,21 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    coexistd::logging::init(cli.log_format);
+    if cli.version {
+        print!("{}", version_text());
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        use clap::CommandFactory as _;
+        let _ = Cli::command().print_help();
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    coexistd::logging::init(cli.log_format, cli.log_level);
     // Probing is I/O-bound: one I/O thread runs well over 1,000 probes a second, and
     // cross-thread wake-ups cost more than they give (measured: docs/performance.md).
     // COEXISTD_WORKER_THREADS overrides.
     let workers = std::env::var("COEXISTD_WORKER_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-    let daemon = match cli.command {
+    let daemon = match command {
         Command::Run { .. } => true,
         #[cfg(feature = "lab")]
         Command::Demo { .. } => true,
@@ -199,7 +248,7 @@ fn main() -> ExitCode {
     };
     let probe_handle = probes.as_ref().map_or_else(|| runtime.handle().clone(), |r| r.handle().clone());
     let code = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Run { config, web } => match web.options() {
                 Ok(web) => run(ConfigSource::File(config), probe_handle, web).await,
                 Err(code) => code,
@@ -212,8 +261,8 @@ fn main() -> ExitCode {
                 report(args).await
             }
             #[cfg(feature = "lab")]
-            Command::Demo { listen, print_config, web } => match web.options() {
-                Ok(web) => demo(listen, print_config, probe_handle, web).await,
+            Command::Demo { print_config, web } => match web.options() {
+                Ok(web) => demo(print_config, probe_handle, web).await,
                 Err(code) => code,
             },
         }
@@ -435,7 +484,6 @@ async fn trace_check(
 
 #[cfg(feature = "lab")]
 async fn demo(
-    listen: SocketAddr,
     print_config: bool,
     probes: tokio::runtime::Handle,
     web: coexistd::http::routes::WebOptions,
@@ -447,6 +495,8 @@ async fn demo(
             return ExitCode::FAILURE;
         }
     };
+    // invariant: a literal address.
+    let listen = web.listen.unwrap_or_else(|| "127.0.0.1:9797".parse().expect("literal"));
     let text = lab.config_text(listen);
     if print_config {
         print!("{text}");
@@ -454,8 +504,8 @@ async fn demo(
     }
     let scheme = if web.config.as_ref().is_some_and(|c| c.tls.is_some()) { "https" } else { "http" };
     eprintln!(
-        "coexistd demo: lab DNS on {}; status page {scheme}://{listen}/ , metrics {scheme}://{listen}/metrics",
-        lab.dns.addr
+        "coexistd demo: lab DNS on {}; status page {scheme}://{listen}/ , metrics {scheme}://{listen}{}",
+        lab.dns.addr, web.telemetry_path
     );
     run(ConfigSource::Text { origin: "<demo>".into(), text }, probes, web).await
 }

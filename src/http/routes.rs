@@ -41,15 +41,27 @@ struct App {
     lifecycle: bool,
     /// Runs `/api/v1/trace`.
     tracer: Arc<crate::run::trace_run::Tracer>,
+    /// Where the metrics are (`--web.telemetry-path`): the status page links there.
+    metrics_path: Arc<str>,
 }
 
 /// How the endpoints are exposed (`--web.*` flags).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WebOptions {
     /// `--web.enable-lifecycle`: allow `POST /-/reload` (SIGHUP always works).
     pub lifecycle: bool,
     /// `--web.config.file`, loaded.
     pub config: Option<crate::http::web::WebConfig>,
+    /// `--web.listen-address`: overrides `agent.listen`.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `--web.telemetry-path`: where the metrics are served (default `/metrics`).
+    pub telemetry_path: String,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        WebOptions { lifecycle: false, config: None, listen: None, telemetry_path: "/metrics".into() }
+    }
 }
 
 /// Scrapes and status requests are served from one encoder at a time, with the result
@@ -122,7 +134,7 @@ pub fn router(
         cache: Mutex::new(HashMap::new()),
     });
     Router::new()
-        .route("/metrics", get(metrics))
+        .route(&web.telemetry_path, get(metrics))
         .route("/", get(status_page))
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/events", get(events_json))
@@ -130,7 +142,14 @@ pub fn router(
         .route("/-/healthy", get(|| async { "Healthy.\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload_config))
-        .with_state(App { store, reload, render, lifecycle: web.lifecycle, tracer })
+        .with_state(App {
+            store,
+            reload,
+            render,
+            lifecycle: web.lifecycle,
+            tracer,
+            metrics_path: Arc::from(web.telemetry_path.as_str()),
+        })
         .layer(axum::middleware::from_fn_with_state(
             (
                 crate::http::auth::Auth::new(
@@ -223,8 +242,10 @@ async fn body(app: &App, view: View, gzip: bool) -> Option<Arc<Vec<Bytes>>> {
     let plain = match fresh(app, (view, false)) {
         Some(b) => b,
         None => {
-            let store = app.store.clone();
-            let b = tokio::task::spawn_blocking(move || Arc::new(encode(&store, view))).await.ok()?;
+            let (store, metrics_path) = (app.store.clone(), app.metrics_path.clone());
+            let b = tokio::task::spawn_blocking(move || Arc::new(encode(&store, view, &metrics_path)))
+                .await
+                .ok()?;
             remember(app, (view, false), version, b.clone());
             b
         }
@@ -238,7 +259,7 @@ async fn body(app: &App, view: View, gzip: bool) -> Option<Arc<Vec<Bytes>>> {
 }
 
 /// Encodes `view` now, in chunks.
-fn encode(store: &Store, view: View) -> Vec<Bytes> {
+fn encode(store: &Store, view: View, metrics_path: &str) -> Vec<Bytes> {
     match view {
         View::Text | View::OpenMetrics => {
             let mut chunks = Vec::new();
@@ -268,6 +289,7 @@ fn encode(store: &Store, view: View) -> Vec<Bytes> {
                 &status_view(store),
                 &events,
                 std::time::SystemTime::now(),
+                metrics_path,
             ))]
         }
         View::Events => {

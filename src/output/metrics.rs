@@ -621,7 +621,15 @@ impl AgentFamilies {
                 None,
                 MetricType::Gauge,
             )?
-            .encode_family(&[("version", env!("CARGO_PKG_VERSION"))].as_slice())?
+            .encode_family(
+                &[
+                    ("version", env!("CARGO_PKG_VERSION")),
+                    ("revision", env!("COEXISTD_REVISION")),
+                    ("branch", env!("COEXISTD_BRANCH")),
+                    ("rustversion", env!("COEXISTD_RUSTVERSION")),
+                ]
+                .as_slice(),
+            )?
             .encode_gauge(&1i64)?;
         encoder
             .encode_descriptor(

@@ -58,8 +58,9 @@ code{font-size:13px}\
 footer{color:var(--mute);font-size:12px;padding:16px}\
 @media (max-width:600px){main{padding:8px}th,td{padding:5px;font-size:13px}}";
 
-/// The status page of `view` at `now`, listing `events` (newest first).
-pub fn render(view: &StatusView, events: &[EventView], now: SystemTime) -> String {
+/// The status page of `view` at `now`, listing `events` (newest first), linking to the
+/// metrics at `metrics_path`.
+pub fn render(view: &StatusView, events: &[EventView], now: SystemTime, metrics_path: &str) -> String {
     let mut s = String::with_capacity(16 * 1024 + view.instances.len() * 400);
     let refresh = refresh_seconds(view);
     let generated = humantime::format_rfc3339_seconds(now).to_string();
@@ -76,9 +77,10 @@ pub fn render(view: &StatusView, events: &[EventView], now: SystemTime) -> Strin
         s,
         "<header><h1>coexistd</h1>{}<span id=\"generated\" data-generated=\"{generated}\">generated at {} \
          &middot; refreshes every {refresh} s</span><span><a href=\"/api/v1/status\">status JSON</a> \
-         &middot; <a href=\"/api/v1/events\">events JSON</a> &middot; <a href=\"/metrics\">metrics</a></span></header><main>",
+         &middot; <a href=\"/api/v1/events\">events JSON</a> &middot; <a href=\"{}\">metrics</a></span></header><main>",
         if site.is_empty() { String::new() } else { format!("<span>{}</span>", esc(&site)) },
         esc(&generated.replace('T', " ").replace('Z', " UTC")),
+        esc(metrics_path),
     );
     banner(&mut s, view);
     sites(&mut s, view);

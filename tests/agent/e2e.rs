@@ -606,3 +606,50 @@ fn each_address_fans_out_over_the_pool_members_as_dns_changes() {
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["address"], "127.0.41.1");
 }
+
+#[test]
+fn the_flags_follow_the_prometheus_exporter_conventions() {
+    // --version as Prometheus' tools print it.
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd")).arg("--version").output().unwrap();
+    let v = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(v.starts_with(&format!("coexistd, version {} (branch: ", env!("CARGO_PKG_VERSION"))), "{v}");
+    assert!(v.contains(", revision: ") && v.contains("\n  rust version:"), "{v}");
+    // --web.listen-address overrides agent.listen, --web.telemetry-path moves the
+    // metrics, --config.file names the configuration, --log.level is accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "[agent]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["--log.level", "warn", "run", "--config.file"])
+        .arg(&cfg)
+        .args(["--web.listen-address", &addr.to_string(), "--web.telemetry-path", "/probe-metrics"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http(addr, "GET", "/-/healthy").is_err() {
+        assert!(Instant::now() < deadline, "the agent did not listen on --web.listen-address");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, m) = http(addr, "GET", "/probe-metrics").unwrap();
+    assert_eq!(code, 200);
+    let info = m.lines().find(|l| l.starts_with("coexist_build_info{")).unwrap_or_default();
+    for label in ["version=", "revision=", "branch=", "rustversion="] {
+        assert!(info.contains(label), "{info}");
+    }
+    assert_eq!(http(addr, "GET", "/metrics").unwrap().0, 404);
+    let (_, page) = http(addr, "GET", "/").unwrap();
+    assert!(page.contains("<a href=\"/probe-metrics\">metrics</a>"), "the page links to the metrics");
+    let _ = child.kill();
+    let _ = child.wait();
+    // A telemetry path that would hide another endpoint is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .args(["--web.telemetry-path", "/-/ready"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
