@@ -535,14 +535,24 @@ async fn report(a: ReportArgs) -> ExitCode {
             (Err(e), _) => return fail(format!("--from {e}")),
             (_, Err(e)) => return fail(format!("--to {e}")),
         };
-    let step = a.step.as_secs() as i64;
-    if step < 1 {
-        return fail("--step must be at least 1s".into());
+    let step = i64::try_from(a.step.as_secs()).unwrap_or(i64::MAX);
+    if !(1..=86_400).contains(&step) {
+        return fail("--step must be between 1s and 1d".into());
+    }
+    let max = coexistd::report::analysis::MAX_TIME;
+    if !(0..=max).contains(&from) || !(0..=max).contains(&to) {
+        return fail("--from and --to must lie between 1970 and 9999".into());
     }
     if to - from < step {
         return fail(format!("--to must be at least one step ({step} s) after --from"));
     }
     let n = ((to - from) / step) as usize;
+    if n > coexistd::report::MAX_STEPS {
+        return fail(format!(
+            "{n} steps of {step} s: more than {} in one report (a longer --step)",
+            coexistd::report::MAX_STEPS
+        ));
+    }
     let grid = coexistd::report::analysis::Grid { from: to - step * n as i64, step, n };
     let criteria = match &a.config {
         None => coexistd::config::report::ReportCriteria::default(),

@@ -113,6 +113,11 @@ pub fn runs(states: &[State], state: State) -> Vec<Run> {
     out
 }
 
+/// The longest run of steps in `state`.
+pub fn longest(states: &[State], state: State) -> usize {
+    runs(states, state).iter().map(|r| r.last - r.first + 1).max().unwrap_or(0)
+}
+
 /// A change of what a series pointed at (a record's pool, a user's home pool).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
@@ -125,22 +130,25 @@ pub struct Change {
 }
 
 /// The value each step pointed at, from one series per value (`values[j]` is the
-/// value of `series[j]`): at a step with several (the step of a change), the one that
-/// is new; `None` without any.
-pub fn pointing(values: &[String], series: &[Vec<Option<f64>>], n: usize) -> Vec<Option<String>> {
+/// value of `series[j]`, true where it was seen): at a step with several (a change
+/// inside the step, or sources that disagree), the one held before while it is still
+/// seen, so that disagreeing sources never flap; `None` without any.
+pub fn pointing(values: &[String], series: &[Vec<bool>], n: usize) -> Vec<Option<String>> {
     let mut out: Vec<Option<String>> = Vec::with_capacity(n);
     let mut last: Option<String> = None;
     for i in 0..n {
         let present: Vec<&String> = values
             .iter()
             .zip(series)
-            .filter(|(_, s)| s.get(i).copied().flatten().is_some_and(|v| v > 0.0))
+            .filter(|(_, s)| s.get(i).copied().unwrap_or(false))
             .map(|(v, _)| v)
             .collect();
         let pick = match present.as_slice() {
             [] => None,
             [one] => Some((*one).clone()),
-            many => many.iter().find(|v| Some(v.as_str()) != last.as_deref()).map(|v| (*v).clone()),
+            many => Some(
+                many.iter().find(|v| Some(v.as_str()) == last.as_deref()).copied().unwrap_or(many[0]).clone(),
+            ),
         };
         if pick.is_some() {
             last.clone_from(&pick);
@@ -186,9 +194,12 @@ pub fn columns(states: &[State], width: usize) -> Vec<State> {
         .collect()
 }
 
-/// RFC 3339 (UTC, seconds) of a unix time.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+pub const MAX_TIME: i64 = 253_402_300_799;
+
+/// RFC 3339 (UTC, seconds) of a unix time, clamped to years 1970-9999.
 pub fn rfc3339(t: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.clamp(0, MAX_TIME) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
@@ -241,16 +252,18 @@ mod tests {
     #[test]
     fn a_change_is_dated_at_the_step_the_new_value_appears() {
         let values = vec!["new".to_owned(), "old".to_owned()];
-        let new = vec![Some(1.0), Some(1.0), Some(1.0), None, None, Some(1.0)];
-        let old = vec![None, None, Some(1.0), Some(1.0), None, Some(1.0)];
-        let p = pointing(&values, &[new, old], 6);
-        assert_eq!(p[2].as_deref(), Some("old"), "the step of the change shows the new value");
+        let new = vec![true, true, true, false, false, true, true];
+        let old = vec![false, false, true, true, false, true, false];
+        let p = pointing(&values, &[new, old], 7);
+        assert_eq!(p[2].as_deref(), Some("new"), "while the old value is still seen, it holds");
+        assert_eq!(p[3].as_deref(), Some("old"));
         assert_eq!(p[4], None);
-        assert_eq!(p[5].as_deref(), Some("new"));
+        assert_eq!(p[5].as_deref(), Some("old"), "two sources that disagree do not flap");
         let c = changes(&p);
         assert_eq!(c.len(), 3);
-        assert_eq!((c[1].at, c[1].from.as_deref(), c[1].to.as_str()), (2, Some("new"), "old"));
-        assert_eq!((c[2].at, c[2].to.as_str()), (5, "new"));
+        assert_eq!((c[1].at, c[1].from.as_deref(), c[1].to.as_str()), (3, Some("new"), "old"));
+        assert_eq!((c[2].at, c[2].to.as_str()), (6, "new"));
+        assert_eq!(longest(&states(&[None, Some(1.0), None, None]), State::Unknown), 2);
         assert_eq!(human(3_900), "1h 5m");
         assert_eq!(rfc3339(86_400), "1970-01-02T00:00:00Z");
     }

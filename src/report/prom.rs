@@ -17,8 +17,12 @@ use crate::net::tls::{TlsClient, TlsConfig, TlsOptions, TlsVersion};
 
 /// The largest answer read (a month of a few hundred series is a few MiB).
 pub const MAX_ANSWER: usize = 256 << 20;
-/// Points per series in one range query (Prometheus refuses more than 11,000).
-pub const MAX_POINTS: u64 = 10_000;
+/// Points per series in one range query (Prometheus refuses more than 11,000; smaller
+/// pieces keep each answer, and the memory to read it, small: a day of minutes).
+pub const MAX_POINTS: u64 = 1_440;
+/// The most memory one query's series may take once read (series × steps × the size
+/// of a step's value): a query past it is an error naming it, not an exhausted host.
+pub const MAX_SERIES_BYTES: usize = 512 << 20;
 /// How long one query may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -46,8 +50,9 @@ pub enum PromError {
     },
 }
 
-/// The HTTP client configuration file (`--http.config.file`), Prometheus' format.
-#[derive(Debug, Default, Deserialize)]
+/// The HTTP client configuration file (`--http.config.file`), Prometheus' format. No
+/// `Debug`: it holds credentials.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HttpConfigFile {
     basic_auth: Option<BasicAuth>,
@@ -55,7 +60,7 @@ struct HttpConfigFile {
     tls_config: Option<TlsSection>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BasicAuth {
     username: String,
@@ -63,7 +68,7 @@ struct BasicAuth {
     password_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Authorization {
     #[serde(rename = "type")]
@@ -178,6 +183,12 @@ impl Prometheus {
             }
             (None, None) => None,
         };
+        if authorization.is_some() && !https {
+            tracing::warn!(
+                url,
+                "credentials for Prometheus over plain http: anyone on the path can read them"
+            );
+        }
         let tls_section = file.tls_config.unwrap_or_default();
         let tls = if https {
             let cfg = TlsConfig {
@@ -226,10 +237,11 @@ impl Prometheus {
             .await
             .map_err(|e| self.transport(format!("connect: {e}")))?;
         let body = form.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect::<Vec<_>>().join("&");
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
         let host_header = if (self.https && self.port == 443) || (!self.https && self.port == 80) {
-            self.host.clone()
+            host
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{host}:{}", self.port)
         };
         let mut req = hyper::Request::post(format!("{}/api/v1/{endpoint}", self.prefix))
             .header(hyper::header::HOST, host_header)
@@ -297,9 +309,11 @@ impl Prometheus {
             .map_err(|_| self.transport(format!("no answer within {} s", QUERY_TIMEOUT.as_secs())))?
     }
 
-    /// An instant query at `time` (unix seconds): each series' labels and value.
+    /// An instant query at the end of the second before `time` (unix seconds): each
+    /// series' labels and value.
     pub async fn instant(&self, query: &str, time: i64) -> Result<Vec<(Labels, f64)>, PromError> {
-        let form = [("query", query.to_owned()), ("time", time.to_string())];
+        // 1 ms before `time`, as a range query's points (see [`Prometheus::range`]).
+        let form = [("query", query.to_owned()), ("time", format!("{}.999", time - 1))];
         match self.call("query", &form, query).await? {
             Data::Vector(v) => {
                 Ok(v.into_iter().filter_map(|s| Some((s.metric, parse_value(&s.value.1)?))).collect())
@@ -354,6 +368,17 @@ impl Prometheus {
                 return Err(PromError::Query { query: query.into(), message: "not a range answer".into() });
             };
             for s in m {
+                if !series.contains_key(&s.metric)
+                    && (series.len() + 1) * n * std::mem::size_of::<T>() > MAX_SERIES_BYTES
+                {
+                    return Err(PromError::Query {
+                        query: query.to_owned(),
+                        message: format!(
+                            "more than {} series over {n} steps: past what one report reads (a longer --step, or fewer label values)",
+                            series.len()
+                        ),
+                    });
+                }
                 let values = series.entry(s.metric).or_insert_with(|| vec![missing.clone(); n]);
                 for (t, v) in s.values {
                     let offset = (t + 0.001 - from as f64) / step as f64;

@@ -143,16 +143,19 @@ pub fn html(r: &Report) -> String {
         human(r.strip_column_seconds)
     );
     if !r.sites.is_empty() {
-        h.push_str("<table id=\"sites\"><tr><th>topology site</th><th>pools</th><th>availability</th><th>down</th><th>no data</th></tr>");
+        h.push_str("<table id=\"sites\"><tr><th>topology site</th><th>pools</th><th>availability</th><th>down</th><th>no data</th><th>down periods</th></tr>");
         for s in &r.sites {
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\
+                 <tr><td colspan=\"6\">{}</td></tr>",
                 esc(&s.topology_site),
                 esc(&s.pools.join(", ")),
                 pct(s.availability.availability),
                 human(s.availability.down_seconds),
-                human(s.availability.unknown_seconds)
+                human(s.availability.unknown_seconds),
+                s.incidents.len(),
+                strip(&s.strip, &format!("site {} over the period", s.topology_site))
             );
         }
         h.push_str("</table>");
@@ -297,9 +300,10 @@ pub fn html(r: &Report) -> String {
         let w = 672.0;
         let _ = write!(
             h,
-            "<h3>{} <span class=\"muted\">({})</span></h3><svg class=\"timeline\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} 14\" width=\"{w}\" height=\"14\" xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"{w}\" height=\"14\" fill=\"#b0b0b0\"/>",
+            "<h3>{} <span class=\"muted\">({}, as agent {} resolved it)</span></h3><svg class=\"timeline\" preserveAspectRatio=\"none\" role=\"img\" aria-label=\"{}\" viewBox=\"0 0 {w} 14\" width=\"{w}\" height=\"14\" xmlns=\"http://www.w3.org/2000/svg\"><rect width=\"{w}\" height=\"14\" fill=\"#b0b0b0\"/>",
             esc(&rec.record),
             esc(&rec.check),
+            esc(&rec.agent),
             esc(&rec.record)
         );
         for s in &rec.segments {
@@ -412,9 +416,17 @@ fn parse(t: &str) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A Markdown table cell: no line breaks, pipes escaped, no raw HTML.
+fn cell(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+        .replace('|', "\\|")
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// The report as Markdown (a ticket, a chat message).
 pub fn markdown(r: &Report) -> String {
-    let cell = |s: &str| s.replace('|', "\\|").replace('\n', " ");
     let mut m = String::new();
     let _ = writeln!(m, "# Coexistence report {} – {}\n", r.from, r.to);
     let _ = writeln!(m, "**Verdict: {}**\n", if r.verdict.go { "GO" } else { "NO-GO" });
@@ -429,13 +441,27 @@ pub fn markdown(r: &Report) -> String {
             if c.pass { "pass" } else { "**FAIL**" }
         );
     }
+    if !r.sites.is_empty() {
+        m.push_str("\n## Sites\n\n| site | pools | availability | down | no data |\n|---|---|---|---|---|\n");
+        for s in &r.sites {
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} |",
+                cell(&s.topology_site),
+                cell(&s.pools.join(", ")),
+                pct(s.availability.availability),
+                human(s.availability.down_seconds),
+                human(s.availability.unknown_seconds)
+            );
+        }
+    }
     m.push_str("\n## Pools\n\n| pool | role | site | availability | down | no data | incidents |\n|---|---|---|---|---|---|---|\n");
     for p in &r.pools {
         let _ = writeln!(
             m,
             "| {} | {} | {} | {} | {} | {} | {} |",
             cell(&p.pool),
-            p.role,
+            cell(&p.role),
             cell(p.topology_site.as_deref().unwrap_or("")),
             pct(p.availability.availability),
             human(p.availability.down_seconds),
@@ -457,17 +483,18 @@ pub fn markdown(r: &Report) -> String {
             );
         }
     }
-    m.push_str("\n## Users across pools\n\n| kind | from | to | availability | down | no data | p95 |\n|---|---|---|---|---|---|---|\n");
+    m.push_str("\n## Users across pools\n\n| kind | from | to | availability | down | no data | p50 | p95 |\n|---|---|---|---|---|---|---|---|\n");
     for c in &r.interop {
         let _ = writeln!(
             m,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            c.kind,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(&c.kind),
             cell(&c.from_pool),
             cell(&c.to_pool),
             pct(c.availability.availability),
             human(c.availability.down_seconds),
             human(c.availability.unknown_seconds),
+            secs(c.p50_seconds),
             secs(c.p95_seconds)
         );
     }
@@ -494,15 +521,14 @@ pub fn markdown(r: &Report) -> String {
             cell(&moves.join("; "))
         );
     }
-    m.push_str(
-        "\n## Sign-in records\n\n| record | at | from | to | what | plan |\n|---|---|---|---|---|---|\n",
-    );
+    m.push_str("\n## Sign-in records\n\n| record | agent | at | from | to | what | plan |\n|---|---|---|---|---|---|---|\n");
     for rec in &r.records {
         for e in &rec.events {
             let _ = writeln!(
                 m,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 cell(&rec.record),
+                cell(&rec.agent),
                 e.at,
                 cell(&e.from),
                 cell(&e.to),
@@ -522,9 +548,22 @@ pub fn markdown(r: &Report) -> String {
             cell(&c.target)
         );
     }
+    if !r.tls_changes.is_empty() {
+        m.push_str("\n| TLS changed at | versions | signature algorithms |\n|---|---|---|\n");
+        for t in &r.tls_changes {
+            let _ = writeln!(
+                m,
+                "| {} {} | {} | {} |",
+                cell(&t.target),
+                cell(&t.address),
+                cell(&t.versions.join(", ")),
+                cell(&t.signature_algorithms.join(", "))
+            );
+        }
+    }
     let _ = writeln!(
         m,
-        "\n## Coverage\n\nNo data from any agent: {}.\n",
+        "\n## Coverage\n\nNo data from any agent: {}.\n\nConfiguration loads: {}.\n",
         if r.coverage.no_data.is_empty() {
             "never".to_owned()
         } else {
@@ -534,9 +573,14 @@ pub fn markdown(r: &Report) -> String {
                 .map(|s| format!("{} – {} ({})", s.start, s.end, human(s.duration_seconds)))
                 .collect::<Vec<_>>()
                 .join(", ")
-        }
+        },
+        if r.coverage.reloads.is_empty() { "none".to_owned() } else { r.coverage.reloads.join(", ") }
     );
-    let _ = writeln!(m, "Generated by coexistd {} on {}.", env!("CARGO_PKG_VERSION"), rfc3339(now()));
+    m.push_str("| check | first seen | last seen |\n|---|---|---|\n");
+    for c in &r.coverage.checks {
+        let _ = writeln!(m, "| {} | {} | {} |", cell(&c.check), c.first_seen, c.last_seen);
+    }
+    let _ = writeln!(m, "\nGenerated by coexistd {} on {}.", env!("CARGO_PKG_VERSION"), rfc3339(now()));
     m
 }
 

@@ -521,3 +521,124 @@ fn fourteen_days_of_history_give_the_figures_placed_in_them() {
     let (code, _, err) = report(&p, &["--from", "yesterday-ish", "--to", to]);
     assert_eq!((code, err.contains("--from")), (2, true), "{err}");
 }
+
+#[test]
+fn a_period_cut_mid_day_and_mid_incident_keeps_exact_figures() {
+    let p = prometheus_with_history();
+    let (code, json, err) =
+        report(&p, &["--from", "2026-11-04T12:00:00Z", "--to", "2026-11-13T14:37:00Z", "--format", "json"]);
+    assert!(code == 0 || code == 1, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let legacy = r["pools"].as_array().unwrap().iter().find(|x| x["pool"] == "ocs2007r2").unwrap().clone();
+    let durations: Vec<i64> = legacy["incidents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["duration_seconds"].as_i64().unwrap())
+        .collect();
+    assert_eq!(durations, [900, 420], "the second outage cut by the period's end");
+    assert_eq!(legacy["down_seconds"], 1320);
+    // The last window (2 h 37 min) is read like the full days before it.
+    let to = at(11, 14, 37);
+    let days = ((from() + 14 * DAY + 20 * DAY) - to) as f64 / 86_400.0;
+    assert!(
+        (r["certificates"][0]["days_left"].as_f64().unwrap() - days).abs() < 1e-6,
+        "{}",
+        r["certificates"]
+    );
+    assert_eq!(r["tls_changes"], serde_json::json!([]), "the SHA-1 fall-back came after this period");
+    let presence = r["coverage"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "presence")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (presence["first_seen"].as_str(), presence["last_seen"].as_str()),
+        (Some("2026-11-07T00:00:00Z"), Some("2026-11-13T14:37:00Z"))
+    );
+}
+
+/// A server that answers every query_range with `range` and every query with
+/// `instant` (status 200), until dropped.
+fn fake_prometheus(range: String, instant: String) -> Prometheus {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 65536];
+            // Head, then the body's Content-Length.
+            let body_len = loop {
+                let n = std::io::Read::read(&mut s, &mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    break Some((end + 4, len));
+                }
+            };
+            let Some((start, len)) = body_len else { continue };
+            while buf.len() < start + len {
+                let n = std::io::Read::read(&mut s, &mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            let body = if buf.starts_with(b"POST /api/v1/query_range") { &range } else { &instant };
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Prometheus { child: Command::new("true").spawn().unwrap(), addr, _dir: tempfile::tempdir().unwrap() }
+}
+
+#[test]
+fn a_broken_or_hostile_prometheus_is_an_error_never_a_panic() {
+    let args = ["--from", "2026-11-02T00:00:00Z", "--to", "2026-11-16T00:00:00Z", "--format", "json"];
+    let empty_vector = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.to_owned();
+    // Not Prometheus.
+    let (code, _, err) = report(&fake_prometheus("<html>login</html>".into(), "x".into()), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a Prometheus API answer"), "{err}");
+    // A refused query.
+    let refused = r#"{"status":"error","errorType":"execution","error":"query processing would load too many samples"}"#;
+    let (code, _, err) = report(&fake_prometheus(refused.into(), refused.into()), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("too many samples"), "{err}");
+    // Values that are no numbers, timestamps off the grid, labels missing: read as no
+    // data where they make no sense, never a panic.
+    let odd = r#"{"status":"success","data":{"resultType":"matrix","result":[
+        {"metric":{},"values":[[1793577659.999,"NaN"],[1793577719.999,"+Inf"],[12,"1"],[1793577779.5,"1"],[1793577839.999,"0"]]},
+        {"metric":{"pool":"p\"<b>","role":"x"},"values":[[1793577659.999,"1e400"],[1793577719.999,"0"]]}]}}"#;
+    let (code, json, err) = report(&fake_prometheus(odd.into(), empty_vector.clone()), &args);
+    assert_eq!(code, 1, "NO-GO, not a crash: {err}");
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(r["pools"].as_array().unwrap().iter().any(|p| p["pool"] == "p\"<b>"));
+    // Hundreds of thousands of series: refused with a message, memory bounded.
+    let mut many = String::from(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for i in 0..30_000 {
+        let _ = write!(
+            many,
+            "{}{{\"metric\":{{\"pool\":\"p{i}\"}},\"values\":[[1793577659.999,\"1\"]]}}",
+            if i > 0 { "," } else { "" }
+        );
+    }
+    many.push_str("]}}");
+    let (code, _, err) = report(&fake_prometheus(many, empty_vector), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("series over 20160 steps"), "{err}");
+}
