@@ -24,6 +24,7 @@ const EXIT_CONFIG: u8 = 2;
 #[derive(Parser)]
 #[command(
     name = "coexistd",
+    version,
     disable_version_flag = true,
     about = "Probes old and new SIP pools side by side during a migration and exports the results as Prometheus metrics."
 )]
@@ -121,6 +122,14 @@ enum Command {
         #[arg(long = "http.config.file", value_name = "PATH")]
         http_config: Option<PathBuf>,
     },
+    /// Write the man page or a shell's completion script to standard output (what the
+    /// Debian package installs).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[arg(value_enum)]
+        what: Generated,
+    },
     /// Start a lab of local pools and DNS on loopback and run the agent against it.
     #[cfg(feature = "lab")]
     Demo {
@@ -181,6 +190,43 @@ impl WebFlags {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Generated {
+    /// coexistd(1) in roff.
+    Man,
+    /// bash completion.
+    Bash,
+    /// zsh completion.
+    Zsh,
+}
+
+/// `coexistd generate`.
+fn generate(what: Generated) -> ExitCode {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    // Into memory first: the generators panic on a failed write (a closed pipe).
+    let mut buf: Vec<u8> = Vec::new();
+    let rendered = match what {
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut buf),
+        Generated::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "coexistd", &mut buf);
+            Ok(())
+        }
+        Generated::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "coexistd", &mut buf);
+            Ok(())
+        }
+    };
+    let written = rendered.and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &buf));
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("coexistd generate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ReportFormat {
     Html,
     Json,
@@ -204,6 +250,9 @@ fn main() -> ExitCode {
         let _ = Cli::command().print_help();
         return ExitCode::from(EXIT_CONFIG);
     };
+    if let Command::Generate { what } = command {
+        return generate(what);
+    }
     coexistd::logging::init(cli.log_format, cli.log_level);
     // Probing is I/O-bound: one I/O thread runs well over 1,000 probes a second, and
     // cross-thread wake-ups cost more than they give (measured: docs/performance.md).
@@ -260,6 +309,7 @@ fn main() -> ExitCode {
                     ReportArgs { prometheus, from, to, step: step.into(), format, out, config, http_config };
                 report(args).await
             }
+            Command::Generate { what } => generate(what),
             #[cfg(feature = "lab")]
             Command::Demo { print_config, web } => match web.options() {
                 Ok(web) => demo(print_config, probe_handle, web).await,
