@@ -84,6 +84,8 @@ failure_reasons! {
     CertNameMismatch => "cert_name_mismatch",
     /// The leaf expires within `min_days_valid` days.
     CertExpiring => "cert_expiring",
+    /// The leaf is signed with SHA-1 or MD5 and the check forbids it (`forbid_sha1`): a renewed certificate that fell back to what the old pool used.
+    CertWeakSignature => "cert_weak_signature",
     /// The HTTP status is not one of those expected.
     HttpStatus => "http_status",
     /// The HTTP body does not contain the expected text.

@@ -21,6 +21,8 @@ pub struct TlsSpec {
     pub port: u16,
     /// Engine, version floor, verification, expiry margin.
     pub opts: TlsOptions,
+    /// A leaf signed with SHA-1 or MD5 fails (`cert_weak_signature`).
+    pub forbid_sha1: bool,
 }
 
 /// The keys of `kind = "tls"`.
@@ -39,6 +41,8 @@ pub struct TlsKeys {
     pub min_days_valid: Option<Spanned<u32>>,
     /// Probe every address behind the target name.
     pub each_address: Option<Spanned<bool>>,
+    /// Fail with `cert_weak_signature` when the leaf is signed with SHA-1 or MD5.
+    pub forbid_sha1: Option<Spanned<bool>>,
 }
 
 impl CheckKind for TlsSpec {
@@ -54,7 +58,8 @@ impl CheckKind for TlsSpec {
             tls_skip_verify: keys.tls_skip_verify.as_ref(),
             min_days_valid: keys.min_days_valid.as_ref(),
         })?;
-        Ok((TlsSpec { host, port, opts }, target))
+        let forbid_sha1 = keys.forbid_sha1.as_ref().is_some_and(|v| *v.get_ref());
+        Ok((TlsSpec { host, port, opts, forbid_sha1 }, target))
     }
 
     fn probe(&self, cx: &ProbeContext) -> impl std::future::Future<Output = Outcome> + Send {
@@ -92,6 +97,20 @@ pub async fn probe(spec: &TlsSpec, cx: &ProbeContext) -> Outcome {
             let mut o = Outcome::fail(FailureReason::TlsHandshake, detail, phases);
             o.tls = Some(info);
             return o;
+        }
+    }
+    if spec.forbid_sha1 {
+        if let Some(leaf) = info.leaf() {
+            let alg = leaf.signature_algorithm.to_ascii_lowercase();
+            if alg.contains("sha1") || alg.contains("md5") {
+                let detail = format!(
+                    "certificate {} is signed with {} (forbid_sha1 = true)",
+                    leaf.subject, leaf.signature_algorithm
+                );
+                let mut o = Outcome::fail(FailureReason::CertWeakSignature, detail, phases);
+                o.tls = Some(info);
+                return o;
+            }
         }
     }
     let mut o = Outcome::pass(phases);

@@ -138,6 +138,18 @@ async fn a_tls_1_0_only_server_with_a_sha1_certificate_needs_the_legacy_engine()
 
     let o = lab.probe(s.port, "", "").await;
     assert_eq!(o.reason(), Some(FailureReason::TlsVersion), "{o:?}");
+
+    // forbid_sha1: the same server fails, a SHA-256 leaf of a SHA-1 root passes (the
+    // leaf's own signature is what a renewal changes).
+    let o = lab.probe(s.port, "tls_min_version = \"1.0\"\nforbid_sha1 = true", "").await;
+    assert_eq!(o.reason(), Some(FailureReason::CertWeakSignature), "{o:?}");
+    assert!(o.result.as_ref().is_err_and(|f| f.detail.contains("sha1WithRSAEncryption")), "{o:?}");
+    drop(s);
+    let renewed =
+        ca.issue(&Leaf { digest: MessageDigest::sha256(), key: KeyKind::Rsa2048, ..leaf(&[NAME]) }).unwrap();
+    let s = lab.serve(&renewed, &["-tls1", "-cipher", "ALL:@SECLEVEL=0"]);
+    let o = lab.probe(s.port, "tls_min_version = \"1.0\"\nforbid_sha1 = true", "").await;
+    assert_eq!(o.result, Ok(()), "{o:?}");
 }
 
 #[tokio::test]
