@@ -90,6 +90,7 @@ pub async fn run(
     shutdown: CancellationToken,
     probes: tokio::runtime::Handle,
     web: routes::WebOptions,
+    announcements: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 ) -> Result<(), AgentError> {
     let config = source.load()?;
     let listen = web.listen.unwrap_or(config.agent.listen);
@@ -100,6 +101,14 @@ pub async fn run(
         .map_err(|e| AgentError::Startup(format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(%listen, config = %config.origin, instances = config.instances.len(), "coexistd started");
     let store = Arc::new(Store::new(config));
+    if let Some(mut rx) = announcements {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(text) = rx.recv().await {
+                store.announce(text);
+            }
+        });
+    }
     cx.endpoints = store.endpoints.clone();
     store.endpoints.sync(endpoint_specs(&store.current().config), &cx, &probes);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);

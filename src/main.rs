@@ -136,6 +136,16 @@ enum Command {
         /// Print the generated configuration and exit.
         #[arg(long)]
         print_config: bool,
+        /// Play a compressed migration day on a loop: one fault at a time (a Front End
+        /// stops answering, the sign-in record rolled back, a certificate near expiry, a
+        /// user moved, a route broken one way, a certificate falling back to SHA-1), each
+        /// for a minute, then a minute repaired; announced here and in /api/v1/events.
+        #[arg(long)]
+        faults: bool,
+        /// How long each fault, and each repaired pause, lasts (checks then run every
+        /// sixth of it, 10 s at most).
+        #[arg(long = "faults.hold", value_name = "DURATION", default_value = "60s", hide = true)]
+        faults_hold: humantime::Duration,
         #[command(flatten)]
         web: WebFlags,
     },
@@ -299,7 +309,7 @@ fn main() -> ExitCode {
     let code = runtime.block_on(async {
         match command {
             Command::Run { config, web } => match web.options() {
-                Ok(web) => run(ConfigSource::File(config), probe_handle, web).await,
+                Ok(web) => run(ConfigSource::File(config), probe_handle, web, None).await,
                 Err(code) => code,
             },
             Command::Check { config, pools, format, trace } => check(&config, &pools, format, trace).await,
@@ -311,8 +321,8 @@ fn main() -> ExitCode {
             }
             Command::Generate { what } => generate(what),
             #[cfg(feature = "lab")]
-            Command::Demo { print_config, web } => match web.options() {
-                Ok(web) => demo(print_config, probe_handle, web).await,
+            Command::Demo { print_config, faults, faults_hold, web } => match web.options() {
+                Ok(web) => demo(print_config, faults.then(|| faults_hold.into()), probe_handle, web).await,
                 Err(code) => code,
             },
         }
@@ -333,6 +343,7 @@ async fn run(
     source: ConfigSource,
     probes: tokio::runtime::Handle,
     web: coexistd::http::routes::WebOptions,
+    announcements: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 ) -> ExitCode {
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -342,7 +353,7 @@ async fn run(
         }
         token.cancel();
     });
-    match agent::run(source, shutdown, probes, web).await {
+    match agent::run(source, shutdown, probes, web, announcements).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(AgentError::Config(e)) => {
             eprintln!("coexistd: {e}");
@@ -535,11 +546,16 @@ async fn trace_check(
 #[cfg(feature = "lab")]
 async fn demo(
     print_config: bool,
+    faults: Option<std::time::Duration>,
     probes: tokio::runtime::Handle,
     web: coexistd::http::routes::WebOptions,
 ) -> ExitCode {
-    let lab = match coexistd::lab::Lab::start().await {
-        Ok(l) => l,
+    let started = match faults {
+        Some(_) => coexistd::lab::Lab::start_for_faults().await,
+        None => coexistd::lab::Lab::start().await,
+    };
+    let lab = match started {
+        Ok(l) => Arc::new(l),
         Err(e) => {
             eprintln!("coexistd: {e}");
             return ExitCode::FAILURE;
@@ -547,7 +563,10 @@ async fn demo(
     };
     // invariant: a literal address.
     let listen = web.listen.unwrap_or_else(|| "127.0.0.1:9797".parse().expect("literal"));
-    let text = lab.config_text(listen);
+    let interval = faults.map_or(std::time::Duration::from_secs(10), |hold| {
+        (hold / 6).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(10))
+    });
+    let text = lab.config_text_with(listen, interval, faults.is_some());
     if print_config {
         print!("{text}");
         return ExitCode::SUCCESS;
@@ -557,7 +576,21 @@ async fn demo(
         "coexistd demo: lab DNS on {}; status page {scheme}://{listen}/ , metrics {scheme}://{listen}{}",
         lab.dns.addr, web.telemetry_path
     );
-    run(ConfigSource::Text { origin: "<demo>".into(), text }, probes, web).await
+    let announcements = faults.map(|hold| {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let lab = lab.clone();
+        tokio::spawn(async move {
+            // The agent's first runs come first: faults start once everything ran green.
+            tokio::time::sleep(hold).await;
+            lab.play_faults(hold, |text| {
+                eprintln!("coexistd demo: {text}");
+                let _ = tx.send(text);
+            })
+            .await;
+        });
+        rx
+    });
+    run(ConfigSource::Text { origin: "<demo>".into(), text }, probes, web, announcements).await
 }
 
 struct ReportArgs {

@@ -294,13 +294,28 @@ fn encode(store: &Store, view: View, metrics_path: &str) -> Vec<Bytes> {
         }
         View::Events => {
             #[derive(serde::Serialize)]
+            struct Announcement {
+                at: String,
+                text: String,
+            }
+            #[derive(serde::Serialize)]
             struct Events {
                 kept: usize,
                 events: Vec<crate::output::views::EventView>,
+                /// What the demo lab did (`demo --faults`); empty otherwise.
+                announcements: Vec<Announcement>,
             }
             let events = Events {
                 kept: crate::run::results::EVENTS_KEPT,
                 events: crate::output::views::events(&store.events()),
+                announcements: store
+                    .announcements()
+                    .into_iter()
+                    .map(|(at, text)| Announcement {
+                        at: humantime::format_rfc3339_millis(at).to_string(),
+                        text,
+                    })
+                    .collect(),
             };
             vec![Bytes::from(serde_json::to_vec(&events).unwrap_or_default())]
         }

@@ -154,8 +154,7 @@ impl DnsServer {
         Ok(DnsServer { addr, shared, tasks: vec![udp_task, tcp_task] })
     }
 
-    /// Replaces every record (tests only).
-    #[cfg(feature = "lab-faults")]
+    /// Replaces every record (tests, and `demo --faults` moving a sign-in record).
     pub fn set_records(&self, records: Vec<Record>) {
         *self.shared.records.lock().unwrap_or_else(|e| e.into_inner()) = records;
     }

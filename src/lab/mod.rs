@@ -35,6 +35,7 @@
 pub mod admin;
 mod demo_config;
 pub mod dns_server;
+pub mod faults;
 pub mod ntlm;
 pub mod pki;
 mod presence;
@@ -65,7 +66,6 @@ use hickory_proto::rr::Record;
 pub const DOMAIN: &str = "contoso.test";
 
 /// A running lab; everything stops when it is dropped.
-#[derive(Debug)]
 pub struct Lab {
     /// The DNS responder serving the lab zone.
     pub dns: DnsServer,
@@ -73,7 +73,27 @@ pub struct Lab {
     pub ca_file: PathBuf,
     /// Where the test users' password files are.
     pub users_dir: PathBuf,
+    /// The fault played now (`demo --faults`).
+    pub faults: Arc<faults::Faults>,
+    /// The legacy pool's TLS server configuration, swapped by faults.
+    legacy_tls: Acceptor,
+    /// The legacy pool's certificates for `demo --faults`: as started, expiring, SHA-1.
+    fault_acceptors: Option<[Arc<SslAcceptor>; 3]>,
     listeners: Vec<JoinHandle<()>>,
+}
+
+/// A TLS server configuration that a fault may replace while the lab runs.
+type Acceptor = Arc<std::sync::RwLock<Arc<SslAcceptor>>>;
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("dns", &self.dns)
+            .field("ca_file", &self.ca_file)
+            .field("users_dir", &self.users_dir)
+            .field("fault", &self.faults.active())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Lab {
@@ -155,6 +175,8 @@ pub struct Router {
     presence: presence::Presence,
     /// The Control Panel's administrator (the new pool's web services sign it in).
     control_panel: Arc<admin::ControlPanel>,
+    /// The fault played now: a moved user, a broken route.
+    faults: Arc<faults::Faults>,
 }
 
 /// A lab registrar and proxy for one pool.
@@ -271,7 +293,7 @@ impl Registrar {
         let to = user_part(msg.header("to").unwrap_or("")).to_owned();
         let sender = user_part(msg.header("from").unwrap_or(""));
         let resp = |code, reason| message::response_to(msg, code, reason, server);
-        let home = |u: &str| self.router.user(u).map(|(_, h, _)| *h);
+        let home = |u: &str| self.router.home_of(u);
         let uri = match &msg.start {
             message::StartLine::Request { uri, .. } => uri.as_str(),
             message::StartLine::Response { .. } => "",
@@ -313,10 +335,10 @@ impl Registrar {
 
     fn register(&self, req: &message::Message, from: &Peer, server: &str) -> Vec<u8> {
         let user = user_part(req.header("to").unwrap_or(""));
-        let Some((_, home, password)) = self.router.user(user) else {
+        let (Some((_, _, password)), Some(home)) = (self.router.user(user), self.router.home_of(user)) else {
             return message::response_to(req, 404, "Not Found", server);
         };
-        if *home != self.pool {
+        if home != self.pool {
             let contact = format!("Contact: <sip:{}.{DOMAIN}:5061;transport=tls>\r\n", pool_host(home));
             return with_headers(
                 message::response_to(req, 301, "Redirect request to Home Server", server),
@@ -382,6 +404,14 @@ impl Router {
         self.users.iter().find(|(n, _, _)| n == name)
     }
 
+    /// Where `name` is homed now (`demo --faults` moves alice to the new pool).
+    fn home_of(&self, name: &str) -> Option<&'static str> {
+        if name == "alice" && self.faults.is(faults::Fault::UserMoved) {
+            return Some("lync2013");
+        }
+        self.user(name).map(|(_, h, _)| *h)
+    }
+
     /// Routes a request at `pool` (which adds its Via): to the target's registration
     /// when homed here, else to its home pool (`vias` counts the lab's Via lines).
     async fn route(&self, pool: &'static str, msg: message::Message, from: Peer, vias: usize, server: &str) {
@@ -392,20 +422,29 @@ impl Router {
         let is_ack = matches!(&msg.start, message::StartLine::Request { method, .. } if method == "ACK");
         let target = user_part(&uri).to_owned();
         let opaque = ntlm::opaque_of(&msg);
-        let Some((_, home, _)) = self.user(&target) else {
+        let Some(home) = self.home_of(&target) else {
             if !is_ack {
                 let not_found = message::response_to(&msg, 404, "Not Found", server);
                 from.send(self.ntlm.sign_with(opaque.as_deref(), not_found)).await;
             }
             return;
         };
-        if *home != pool {
+        if home != pool {
+            if pool == "lync2013" && home == "ocs2007r2" && self.faults.is(faults::Fault::RouteOneWay) {
+                // The route from the new pool to the legacy one is broken: lost.
+                return;
+            }
             // Relayed to the home pool (in-process: both pools are this lab).
             return Box::pin(self.route(home, msg, from, vias + 1, server)).await;
         }
         let to = {
             let b = self.bindings.lock().unwrap_or_else(|e| e.into_inner());
-            b.get(&target).and_then(|l| l.last()).map(|(_, _, p, o)| (p.clone(), o.clone()))
+            // The binding the Request-URI names (an in-dialog request goes to the remote
+            // target it was given), else the latest: a short-lived registration of the
+            // same user (a register check) must not catch another dialog's BYE.
+            b.get(&target)
+                .and_then(|l| l.iter().rev().find(|(c, _, _, _)| message::addr_uri(c) == uri).or(l.last()))
+                .map(|(_, _, p, o)| (p.clone(), o.clone()))
         };
         let Some((to, to_opaque)) = to else {
             if !is_ack {
@@ -505,25 +544,37 @@ struct LabPki {
     ca: Ca,
     legacy: Issued,
     new: Issued,
+    /// For `demo --faults`: the legacy certificate expiring in 5 days, and signed with SHA-1.
+    faulty: Option<(Issued, Issued)>,
 }
 
-fn lab_pki() -> Result<LabPki, openssl::error::ErrorStack> {
+fn lab_pki(for_faults: bool) -> Result<LabPki, openssl::error::ErrorStack> {
     let ca = Ca::new("Contoso Lab Root CA", KeyKind::Rsa2048, MessageDigest::sha256())?;
-    let legacy = ca.issue(&Leaf {
+    let legacy_leaf = |digest, to_days| Leaf {
         cn: "ocspool.contoso.test",
         sans: &["ocspool.contoso.test", "ocsweb.contoso.test"],
-        to_days: 365,
-        digest: MessageDigest::sha1(),
+        to_days,
+        digest,
         key: KeyKind::Rsa2048,
         ..Leaf::default()
-    })?;
+    };
+    let legacy = ca
+        .issue(&legacy_leaf(if for_faults { MessageDigest::sha256() } else { MessageDigest::sha1() }, 365))?;
+    let faulty = if for_faults {
+        Some((
+            ca.issue(&legacy_leaf(MessageDigest::sha256(), 5))?,
+            ca.issue(&legacy_leaf(MessageDigest::sha1(), 365))?,
+        ))
+    } else {
+        None
+    };
     let new = ca.issue(&Leaf {
         cn: "lyncpool.contoso.test",
         sans: &["lyncpool.contoso.test", "lyncdiscoverinternal.contoso.test", "lyncweb.contoso.test"],
         to_days: 365,
         ..Leaf::default()
     })?;
-    Ok(LabPki { ca, legacy, new })
+    Ok(LabPki { ca, legacy, new, faulty })
 }
 
 fn acceptor(cert: &Issued, legacy: bool) -> Result<SslAcceptor, openssl::error::ErrorStack> {
@@ -611,13 +662,20 @@ async fn serve(
     tcp: TcpStream,
     service: Service,
     legacy: bool,
-    acceptor: Arc<SslAcceptor>,
+    acceptor: Acceptor,
     registrar: Arc<Registrar>,
+    silent: Option<Arc<faults::Faults>>,
 ) {
+    // A Front End that stops answering SIP: it reads and never answers.
+    let quiet = || silent.as_ref().is_some_and(|f| f.is(faults::Fault::FrontEndSilent));
     if service == Service::SipTcp {
+        if quiet() {
+            return swallow(tcp).await;
+        }
         return sip_stream_as(tcp, server_name(legacy), Some(registrar)).await;
     }
-    let Ok(ssl) = Ssl::new(acceptor.context()) else { return };
+    let current = acceptor.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let Ok(ssl) = Ssl::new(current.context()) else { return };
     let Ok(mut tls) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
     if Pin::new(&mut tls).accept().await.is_err() {
         return;
@@ -633,22 +691,45 @@ async fn serve(
             }
         });
         let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
+    } else if quiet() {
+        swallow(tls).await;
     } else {
         sip_stream_as(tls, server_name(legacy), Some(registrar)).await;
     }
 }
 
-/// Answers SIP request datagrams with 200 OK as `server`.
-pub async fn sip_udp(sock: UdpSocket, server: &'static str) {
-    sip_udp_as(sock, server, None).await
+/// Reads and discards until the peer closes (or a minute passes): a server that has
+/// stopped answering.
+async fn swallow<S: tokio::io::AsyncRead + Unpin>(mut s: S) {
+    let mut buf = [0u8; 4096];
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(until, s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+    }
 }
 
-/// Like [`sip_udp`], requests handled by `registrar` when there is one.
-async fn sip_udp_as(sock: UdpSocket, server: &'static str, registrar: Option<Arc<Registrar>>) {
+/// Answers SIP request datagrams with 200 OK as `server`.
+pub async fn sip_udp(sock: UdpSocket, server: &'static str) {
+    sip_udp_as(sock, server, None, None).await
+}
+
+/// Like [`sip_udp`], requests handled by `registrar` when there is one; nothing
+/// answered while `silent` plays a Front End that stopped answering.
+async fn sip_udp_as(
+    sock: UdpSocket,
+    server: &'static str,
+    registrar: Option<Arc<Registrar>>,
+    silent: Option<Arc<faults::Faults>>,
+) {
     let sock = Arc::new(sock);
     let mut buf = vec![0u8; message::MAX_MESSAGE];
     loop {
         let Ok((n, peer)) = sock.recv_from(&mut buf).await else { continue };
+        if silent.as_ref().is_some_and(|f| f.is(faults::Fault::FrontEndSilent)) {
+            continue;
+        }
         let Ok(message::Parsed::Complete(msg, _)) = message::parse(&buf[..n], false) else { continue };
         match &registrar {
             Some(r) => r.handle(msg, Peer::Udp(sock.clone(), peer), server).await,
@@ -696,11 +777,17 @@ fn web(
 
 /// The lab zone.
 pub fn zone() -> Vec<Record> {
+    zone_with(false)
+}
+
+/// The lab zone, `_sipinternaltls._tcp` rolled back to the legacy pool when `rolled_back`.
+fn zone_with(rolled_back: bool) -> Vec<Record> {
+    let signin = if rolled_back { "ocspool.contoso.test" } else { "lyncpool.contoso.test" };
     vec![
         a("ocspool.contoso.test", "127.0.10.1"),
         a("lyncpool.contoso.test", "127.0.20.1"),
         a("lyncpool.contoso.test", "127.0.20.2"),
-        srv("_sipinternaltls._tcp.contoso.test", 0, 0, 5061, "lyncpool.contoso.test"),
+        srv("_sipinternaltls._tcp.contoso.test", 0, 0, 5061, signin),
         srv("_sipinternal._tcp.contoso.test", 0, 0, 5060, "ocspool.contoso.test"),
         cname("lyncdiscoverinternal.contoso.test", "lyncpool.contoso.test"),
         txt("_coexist.contoso.test", "migration wave 3 of 5"),
@@ -708,6 +795,38 @@ pub fn zone() -> Vec<Record> {
 }
 
 impl Lab {
+    /// Plays `fault` (or repairs everything with `None`): the DNS record, the legacy
+    /// certificate, and the state the listeners and the router read. Certificate faults
+    /// need a lab from [`Lab::start_for_faults`].
+    pub fn set_fault(&self, fault: Option<faults::Fault>) {
+        use faults::Fault;
+        self.faults.set(fault);
+        self.dns.set_records(zone_with(fault == Some(Fault::SignInRolledBack)));
+        if let Some(certs) = &self.fault_acceptors {
+            let pick = match fault {
+                Some(Fault::CertExpiring) => 1,
+                Some(Fault::LegacySha1) => 2,
+                _ => 0,
+            };
+            *self.legacy_tls.write().unwrap_or_else(|e| e.into_inner()) = certs[pick].clone();
+        }
+    }
+
+    /// Plays every fault in turn, for ever: each for `hold`, then `hold` with everything
+    /// repaired; `announce` hears of each change as it happens.
+    pub async fn play_faults(&self, hold: std::time::Duration, announce: impl Fn(String)) {
+        loop {
+            for f in faults::Fault::ALL {
+                self.set_fault(Some(f));
+                announce(format!("now: {}", f.announcement()));
+                tokio::time::sleep(hold).await;
+                self.set_fault(None);
+                announce(format!("repaired: {}", f.announcement()));
+                tokio::time::sleep(hold).await;
+            }
+        }
+    }
+
     /// Starts the DNS responder and every member's listeners.
     pub async fn start() -> std::io::Result<Lab> {
         Lab::start_with_users(0).await
@@ -717,11 +836,34 @@ impl Lab {
     /// homed alternately on the legacy and the new pool, passwords in `users_dir` like
     /// the others.
     pub async fn start_with_users(extra: usize) -> std::io::Result<Lab> {
-        let pki = lab_pki().map_err(std::io::Error::other)?;
+        Lab::start_inner(extra, false).await
+    }
+
+    /// The lab `coexistd demo --faults` plays its faults on ([`Lab::set_fault`]): the
+    /// legacy pool's certificate is signed with SHA-256 as started (renewed), so that
+    /// falling back to SHA-1 is a fault.
+    pub async fn start_for_faults() -> std::io::Result<Lab> {
+        Lab::start_inner(0, true).await
+    }
+
+    async fn start_inner(extra: usize, for_faults: bool) -> std::io::Result<Lab> {
+        let pki = lab_pki(for_faults).map_err(std::io::Error::other)?;
         let ca_file = std::env::temp_dir().join(format!("coexistd-demo-ca-{}.pem", std::process::id()));
         std::fs::write(&ca_file, pki.ca.issued.cert.to_pem().map_err(std::io::Error::other)?)?;
-        let legacy_tls = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
-        let new_tls = Arc::new(acceptor(&pki.new, false).map_err(std::io::Error::other)?);
+        let legacy_acceptor = Arc::new(acceptor(&pki.legacy, true).map_err(std::io::Error::other)?);
+        let legacy_tls: Acceptor = Arc::new(std::sync::RwLock::new(legacy_acceptor.clone()));
+        let new_tls: Acceptor = Arc::new(std::sync::RwLock::new(Arc::new(
+            acceptor(&pki.new, false).map_err(std::io::Error::other)?,
+        )));
+        let fault_acceptors = match &pki.faulty {
+            Some((expiring, sha1)) => Some([
+                legacy_acceptor,
+                Arc::new(acceptor(expiring, true).map_err(std::io::Error::other)?),
+                Arc::new(acceptor(sha1, true).map_err(std::io::Error::other)?),
+            ]),
+            None => None,
+        };
+        let faults = Arc::new(faults::Faults::default());
         // invariant: an address literal of the lab's own (loopback data in this crate).
         let dns = DnsServer::start("127.0.0.1:0".parse().expect("literal"), zone()).await?;
         let users_dir = std::env::temp_dir().join(format!("coexistd-demo-users-{}", std::process::id()));
@@ -751,13 +893,22 @@ impl Lab {
             ntlm_users: LAB_USERS.iter().map(|(n, _)| (*n).to_owned()).collect(),
             ntlm: ntlm::NtlmLab::default(),
             presence: presence::Presence::default(),
+            faults: faults.clone(),
             control_panel: Arc::new(admin::ControlPanel {
                 domain: "CONTOSO".into(),
                 user: ADMIN.into(),
                 password: crate::sip::auth::Secret::new(admin_password),
             }),
         });
-        let mut lab = Lab { dns, ca_file, users_dir, listeners: Vec::new() };
+        let mut lab = Lab {
+            dns,
+            ca_file,
+            users_dir,
+            faults: faults.clone(),
+            legacy_tls: legacy_tls.clone(),
+            fault_acceptors,
+            listeners: Vec::new(),
+        };
         for &(ip, legacy, ports) in MEMBERS {
             for &(port, service) in ports {
                 // invariant: an address literal of the lab's own (loopback data in this crate).
@@ -767,9 +918,16 @@ impl Lab {
                 };
                 let pool = if legacy { "ocs2007r2" } else { "lync2013" };
                 let registrar = Arc::new(Registrar { pool, router: router.clone() });
+                // The new pool's second Front End is the one a fault silences.
+                let silent = (ip == "127.0.20.2").then(|| faults.clone());
                 if service == Service::SipUdp {
                     let sock = UdpSocket::bind(addr).await.map_err(busy)?;
-                    lab.listeners.push(tokio::spawn(sip_udp_as(sock, server_name(legacy), Some(registrar))));
+                    lab.listeners.push(tokio::spawn(sip_udp_as(
+                        sock,
+                        server_name(legacy),
+                        Some(registrar),
+                        silent,
+                    )));
                     continue;
                 }
                 let l = TcpListener::bind(addr).await.map_err(busy)?;
@@ -778,7 +936,15 @@ impl Lab {
                     loop {
                         if let Ok((tcp, _)) = l.accept().await {
                             let _ = tcp.set_nodelay(true);
-                            tokio::spawn(serve(tcp, service, legacy, acceptor.clone(), registrar.clone()));
+                            let silent = silent.clone();
+                            tokio::spawn(serve(
+                                tcp,
+                                service,
+                                legacy,
+                                acceptor.clone(),
+                                registrar.clone(),
+                                silent,
+                            ));
                         }
                     }
                 }));

@@ -460,6 +460,8 @@ pub struct Store {
     lag: Mutex<Histogram<{ LAG_BUCKETS.len() + 1 }>>,
     /// The newest state changes, oldest first.
     events: Mutex<std::collections::VecDeque<Transition>>,
+    /// What the demo lab announced (`demo --faults`), oldest first.
+    announcements: Mutex<std::collections::VecDeque<(SystemTime, String)>>,
     /// The test users' registered endpoints (kept by the agent; their status is shown
     /// with the results).
     pub endpoints: Arc<crate::ua::endpoint::Endpoints>,
@@ -491,6 +493,7 @@ impl Store {
             version: std::sync::atomic::AtomicU64::new(0),
             lag: Mutex::new(Histogram::default()),
             events: Mutex::new(std::collections::VecDeque::with_capacity(EVENTS_KEPT)),
+            announcements: Mutex::new(std::collections::VecDeque::new()),
             endpoints: Arc::default(),
         }
     }
@@ -551,6 +554,20 @@ impl Store {
                 events.push_back(c);
             }
         }
+    }
+
+    /// Keeps an announcement of the demo lab (the newest [`EVENTS_KEPT`]).
+    pub fn announce(&self, text: String) {
+        let mut a = self.announcements.lock().unwrap_or_else(|e| e.into_inner());
+        if a.len() == EVENTS_KEPT {
+            a.pop_front();
+        }
+        a.push_back((SystemTime::now(), text));
+    }
+
+    /// The announcements kept, oldest first.
+    pub fn announcements(&self) -> Vec<(SystemTime, String)> {
+        self.announcements.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 
     /// The state changes kept (at most [`EVENTS_KEPT`]), oldest first.

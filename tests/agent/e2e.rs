@@ -360,7 +360,7 @@ fn the_demo_serves_a_passing_lab() {
     // configuration store (the SQL Server Browser) and SMB on both new Front Ends and an
     // administrator's NTLM sign-in to the Control Panel; in BackCompatSite the legacy
     // server's endpoint mapper and SQL back end.
-    assert_eq!(successes.len(), 79, "{m}");
+    assert_eq!(successes.len(), 80, "{m}");
     for site in ["HQ", "BackCompatSite"] {
         let s = [("topology_site", site)];
         assert_eq!(sample(&m, "coexist_site_administrable", &s), Some(1.0), "{site}: {m}");

@@ -7,6 +7,7 @@
 mod common;
 
 mod config;
+mod demo_faults;
 mod e2e;
 mod readme;
 mod report;

@@ -1,0 +1,112 @@
+//! `coexistd demo --faults` with time compressed (each fault and each repaired pause
+//! held 7 s, checks every 1.2 s): two cycles of the six faults, each seen on the status
+//! page, in the metrics with its reason and in `/api/v1/events`, and everything green
+//! again between faults.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, http};
+use coexistd::lab::faults::Fault;
+
+/// The failing probes of a scrape: `check reason` of every instance whose last probe failed.
+fn failing(metrics: &str) -> Vec<String> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("coexist_probe_success{") && l.ends_with(" 0"))
+        .map(|l| l.to_owned())
+        .collect()
+}
+
+fn announcements(addr: std::net::SocketAddr) -> Vec<String> {
+    let Ok((200, body)) = http(addr, "GET", "/api/v1/events") else { return Vec::new() };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["announcements"]
+        .as_array()
+        .map_or_else(Vec::new, |a| a.iter().filter_map(|x| x["text"].as_str().map(str::to_owned)).collect())
+}
+
+#[test]
+fn two_cycles_of_faults_each_seen_and_repaired() {
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+        .args([
+            "demo",
+            "--faults",
+            "--faults.hold",
+            "7s",
+            "--web.listen-address",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http(addr, "GET", "/-/healthy").is_err() {
+        assert!(Instant::now() < deadline, "the demo did not serve in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut seen = 0;
+    for cycle in 0..2 {
+        for fault in Fault::ALL {
+            let now = format!("now: {}", fault.announcement());
+            let repaired = format!("repaired: {}", fault.announcement());
+            let count = |text: &str| announcements(addr).iter().filter(|a| *a == text).count();
+            // Its announcement.
+            let until = Instant::now() + Duration::from_secs(30);
+            while count(&now) <= cycle {
+                assert!(Instant::now() < until, "cycle {cycle}: {now:?} not announced in /api/v1/events");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // The check that shows it fails with its reason: metrics, then the page.
+            let (check, reason) = fault.shows_as();
+            let until = Instant::now() + Duration::from_secs(7);
+            loop {
+                let (_, m) = http(addr, "GET", "/metrics").unwrap();
+                let shows = failing(&m).iter().any(|l| l.contains(&format!("check=\"{check}\"")))
+                    && m.lines().any(|l| {
+                        l.starts_with("coexist_probe_failures_total{")
+                            && l.contains(&format!("check=\"{check}\""))
+                            && l.contains(&format!("reason=\"{reason}\""))
+                    });
+                if shows {
+                    let (_, page) = http(addr, "GET", "/").unwrap();
+                    if page.contains(check) && page.contains(reason) {
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < until,
+                    "cycle {cycle}: {fault:?} never showed as {check} {reason}:\n{m}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            seen += 1;
+            // Repaired, and all green before the next fault.
+            let until = Instant::now() + Duration::from_secs(30);
+            while count(&repaired) <= cycle {
+                assert!(Instant::now() < until, "cycle {cycle}: {repaired:?} not announced");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let until = Instant::now() + Duration::from_secs(6);
+            loop {
+                let (_, m) = http(addr, "GET", "/metrics").unwrap();
+                let red = failing(&m);
+                if red.is_empty() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < until,
+                    "cycle {cycle}: still failing after {fault:?} was repaired: {red:#?}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+    assert_eq!(seen, 12);
+    let _ = child.kill();
+    let _ = child.wait();
+}
