@@ -180,7 +180,11 @@ fn sites(s: &mut String, view: &StatusView) {
         let (admin, admin_class) = match st.administrable {
             None => ("no administration checks".to_owned(), "pending"),
             Some(true) => (format!("ADMINISTRABLE ({} checks passing)", st.admin_passing), "pass"),
-            Some(false) if st.failures.is_empty() => ("NOT RUN".to_owned(), "pending"),
+            // Nothing failing: checks not run yet (a 10-minute sign-in after a start) or stale.
+            Some(false) if st.failures.is_empty() => (
+                format!("PENDING ({} passing, {} not run yet or stale)", st.admin_passing, st.admin_pending),
+                "pending",
+            ),
             Some(false) => ("NOT ADMINISTRABLE".to_owned(), "fail"),
         };
         let _ = write!(

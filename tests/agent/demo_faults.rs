@@ -26,6 +26,25 @@ fn announcements(addr: std::net::SocketAddr) -> Vec<String> {
         .map_or_else(Vec::new, |a| a.iter().filter_map(|x| x["text"].as_str().map(str::to_owned)).collect())
 }
 
+/// The status page during a fault, as the README shows it:
+/// `target/demo-faults/status-page-fault.png`.
+fn screenshot(url: &str) {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("demo-faults");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("status-page-fault.png");
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(crate::common::require("chromium", "chromium"))
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+        .args(["--hide-scrollbars", "--window-size=1280,1100"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+}
+
 #[test]
 fn two_cycles_of_faults_each_seen_and_repaired() {
     let port = free_port();
@@ -85,6 +104,9 @@ fn two_cycles_of_faults_each_seen_and_repaired() {
                 std::thread::sleep(Duration::from_millis(200));
             }
             seen += 1;
+            if cycle == 0 && fault == Fault::FrontEndSilent {
+                screenshot(&format!("http://{addr}/"));
+            }
             // Repaired, and all green before the next fault.
             let until = Instant::now() + Duration::from_secs(30);
             while count(&repaired) <= cycle {
