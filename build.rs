@@ -28,9 +28,18 @@ fn main() {
     println!("cargo:rustc-env=COEXISTD_RUSTVERSION={rust}");
     println!("cargo:rerun-if-env-changed=COEXISTD_REVISION");
     println!("cargo:rerun-if-env-changed=COEXISTD_BRANCH");
-    for head in [".git/HEAD", ".git/refs/heads"] {
-        if std::path::Path::new(head).exists() {
-            println!("cargo:rerun-if-changed={head}");
+    // Rebuilt when the checkout moves: HEAD, the branch it names, packed refs (found
+    // through git, so that worktrees, whose .git is a file, work too).
+    let mut watched = Vec::new();
+    for what in ["HEAD", "packed-refs"] {
+        watched.extend(run("git", &["rev-parse", "--git-path", what]));
+    }
+    if let Some(r) = run("git", &["symbolic-ref", "-q", "HEAD"]) {
+        watched.extend(run("git", &["rev-parse", "--git-path", &r]));
+    }
+    for p in watched {
+        if std::path::Path::new(&p).exists() {
+            println!("cargo:rerun-if-changed={p}");
         }
     }
 }

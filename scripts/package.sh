@@ -6,6 +6,14 @@
 # nothing left but what policy keeps (the system user). Run as root; .ci/run runs it.
 set -eu
 cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "scripts/package.sh installs and purges a package: run it as root" >&2; exit 2; }
+agent=
+# Whatever fails, nothing stays installed or running.
+cleanup() {
+    [ -n "$agent" ] && kill "$agent" 2>/dev/null || true
+    dpkg -s coexistd >/dev/null 2>&1 && dpkg --purge coexistd >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
 
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked --version 3.8.0
 command -v lintian >/dev/null || { apt-get update -qq && apt-get install -y -qq lintian >/dev/null; }
@@ -28,9 +36,13 @@ dpkg -i "$deb"
 getent passwd coexistd >/dev/null
 test "$(stat -c %U:%G /etc/coexistd)" = root:coexistd
 /usr/bin/coexistd --version
+# The package says which commit it was built from (when built from a git checkout).
+if rev=$(git rev-parse --short=12 HEAD 2>/dev/null); then
+    /usr/bin/coexistd --version | grep -q "revision: $rev" || { echo "--version does not name $rev" >&2; exit 1; }
+fi
 /usr/bin/coexistd validate --config /etc/coexistd/coexistd.toml
-systemd-analyze verify /lib/systemd/system/coexistd.service
-exposure=$(systemd-analyze security --offline=yes /lib/systemd/system/coexistd.service 2>/dev/null \
+systemd-analyze verify /usr/lib/systemd/system/coexistd.service
+exposure=$(systemd-analyze security --offline=yes /usr/lib/systemd/system/coexistd.service 2>/dev/null \
     | sed -n 's/.*Overall exposure level for coexistd.service: \([0-9.]*\).*/\1/p')
 echo "systemd-analyze security: exposure $exposure"
 awk -v e="$exposure" 'BEGIN { exit !(e != "" && e <= 2.0) }'
@@ -52,8 +64,10 @@ for _ in $(seq 50); do
 done
 kill "$agent" 2>/dev/null || true
 wait "$agent" 2>/dev/null || true
+agent=
 test -n "$ok"
 grep -q '^coexist_build_info{' target/package/metrics.txt
+if [ -n "${rev:-}" ]; then grep -q "revision=\"$rev\"" target/package/metrics.txt; fi
 promtool check metrics < target/package/metrics.txt
 
 dpkg --purge coexistd

@@ -182,11 +182,10 @@ impl WebFlags {
         let taken =
             ["/", "/api/v1/status", "/api/v1/events", "/api/v1/trace", "/-/healthy", "/-/ready", "/-/reload"];
         let path = self.telemetry_path.as_str();
-        if !path.starts_with('/')
-            || path.len() < 2
-            || taken.contains(&path)
-            || path.contains(['{', '}', '*', ' '])
-        {
+        // Letters, digits and -_.~ between slashes: nothing the router reads as a
+        // parameter, a wildcard, a query or an escape.
+        let odd = |c: char| !(c.is_ascii_alphanumeric() || "/-_.~".contains(c));
+        if !path.starts_with('/') || path.len() < 2 || taken.contains(&path) || path.contains(odd) {
             eprintln!("coexistd: --web.telemetry-path {path:?}: a path such as /metrics, not one of the agent's other endpoints");
             return Err(ExitCode::from(EXIT_CONFIG));
         }
@@ -322,6 +321,10 @@ fn main() -> ExitCode {
             Command::Generate { what } => generate(what),
             #[cfg(feature = "lab")]
             Command::Demo { print_config, faults, faults_hold, web } => match web.options() {
+                Ok(_) if std::time::Duration::from(faults_hold) < std::time::Duration::from_secs(2) => {
+                    eprintln!("coexistd: --faults.hold must be 2s or more");
+                    ExitCode::from(EXIT_CONFIG)
+                }
                 Ok(web) => demo(print_config, faults.then(|| faults_hold.into()), probe_handle, web).await,
                 Err(code) => code,
             },

@@ -5,7 +5,7 @@
 //! | `/metrics` | Prometheus text 0.0.4; OpenMetrics when `Accept` asks for it |
 //! | `/` | status page |
 //! | `/api/v1/status` | the same as JSON |
-//! | `/api/v1/events` | the last 500 state changes (pass to fail, fail to pass), newest first, as JSON |
+//! | `/api/v1/events` | the last 500 state changes (pass to fail, fail to pass), newest first, and what `demo --faults` announced (oldest first), as JSON |
 //! | `/api/v1/trace?check=C[&pool=P][&format=json]` | runs check C (of pool P) once now and shows each step: DNS, connects, TLS, SIP and HTTP messages; one trace at a time (503 while one runs); text, or JSON |
 //! | `/-/healthy` | 200 while the process serves |
 //! | `/-/ready` | 200 once every instance has run once and none is stale, 503 otherwise |

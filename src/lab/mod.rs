@@ -670,7 +670,7 @@ async fn serve(
     let quiet = || silent.as_ref().is_some_and(|f| f.is(faults::Fault::FrontEndSilent));
     if service == Service::SipTcp {
         if quiet() {
-            return swallow(tcp).await;
+            return swallow(tcp, silent).await;
         }
         return sip_stream_as(tcp, server_name(legacy), Some(registrar)).await;
     }
@@ -692,20 +692,20 @@ async fn serve(
         });
         let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await;
     } else if quiet() {
-        swallow(tls).await;
+        swallow(tls, silent).await;
     } else {
         sip_stream_as(tls, server_name(legacy), Some(registrar)).await;
     }
 }
 
-/// Reads and discards until the peer closes (or a minute passes): a server that has
-/// stopped answering.
-async fn swallow<S: tokio::io::AsyncRead + Unpin>(mut s: S) {
+/// Reads and discards while the fault lasts (a server that has stopped answering), then
+/// closes: a client reconnects to the repaired server.
+async fn swallow<S: tokio::io::AsyncRead + Unpin>(mut s: S, silent: Option<Arc<faults::Faults>>) {
     let mut buf = [0u8; 4096];
-    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    while let Ok(Ok(n)) = tokio::time::timeout_at(until, s.read(&mut buf)).await {
-        if n == 0 {
-            break;
+    while silent.as_ref().is_some_and(|f| f.is(faults::Fault::FrontEndSilent)) {
+        match tokio::time::timeout(std::time::Duration::from_millis(100), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            _ => {}
         }
     }
 }

@@ -18,6 +18,15 @@ fn failing(metrics: &str) -> Vec<String> {
         .collect()
 }
 
+/// State changes into failing for `check` with `reason` in `/api/v1/events`.
+fn fail_events(addr: std::net::SocketAddr, check: &str, reason: &str) -> usize {
+    let Ok((200, body)) = http(addr, "GET", "/api/v1/events") else { return 0 };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    v["events"].as_array().map_or(0, |a| {
+        a.iter().filter(|e| e["check"] == check && e["state"] == "fail" && e["reason"] == reason).count()
+    })
+}
+
 fn announcements(addr: std::net::SocketAddr) -> Vec<String> {
     let Ok((200, body)) = http(addr, "GET", "/api/v1/events") else { return Vec::new() };
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -47,21 +56,24 @@ fn screenshot(url: &str) {
 
 #[test]
 fn two_cycles_of_faults_each_seen_and_repaired() {
+    let _lab = crate::common::DEMO_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
-        .args([
-            "demo",
-            "--faults",
-            "--faults.hold",
-            "7s",
-            "--web.listen-address",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _demo = crate::common::Demo(
+        Command::new(env!("CARGO_BIN_EXE_coexistd"))
+            .args([
+                "demo",
+                "--faults",
+                "--faults.hold",
+                "7s",
+                "--web.listen-address",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(20);
     while http(addr, "GET", "/-/healthy").is_err() {
@@ -74,24 +86,32 @@ fn two_cycles_of_faults_each_seen_and_repaired() {
             let now = format!("now: {}", fault.announcement());
             let repaired = format!("repaired: {}", fault.announcement());
             let count = |text: &str| announcements(addr).iter().filter(|a| *a == text).count();
+            let (check, reason) = fault.shows_as();
+            let before = fail_events(addr, check, reason);
             // Its announcement.
             let until = Instant::now() + Duration::from_secs(30);
             while count(&now) <= cycle {
                 assert!(Instant::now() < until, "cycle {cycle}: {now:?} not announced in /api/v1/events");
                 std::thread::sleep(Duration::from_millis(100));
             }
-            // The check that shows it fails with its reason: metrics, then the page.
-            let (check, reason) = fault.shows_as();
+            // The check that shows it fails with its reason now: in the status (what the
+            // page is made of) and the page, in the metrics, and as a new state change in
+            // the events.
             let until = Instant::now() + Duration::from_secs(7);
             loop {
+                let (_, status) = http(addr, "GET", "/api/v1/status").unwrap();
+                let v: serde_json::Value = serde_json::from_str(&status).unwrap_or_default();
+                let failing_now = v["instances"].as_array().is_some_and(|list| {
+                    list.iter().any(|i| i["check"] == check && i["success"] == false && i["reason"] == reason)
+                });
                 let (_, m) = http(addr, "GET", "/metrics").unwrap();
-                let shows = failing(&m).iter().any(|l| l.contains(&format!("check=\"{check}\"")))
+                let metrics = failing(&m).iter().any(|l| l.contains(&format!("check=\"{check}\"")))
                     && m.lines().any(|l| {
                         l.starts_with("coexist_probe_failures_total{")
                             && l.contains(&format!("check=\"{check}\""))
                             && l.contains(&format!("reason=\"{reason}\""))
                     });
-                if shows {
+                if failing_now && metrics && fail_events(addr, check, reason) > before {
                     let (_, page) = http(addr, "GET", "/").unwrap();
                     if page.contains(check) && page.contains(reason) {
                         break;
@@ -129,6 +149,4 @@ fn two_cycles_of_faults_each_seen_and_repaired() {
         }
     }
     assert_eq!(seen, 12);
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -332,13 +332,16 @@ fn check_prints_a_table_or_json_and_exits_1_on_failure() {
 
 #[test]
 fn the_demo_serves_a_passing_lab() {
+    let _lab = common::DEMO_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let port = common::free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_coexistd"))
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut demo = common::Demo(
+        Command::new(env!("CARGO_BIN_EXE_coexistd"))
+            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let deadline = Instant::now() + Duration::from_secs(75);
     // interval 10 s: every instance has run once within 10 s of the start; the Control
@@ -457,7 +460,7 @@ fn the_demo_serves_a_passing_lab() {
     assert!(trace.contains("targetname=\"ocspool.contoso.test\", version=3"), "{trace}");
     // No output carries an NTLM user's password (the lab's password files, random per
     // start): metrics, status, page, events, traces of the sign-in and of an IM session.
-    let users = std::env::temp_dir().join(format!("coexistd-demo-users-{}", child.id()));
+    let users = std::env::temp_dir().join(format!("coexistd-demo-users-{}", demo.0.id()));
     let passwords: Vec<String> = ["alice", "adam", "bob", "beth"]
         .iter()
         .map(|u| std::fs::read_to_string(users.join(format!("{u}.pass"))).unwrap().trim().to_owned())
@@ -477,13 +480,13 @@ fn the_demo_serves_a_passing_lab() {
         }
     }
     promtool_check(&m);
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    Command::new("kill").args(["-INT", &demo.0.id().to_string()]).status().unwrap();
     let t = Instant::now();
-    while child.try_wait().unwrap().is_none() {
+    while demo.0.try_wait().unwrap().is_none() {
         assert!(t.elapsed() < Duration::from_secs(2), "demo did not stop on SIGINT within 2 s");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(demo.0.wait().unwrap().code(), Some(0));
 }
 
 #[test]
@@ -652,4 +655,14 @@ fn the_flags_follow_the_prometheus_exporter_conventions() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // A path the router would read as a parameter, a wildcard or a query: refused too.
+    for odd in ["/:m", "/*x", "/m?x", "/m%20"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_coexistd"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .args(["--web.telemetry-path", odd])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{odd}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -555,3 +555,17 @@ pub fn openmetrics(addr: SocketAddr) -> String {
     assert_eq!(code, 200);
     body
 }
+
+/// Held by every test that runs `coexistd demo`: the demo's lab listens on fixed
+/// loopback addresses, so two demos in one test binary cannot run at once.
+pub static DEMO_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A `coexistd demo` child, killed on drop (also when an assertion fails first).
+pub struct Demo(pub Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
