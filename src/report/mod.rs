@@ -885,17 +885,53 @@ async fn check_spans(r: &Reader<'_>, reloads: &BTreeSet<i64>) -> Result<Vec<Chec
     let per_check =
         |s: i64| format!("count by (check) (last_over_time(coexist_check_interval_seconds[{s}s]))");
     let days = r.per_window(|len| per_check(len.min(300)), false, |_| true).await?;
+    // Present in the period's first and last step: those bounds need no search.
+    let at_edge = |end: i64| async move {
+        Ok::<BTreeSet<String>, PromError>(
+            r.prom
+                .instant(&per_check(grid.step), end)
+                .await?
+                .iter()
+                .map(|(l, _)| label(l, "check").to_owned())
+                .collect(),
+        )
+    };
+    let (at_start, at_end) = (at_edge(grid.end_of(0)).await?, at_edge(grid.end_of(grid.n - 1)).await?);
     let mut wanted: BTreeSet<usize> = BTreeSet::new();
     let mut coarse: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (l, v) in &days {
         if let (Some(f), Some(e)) = (v.iter().position(|x| *x), v.iter().rposition(|x| *x)) {
-            coarse.insert(label(l, "check").to_owned(), (f, e));
-            // A check last seen at the end of day e may have run into day e + 1.
-            wanted.extend([f, e, (e + 1).min(w.count() - 1)]);
+            let check = label(l, "check");
+            coarse.insert(check.to_owned(), (f, e));
+            if !at_start.contains(check) {
+                wanted.insert(f);
+            }
+            if !at_end.contains(check) {
+                // Last seen at the end of day e: it may have run into day e + 1.
+                wanted.extend([e, (e + 1).min(w.count() - 1)]);
+            }
         }
     }
+    // A day with a configuration load is read step by step only when a check ran in it
+    // that neither its end nor the previous day's end shows (added and removed the same
+    // day).
     for t in reloads {
-        wanted.insert((((t - w.from) / w.cs) as usize).min(w.count() - 1));
+        let d = (((t - w.from) / w.cs) as usize).min(w.count() - 1);
+        if wanted.contains(&d) {
+            continue;
+        }
+        let in_day = r.prom.instant(&per_check(w.len_of(d)), w.start_of(d) + w.len_of(d)).await?;
+        let shown = |i: usize| {
+            days.iter()
+                .filter(|(_, v)| v.get(i).copied().unwrap_or(false))
+                .map(|(l, _)| label(l, "check"))
+                .collect::<BTreeSet<_>>()
+        };
+        let (end, before) = (shown(d), if d > 0 { shown(d - 1) } else { BTreeSet::new() });
+        if in_day.iter().any(|(l, _)| !end.contains(label(l, "check")) && !before.contains(label(l, "check")))
+        {
+            wanted.insert(d);
+        }
     }
     let per_day = (w.cs / grid.step) as usize;
     // Fine bounds (grid step indices) from the windows read step by step.
@@ -914,10 +950,16 @@ async fn check_spans(r: &Reader<'_>, reloads: &BTreeSet<i64>) -> Result<Vec<Chec
     Ok(names
         .into_iter()
         .map(|check| {
-            // The first and last window read step by step always hold the check's
-            // day-end sample: their bounds are exact; the day's bounds otherwise.
+            // Present at the period's edges: the edges. Else the windows read step by
+            // step hold the check's bounds; the day's bounds without them.
             let c = coarse.get(check).map(|(f, e)| (f * per_day, ((e + 1) * per_day).min(grid.n) - 1));
-            let (first, last) = fine.get(check).copied().or(c).unwrap_or((0, 0));
+            let (mut first, mut last) = fine.get(check).copied().or(c).unwrap_or((0, 0));
+            if at_start.contains(check.as_str()) {
+                first = 0;
+            }
+            if at_end.contains(check.as_str()) {
+                last = grid.n - 1;
+            }
             CheckSpan {
                 check: check.clone(),
                 first_seen: rfc3339(grid.start_of(first)),

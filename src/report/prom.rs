@@ -355,18 +355,54 @@ impl Prometheus {
     ) -> Result<Vec<(Labels, Vec<T>)>, PromError> {
         let mut series: BTreeMap<Labels, Vec<T>> = BTreeMap::new();
         let at = |k: usize| format!("{}.999", from + step * k as i64 - 1);
-        let mut k = 1usize;
-        while k <= n {
-            let last = (k + MAX_POINTS as usize - 1).min(n);
-            let form = [
-                ("query", query.to_owned()),
-                ("start", at(k)),
-                ("end", at(last)),
-                ("step", step.to_string()),
-            ];
-            let Data::Matrix(m) = self.call("query_range", &form, query).await? else {
-                return Err(PromError::Query { query: query.into(), message: "not a range answer".into() });
-            };
+        // Pieces of at most MAX_POINTS points, and at least four pieces when there are
+        // four points or more: Prometheus evaluates each query on one core, so pieces
+        // asked for together use them all.
+        let size = (MAX_POINTS as usize).min(n.div_ceil(CONCURRENT)).max(1);
+        let pieces: Vec<(usize, usize)> =
+            (0..n.div_ceil(size)).map(|i| (i * size + 1, ((i + 1) * size).min(n))).collect();
+        for group in pieces.chunks(CONCURRENT) {
+            let forms: Vec<[(&str, String); 4]> = group
+                .iter()
+                .map(|(k, last)| {
+                    [
+                        ("query", query.to_owned()),
+                        ("start", at(*k)),
+                        ("end", at(*last)),
+                        ("step", step.to_string()),
+                    ]
+                })
+                .collect();
+            let answers =
+                futures_util::future::join_all(forms.iter().map(|f| self.call("query_range", f, query)))
+                    .await;
+            for answer in answers {
+                let Data::Matrix(m) = answer? else {
+                    return Err(PromError::Query {
+                        query: query.into(),
+                        message: "not a range answer".into(),
+                    });
+                };
+                self.merge(query, n, from, step, m, &mut series, &missing, &keep)?;
+            }
+        }
+        Ok(series.into_iter().collect())
+    }
+
+    /// Adds a range answer's points to `series` (see [`Prometheus::range_map`]).
+    #[allow(clippy::too_many_arguments)]
+    fn merge<T: Clone>(
+        &self,
+        query: &str,
+        n: usize,
+        from: i64,
+        step: i64,
+        m: Vec<RangeSeries>,
+        series: &mut BTreeMap<Labels, Vec<T>>,
+        missing: &T,
+        keep: &impl Fn(f64) -> T,
+    ) -> Result<(), PromError> {
+        {
             for s in m {
                 if !series.contains_key(&s.metric)
                     && (series.len() + 1) * n * std::mem::size_of::<T>() > MAX_SERIES_BYTES
@@ -390,11 +426,13 @@ impl Prometheus {
                     }
                 }
             }
-            k = last + 1;
         }
-        Ok(series.into_iter().collect())
+        Ok(())
     }
 }
+
+/// Range queries asked for at once.
+const CONCURRENT: usize = 4;
 
 /// A series' labels.
 pub type Labels = BTreeMap<String, String>;
