@@ -1,6 +1,5 @@
 //! The `coexistd` command line.
 
-#[cfg(feature = "lab")]
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
