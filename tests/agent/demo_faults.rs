@@ -56,6 +56,9 @@ fn screenshot(url: &str) {
 
 #[test]
 fn two_cycles_of_faults_each_seen_and_repaired() {
+    if !crate::common::slow_tests("two_cycles_of_faults_each_seen_and_repaired") {
+        return;
+    }
     let _lab = crate::common::DEMO_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let port = free_port();
     let _demo = crate::common::Demo(
