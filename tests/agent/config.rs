@@ -219,7 +219,7 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "dns key on a tls check",
             with_pools("[[checks]]\nname = \"c\"\nkind = \"tls\"\nport = 5061\nexpect = [\"x\"]\n"),
-            "t.toml:15:10: checks[0].expect: not a key of kind \"tls\" (its keys: host, port, tls_min_version, tls_skip_verify, min_days_valid, each_address)",
+            "t.toml:15:10: checks[0].expect: not a key of kind \"tls\" (its keys: host, port, tls_min_version, tls_skip_verify, min_days_valid, each_address, forbid_sha1)",
         ),
         (
             "sip check with an unknown transport",
