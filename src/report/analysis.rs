@@ -46,16 +46,20 @@ pub enum State {
     Unknown,
 }
 
+impl State {
+    /// The state a value says: 1 (or more) up, below it down.
+    pub fn of(x: f64) -> State {
+        if x >= 1.0 {
+            State::Up
+        } else {
+            State::Down
+        }
+    }
+}
+
 /// States from values: ≥ 1 up, below it down, none unknown.
 pub fn states(values: &[Option<f64>]) -> Vec<State> {
-    values
-        .iter()
-        .map(|v| match v {
-            Some(x) if *x >= 1.0 => State::Up,
-            Some(_) => State::Down,
-            None => State::Unknown,
-        })
-        .collect()
+    values.iter().map(|v| v.map_or(State::Unknown, State::of)).collect()
 }
 
 /// Time up, down and unknown, and the availability (up over up and down; `None`
