@@ -34,7 +34,7 @@
 //!
 //! | module | what it does | what it does not |
 //! |---|---|---|
-//! | [`failure`] | the fixed failure reasons (one list, the `reason` label), [`failure::Failure`], the connect-error mapping | know about protocols above TCP |
+//! | [`failure`] | the fixed failure reasons (one list, the `reason` label), [`failure::Failure`] (the one failure type of a probe step; the wire layers' errors convert into it with `From`), what a TLS handshake showed ([`failure::tls`]), the connect-error mapping | know about protocols above TCP |
 //! | [`trace`] | the step recorder of `check --trace`: a no-op outside a trace | run probes ([`run::trace_run`] does) |
 //! | [`os`] | thread priority, giving memory back, fresh connected UDP sockets | keep state |
 //! | [`logging`] | logfmt or JSON log lines on standard error, no colour codes | decide what is logged |

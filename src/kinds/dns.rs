@@ -266,7 +266,7 @@ pub async fn probe(spec: &DnsSpec, cx: &ProbeContext) -> Outcome {
     let phases = vec![(Phase::Request, t.elapsed())];
     match res {
         Err(e) => {
-            let f = e.into_failure();
+            let f = Failure::from(e);
             Outcome::fail(f.reason, f.detail, phases)
         }
         Ok(answer) => {

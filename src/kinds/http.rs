@@ -247,7 +247,7 @@ pub async fn probe(spec: &HttpSpec, cx: &ProbeContext) -> Outcome {
     let mut phases = Vec::with_capacity(4);
     let (stream, info) = match open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
         Ok(v) => v,
-        Err(o) => return o,
+        Err(f) => return Outcome::failed(f, phases),
     };
     let t = Instant::now();
     let result = request(spec, stream).await;

@@ -96,8 +96,7 @@ async fn bind(
             }
             if buf.len() >= len {
                 phases.push((Phase::Request, sent.elapsed()));
-                return dcerpc::parse_bind_answer(&buf[..len], call_id)
-                    .map_err(|e| Failure::new(FailureReason::RpcMalformed, e.to_string()));
+                return Ok(dcerpc::parse_bind_answer(&buf[..len], call_id)?);
             }
         }
         let n = stream.read(&mut chunk).await.map_err(io)?;

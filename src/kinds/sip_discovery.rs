@@ -122,12 +122,12 @@ pub async fn probe(spec: &SipDiscoverySpec, cx: &ProbeContext) -> Outcome {
     let answer = match cx.dns.query(&spec.record, RecordType::SRV, spec.budget / 2).await {
         Ok(a) => a,
         Err(e) => {
-            let f = e.into_failure();
+            let f = Failure::from(e);
             return Outcome::fail(f.reason, f.detail, vec![(Phase::Resolve, t.elapsed())]);
         }
     };
     let srv_time = t.elapsed();
-    if let Err(Failure { reason, detail }) = super::answered(&answer) {
+    if let Err(Failure { reason, detail, .. }) = super::answered(&answer) {
         return Outcome::fail(reason, detail, vec![(Phase::Resolve, srv_time)]);
     }
     let chosen = answer

@@ -121,9 +121,17 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
     };
     let t = Instant::now();
     let mut own = OwnConnections { opts: &spec.opts, cx };
-    let mut reg = match registration::register(&mut own, &plan, cx, &mut phases).await {
+    let mut skew = None;
+    let registered = registration::register(&mut own, &plan, cx, &mut phases, &mut skew).await;
+    let with_skew = |mut o: Outcome| {
+        if let Some(s) = skew {
+            o.set(&crate::ua::credentials::CLOCK_SKEW, s);
+        }
+        o
+    };
+    let mut reg = match registered {
         Ok(r) => r,
-        Err(o) => return o,
+        Err(f) => return with_skew(Outcome::failed(f, phases)),
     };
     // Remove the binding: the test user must not stay registered here.
     let unregistered = registration::again(&spec.user, &mut reg.conn, &mut reg.binding, 0, deadline).await;
@@ -149,8 +157,5 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
         Ok(_) => Outcome::pass(phases),
     };
     o.points_to = Some(home);
-    if let Some(s) = reg.binding.creds.skew() {
-        o.set(&crate::ua::credentials::CLOCK_SKEW, s);
-    }
-    o
+    with_skew(o)
 }

@@ -137,8 +137,7 @@ async fn negotiate(
             }
             if buf.len() >= len {
                 phases.push((Phase::Request, sent.elapsed()));
-                return smb::parse_negotiate_response(&buf[..len])
-                    .map_err(|e| Failure::new(FailureReason::SmbMalformed, e.to_string()));
+                return Ok(smb::parse_negotiate_response(&buf[..len])?);
             }
         }
         let n = stream.read(&mut chunk).await.map_err(io)?;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{BuildCx, BuildError, CheckKind, Failure, FailureReason, Outcome, ProbeContext};
+use super::{BuildCx, BuildError, CheckKind, FailureReason, Outcome, ProbeContext};
 use crate::net::ssrp;
 use crate::ua::conn::{host_port, udp_exchange};
 
@@ -90,9 +90,7 @@ pub async fn probe(spec: &SqlBrowserSpec, cx: &ProbeContext) -> Outcome {
     let request = [ssrp::CLNT_UCAST_EX];
     let answered =
         udp_exchange(&spec.host, spec.port, cx, &mut phases, &request, Duration::from_secs(1), |d| {
-            ssrp::parse_svr_resp(d)
-                .map(Some)
-                .map_err(|e| Failure::new(FailureReason::SsrpMalformed, e.to_string()))
+            Ok(Some(ssrp::parse_svr_resp(d)?))
         })
         .await;
     let instances = match answered {

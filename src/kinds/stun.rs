@@ -123,10 +123,6 @@ pub async fn probe(spec: &StunSpec, cx: &ProbeContext) -> Outcome {
     }
 }
 
-fn malformed(e: stun::StunError) -> Failure {
-    Failure::new(FailureReason::StunMalformed, e.to_string())
-}
-
 async fn over_udp(
     spec: &StunSpec,
     cx: &ProbeContext,
@@ -141,7 +137,7 @@ async fn over_udp(
         match stun::parse_response(d, tid) {
             Ok(a) => Ok(Some(a)),
             Err(_) if !ours => Ok(None),
-            Err(e) => Err(malformed(e)),
+            Err(e) => Err(e.into()),
         }
     })
     .await
@@ -167,7 +163,7 @@ async fn over_tcp(
             }
             if buf.len() >= len {
                 phases.push((Phase::Request, sent.elapsed()));
-                let a = stun::parse_response(&buf[..len], tid).map_err(malformed)?;
+                let a = stun::parse_response(&buf[..len], tid)?;
                 return Ok((a, sent.elapsed()));
             }
         }

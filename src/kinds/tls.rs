@@ -83,7 +83,7 @@ pub async fn probe(spec: &TlsSpec, cx: &ProbeContext) -> Outcome {
     let mut phases = Vec::with_capacity(3);
     let (stream, info) = match open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
         Ok(v) => v,
-        Err(o) => return o,
+        Err(f) => return Outcome::failed(f, phases),
     };
     // TLS 1.3 servers reject a missing or bad client certificate only after the
     // client's handshake is over: close and listen for that verdict.

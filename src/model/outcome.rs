@@ -79,12 +79,14 @@ impl Outcome {
 
     /// A failing outcome.
     pub fn fail(reason: FailureReason, detail: impl Into<String>, phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome::with_result(Err(Failure { reason, detail: detail.into() }), phases)
+        Outcome::with_result(Err(Failure::new(reason, detail)), phases)
     }
 
-    /// A failed run from a probe step's [`Failure`].
-    pub fn failed(f: Failure, phases: Vec<(Phase, Duration)>) -> Outcome {
-        Outcome::with_result(Err(f), phases)
+    /// A failed run from a probe step's [`Failure`]; what its TLS handshake showed
+    /// becomes the outcome's [`Outcome::tls`].
+    pub fn failed(mut f: Failure, phases: Vec<(Phase, Duration)>) -> Outcome {
+        let tls = f.tls.take();
+        Outcome { tls, ..Outcome::with_result(Err(f), phases) }
     }
 
     /// The failure reason, if any.

@@ -64,6 +64,13 @@ pub enum RpcError {
     Malformed(&'static str),
 }
 
+/// An answer that is not a bind answer: `rpc_malformed`, so that `?` turns it into a probe step's failure.
+impl From<RpcError> for crate::failure::Failure {
+    fn from(e: RpcError) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::FailureReason::RpcMalformed, e.to_string())
+    }
+}
+
 /// Parses the answer to [`epm_bind`] with `call_id`.
 pub fn parse_bind_answer(pdu: &[u8], call_id: u32) -> Result<Bound, RpcError> {
     let len = pdu_len(pdu).ok_or(RpcError::Malformed("shorter than a header"))?;

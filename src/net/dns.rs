@@ -128,13 +128,13 @@ pub enum QueryError {
     Other(String),
 }
 
-impl QueryError {
-    /// What the failure is for a record check: `dns_timeout` or `dns_error`.
-    pub fn into_failure(self) -> crate::failure::Failure {
+/// What the failure is for a record check: `dns_timeout` or `dns_error`.
+impl From<QueryError> for crate::failure::Failure {
+    fn from(e: QueryError) -> crate::failure::Failure {
         use crate::failure::{Failure, FailureReason};
-        match self {
-            QueryError::Timeout(detail) => Failure { reason: FailureReason::DnsTimeout, detail },
-            QueryError::Other(detail) => Failure { reason: FailureReason::DnsError, detail },
+        match e {
+            QueryError::Timeout(detail) => Failure::new(FailureReason::DnsTimeout, detail),
+            QueryError::Other(detail) => Failure::new(FailureReason::DnsError, detail),
         }
     }
 }

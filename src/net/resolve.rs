@@ -61,7 +61,7 @@ impl Resolver {
     /// its kind: `dns_timeout` when no server answered in time, `resolve` otherwise (no
     /// such name, no address, an error from the server).
     pub async fn lookup_ip(&self, host: &str) -> Result<Vec<IpAddr>, Failure> {
-        let fail = |reason, detail: String| Failure { reason, detail };
+        let fail = |reason, detail: String| Failure::new(reason, detail);
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }

@@ -88,6 +88,13 @@ pub enum SmbError {
     Status(u32),
 }
 
+/// An answer that is not a NEGOTIATE response: `smb_malformed`, so that `?` turns it into a probe step's failure.
+impl From<SmbError> for crate::failure::Failure {
+    fn from(e: SmbError) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::FailureReason::SmbMalformed, e.to_string())
+    }
+}
+
 /// Parses a NEGOTIATE response (transport header included).
 pub fn parse_negotiate_response(msg: &[u8]) -> Result<Negotiated, SmbError> {
     let len = message_len(msg).ok_or(SmbError::Malformed("shorter than its transport header"))?;

@@ -37,6 +37,13 @@ pub enum SsrpError {
     Malformed(&'static str),
 }
 
+/// An answer that is not an instance list: `ssrp_malformed`, so that `?` turns it into a probe step's failure.
+impl From<SsrpError> for crate::failure::Failure {
+    fn from(e: SsrpError) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::FailureReason::SsrpMalformed, e.to_string())
+    }
+}
+
 /// The instances of an `SVR_RESP` to `CLNT_UCAST_EX`.
 pub fn parse_svr_resp(b: &[u8]) -> Result<Vec<Instance>, SsrpError> {
     if b.len() < 3 || b[0] != SVR_RESP {

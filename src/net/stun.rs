@@ -67,6 +67,13 @@ pub enum StunError {
     Fingerprint,
 }
 
+/// An answer that is not a usable Binding success: `stun_malformed`, so that `?` turns it into a probe step's failure.
+impl From<StunError> for crate::failure::Failure {
+    fn from(e: StunError) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::FailureReason::StunMalformed, e.to_string())
+    }
+}
+
 /// Parses a Binding response to transaction `tid`.
 pub fn parse_response(msg: &[u8], tid: &[u8; 12]) -> Result<Answer, StunError> {
     if msg.len() < HEADER {

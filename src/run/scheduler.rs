@@ -48,10 +48,7 @@ pub trait Prober: Send + Sync + 'static {
     /// Every address of `host` (`each_address`).
     fn resolve(&self, host: String) -> Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, Failure>> + Send>> {
         Box::pin(async move {
-            Err(Failure {
-                reason: crate::failure::FailureReason::Resolve,
-                detail: format!("{host}: no resolver"),
-            })
+            Err(Failure::new(crate::failure::FailureReason::Resolve, format!("{host}: no resolver")))
         })
     }
 }

@@ -42,6 +42,13 @@ pub enum FrameError {
     Budget,
 }
 
+/// Bytes that do not frame as SIP: `sip_malformed`, so that `?` turns it into a probe step's failure.
+impl From<FrameError> for crate::failure::Failure {
+    fn from(e: FrameError) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::FailureReason::SipMalformed, e.to_string())
+    }
+}
+
 /// The framing state of one stream.
 #[derive(Debug)]
 pub struct Framer {

@@ -564,6 +564,13 @@ pub enum ParseError {
     Truncated,
 }
 
+/// A message that does not parse: `sip_malformed`, so that `?` turns it into a probe step's failure.
+impl From<ParseError> for crate::failure::Failure {
+    fn from(e: ParseError) -> crate::failure::Failure {
+        crate::failure::Failure::new(crate::failure::FailureReason::SipMalformed, e.to_string())
+    }
+}
+
 /// The outcome of feeding bytes to the parser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Parsed {

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::ProbeContext;
 use crate::failure::{connect_reason, Failure, FailureReason};
-use crate::model::outcome::{Outcome, Phase};
+use crate::model::outcome::Phase;
 use crate::net::tls::{TlsOptions, TlsStream};
 use crate::sip::message::Transport;
 
@@ -113,29 +113,21 @@ pub async fn connect(
     Err(last.unwrap_or_else(|| Failure::new(FailureReason::Resolve, format!("{host}: no address"))))
 }
 
-/// Connects and handshakes; shared by every TLS-speaking kind. On failure the outcome
-/// is returned ready to report (with whatever chain was seen).
+/// Connects and handshakes; shared by every TLS-speaking kind. A failure carries
+/// whatever chain was seen ([`Failure::tls`]).
 pub async fn open(
     host: &str,
     port: u16,
     opts: &TlsOptions,
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, Duration)>,
-) -> Result<(TlsStream, Arc<crate::net::tls::TlsInfo>), Outcome> {
-    let tcp = connect(host, port, cx, phases).await.map_err(|f| Outcome::failed(f, phases.clone()))?;
+) -> Result<(TlsStream, Arc<crate::net::tls::TlsInfo>), Failure> {
+    let tcp = connect(host, port, cx, phases).await?;
     let t = Instant::now();
-    match cx.tls.handshake(tcp, host, opts).await {
-        Ok((stream, info)) => {
-            phases.push((Phase::Tls, t.elapsed()));
-            Ok((stream, Arc::new(info)))
-        }
-        Err(f) => {
-            phases.push((Phase::Tls, t.elapsed()));
-            let mut o = Outcome::fail(f.reason, f.detail, phases.clone());
-            o.tls = f.info.map(Arc::new);
-            Err(o)
-        }
-    }
+    let handshake = cx.tls.handshake(tcp, host, opts).await;
+    phases.push((Phase::Tls, t.elapsed()));
+    let (stream, info) = handshake?;
+    Ok((stream, Arc::new(info)))
 }
 
 /// A connection to a SIP server: a TLS or TCP stream, or a connected UDP socket, with
@@ -180,7 +172,7 @@ pub async fn connect_sip(
     transport: Transport,
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, Duration)>,
-) -> Result<SipConn, Outcome> {
+) -> Result<SipConn, Failure> {
     let local = |a: Option<SocketAddr>| a.map_or_else(|| "0.0.0.0:0".to_owned(), |a| a.to_string());
     match transport {
         Transport::Tls => {
@@ -189,19 +181,16 @@ pub async fn connect_sip(
             Ok(SipConn::Stream(Box::new(stream), sent_by))
         }
         Transport::Tcp => {
-            let s = connect(host, port, cx, phases).await.map_err(|f| Outcome::failed(f, phases.clone()))?;
+            let s = connect(host, port, cx, phases).await?;
             let sent_by = local(s.local_addr().ok());
             Ok(SipConn::Stream(Box::new(s), sent_by))
         }
         Transport::Udp => {
-            let addrs = cx
-                .addresses(host, phases)
-                .await
-                .map_err(|f| Outcome::fail(f.reason, f.detail, phases.clone()))?;
+            let addrs = cx.addresses(host, phases).await?;
             let target = SocketAddr::new(addrs[0], port);
-            let sock = crate::os::udp_socket_to(target).await.map_err(|e| {
-                Outcome::fail(connect_reason(&e), format!("UDP {target}: {e}"), phases.clone())
-            })?;
+            let sock = crate::os::udp_socket_to(target)
+                .await
+                .map_err(|e| Failure::new(connect_reason(&e), format!("UDP {target}: {e}")))?;
             let sent_by = local(sock.local_addr().ok());
             Ok(SipConn::Udp(sock, sent_by))
         }

@@ -54,9 +54,7 @@ async fn register_fresh(endpoint: &Arc<Endpoint>) -> Result<InForce, Failure> {
     };
     let mut phases = Vec::new();
     let mut k = LinkConnector { endpoint, cx: &cx };
-    let mut reg = registration::register(&mut k, &plan, &cx, &mut phases).await.map_err(|o| {
-        o.result.err().unwrap_or_else(|| Failure::new(FailureReason::Internal, "registration failed"))
-    })?;
+    let mut reg = registration::register(&mut k, &plan, &cx, &mut phases, &mut None).await?;
     reg.conn.armed = false;
     Ok(InForce { link: reg.conn.link.clone(), binding: reg.binding })
 }

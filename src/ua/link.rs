@@ -21,7 +21,7 @@ use super::endpoint::Endpoint;
 use super::registration::{Connector, Transact};
 use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
-use crate::model::outcome::{Outcome, Phase};
+use crate::model::outcome::Phase;
 use crate::sip::client_tx::Retransmit;
 use crate::sip::framer::{FrameError, Framer};
 use crate::sip::message::{self, Message, Transaction, Transport, MAX_MESSAGE};
@@ -320,15 +320,11 @@ impl Connector for LinkConnector<'_> {
         port: u16,
         transport: Transport,
         phases: &mut Vec<(Phase, Duration)>,
-    ) -> Result<LinkRef, Outcome> {
+    ) -> Result<LinkRef, Failure> {
         let conn = match &self.endpoint.shared.dialer {
             None => connect_sip(&self.endpoint.spec.opts, host, port, transport, self.cx, phases).await?,
             Some(d) => d.dial(host, port, transport).await.map_err(|e| {
-                Outcome::fail(
-                    crate::failure::connect_reason(&e),
-                    format!("{host}:{port}: {e}"),
-                    phases.clone(),
-                )
+                Failure::new(crate::failure::connect_reason(&e), format!("{host}:{port}: {e}"))
             })?,
         };
         Ok(LinkRef { link: start_link(conn, transport, self.endpoint), armed: true })

@@ -184,7 +184,7 @@ pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
 
 fn malformed(e: FrameError) -> Failure {
     crate::trace::step("sip", || format!("received bytes that are not SIP: {e}"));
-    Failure::new(FailureReason::SipMalformed, e.to_string())
+    e.into()
 }
 
 /// Shared, per-configuration state that probes use.

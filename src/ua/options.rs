@@ -53,7 +53,7 @@ pub async fn probe(spec: &SipSpec, cx: &ProbeContext) -> Outcome {
         Transport::Tls => {
             let (stream, info) = match open(&spec.host, spec.port, &spec.opts, cx, &mut phases).await {
                 Ok(v) => v,
-                Err(o) => return o,
+                Err(f) => return Outcome::failed(f, phases),
             };
             let local = stream.local_addr();
             let mut o =
@@ -67,7 +67,7 @@ pub async fn probe(spec: &SipSpec, cx: &ProbeContext) -> Outcome {
 
 fn finish(spec: &SipSpec, result: Result<Message, Failure>, phases: Vec<(Phase, Duration)>) -> Outcome {
     match result {
-        Err(Failure { reason, detail }) => Outcome::fail(reason, detail, phases),
+        Err(f) => Outcome::failed(f, phases),
         Ok(resp) => {
             let code = resp.status().unwrap_or(0);
             let mut o = if let Err(want) = status_accepted(&spec.expect_status, code) {

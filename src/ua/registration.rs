@@ -26,7 +26,7 @@ pub use super::credentials::Credentials;
 use super::ProbeContext;
 use super::{stream_transaction, udp_transaction};
 use crate::failure::{Failure, FailureReason};
-use crate::model::outcome::{Outcome, Phase};
+use crate::model::outcome::Phase;
 use crate::model::pool::Pool;
 use crate::model::users::User;
 use crate::net::tls::TlsOptions;
@@ -85,7 +85,7 @@ pub trait Connector: Send {
         port: u16,
         transport: Transport,
         phases: &mut Vec<(Phase, Duration)>,
-    ) -> impl std::future::Future<Output = Result<Self::Conn, Outcome>> + Send;
+    ) -> impl std::future::Future<Output = Result<Self::Conn, Failure>> + Send;
 }
 
 /// A probe's own connections ([`SipConn`]).
@@ -105,7 +105,7 @@ impl Connector for OwnConnections<'_> {
         port: u16,
         transport: Transport,
         phases: &mut Vec<(Phase, Duration)>,
-    ) -> impl std::future::Future<Output = Result<SipConn, Outcome>> + Send {
+    ) -> impl std::future::Future<Output = Result<SipConn, Failure>> + Send {
         connect_sip(self.opts, host, port, transport, self.cx, phases)
     }
 }
@@ -169,13 +169,16 @@ pub struct Plan<'a> {
 }
 
 /// Registers `plan.user`: connects, answers challenges, follows one redirect the
-/// policy allows, and checks that the binding was kept.
+/// policy allows, and checks that the binding was kept. `skew` receives the
+/// registrar's clock skew when its challenge showed one, whether or not the
+/// registration then succeeds (a clock far off is why an NTLM sign-in fails).
 pub async fn register<K: Connector>(
     k: &mut K,
     plan: &Plan<'_>,
     cx: &ProbeContext,
     phases: &mut Vec<(Phase, Duration)>,
-) -> Result<Registration<K::Conn>, Outcome> {
+    skew: &mut Option<f64>,
+) -> Result<Registration<K::Conn>, Failure> {
     let user = plan.user;
     let mut creds = Credentials::of(user, cx.endpoints.realm_of(&user.name));
     let (mut host, mut port, mut transport) = (plan.host.to_owned(), plan.port, user.transport);
@@ -189,18 +192,12 @@ pub async fn register<K: Connector>(
         let mut conn =
             match tokio::time::timeout_at(plan.deadline, k.connect(&host, port, transport, phases)).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(mut o)) => {
-                    if let Err(f) = &mut o.result {
-                        f.detail = after(&redirected, std::mem::take(&mut f.detail));
-                    }
-                    return Err(o);
+                Ok(Err(mut f)) => {
+                    f.detail = after(&redirected, std::mem::take(&mut f.detail));
+                    return Err(f);
                 }
                 Err(_) => {
-                    return Err(Outcome::fail(
-                        FailureReason::Timeout,
-                        format!("connecting to {host}:{port}"),
-                        phases.clone(),
-                    ))
+                    return Err(Failure::new(FailureReason::Timeout, format!("connecting to {host}:{port}")));
                 }
             };
         let mut tx = message::new_transaction();
@@ -211,18 +208,11 @@ pub async fn register<K: Connector>(
         let verdict =
             exchange(user, transport, &mut conn, &mut creds, &mut tx, &tag, plan.expires, plan.deadline)
                 .await;
-        let skew = creds.skew();
+        *skew = creds.skew().or(*skew);
         let fail = |f: Failure, phases: &mut Vec<(Phase, Duration)>| {
             phases.push((Phase::Request, t.elapsed()));
-            let mut o = Outcome::fail(
-                f.reason,
-                after(&redirected, format!("{host}:{port}: {}", f.detail)),
-                phases.clone(),
-            );
-            if let Some(s) = skew {
-                o.set(&super::credentials::CLOCK_SKEW, s);
-            }
-            o
+            let detail = after(&redirected, format!("{host}:{port}: {}", f.detail));
+            Failure { detail, ..f }
         };
         match verdict {
             Err(f) => return Err(fail(f, phases)),

@@ -470,12 +470,12 @@ impl super::registration::Connector for Dialled {
         port: u16,
         transport: Transport,
         _phases: &mut Vec<(crate::model::outcome::Phase, Duration)>,
-    ) -> impl std::future::Future<Output = Result<Self::Conn, crate::model::outcome::Outcome>> + Send {
+    ) -> impl std::future::Future<Output = Result<Self::Conn, crate::failure::Failure>> + Send {
         let (dial, host) = (self.0.clone(), host.to_owned());
         async move {
-            dial.dial(&host, port, transport).await.map_err(|e| {
-                crate::model::outcome::Outcome::fail(FailureReason::Io, e.to_string(), Vec::new())
-            })
+            dial.dial(&host, port, transport)
+                .await
+                .map_err(|e| crate::failure::Failure::new(FailureReason::Io, e.to_string()))
         }
     }
 }
@@ -494,16 +494,14 @@ async fn a_skewed_registrar_clock_is_measured_on_the_failing_probe() {
             deadline: tokio::time::Instant::now() + Duration::from_secs(5),
         };
         let mut dialled = Dialled(cx.endpoints.dialer().expect("the memory network"));
-        let skew = match super::registration::register(&mut dialled, &plan, &cx, &mut Vec::new()).await {
-            Err(o) => {
-                assert_eq!(o.reason(), Some(FailureReason::ClockSkew), "{fault:?}");
-                o.value(&super::credentials::CLOCK_SKEW)
-            }
+        let mut skew = None;
+        match super::registration::register(&mut dialled, &plan, &cx, &mut Vec::new(), &mut skew).await {
+            Err(f) => assert_eq!(f.reason, FailureReason::ClockSkew, "{fault:?}"),
             Ok(r) => {
                 assert_eq!(fault, Fault::None);
-                r.binding.creds.skew()
+                assert_eq!(r.binding.creds.skew(), skew);
             }
-        };
+        }
         assert!(skew.is_some_and(|s| (low..high).contains(&s)), "{fault:?}: {skew:?}");
     }
 }

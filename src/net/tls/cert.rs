@@ -12,26 +12,7 @@ use openssl::stack::StackRef;
 use openssl::x509::{X509NameRef, X509Ref, X509};
 use rustls::pki_types::CertificateDer;
 
-/// One certificate of a peer's chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertSummary {
-    /// Subject, e.g. `CN=lyncpool.contoso.com,O=Contoso`.
-    pub subject: String,
-    /// Issuer, same form.
-    pub issuer: String,
-    /// Serial number, upper-case hex.
-    pub serial: String,
-    /// Subject alternative names (DNS names and IP addresses), comma-separated.
-    pub sans: String,
-    /// Signature algorithm, e.g. `sha1WithRSAEncryption`, `ecdsa-with-SHA256`.
-    pub signature_algorithm: String,
-    /// SHA-256 fingerprint of the DER, lower-case hex.
-    pub fingerprint_sha256: String,
-    /// NotBefore, unix seconds.
-    pub not_before: i64,
-    /// NotAfter, unix seconds.
-    pub not_after: i64,
-}
+pub use crate::failure::tls::CertSummary;
 
 /// Summarises certificates given as DER (rustls' view of the chain); unparseable ones
 /// are skipped.

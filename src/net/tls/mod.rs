@@ -29,9 +29,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-pub use cert::CertSummary;
+pub use crate::failure::tls::{CertSummary, TlsInfo, TlsVersion};
 
-use crate::failure::FailureReason;
+use crate::failure::{Failure, FailureReason};
 
 /// The `[tls]` table: trust anchors and client identity for TLS-speaking checks.
 #[derive(Debug, Clone, Default)]
@@ -44,47 +44,6 @@ pub struct TlsConfig {
     pub client_key: Option<PathBuf>,
 }
 
-/// Lowest protocol version a check accepts; below 1.2 selects the OpenSSL engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum TlsVersion {
-    /// TLS 1.0 (OCS 2007 R2).
-    V1_0,
-    /// TLS 1.1.
-    V1_1,
-    /// TLS 1.2 (default).
-    V1_2,
-    /// TLS 1.3 only.
-    V1_3,
-}
-
-impl TlsVersion {
-    /// Parses `"1.0"`, `"1.1"`, `"1.2"`, `"1.3"`.
-    pub fn parse(s: &str) -> Option<TlsVersion> {
-        Some(match s {
-            "1.0" => TlsVersion::V1_0,
-            "1.1" => TlsVersion::V1_1,
-            "1.2" => TlsVersion::V1_2,
-            "1.3" => TlsVersion::V1_3,
-            _ => return None,
-        })
-    }
-
-    /// `"TLS 1.0"` … `"TLS 1.3"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TlsVersion::V1_0 => "TLS 1.0",
-            TlsVersion::V1_1 => "TLS 1.1",
-            TlsVersion::V1_2 => "TLS 1.2",
-            TlsVersion::V1_3 => "TLS 1.3",
-        }
-    }
-
-    /// Whether this version needs the OpenSSL engine.
-    pub fn is_legacy(self) -> bool {
-        self < TlsVersion::V1_2
-    }
-}
-
 /// Per-check TLS options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TlsOptions {
@@ -94,38 +53,6 @@ pub struct TlsOptions {
     pub skip_verify: bool,
     /// Fail with `cert_expiring` when the leaf expires within this many days.
     pub min_days_valid: Option<u32>,
-}
-
-/// What a handshake showed, whether or not verification passed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// Negotiated version; `None` when the handshake failed before one was agreed.
-    pub version: Option<TlsVersion>,
-    /// The peer's chain as sent, leaf first.
-    pub chain: Vec<Arc<CertSummary>>,
-}
-
-impl TlsInfo {
-    /// The leaf certificate.
-    pub fn leaf(&self) -> Option<&CertSummary> {
-        self.chain.first().map(|c| &**c)
-    }
-
-    /// The earliest NotAfter of the chain (unix seconds).
-    pub fn earliest_not_after(&self) -> Option<i64> {
-        self.chain.iter().map(|c| c.not_after).min()
-    }
-}
-
-/// A failed handshake or verification.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFailure {
-    /// The reason label.
-    pub reason: FailureReason,
-    /// Human-readable detail.
-    pub detail: String,
-    /// What was seen of the peer before the failure.
-    pub info: Option<TlsInfo>,
 }
 
 /// Why the TLS material of `[tls]` could not be loaded.
@@ -145,7 +72,7 @@ trait Engine {
         tcp: TcpStream,
         name: &str,
         opts: &TlsOptions,
-    ) -> impl std::future::Future<Output = Result<(TlsStream, TlsInfo), TlsFailure>> + Send;
+    ) -> impl std::future::Future<Output = Result<(TlsStream, TlsInfo), Failure>> + Send;
 }
 
 /// Both engines, configured once per configuration: rustls for TLS 1.2 and 1.3,
@@ -184,7 +111,7 @@ impl TlsClient {
         tcp: TcpStream,
         name: &str,
         opts: &TlsOptions,
-    ) -> Result<(TlsStream, TlsInfo), TlsFailure> {
+    ) -> Result<(TlsStream, TlsInfo), Failure> {
         crate::trace::step("tls", || {
             format!(
                 "handshake with SNI {name} ({} engine, lowest version {}{})",
@@ -213,7 +140,7 @@ impl TlsClient {
                     "failed after {ms:.3} ms: {}: {}\n{}",
                     f.reason.as_str(),
                     f.detail,
-                    f.info.as_ref().map_or("no certificate received".into(), |i| describe_chain(&i.chain))
+                    f.tls.as_ref().map_or("no certificate received".into(), |i| describe_chain(&i.chain))
                 ),
             }
         });
@@ -223,15 +150,14 @@ impl TlsClient {
             if let Some(leaf) = info.leaf() {
                 let left = leaf.not_after - now;
                 if left < i64::from(days) * 86_400 {
-                    return Err(TlsFailure {
-                        reason: FailureReason::CertExpiring,
-                        detail: format!(
-                            "certificate {} expires in {:.1} days (min_days_valid = {days})",
-                            leaf.subject,
-                            left as f64 / 86_400.0
-                        ),
-                        info: Some(info),
-                    });
+                    let detail = format!(
+                        "certificate {} expires in {:.1} days (min_days_valid = {days})",
+                        leaf.subject,
+                        left as f64 / 86_400.0
+                    );
+                    return Err(
+                        Failure::new(FailureReason::CertExpiring, detail).with_tls(Some(Arc::new(info)))
+                    );
                 }
             }
         }

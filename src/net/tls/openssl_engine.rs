@@ -8,10 +8,8 @@ use std::sync::{Arc, Mutex};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use tokio::net::TcpStream;
 
-use super::{
-    cert, setup_err, Engine, Files, TlsFailure, TlsInfo, TlsOptions, TlsSetupError, TlsStream, TlsVersion,
-};
-use crate::failure::FailureReason;
+use super::{cert, setup_err, Engine, Files, TlsInfo, TlsOptions, TlsSetupError, TlsStream, TlsVersion};
+use crate::failure::{Failure, FailureReason};
 
 /// The OpenSSL engine with the configuration's trust anchors and client identity.
 pub(super) struct OpenSslEngine {
@@ -33,8 +31,8 @@ impl Engine for OpenSslEngine {
         tcp: TcpStream,
         name: &str,
         opts: &TlsOptions,
-    ) -> Result<(TlsStream, TlsInfo), TlsFailure> {
-        let fail = |detail: String| TlsFailure { reason: FailureReason::TlsHandshake, detail, info: None };
+    ) -> Result<(TlsStream, TlsInfo), Failure> {
+        let fail = |detail: String| Failure::new(FailureReason::TlsHandshake, detail);
         let mut cfg = self.connector.configure().map_err(|e| fail(e.to_string()))?;
         let errors: Arc<Mutex<Vec<VerifyError>>> = Arc::new(Mutex::new(Vec::new()));
         let seen = errors.clone();
@@ -66,17 +64,14 @@ impl Engine for OpenSslEngine {
         if let Err(e) = result {
             let (reason, detail) = classify_openssl(&e);
             let info = (!chain.is_empty()).then_some(TlsInfo { version: None, chain });
-            return Err(TlsFailure { reason, detail, info });
+            return Err(Failure::new(reason, detail).with_tls(info.map(Arc::new)));
         }
         let info = TlsInfo { version, chain };
         let first = errors.lock().unwrap_or_else(|e| e.into_inner()).first().copied();
         if let (Some((code, msg, depth)), false) = (first, opts.skip_verify) {
             let (reason, what) = classify_x509(code);
-            return Err(TlsFailure {
-                reason,
-                detail: format!("{what}: {msg} (certificate at depth {depth})"),
-                info: Some(info),
-            });
+            let detail = format!("{what}: {msg} (certificate at depth {depth})");
+            return Err(Failure::new(reason, detail).with_tls(Some(Arc::new(info))));
         }
         Ok((TlsStream::OpenSsl(Box::new(stream)), info))
     }

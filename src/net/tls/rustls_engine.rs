@@ -14,10 +14,8 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 
-use super::{
-    cert, setup_err, Engine, Files, TlsFailure, TlsInfo, TlsOptions, TlsSetupError, TlsStream, TlsVersion,
-};
-use crate::failure::FailureReason;
+use super::{cert, setup_err, Engine, Files, TlsInfo, TlsOptions, TlsSetupError, TlsStream, TlsVersion};
+use crate::failure::{Failure, FailureReason};
 
 /// The rustls engine with the configuration's trust anchors and client identity.
 pub(super) struct RustlsEngine {
@@ -94,7 +92,7 @@ impl Engine for RustlsEngine {
         tcp: TcpStream,
         name: &str,
         opts: &TlsOptions,
-    ) -> Result<(TlsStream, TlsInfo), TlsFailure> {
+    ) -> Result<(TlsStream, TlsInfo), Failure> {
         let verifier = Arc::new(Capturing {
             inner: self.webpki.clone(),
             chain: Mutex::new(Vec::new()),
@@ -105,7 +103,7 @@ impl Engine for RustlsEngine {
         } else {
             &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
-        let fail = |reason, detail: String| TlsFailure { reason, detail, info: None };
+        let fail = |reason, detail: String| Failure::new(reason, detail);
         let builder = ClientConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| fail(FailureReason::TlsHandshake, e.to_string()))?
@@ -133,7 +131,7 @@ impl Engine for RustlsEngine {
             Err(e) => {
                 let (reason, detail) = classify_rustls(&e);
                 let info = (!chain.is_empty()).then_some(TlsInfo { version: None, chain });
-                Err(TlsFailure { reason, detail, info })
+                Err(Failure::new(reason, detail).with_tls(info.map(Arc::new)))
             }
         }
     }

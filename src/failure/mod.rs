@@ -1,7 +1,15 @@
-//! Why a probe failed: the fixed list of reasons (the `reason` label) and the
-//! failure type every kind reports. Ground floor: imports nothing of the crate.
+//! Why a probe failed: the fixed list of reasons (the `reason` label) and the one
+//! failure type of a probe step ([`Failure`], with what a TLS handshake showed when it
+//! got that far: [`tls`]). Ground floor: imports nothing of the crate above it; the wire
+//! layers turn their own errors into a [`Failure`] with `From`, so `?` composes.
+
+pub mod tls;
+
+use std::sync::Arc;
 
 use serde::Serialize;
+
+use self::tls::TlsInfo;
 
 /// Declares [`FailureReason`] from one list: the variants, [`FailureReason::ALL`],
 /// the label values and the doc lines all come from it, so they cannot drift apart.
@@ -130,19 +138,35 @@ failure_reasons! {
     Internal => "internal",
 }
 
-/// A failed probe: the reason label and a human-readable detail for logs and status.
+/// A failed probe step, and so a failed probe: the reason label, a human-readable
+/// detail for logs and status, and what the TLS handshake showed when the step got that
+/// far (a chain that did not verify, an expiring leaf).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The fixed reason.
     pub reason: FailureReason,
     /// What happened, in words (error text, the answer received, ...).
     pub detail: String,
+    /// What the peer's TLS handshake showed, when there was one.
+    pub tls: Option<Arc<TlsInfo>>,
 }
 
 impl Failure {
     /// A failure for `reason` with `detail`.
     pub fn new(reason: FailureReason, detail: impl Into<String>) -> Failure {
-        Failure { reason, detail: detail.into() }
+        Failure { reason, detail: detail.into(), tls: None }
+    }
+
+    /// The same failure with what the TLS handshake showed.
+    pub fn with_tls(mut self, tls: Option<Arc<TlsInfo>>) -> Failure {
+        self.tls = tls;
+        self
+    }
+
+    /// The same failure with `context` before its detail (`context: detail`).
+    pub fn context(mut self, context: impl std::fmt::Display) -> Failure {
+        self.detail = format!("{context}: {}", self.detail);
+        self
     }
 }
 
