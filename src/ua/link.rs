@@ -22,7 +22,6 @@ use super::registration::{Connector, Transact};
 use super::ProbeContext;
 use crate::failure::{Failure, FailureReason};
 use crate::model::outcome::Phase;
-use crate::sip::client_tx::Retransmit;
 use crate::sip::framer::{FrameError, Framer};
 use crate::sip::message::{self, Message, Transaction, Transport, MAX_MESSAGE};
 
@@ -194,7 +193,7 @@ impl Link {
         deadline: Instant,
         provisional: &mut Option<(u16, Instant)>,
     ) -> Result<Message, Failure> {
-        let (stx, mut srx) = mpsc::channel(8);
+        let (stx, srx) = mpsc::channel(8);
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             if p.len() >= MAX_PENDING {
@@ -205,46 +204,15 @@ impl Link {
         let _guard = PendingGuard(self, &tx.branch);
         // Signed once: a retransmission is the same message.
         let request = self.send_signed(request).await?;
-        let mut timer =
-            Retransmit::new(Instant::now(), tx.method == "INVITE", self.transport != Transport::Udp);
-        let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
-        loop {
-            tokio::select! {
-                m = srx.recv() => match m {
-                    Some(m) if m.answers(tx) => {
-                        crate::trace::step("sip", || format!("received {} {}", m.status().unwrap_or(0), tx.method));
-                        if m.status().is_some_and(|c| c >= 200) {
-                            // REGISTER responses are the registration's to check (it may be
-                            // setting up a new association).
-                            if !matches!(m.status(), Some(401 | 407)) && tx.method != "REGISTER" {
-                                self.verified(&m)?;
-                            }
-                            return Ok(m);
-                        }
-                        // 100 Trying is hop by hop: the far end's 18x is what counts.
-                        if provisional.is_none() && m.status().is_some_and(|c| c > 100) {
-                            *provisional = m.status().map(|c| (c, Instant::now()));
-                        }
-                        timer.provisional();
-                    }
-                    Some(_) => {}
-                    None => return Err(closed()),
-                },
-                _ = self.closed.cancelled() => return Err(closed()),
-                _ = tokio::time::sleep_until(timer.wake(deadline)) => {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Err(Failure::new(
-                            FailureReason::Timeout,
-                            format!("no final response to {} ({} transmissions)", tx.method, timer.sends()),
-                        ));
-                    }
-                    if timer.fire(now) {
-                        self.send_raw(&request).await?;
-                    }
-                }
-            }
+        let mut ch = Responses { link: self, rx: srx };
+        let m = super::transaction::run(&mut ch, &request, tx, deadline, provisional).await?;
+        crate::trace::step("sip", || format!("received {} {}", m.status().unwrap_or(0), tx.method));
+        // REGISTER responses are the registration's to check (it may be setting up a
+        // new association).
+        if !matches!(m.status(), Some(401 | 407)) && tx.method != "REGISTER" {
+            self.verified(&m)?;
         }
+        Ok(m)
     }
 
     fn dispatch(&self, m: Message, endpoint: &Endpoint) -> Vec<Arc<[u8]>> {
@@ -263,6 +231,30 @@ impl Link {
             return Vec::new();
         }
         endpoint.answer(&m, self)
+    }
+}
+
+/// A transaction's responses on a link: routed to it by the reader task (by branch).
+struct Responses<'a> {
+    link: &'a Link,
+    rx: mpsc::Receiver<Message>,
+}
+
+impl super::transaction::Channel for Responses<'_> {
+    fn reliable(&self) -> bool {
+        self.link.transport != Transport::Udp
+    }
+
+    async fn resend(&mut self, request: &[u8]) -> Result<(), Failure> {
+        self.link.send_raw(request).await
+    }
+
+    async fn next(&mut self) -> Result<Option<Message>, Failure> {
+        let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
+        tokio::select! {
+            m = self.rx.recv() => m.map(Some).ok_or_else(closed),
+            _ = self.link.closed.cancelled() => Err(closed()),
+        }
     }
 }
 

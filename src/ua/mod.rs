@@ -1,5 +1,5 @@
 //! The SIP user agent the kinds stand on: a test user's requests ([`client`]), client
-//! transactions over a connection of a probe's own ([`udp_transaction`], [`stream_transaction`]), the OPTIONS exchange
+//! transactions, one loop over every connection ([`transaction`]), the OPTIONS exchange
 //! ([`options`]), one registration routine with the redirect and authentication
 //! policy ([`registration`]), and the test users' registered endpoints ([`endpoint`]:
 //! their connections ([`link`]), client transactions on them, and the UAS side — which requests
@@ -33,19 +33,17 @@ pub mod subscription;
 mod tests;
 #[cfg(test)]
 mod tests_ntlm;
+pub mod transaction;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use std::time::Duration;
 
-use crate::failure::{connect_reason, Failure, FailureReason};
+use crate::failure::Failure;
 use crate::model::outcome::{Measure, Phase};
 use crate::net::resolve::Resolver;
-use crate::sip::client_tx::Retransmit;
-use crate::sip::framer::{FrameError, Framer};
-use crate::sip::message::{self, Message, ParseError, Parsed, Transaction, MAX_MESSAGE};
+use crate::sip::message::{Message, Transaction};
 
 pub use crate::sip::client_tx::{T1, T2};
 
@@ -85,106 +83,15 @@ impl Datagrams for UdpSocket {
     }
 }
 
-/// The UDP client transaction: send, retransmit on timer E, wait for the final response.
+/// The UDP client transaction on a probe's own socket: send, retransmit on timer E,
+/// wait for the final response ([`transaction::over_udp`]).
 pub async fn udp_transaction<S: Datagrams + Sync>(
     sock: &S,
     request: &[u8],
     tx: &Transaction,
     deadline: Instant,
 ) -> Result<Message, Failure> {
-    let io = |e: std::io::Error| Failure::new(connect_reason(&e), format!("UDP: {e}"));
-    sock.send(request).await.map_err(io)?;
-    crate::trace::step("sip", || {
-        format!("sent over UDP ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
-    });
-    let mut timer = Retransmit::new(Instant::now(), tx.method == "INVITE", false);
-    // Capacity, not zeroed length: the datagram is written straight into it.
-    let mut buf: Vec<u8> = Vec::with_capacity(MAX_MESSAGE);
-    let mut malformed: Option<ParseError> = None;
-    loop {
-        tokio::select! {
-            r = { buf.clear(); sock.recv_buf(&mut buf) } => {
-                let n = r.map_err(io)?;
-                crate::trace::step("sip", || format!("received a datagram ({n} bytes):\n{}", crate::trace::mask_credentials(&buf[..n])));
-                match message::parse(&buf[..n], false) {
-                    Ok(Parsed::Complete(m, _)) if m.answers(tx) => {
-                        if m.status().is_some_and(|c| c >= 200) {
-                            return Ok(m);
-                        }
-                        // Provisional: the server has the request.
-                        timer.provisional();
-                    }
-                    Ok(_) => {}
-                    Err(e) => malformed = Some(e),
-                }
-            }
-            _ = tokio::time::sleep_until(timer.wake(deadline)) => {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(match malformed {
-                        Some(e) => Failure::new(FailureReason::SipMalformed, format!("no valid response; received: {e}")),
-                        None => Failure::new(FailureReason::Timeout, format!("no final response to {} transmissions", timer.sends())),
-                    });
-                }
-                if timer.fire(now) {
-                    sock.send(request).await.map_err(io)?;
-                    let sends = timer.sends();
-                    crate::trace::step("sip", || format!("no final response yet: retransmission {sends}"));
-                }
-            }
-        }
-    }
-}
-
-/// The stream client transaction: write, then read and frame until our final response.
-pub async fn stream_transaction<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    request: &[u8],
-    tx: &Transaction,
-) -> Result<Message, Failure> {
-    let io = |e: std::io::Error| Failure::new(crate::net::tls::io_reason(&e), format!("{e}"));
-    stream.write_all(request).await.map_err(io)?;
-    stream.flush().await.map_err(io)?;
-    crate::trace::step("sip", || {
-        format!("sent ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
-    });
-    let mut framer = Framer::new(None).keep_raw(crate::trace::active());
-    let mut chunk = [0u8; 4096];
-    loop {
-        // Every complete message already buffered; ours ends the transaction.
-        loop {
-            match framer.next_message() {
-                Ok(Some(m)) => {
-                    crate::trace::step("sip", || {
-                        let raw = framer.last_raw();
-                        format!("received ({} bytes):\n{}", raw.len(), crate::trace::mask_credentials(raw))
-                    });
-                    if m.answers(tx) && m.status().is_some_and(|c| c >= 200) {
-                        return Ok(m);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => return Err(malformed(e)),
-            }
-        }
-        let n = stream.read(&mut chunk).await.map_err(io)?;
-        if n == 0 {
-            return Err(if framer.buffered() == 0 {
-                Failure::new(FailureReason::Io, "connection closed without a response")
-            } else {
-                Failure::new(
-                    FailureReason::SipMalformed,
-                    format!("connection closed after {} bytes of a message", framer.buffered()),
-                )
-            });
-        }
-        framer.push(&chunk[..n]).map_err(malformed)?;
-    }
-}
-
-fn malformed(e: FrameError) -> Failure {
-    crate::trace::step("sip", || format!("received bytes that are not SIP: {e}"));
-    e.into()
+    transaction::over_udp(sock, request, tx, deadline).await
 }
 
 /// Shared, per-configuration state that probes use.

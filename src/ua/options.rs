@@ -11,8 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::conn::{connect, open};
+use super::transaction;
 use super::ProbeContext;
-use super::{stream_transaction, udp_transaction};
 use crate::failure::{Failure, FailureReason};
 use crate::model::outcome::{status_accepted, Outcome, Phase};
 use crate::net::tls::TlsOptions;
@@ -128,7 +128,7 @@ async fn over_udp(
     let via = sent_by(sock.local_addr().ok());
     let request = message::options_request(&params(spec, &via, tx, &tag));
     let t = Instant::now();
-    let r = udp_transaction(&sock, &request, tx, deadline).await;
+    let r = transaction::over_udp(&sock, &request, tx, deadline).await;
     phases.push((Phase::Request, t.elapsed()));
     r
 }
@@ -144,7 +144,7 @@ async fn over_stream(
     over_stream_with(spec, stream, local, tx, deadline, phases).await
 }
 
-async fn over_stream_with<S: AsyncRead + AsyncWrite + Unpin>(
+async fn over_stream_with<S: AsyncRead + AsyncWrite + Unpin + Send>(
     spec: &SipSpec,
     mut stream: S,
     local: Option<SocketAddr>,
@@ -156,10 +156,7 @@ async fn over_stream_with<S: AsyncRead + AsyncWrite + Unpin>(
     let via = sent_by(local);
     let request = message::options_request(&params(spec, &via, tx, &tag));
     let t = Instant::now();
-    let r = match tokio::time::timeout_at(deadline, stream_transaction(&mut stream, &request, tx)).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::new(FailureReason::Timeout, "no final response before the deadline")),
-    };
+    let r = transaction::over_stream(&mut stream, &request, tx, deadline).await;
     phases.push((Phase::Request, t.elapsed()));
     let _ = tokio::time::timeout(Duration::from_millis(50), stream.shutdown()).await;
     r

@@ -23,8 +23,8 @@ use tokio::time::Instant;
 
 use super::conn::{connect_sip, SipConn};
 pub use super::credentials::Credentials;
+use super::transaction;
 use super::ProbeContext;
-use super::{stream_transaction, udp_transaction};
 use crate::failure::{Failure, FailureReason};
 use crate::model::outcome::Phase;
 use crate::model::pool::Pool;
@@ -60,15 +60,8 @@ impl Transact for SipConn {
         deadline: Instant,
     ) -> Result<Message, Failure> {
         match self {
-            SipConn::Stream(s, _) => {
-                match tokio::time::timeout_at(deadline, stream_transaction(s, request, tx)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        Err(Failure::new(FailureReason::Timeout, "no final response before the deadline"))
-                    }
-                }
-            }
-            SipConn::Udp(sock, _) => udp_transaction(sock, request, tx, deadline).await,
+            SipConn::Stream(s, _) => transaction::over_stream(s, request, tx, deadline).await,
+            SipConn::Udp(sock, _) => transaction::over_udp(sock, request, tx, deadline).await,
         }
     }
 }

@@ -332,6 +332,9 @@ fn check_prints_a_table_or_json_and_exits_1_on_failure() {
 
 #[test]
 fn the_demo_serves_a_passing_lab() {
+    if !common::slow_tests("the_demo_serves_a_passing_lab") {
+        return;
+    }
     let _lab = common::DEMO_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let port = common::free_port();
     let mut demo = common::Demo(

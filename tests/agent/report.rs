@@ -340,6 +340,9 @@ fn chromium(args: &[&str]) -> String {
 
 #[test]
 fn fourteen_days_of_history_give_the_figures_placed_in_them() {
+    if !crate::common::slow_tests("fourteen_days_of_history_give_the_figures_placed_in_them") {
+        return;
+    }
     let p = prometheus_with_history();
     let dir = tempfile::tempdir().unwrap();
     let criteria = dir.path().join("coexistd.toml");
@@ -524,6 +527,9 @@ fn fourteen_days_of_history_give_the_figures_placed_in_them() {
 
 #[test]
 fn a_period_cut_mid_day_and_mid_incident_keeps_exact_figures() {
+    if !crate::common::slow_tests("a_period_cut_mid_day_and_mid_incident_keeps_exact_figures") {
+        return;
+    }
     let p = prometheus_with_history();
     let (code, json, err) =
         report(&p, &["--from", "2026-11-04T12:00:00Z", "--to", "2026-11-13T14:37:00Z", "--format", "json"]);
