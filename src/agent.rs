@@ -110,6 +110,7 @@ pub async fn run(
         });
     }
     cx.endpoints = store.endpoints.clone();
+    store.endpoints.set_budget(store.current().config.agent.endpoint_memory);
     store.endpoints.sync(endpoint_specs(&store.current().config), &cx, &probes);
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
 
@@ -177,6 +178,7 @@ async fn reload(
     old.stop(STOP_GRACE).await;
     let generation = store.swap(config);
     cx.endpoints = store.endpoints.clone();
+    store.endpoints.set_budget(generation.config.agent.endpoint_memory);
     store.endpoints.sync(endpoint_specs(&generation.config), &cx, probes);
     let prober: Arc<dyn crate::run::scheduler::Prober> = Arc::new(LiveProber(Arc::new(cx)));
     tracer.set_prober(prober.clone());

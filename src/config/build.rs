@@ -93,8 +93,27 @@ fn agent(ra: RawAgent, src: &Source<'_>) -> Result<AgentConfig, ConfigError> {
             src.err(s.span(), &format!("agent.shard: {:?} is not \"K/N\" with 1 <= K <= N", s.get_ref()))
         })?),
     };
-    Ok(AgentConfig { listen, interval, timeout, labels, concurrency: *ra.concurrency.get_ref(), shard })
+    let mib = *ra.endpoint_memory_mib.get_ref();
+    if !(1..=MAX_ENDPOINT_MEMORY_MIB).contains(&mib) {
+        return Err(src.err(
+            ra.endpoint_memory_mib.span(),
+            &format!("agent.endpoint_memory_mib: {mib} is not between 1 and {MAX_ENDPOINT_MEMORY_MIB}"),
+        ));
+    }
+    Ok(AgentConfig {
+        listen,
+        interval,
+        timeout,
+        labels,
+        concurrency: *ra.concurrency.get_ref(),
+        shard,
+        endpoint_memory: (mib as usize) << 20,
+    })
 }
+
+/// The largest `agent.endpoint_memory_mib`: 4 GiB for what peers can make the
+/// endpoints hold is already more than any agent should give them.
+const MAX_ENDPOINT_MEMORY_MIB: u64 = 4096;
 
 /// `[dns]`.
 fn dns(rd: &RawDns, src: &Source<'_>) -> Result<DnsConfig, ConfigError> {

@@ -86,6 +86,9 @@ pub struct AgentConfig {
     pub concurrency: usize,
     /// This agent's share of the check instances when several agents split one list.
     pub shard: Option<Shard>,
+    /// Bytes that peers can make the registered endpoints hold, all together: stream
+    /// buffers and answers kept for retransmissions (`endpoint_memory_mib`, 16 MiB).
+    pub endpoint_memory: usize,
 }
 
 /// `agent.shard = "K/N"`: run only the instances whose stable hash falls in share K of N.
@@ -188,6 +191,10 @@ fn default_concurrency() -> Spanned<usize> {
     Spanned::new(0..0, 1000)
 }
 
+fn default_endpoint_memory() -> Spanned<u64> {
+    Spanned::new(0..0, (crate::sip::budget::DEFAULT_BYTES >> 20) as u64)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -225,6 +232,8 @@ struct RawAgent {
     concurrency: Spanned<usize>,
     #[serde(default)]
     shard: Option<Spanned<String>>,
+    #[serde(default = "default_endpoint_memory")]
+    endpoint_memory_mib: Spanned<u64>,
 }
 
 impl Default for RawAgent {
@@ -236,6 +245,7 @@ impl Default for RawAgent {
             labels: BTreeMap::new(),
             concurrency: default_concurrency(),
             shard: None,
+            endpoint_memory_mib: default_endpoint_memory(),
         }
     }
 }

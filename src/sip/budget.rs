@@ -12,13 +12,13 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The default budget: 16 MiB for every endpoint together.
+/// The default budget: 16 MiB for every endpoint together (`agent.endpoint_memory_mib`).
 pub const DEFAULT_BYTES: usize = 16 * 1024 * 1024;
 
 /// Bytes that may be held at once, and how many are.
 #[derive(Debug)]
 pub struct Budget {
-    limit: usize,
+    limit: AtomicUsize,
     used: AtomicUsize,
     refused: AtomicU64,
 }
@@ -26,12 +26,22 @@ pub struct Budget {
 impl Budget {
     /// A budget of `limit` bytes.
     pub fn new(limit: usize) -> Arc<Budget> {
-        Arc::new(Budget { limit, used: AtomicUsize::new(0), refused: AtomicU64::new(0) })
+        Arc::new(Budget {
+            limit: AtomicUsize::new(limit),
+            used: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
+        })
     }
 
     /// The limit.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit (a reloaded configuration). Bytes held stay held; a lower
+    /// limit refuses new grants until enough are given back.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     /// Bytes held now.
@@ -47,7 +57,7 @@ impl Budget {
     fn take(&self, n: usize) -> bool {
         let mut cur = self.used.load(Ordering::Relaxed);
         loop {
-            let Some(next) = cur.checked_add(n).filter(|v| *v <= self.limit) else {
+            let Some(next) = cur.checked_add(n).filter(|v| *v <= self.limit()) else {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return false;
             };

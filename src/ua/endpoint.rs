@@ -165,6 +165,20 @@ impl Endpoints {
         Endpoints { dialer: Some(dialer), ..Endpoints::with_budget(bytes) }
     }
 
+    /// Sets the byte budget of every endpoint together (`agent.endpoint_memory_mib`),
+    /// at start and on each reload.
+    pub fn set_budget(&self, bytes: usize) {
+        if self.budget.limit() != bytes {
+            tracing::info!(bytes, "endpoint memory budget set");
+            self.budget.set_limit(bytes);
+        }
+    }
+
+    /// The byte budget of every endpoint together, and the bytes held now.
+    pub fn budget_use(&self) -> (usize, usize) {
+        (self.budget.limit(), self.budget.used())
+    }
+
     /// The in-memory dialer the endpoints use instead of the network, if any.
     #[cfg(test)]
     pub(super) fn dialer(&self) -> Option<Arc<dyn Dial>> {

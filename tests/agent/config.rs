@@ -37,7 +37,12 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "unknown key in [agent]",
             "[agent]\nlisten = \"127.0.0.1:9797\"\nintervall = \"30s\"\n".into(),
-            "t.toml:3:1: unknown field `intervall`, expected one of `listen`, `interval`, `timeout`, `labels`, `concurrency`, `shard`",
+            "t.toml:3:1: unknown field `intervall`, expected one of `listen`, `interval`, `timeout`, `labels`, `concurrency`, `shard`, `endpoint_memory_mib`",
+        ),
+        (
+            "endpoint memory of nothing",
+            "[agent]\nendpoint_memory_mib = 0\n".into(),
+            "t.toml:2:23: agent.endpoint_memory_mib: 0 is not between 1 and 4096",
         ),
         (
             "report: availability beyond 1",
