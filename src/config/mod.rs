@@ -294,6 +294,8 @@ struct RawUser {
     port: Option<Spanned<u16>>,
     realm: Option<Spanned<String>>,
     allow_md5: Option<Spanned<bool>>,
+    min_algorithm: Option<Spanned<String>>,
+    redirect_hosts: Option<Vec<Spanned<String>>>,
     domain: Option<Spanned<String>>,
     sip: Option<Spanned<bool>>,
     /// Accepted by the decoder only to be refused with a message that says where a

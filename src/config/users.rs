@@ -57,20 +57,38 @@ pub(super) fn build_users(
                     r => r.as_ref().map(|r| r.get_ref().clone()),
                 };
                 let allow_md5 = ru.allow_md5.as_ref().is_some_and(|a| *a.get_ref());
+                let min_algorithm = match &ru.min_algorithm {
+                    None => crate::sip::auth::Algorithm::Sha256,
+                    Some(m) => match crate::sip::auth::parse_algorithm(m.get_ref()) {
+                        Some((a, false)) if a != crate::sip::auth::Algorithm::Md5 => a,
+                        _ => return Err(src.err(
+                            m.span(),
+                            &format!(
+                                "{p}.min_algorithm: {:?} is not one of SHA-256, SHA-512-256 (MD5: allow_md5)",
+                                m.get_ref()
+                            ),
+                        )),
+                    },
+                };
+                if let (Some(m), true) = (&ru.min_algorithm, allow_md5) {
+                    return Err(src.err(
+                        m.span(),
+                        &format!("{p}.min_algorithm: with allow_md5 = true MD5 is answered anyway: set one of the two"),
+                    ));
+                }
                 UserAuth::Digest {
                     username,
                     password: crate::sip::auth::Secret::new(password),
                     realm,
                     allow_md5,
+                    min_algorithm,
                 }
             }
             "ntlm" => {
-                if let Some(k) =
-                    ru.realm.as_ref().map(|r| r.span()).or(ru.allow_md5.as_ref().map(|a| a.span()))
-                {
+                if let Some(k) = digest_only(ru) {
                     return Err(src.err(
                         k,
-                        &format!("{p}: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5 are Digest's)"),
+                        &format!("{p}: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5, min_algorithm are Digest's)"),
                     ));
                 }
                 let password = read_password(ru, &p, src, "ntlm")?;
@@ -104,12 +122,13 @@ pub(super) fn build_users(
                 {
                     return Err(src.err(f, &format!("{p}: auth = \"none\" uses no password")));
                 }
-                if let Some(k) =
-                    ru.realm.as_ref().map(|r| r.span()).or(ru.allow_md5.as_ref().map(|a| a.span()))
-                {
-                    return Err(
-                        src.err(k, &format!("{p}: auth = \"none\" answers no challenge (realm, allow_md5)"))
-                    );
+                if let Some(k) = digest_only(ru) {
+                    return Err(src.err(
+                        k,
+                        &format!(
+                            "{p}: auth = \"none\" answers no challenge (realm, allow_md5, min_algorithm)"
+                        ),
+                    ));
                 }
                 UserAuth::None
             }
@@ -126,6 +145,15 @@ pub(super) fn build_users(
             None => transport.default_port(),
         };
         let sip = ru.sip.as_ref().is_none_or(|s| *s.get_ref());
+        let mut redirect_hosts = Vec::new();
+        for h in ru.redirect_hosts.iter().flatten() {
+            let host = h.get_ref().trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<std::net::IpAddr>().is_err() {
+                crate::model::pool::check_hostname(host)
+                    .map_err(|m| src.err(h.span(), &format!("{p}.redirect_hosts: {m}")))?;
+            }
+            redirect_hosts.push(host.to_ascii_lowercase());
+        }
         users.push(User {
             name: name.clone(),
             aor,
@@ -134,9 +162,19 @@ pub(super) fn build_users(
             transport,
             port,
             sip,
+            redirect_hosts,
         });
     }
     Ok(users)
+}
+
+/// The span of the first Digest-only key a user has, if any.
+fn digest_only(ru: &RawUser) -> Option<std::ops::Range<usize>> {
+    ru.realm
+        .as_ref()
+        .map(|r| r.span())
+        .or(ru.allow_md5.as_ref().map(|a| a.span()))
+        .or(ru.min_algorithm.as_ref().map(|m| m.span()))
 }
 
 /// The users a per-user check runs as: those named, or every one that is a SIP test

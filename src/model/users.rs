@@ -57,6 +57,8 @@ pub enum UserAuth {
         realm: Option<String>,
         /// MD5 may be answered when the registrar offers nothing stronger (`allow_md5`).
         allow_md5: bool,
+        /// The weakest algorithm other than MD5 answered (`min_algorithm`, SHA-256).
+        min_algorithm: crate::sip::auth::Algorithm,
     },
     /// NTLM as OCS and Lync sign users in (MS-SIPAE): every later message signed.
     Ntlm {
@@ -89,4 +91,7 @@ pub struct User {
     /// Whether SIP kinds run as it when a check names no users (`sip = false`: a
     /// Windows account for `sign_in_as` only, such as a Control Panel administrator).
     pub sip: bool,
+    /// Hosts a registrar may redirect it to besides the pools' names, members and
+    /// addresses (`redirect_hosts`: a Director outside the pools; matched exactly).
+    pub redirect_hosts: Vec<String>,
 }

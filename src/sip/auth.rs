@@ -152,8 +152,8 @@ pub trait Scheme: Send {
     ) -> Result<String, AuthError>;
 }
 
-/// Digest algorithms of RFC 7616 §3.4 (and MD5 of RFC 2617/3261).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Digest algorithms of RFC 7616 §3.4 (and MD5 of RFC 2617/3261), weakest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Algorithm {
     /// MD5 (the default when the challenge names none).
     Md5,
@@ -164,6 +164,15 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The `algorithm` parameter's value (without `-sess`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Md5 => "MD5",
+            Algorithm::Sha256 => "SHA-256",
+            Algorithm::Sha512_256 => "SHA-512-256",
+        }
+    }
+
     fn digest(self, data: &str) -> String {
         use openssl::hash::{hash, MessageDigest};
         let md = match self {

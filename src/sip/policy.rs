@@ -8,9 +8,12 @@
 //!   configured pool (its FQDN, a member, or one of their addresses: the caller says
 //!   which), and never to a weaker transport than the one in use: TLS stays TLS, and a
 //!   `sips:` Contact means TLS.
+//! - **Redirects** may also go to a host the user's configuration names
+//!   (`redirect_hosts`, matched exactly: a name or an address as the Contact gives it).
 //! - **Digest**: of the challenges offered, the topmost one this build speaks (RFC 8760
-//!   §2.4) whose algorithm is at least SHA-256; MD5 only when nothing stronger is
-//!   offered and the user's configuration allows it (`allow_md5`).
+//!   §2.4) whose algorithm is at least the user's minimum (`min_algorithm`, SHA-256 by
+//!   default); MD5 only when nothing stronger is offered and the user's configuration
+//!   allows it (`allow_md5`).
 //! - **Realm**: the realm the user's first successful answer went to is pinned (or the
 //!   one configured); a challenge from another realm is not answered.
 //!
@@ -34,7 +37,7 @@ fn strength(t: Transport) -> u8 {
 /// Whether a redirect from `current` to `target` (over `to`) may be followed;
 /// `target_in_pool` says whether the caller found the host among the pools' names
 /// and addresses. The error says why not.
-pub fn redirect(current: Transport, target: &str, to: Transport, target_in_pool: bool) -> Result<(), String> {
+pub fn redirect(current: Transport, target: &str, to: Transport, target_allowed: bool) -> Result<(), String> {
     if strength(to) < strength(current) {
         return Err(format!(
             "redirect to {target} over {} refused: it would leave {} (a weaker transport)",
@@ -42,22 +45,31 @@ pub fn redirect(current: Transport, target: &str, to: Transport, target_in_pool:
             current.as_str().to_ascii_uppercase()
         ));
     }
-    if !target_in_pool {
+    if !target_allowed {
         return Err(format!(
-            "redirect to {target} refused: the host is no FQDN, member or address of a configured pool"
+            "redirect to {target} refused: the host is no FQDN, member or address of a configured pool, \
+             nor one of the user's redirect_hosts"
         ));
     }
     Ok(())
 }
 
 /// What a user's configuration allows its Digest answers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DigestPolicy {
     /// MD5 may be answered when the registrar offers nothing stronger.
     pub allow_md5: bool,
+    /// The weakest algorithm other than MD5 answered (`min_algorithm`; SHA-256).
+    pub min_algorithm: Algorithm,
     /// The realm the user's credentials belong to: configured, or learned on the first
     /// success and pinned.
     pub realm: Option<String>,
+}
+
+impl Default for DigestPolicy {
+    fn default() -> DigestPolicy {
+        DigestPolicy { allow_md5: false, min_algorithm: Algorithm::Sha256, realm: None }
+    }
 }
 
 /// The Digest challenge to answer among `challenges` (in the order the server sent
@@ -85,7 +97,10 @@ pub fn choose_digest<'a>(
         (Some(_), None) => false,
         (None, _) => true,
     };
-    let strong = spoken.iter().map(|(c, a)| (c, *a)).filter(|(_, a)| *a != Algorithm::Md5);
+    let strong = spoken
+        .iter()
+        .map(|(c, a)| (c, *a))
+        .filter(|(_, a)| *a != Algorithm::Md5 && *a >= policy.min_algorithm);
     let md5 = spoken.iter().map(|(c, a)| (c, *a)).filter(|(_, a)| *a == Algorithm::Md5);
     if let Some((c, _)) = strong.clone().find(|(c, _)| in_realm(c)) {
         return Ok(c);
@@ -102,7 +117,17 @@ pub fn choose_digest<'a>(
             realms.join(", ")
         ),
         _ if spoken.is_empty() => "no Digest challenge this agent speaks".to_owned(),
-        _ => "only MD5 offered, and allow_md5 is not set for this user: not answered".to_owned(),
+        _ if spoken.iter().all(|(_, a)| *a == Algorithm::Md5) => {
+            "only MD5 offered, and allow_md5 is not set for this user: not answered".to_owned()
+        }
+        _ => {
+            let offered: Vec<&str> = spoken.iter().map(|(_, a)| a.as_str()).collect();
+            format!(
+                "offered {}, below this user's min_algorithm {}: not answered",
+                offered.join(", "),
+                policy.min_algorithm.as_str()
+            )
+        }
     })
 }
 
@@ -152,11 +177,17 @@ mod tests {
         let no_nonce = ch("Digest realm=\"r\", algorithm=SHA-256");
         let ok = ch("Digest realm=\"r\", nonce=\"7\", algorithm=SHA-256, qop=\"auth\"");
         assert_eq!(choose_digest(&[int_only, no_nonce, ok.clone()], &p).unwrap(), &ok);
+        // A user's minimum above SHA-256: SHA-256 (and MD5, even allowed) is not answered.
+        let strict =
+            DigestPolicy { allow_md5: true, min_algorithm: Algorithm::Sha512_256, ..Default::default() };
+        assert_eq!(choose_digest(&[sha.clone(), sha512.clone()], &strict).unwrap(), &sha512);
+        let e = choose_digest(std::slice::from_ref(&sha), &strict).unwrap_err();
+        assert!(e.contains("offered SHA-256, below this user's min_algorithm SHA-512-256"), "{e}");
     }
 
     #[test]
     fn a_pinned_realm_is_the_only_one_answered() {
-        let p = DigestPolicy { allow_md5: true, realm: Some("example.com".into()) };
+        let p = DigestPolicy { allow_md5: true, realm: Some("example.com".into()), ..Default::default() };
         let theirs = ch("Digest realm=\"attacker.example\", nonce=\"1\", algorithm=MD5");
         let ours = ch("Digest realm=\"example.com\", nonce=\"2\", algorithm=SHA-256");
         let e = choose_digest(std::slice::from_ref(&theirs), &p).unwrap_err();

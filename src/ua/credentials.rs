@@ -73,9 +73,13 @@ impl Credentials {
             skew: None,
         };
         match &user.auth {
-            UserAuth::Digest { username, password, realm, allow_md5 } => {
+            UserAuth::Digest { username, password, realm, allow_md5, min_algorithm } => {
                 c.digest = Some(Digest::new(username.clone(), password.clone()));
-                c.policy = DigestPolicy { allow_md5: *allow_md5, realm: realm.clone().or(pinned) };
+                c.policy = DigestPolicy {
+                    allow_md5: *allow_md5,
+                    min_algorithm: *min_algorithm,
+                    realm: realm.clone().or(pinned),
+                };
             }
             UserAuth::Ntlm { domain, username, password } => {
                 c.ntlm = Some(NtlmState {

@@ -223,10 +223,13 @@ pub async fn register<K: Connector>(
                     return Err(fail(f, phases));
                 };
                 let to = tr.unwrap_or(transport);
-                let in_pool = tokio::time::timeout_at(plan.deadline, redirect_in_pool(plan.pools, &h, cx))
-                    .await
-                    .unwrap_or_default();
-                if let Err(why) = policy::redirect(transport, &h, to, in_pool) {
+                let listed =
+                    user.redirect_hosts.iter().any(|a| a.eq_ignore_ascii_case(h.trim_matches(['[', ']'])));
+                let allowed = listed
+                    || tokio::time::timeout_at(plan.deadline, redirect_in_pool(plan.pools, &h, cx))
+                        .await
+                        .unwrap_or_default();
+                if let Err(why) = policy::redirect(transport, &h, to, allowed) {
                     tracing::warn!(user = %user.name, registrar = %host, contact = ?contact, "{}", why.escape_debug());
                     crate::trace::step("sip", || format!("redirected to {contact}: {why}"));
                     return Err(fail(Failure::new(FailureReason::PolicyRefused, why), phases));
@@ -455,6 +458,7 @@ mod tests {
             transport: Transport::Udp,
             port: 5060,
             sip: true,
+            redirect_hosts: Vec::new(),
         }
     }
 

@@ -66,6 +66,7 @@ fn user() -> User {
         transport: Transport::Tcp,
         port: 5060,
         sip: true,
+        redirect_hosts: Vec::new(),
     }
 }
 
@@ -117,6 +118,11 @@ pub(super) fn memory_context() -> (ProbeContext, tokio::sync::mpsc::UnboundedRec
 /// Endpoints on the memory network, a registrar that treats the n-th connection as
 /// `mode(n)`, and the user's endpoint started.
 fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
+    lab_for(spec(), mode)
+}
+
+/// [`lab`] for the endpoint of `spec`.
+fn lab_for(spec: EndpointSpec, mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
     let (cx, mut accepted) = memory_context();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
@@ -132,7 +138,7 @@ fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
             n += 1;
         }
     });
-    cx.endpoints.sync(vec![spec()], &cx, &tokio::runtime::Handle::current());
+    cx.endpoints.sync(vec![spec], &cx, &tokio::runtime::Handle::current());
     (cx, seen)
 }
 
@@ -346,6 +352,23 @@ async fn a_redirect_is_followed_to_another_pool_only_and_never_to_a_weaker_trans
     assert!(!st.registered);
     assert_eq!(st.reason, Some(crate::failure::FailureReason::PolicyRefused), "{st:?}");
     assert!(seen.lock().unwrap().hosts.iter().all(|h| h == POOL_FQDN), "only the planned pool was dialled");
+
+    // To a host of no pool that the user's redirect_hosts names: followed (its home
+    // pool then reads unknown).
+    let mut listed = spec();
+    listed.user.redirect_hosts = vec!["director.contoso.test".into()];
+    let (cx, seen) = lab_for(listed, |n| {
+        if n == 0 {
+            Mode::Redirect("sip:Director.contoso.test;transport=tcp")
+        } else {
+            Mode::Pong
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(seen.lock().unwrap().hosts, [POOL_FQDN, "Director.contoso.test"]);
+    let st = cx.endpoints.statuses().remove(0);
+    assert!(st.registered, "{st:?}");
+    assert_eq!(st.home_pool.as_deref(), Some("unknown"));
 }
 
 #[tokio::test(start_paused = true)]

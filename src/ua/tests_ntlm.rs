@@ -86,6 +86,7 @@ fn user() -> User {
         transport: Transport::Tls,
         port: 5061,
         sip: true,
+        redirect_hosts: Vec::new(),
     }
 }
 

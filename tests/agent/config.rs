@@ -424,7 +424,22 @@ fn fixtures() -> Vec<(&'static str, String, &'static str)> {
         (
             "ntlm with a Digest key",
             with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\nauth = \"ntlm\"\npassword_env = \"PATH\"\nallow_md5 = true\n"),
-            "t.toml:17:13: users[0]: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5 are Digest's)",
+            "t.toml:17:13: users[0]: auth = \"ntlm\" answers NTLM challenges only (realm, allow_md5, min_algorithm are Digest's)",
+        ),
+        (
+            "a minimum Digest algorithm that is no minimum",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\nmin_algorithm = \"MD5\"\n"),
+            "t.toml:16:17: users[0].min_algorithm: \"MD5\" is not one of SHA-256, SHA-512-256 (MD5: allow_md5)",
+        ),
+        (
+            "a minimum Digest algorithm with MD5 allowed",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\nallow_md5 = true\nmin_algorithm = \"SHA-512-256\"\n"),
+            "t.toml:17:17: users[0].min_algorithm: with allow_md5 = true MD5 is answered anyway: set one of the two",
+        ),
+        (
+            "a redirect host that is no host",
+            with_pools("[[users]]\nname = \"a\"\nuri = \"sip:a@contoso.com\"\npool = \"ocs\"\npassword_env = \"PATH\"\nredirect_hosts = [\"dir ector\"]\n"),
+            "t.toml:16:19: users[0].redirect_hosts: \"dir ector\" is not a valid host name",
         ),
         (
             "pools on a per-user kind",
