@@ -61,13 +61,15 @@ pub(super) fn build_users(
                     None => crate::sip::auth::Algorithm::Sha256,
                     Some(m) => match crate::sip::auth::parse_algorithm(m.get_ref()) {
                         Some((a, false)) if a != crate::sip::auth::Algorithm::Md5 => a,
-                        _ => return Err(src.err(
-                            m.span(),
-                            &format!(
+                        _ => {
+                            return Err(src.err(
+                                m.span(),
+                                &format!(
                                 "{p}.min_algorithm: {:?} is not one of SHA-256, SHA-512-256 (MD5: allow_md5)",
                                 m.get_ref()
                             ),
-                        )),
+                            ))
+                        }
                     },
                 };
                 if let (Some(m), true) = (&ru.min_algorithm, allow_md5) {

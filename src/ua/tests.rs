@@ -34,6 +34,10 @@ enum Mode {
     Stall,
     /// Answers a REGISTER `301` to this Contact.
     Redirect(&'static str),
+    /// Answers REGISTER and OPTIONS; challenges a MESSAGE (`407`, nonce `n1`, realm
+    /// `contoso.test`), its answer again with `stale=true` (nonce `n2`, in this realm),
+    /// and accepts an answer to `n2`.
+    Stale(&'static str),
 }
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<DuplexStream>>>;
@@ -52,6 +56,8 @@ struct Seen {
     answers: Vec<Message>,
     /// The write side of each connection, for requests of the registrar's own.
     writers: Vec<Writer>,
+    /// The `Proxy-Authorization` of each MESSAGE (empty: none).
+    message_auths: Vec<String>,
 }
 
 const POOL_FQDN: &str = "pool.contoso.test";
@@ -190,7 +196,29 @@ async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
                         _ => register_ok(&m),
                     }
                 }
-                "OPTIONS" if mode == Mode::Pong => message::reply(&m, 200, "OK", "t", "", None),
+                "OPTIONS" if matches!(mode, Mode::Pong | Mode::Stale(_)) => {
+                    message::reply(&m, 200, "OK", "t", "", None)
+                }
+                "MESSAGE" if matches!(mode, Mode::Stale(_)) => {
+                    let Mode::Stale(stale_realm) = mode else { continue };
+                    let auth = m.header("proxy-authorization").unwrap_or_default().to_owned();
+                    seen.lock().unwrap().message_auths.push(auth.clone());
+                    let challenge = |realm: &str, nonce: &str, stale: &str| {
+                        format!(
+                            "Proxy-Authenticate: Digest realm=\"{realm}\", nonce=\"{nonce}\", \
+                             algorithm=SHA-256, qop=\"auth\"{stale}\r\n"
+                        )
+                    };
+                    if auth.contains("nonce=\"n2\"") {
+                        message::reply(&m, 200, "OK", "t", "", None)
+                    } else if auth.contains("nonce=\"n1\"") {
+                        let c = challenge(stale_realm, "n2", ", stale=true");
+                        message::reply(&m, 407, "Proxy Authentication Required", "t", &c, None)
+                    } else {
+                        let c = challenge("contoso.test", "n1", "");
+                        message::reply(&m, 407, "Proxy Authentication Required", "t", &c, None)
+                    }
+                }
                 _ => continue,
             };
             let mut w = wr.lock().await;
@@ -223,6 +251,49 @@ async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
                     return;
                 }
             }
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_nonce_is_answered_once_in_the_same_realm_and_algorithm_and_never_in_another() {
+    // The realm of the stale challenge: the first one (retried, delivered), or another
+    // (refused: a stale retry must not switch realm).
+    let same: fn(usize) -> Mode = |_| Mode::Stale("contoso.test");
+    let other: fn(usize) -> Mode = |_| Mode::Stale("attacker.example");
+    for (mode, delivered) in [(same, true), (other, false)] {
+        let (cx, seen) = lab(mode);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let link = cx.endpoints.get("alice").and_then(|e| e.link()).expect("registered");
+        let alice = User {
+            auth: UserAuth::Digest {
+                username: "alice".into(),
+                password: crate::sip::auth::Secret::new("secret"),
+                realm: None,
+                allow_md5: false,
+                min_algorithm: crate::sip::auth::Algorithm::Sha256,
+            },
+            ..user()
+        };
+        let bob = User { aor: Aor::parse("sip:bob@contoso.test").unwrap(), ..user() };
+        let mut uac = super::client::Uac::new(&link, &alice, &bob, &cx);
+        let mut tx = message::new_transaction();
+        tx.method = "MESSAGE";
+        let req = super::client::Req::to("sip:bob@contoso.test", Some(("text/plain", b"hi")));
+        let r = uac.send(&req, &mut tx, Instant::now() + Duration::from_secs(5)).await;
+        let auths = seen.lock().unwrap().message_auths.clone();
+        if delivered {
+            let (resp, _) = r.expect("delivered after the stale retry");
+            assert_eq!(resp.status(), Some(200));
+            assert_eq!(auths.len(), 3, "{auths:?}");
+            for (a, nonce) in auths[1..].iter().zip(["n1", "n2"]) {
+                assert!(a.contains(&format!("nonce=\"{nonce}\"")), "{a}");
+                assert!(a.contains("realm=\"contoso.test\"") && a.contains("algorithm=SHA-256"), "{a}");
+            }
+        } else {
+            let f = r.expect_err("a stale challenge from another realm is not answered");
+            assert_eq!(f.reason, crate::failure::FailureReason::PolicyRefused, "{f}");
+            assert_eq!(auths.len(), 2, "nothing answered in the other realm: {auths:?}");
         }
     }
 }
