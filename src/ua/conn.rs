@@ -135,8 +135,50 @@ pub async fn open(
 pub enum SipConn {
     /// TLS or TCP.
     Stream(Box<dyn Stream>, String),
-    /// A UDP socket connected to the server.
-    Udp(tokio::net::UdpSocket, String),
+    /// A UDP socket connected to the server (the network's, or the memory network's).
+    Udp(Box<dyn Datagram>, String),
+}
+
+/// Boxed future of a [`Datagram`] method.
+pub type DatagramFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<T>> + Send + 'a>>;
+
+/// A datagram socket connected to its peer: a UDP socket, or one of the memory
+/// network's ([`super::memory`]) for the user agent's tests.
+pub trait Datagram: Send + Sync {
+    /// Sends one datagram.
+    fn send<'a>(&'a self, buf: &'a [u8]) -> DatagramFuture<'a, usize>;
+    /// Waits until a datagram can be received.
+    fn readable(&self) -> DatagramFuture<'_, ()>;
+    /// Receives one datagram into the spare capacity of `buf` without waiting
+    /// (`WouldBlock` when there is none).
+    fn try_recv_buf(&self, buf: &mut Vec<u8>) -> std::io::Result<usize>;
+    /// Receives one datagram into the spare capacity of `buf`.
+    fn recv_buf<'a>(&'a self, buf: &'a mut Vec<u8>) -> DatagramFuture<'a, usize>;
+}
+
+impl Datagram for tokio::net::UdpSocket {
+    fn send<'a>(&'a self, buf: &'a [u8]) -> DatagramFuture<'a, usize> {
+        Box::pin(tokio::net::UdpSocket::send(self, buf))
+    }
+    fn readable(&self) -> DatagramFuture<'_, ()> {
+        Box::pin(tokio::net::UdpSocket::readable(self))
+    }
+    fn try_recv_buf(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        tokio::net::UdpSocket::try_recv_buf(self, buf)
+    }
+    fn recv_buf<'a>(&'a self, buf: &'a mut Vec<u8>) -> DatagramFuture<'a, usize> {
+        Box::pin(tokio::net::UdpSocket::recv_buf(self, buf))
+    }
+}
+
+impl<'d> super::Datagrams for Box<dyn Datagram + 'd> {
+    async fn send(&self, buf: &[u8]) -> std::io::Result<usize> {
+        Datagram::send(&**self, buf).await
+    }
+    async fn recv_buf(&self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        Datagram::recv_buf(&**self, buf).await
+    }
 }
 
 impl SipConn {
@@ -192,7 +234,7 @@ pub async fn connect_sip(
                 .await
                 .map_err(|e| Failure::new(connect_reason(&e), format!("UDP {target}: {e}")))?;
             let sent_by = local(sock.local_addr().ok());
-            Ok(SipConn::Udp(sock, sent_by))
+            Ok(SipConn::Udp(Box::new(sock), sent_by))
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{connect_sip, SipConn, Stream};
+use super::conn::{connect_sip, Datagram, SipConn, Stream};
 use super::credentials::SharedAssociation;
 use super::endpoint::Endpoint;
 use super::registration::{Connector, Transact};
@@ -53,7 +53,7 @@ pub struct Link {
 
 enum Writer {
     Stream(WriteHalf<Box<dyn Stream>>),
-    Udp(Arc<tokio::net::UdpSocket>),
+    Udp(Arc<dyn Datagram>),
 }
 
 impl Link {
@@ -251,7 +251,9 @@ impl super::transaction::Channel for Responses<'_> {
 
     async fn next(&mut self) -> Result<Option<Message>, Failure> {
         let closed = || Failure::new(FailureReason::Io, "the connection to the registrar closed");
+        // A response that arrived before the connection closed still counts.
         tokio::select! {
+            biased;
             m = self.rx.recv() => m.map(Some).ok_or_else(closed),
             _ = self.link.closed.cancelled() => Err(closed()),
         }
@@ -334,7 +336,7 @@ fn start_link(conn: SipConn, transport: Transport, endpoint: &Arc<Endpoint>) -> 
             link
         }
         SipConn::Udp(sock, sent_by) => {
-            let sock = Arc::new(sock);
+            let sock: Arc<dyn Datagram> = Arc::from(sock);
             let link = Arc::new(Link::new(transport, sent_by, Writer::Udp(sock.clone())));
             tokio::spawn(read_udp(link.clone(), endpoint.clone(), sock));
             link
@@ -426,7 +428,7 @@ async fn read_stream(link: Arc<Link>, endpoint: Arc<Endpoint>, mut rd: ReadHalf<
     }
 }
 
-async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<tokio::net::UdpSocket>) {
+async fn read_udp(link: Arc<Link>, endpoint: Arc<Endpoint>, sock: Arc<dyn Datagram>) {
     loop {
         let ready = tokio::select! {
             r = sock.readable() => r,

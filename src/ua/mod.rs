@@ -33,6 +33,8 @@ pub mod subscription;
 mod tests;
 #[cfg(test)]
 mod tests_ntlm;
+#[cfg(test)]
+mod tests_udp;
 pub mod transaction;
 
 use tokio::net::UdpSocket;

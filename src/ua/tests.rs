@@ -60,10 +60,10 @@ struct Seen {
     message_auths: Vec<String>,
 }
 
-const POOL_FQDN: &str = "pool.contoso.test";
+pub(super) const POOL_FQDN: &str = "pool.contoso.test";
 const NEW_POOL_FQDN: &str = "newpool.contoso.test";
 
-fn user() -> User {
+pub(super) fn user() -> User {
     User {
         name: "alice".into(),
         aor: Aor::parse("sip:alice@contoso.test").unwrap(),
@@ -76,7 +76,7 @@ fn user() -> User {
     }
 }
 
-fn spec() -> EndpointSpec {
+pub(super) fn spec() -> EndpointSpec {
     EndpointSpec {
         user: user(),
         registrar: POOL_FQDN.into(),
@@ -163,7 +163,7 @@ fn register_ok(req: &Message) -> Vec<u8> {
 }
 
 async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
-    let (mut rd, wr) = tokio::io::split(a.stream);
+    let (mut rd, wr) = tokio::io::split(a.far.stream());
     let wr: Writer = Arc::new(tokio::sync::Mutex::new(wr));
     seen.lock().unwrap().writers.push(wr.clone());
     let mut framer = Framer::new(None);

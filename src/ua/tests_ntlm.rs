@@ -151,7 +151,7 @@ fn target_info() -> Vec<u8> {
 }
 
 async fn serve(a: Accepted, version: u32, fault: Fault, seen: Arc<Mutex<Seen>>) {
-    let (mut rd, wr) = tokio::io::split(a.stream);
+    let (mut rd, wr) = tokio::io::split(a.far.stream());
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
     seen.lock().unwrap().writers.push(wr.clone());
     let mut framer = Framer::new(None);
