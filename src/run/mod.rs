@@ -1,5 +1,5 @@
 //! Running the loaded configuration: one task per instance ([`scheduler`]), the results
-//! store read at scrape time ([`results`]), and one round inside the trace recorder
+//! store read at scrape time ([`results`], one [`slot`] per instance), and one round inside the trace recorder
 //! ([`trace_run`]; the recorder itself is [`crate::trace`], below the wire layers that
 //! record into it).
 //!
@@ -7,4 +7,5 @@
 
 pub mod results;
 pub mod scheduler;
+pub mod slot;
 pub mod trace_run;
