@@ -67,7 +67,8 @@ pub fn probe_context(config: &Config) -> Result<ProbeContext, AgentError> {
             message: e.to_string(),
         })
     })?;
-    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None, endpoints: Arc::default() })
+    let endpoints = Arc::new(crate::ua::endpoint::Endpoints::with_budget(config.agent.endpoint_memory));
+    Ok(ProbeContext { resolver, dns, tls: Arc::new(tls), address: None, endpoints })
 }
 
 /// The registered endpoints the instances of `config` need (one per test user).

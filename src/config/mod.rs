@@ -586,6 +586,14 @@ mod tests {
     }
 
     #[test]
+    fn the_endpoint_memory_is_in_mib_and_16_by_default() {
+        let c = Config::parse("[agent]\nendpoint_memory_mib = 64\n", "t").unwrap();
+        assert_eq!(c.agent.endpoint_memory, 64 << 20);
+        assert_eq!(Config::parse("", "t").unwrap().agent.endpoint_memory, 16 << 20);
+        assert!(Config::parse("[agent]\nendpoint_memory_mib = 4097\n", "t").is_err());
+    }
+
+    #[test]
     fn stable_hash_is_fnv1a() {
         assert_eq!(stable_hash(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(stable_hash("a"), 0xaf63_dc4c_8601_ec8c);

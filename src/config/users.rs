@@ -150,11 +150,15 @@ pub(super) fn build_users(
         let mut redirect_hosts = Vec::new();
         for h in ru.redirect_hosts.iter().flatten() {
             let host = h.get_ref().trim_start_matches('[').trim_end_matches(']');
-            if host.parse::<std::net::IpAddr>().is_err() {
-                crate::model::pool::check_hostname(host)
-                    .map_err(|m| src.err(h.span(), &format!("{p}.redirect_hosts: {m}")))?;
+            match host.parse::<std::net::IpAddr>() {
+                // Written as the address prints (2001:db8::1, not 2001:DB8:0::1).
+                Ok(ip) => redirect_hosts.push(ip.to_string()),
+                Err(_) => {
+                    crate::model::pool::check_hostname(host)
+                        .map_err(|m| src.err(h.span(), &format!("{p}.redirect_hosts: {m}")))?;
+                    redirect_hosts.push(host.trim_end_matches('.').to_ascii_lowercase());
+                }
             }
-            redirect_hosts.push(host.to_ascii_lowercase());
         }
         users.push(User {
             name: name.clone(),

@@ -123,7 +123,7 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
     let mut own = OwnConnections { opts: &spec.opts, cx };
     let mut skew = None;
     let registered = registration::register(&mut own, &plan, cx, &mut phases, &mut skew).await;
-    let with_skew = |mut o: Outcome| {
+    let with_skew = |mut o: Outcome, skew: Option<f64>| {
         if let Some(s) = skew {
             o.set(&crate::ua::credentials::CLOCK_SKEW, s);
         }
@@ -131,10 +131,12 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
     };
     let mut reg = match registered {
         Ok(r) => r,
-        Err(f) => return with_skew(Outcome::failed(f, phases)),
+        Err(f) => return with_skew(Outcome::failed(f, phases), skew),
     };
     // Remove the binding: the test user must not stay registered here.
     let unregistered = registration::again(&spec.user, &mut reg.conn, &mut reg.binding, 0, deadline).await;
+    // The removal's challenge, if any, shows the registrar's clock last.
+    let skew = reg.binding.creds.skew().or(skew);
     phases.push((Phase::Request, t.elapsed()));
     let host = &reg.binding.host;
     let home = registration::home_of(&spec.pools, host, cx).await;
@@ -157,5 +159,5 @@ pub async fn probe(spec: &SipRegisterSpec, cx: &ProbeContext) -> Outcome {
         Ok(_) => Outcome::pass(phases),
     };
     o.points_to = Some(home);
-    with_skew(o)
+    with_skew(o, skew)
 }

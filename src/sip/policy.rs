@@ -9,7 +9,8 @@
 //!   which), and never to a weaker transport than the one in use: TLS stays TLS, and a
 //!   `sips:` Contact means TLS.
 //! - **Redirects** may also go to a host the user's configuration names
-//!   (`redirect_hosts`, matched exactly: a name or an address as the Contact gives it).
+//!   (`redirect_hosts`: a name, case and a final dot aside, or an address, compared as
+//!   an address).
 //! - **Digest**: of the challenges offered, the topmost one this build speaks (RFC 8760
 //!   §2.4) whose algorithm is at least the user's minimum (`min_algorithm`, SHA-256 by
 //!   default); MD5 only when nothing stronger is offered and the user's configuration
@@ -105,7 +106,9 @@ pub fn choose_digest<'a>(
     if let Some((c, _)) = strong.clone().find(|(c, _)| in_realm(c)) {
         return Ok(c);
     }
-    if policy.allow_md5 {
+    // MD5 is the fallback of a user whose minimum is the default; one who asks for
+    // more than SHA-256 gets no MD5 (the configuration refuses both at once).
+    if policy.allow_md5 && policy.min_algorithm <= Algorithm::Sha256 {
         if let Some((c, _)) = md5.clone().find(|(c, _)| in_realm(c)) {
             return Ok(c);
         }
@@ -117,7 +120,7 @@ pub fn choose_digest<'a>(
             realms.join(", ")
         ),
         _ if spoken.is_empty() => "no Digest challenge this agent speaks".to_owned(),
-        _ if spoken.iter().all(|(_, a)| *a == Algorithm::Md5) => {
+        _ if !policy.allow_md5 && spoken.iter().all(|(_, a)| *a == Algorithm::Md5) => {
             "only MD5 offered, and allow_md5 is not set for this user: not answered".to_owned()
         }
         _ => {
@@ -180,9 +183,11 @@ mod tests {
         // A user's minimum above SHA-256: SHA-256 (and MD5, even allowed) is not answered.
         let strict =
             DigestPolicy { allow_md5: true, min_algorithm: Algorithm::Sha512_256, ..Default::default() };
-        assert_eq!(choose_digest(&[sha.clone(), sha512.clone()], &strict).unwrap(), &sha512);
-        let e = choose_digest(std::slice::from_ref(&sha), &strict).unwrap_err();
-        assert!(e.contains("offered SHA-256, below this user's min_algorithm SHA-512-256"), "{e}");
+        assert_eq!(choose_digest(&[md5.clone(), sha.clone(), sha512.clone()], &strict).unwrap(), &sha512);
+        let e = choose_digest(std::slice::from_ref(&md5), &strict).unwrap_err();
+        assert!(e.contains("offered MD5, below this user's min_algorithm SHA-512-256"), "{e}");
+        let e = choose_digest(&[sha.clone(), md5.clone()], &strict).unwrap_err();
+        assert!(e.contains("offered SHA-256, MD5, below this user's min_algorithm SHA-512-256"), "{e}");
     }
 
     #[test]

@@ -174,11 +174,6 @@ impl Endpoints {
         }
     }
 
-    /// The byte budget of every endpoint together, and the bytes held now.
-    pub fn budget_use(&self) -> (usize, usize) {
-        (self.budget.limit(), self.budget.used())
-    }
-
     /// The in-memory dialer the endpoints use instead of the network, if any.
     #[cfg(test)]
     pub(super) fn dialer(&self) -> Option<Arc<dyn Dial>> {

@@ -206,7 +206,6 @@ impl Link {
         let request = self.send_signed(request).await?;
         let mut ch = Responses { link: self, rx: srx };
         let m = super::transaction::run(&mut ch, &request, tx, deadline, provisional).await?;
-        crate::trace::step("sip", || format!("received {} {}", m.status().unwrap_or(0), tx.method));
         // REGISTER responses are the registration's to check (it may be setting up a
         // new association).
         if !matches!(m.status(), Some(401 | 407)) && tx.method != "REGISTER" {
@@ -254,7 +253,11 @@ impl super::transaction::Channel for Responses<'_> {
         // A response that arrived before the connection closed still counts.
         tokio::select! {
             biased;
-            m = self.rx.recv() => m.map(Some).ok_or_else(closed),
+            m = self.rx.recv() => {
+                let m = m.ok_or_else(closed)?;
+                crate::trace::step("sip", || format!("received {} to {}", m.status().unwrap_or(0), m.header("cseq").unwrap_or("").trim()));
+                Ok(Some(m))
+            }
             _ = self.link.closed.cancelled() => Err(closed()),
         }
     }

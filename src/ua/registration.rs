@@ -223,8 +223,7 @@ pub async fn register<K: Connector>(
                     return Err(fail(f, phases));
                 };
                 let to = tr.unwrap_or(transport);
-                let listed =
-                    user.redirect_hosts.iter().any(|a| a.eq_ignore_ascii_case(h.trim_matches(['[', ']'])));
+                let listed = redirect_listed(&user.redirect_hosts, &h);
                 let allowed = listed
                     || tokio::time::timeout_at(plan.deadline, redirect_in_pool(plan.pools, &h, cx))
                         .await
@@ -409,6 +408,19 @@ fn is_our_contact(value: &str, user: &User, sent_by: &str) -> bool {
 /// literal that one of them resolves to now. A name is never judged by what it
 /// resolves to: its addresses could be a pool's at the check and the attacker's at the
 /// connect (DNS rebinding), or the pool's and the attacker's at once.
+/// Whether `host` (a Contact's host) is one of the user's `redirect_hosts`: a name,
+/// case and a final dot aside, or an address compared as an address.
+fn redirect_listed(listed: &[String], host: &str) -> bool {
+    let host = host.trim_matches(['[', ']']);
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => listed.iter().any(|a| a.parse::<std::net::IpAddr>() == Ok(ip)),
+        Err(_) => {
+            let name = host.trim_end_matches('.');
+            listed.iter().any(|a| a.eq_ignore_ascii_case(name))
+        }
+    }
+}
+
 async fn redirect_in_pool(pools: &[Pool], host: &str, cx: &ProbeContext) -> bool {
     if pools.iter().any(|p| p.owns_name(host)) {
         return true;
@@ -470,6 +482,21 @@ mod tests {
         match parse(text.as_bytes(), false).unwrap() {
             Parsed::Complete(m, _) => m,
             Parsed::Incomplete => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn redirect_hosts_match_names_without_case_or_final_dot_and_addresses_as_addresses() {
+        let listed = ["director.contoso.com".to_owned(), "2001:db8::1".to_owned(), "192.0.2.7".to_owned()];
+        for host in
+            ["director.contoso.com", "Director.Contoso.COM.", "[2001:DB8:0::1]", "2001:db8::0:1", "192.0.2.7"]
+        {
+            assert!(redirect_listed(&listed, host), "{host}");
+        }
+        for host in
+            ["director.contoso.com.evil", "evil-director.contoso.com", "2001:db8::2", "192.0.2.70", ""]
+        {
+            assert!(!redirect_listed(&listed, host), "{host}");
         }
     }
 

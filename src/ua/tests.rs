@@ -1,8 +1,9 @@
 //! The registered endpoint against registrars played on the in-memory network
 //! ([`super::memory`]) under paused time: an hour of keep-alives and refreshes, a
 //! registrar gone silent, one that accepts and drops, a message that never ends, the
-//! endpoint's answers to its registrar's requests, and the unregister at shutdown — each
-//! in well under a second of real time.
+//! endpoint's answers to its registrar's requests, the unregister at shutdown, the
+//! redirect policy (pools, `redirect_hosts`, weaker transports), a stale nonce at a
+//! test user's request — each in well under a second of real time.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,8 +37,8 @@ enum Mode {
     Redirect(&'static str),
     /// Answers REGISTER and OPTIONS; challenges a MESSAGE (`407`, nonce `n1`, realm
     /// `contoso.test`), its answer again with `stale=true` (nonce `n2`, in this realm),
-    /// and accepts an answer to `n2`.
-    Stale(&'static str),
+    /// and accepts an answer to `n2` — or, with `true`, calls that one stale too.
+    Stale(&'static str, bool),
 }
 
 type Writer = Arc<tokio::sync::Mutex<WriteHalf<DuplexStream>>>;
@@ -196,11 +197,11 @@ async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
                         _ => register_ok(&m),
                     }
                 }
-                "OPTIONS" if matches!(mode, Mode::Pong | Mode::Stale(_)) => {
+                "OPTIONS" if matches!(mode, Mode::Pong | Mode::Stale(..)) => {
                     message::reply(&m, 200, "OK", "t", "", None)
                 }
-                "MESSAGE" if matches!(mode, Mode::Stale(_)) => {
-                    let Mode::Stale(stale_realm) = mode else { continue };
+                "MESSAGE" if matches!(mode, Mode::Stale(..)) => {
+                    let Mode::Stale(stale_realm, again) = mode else { continue };
                     let auth = m.header("proxy-authorization").unwrap_or_default().to_owned();
                     seen.lock().unwrap().message_auths.push(auth.clone());
                     let challenge = |realm: &str, nonce: &str, stale: &str| {
@@ -209,7 +210,10 @@ async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
                              algorithm=SHA-256, qop=\"auth\"{stale}\r\n"
                         )
                     };
-                    if auth.contains("nonce=\"n2\"") {
+                    if auth.contains("nonce=\"n2\"") && again {
+                        let c = challenge(stale_realm, "n3", ", stale=true");
+                        message::reply(&m, 407, "Proxy Authentication Required", "t", &c, None)
+                    } else if auth.contains("nonce=\"n2\"") {
                         message::reply(&m, 200, "OK", "t", "", None)
                     } else if auth.contains("nonce=\"n1\"") {
                         let c = challenge(stale_realm, "n2", ", stale=true");
@@ -259,9 +263,11 @@ async fn serve(a: Accepted, mode: Mode, seen: Arc<Mutex<Seen>>) {
 async fn a_stale_nonce_is_answered_once_in_the_same_realm_and_algorithm_and_never_in_another() {
     // The realm of the stale challenge: the first one (retried, delivered), or another
     // (refused: a stale retry must not switch realm).
-    let same: fn(usize) -> Mode = |_| Mode::Stale("contoso.test");
-    let other: fn(usize) -> Mode = |_| Mode::Stale("attacker.example");
-    for (mode, delivered) in [(same, true), (other, false)] {
+    // A second stale challenge in a row is not answered again: auth_failed.
+    let same: fn(usize) -> Mode = |_| Mode::Stale("contoso.test", false);
+    let other: fn(usize) -> Mode = |_| Mode::Stale("attacker.example", false);
+    let twice: fn(usize) -> Mode = |_| Mode::Stale("contoso.test", true);
+    for (mode, delivered) in [(same, Some(true)), (other, Some(false)), (twice, None)] {
         let (cx, seen) = lab(mode);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let link = cx.endpoints.get("alice").and_then(|e| e.link()).expect("registered");
@@ -282,7 +288,11 @@ async fn a_stale_nonce_is_answered_once_in_the_same_realm_and_algorithm_and_neve
         let req = super::client::Req::to("sip:bob@contoso.test", Some(("text/plain", b"hi")));
         let r = uac.send(&req, &mut tx, Instant::now() + Duration::from_secs(5)).await;
         let auths = seen.lock().unwrap().message_auths.clone();
-        if delivered {
+        if delivered.is_none() {
+            let f = r.expect_err("a second stale challenge is not answered again");
+            assert_eq!(f.reason, crate::failure::FailureReason::AuthFailed, "{f}");
+            assert_eq!(auths.len(), 3, "{auths:?}");
+        } else if delivered == Some(true) {
             let (resp, _) = r.expect("delivered after the stale retry");
             assert_eq!(resp.status(), Some(200));
             assert_eq!(auths.len(), 3, "{auths:?}");

@@ -66,7 +66,6 @@ fn lab(mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mutex<Seen>>) {
     tokio::spawn(async move {
         let mut n = 0;
         while let Some(a) = accepted.recv().await {
-            assert_eq!(a.transport, Transport::Udp);
             tokio::spawn(serve(a, n, mode(n), s.clone()));
             n += 1;
         }
@@ -188,6 +187,8 @@ async fn over_udp_requests_are_matched_by_branch_or_the_rfc_2543_rule_and_retran
         message_to_alice("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-a", "new-1"),
         message_to_alice("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-a", "new-1"),
         message_to_alice("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-b", "new-2"),
+        // The same Call-ID, CSeq and tags in a transaction of its own (another branch).
+        message_to_alice("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-c", "new-1"),
     ];
     let mut answers = Vec::new();
     for d in &sends {
@@ -196,14 +197,15 @@ async fn over_udp_requests_are_matched_by_branch_or_the_rfc_2543_rule_and_retran
         answers.push(parse(&a).expect("a response"));
     }
     let call_ids: Vec<&str> = answers.iter().map(|m| m.header("call-id").unwrap_or("").trim()).collect();
-    assert_eq!(call_ids, ["legacy-1", "legacy-2", "legacy-1", "new-1", "new-1", "new-2"]);
+    assert_eq!(call_ids, ["legacy-1", "legacy-2", "legacy-1", "new-1", "new-1", "new-2", "new-1"]);
     let to = |m: &Message| m.header("to").unwrap_or("").to_owned();
     // A retransmission gets its transaction's answer (the same To tag), not a new one.
     assert_eq!(to(&answers[2]), to(&answers[0]));
     assert_ne!(to(&answers[1]), to(&answers[0]));
     assert_eq!(to(&answers[4]), to(&answers[3]));
     assert_ne!(to(&answers[5]), to(&answers[3]));
-    // Four transactions, four answers: the retransmissions were absorbed.
+    assert_ne!(to(&answers[6]), to(&answers[3]), "another branch is another transaction");
+    // Five transactions, five answers: the retransmissions were absorbed.
     let unique = answers.iter().map(to).collect::<std::collections::HashSet<_>>().len();
-    assert_eq!(unique, 4);
+    assert_eq!(unique, 5);
 }

@@ -192,6 +192,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Channel for Stream<'_, S> {
             self.framer.push(&chunk[..n]).map_err(malformed)?;
         }
     }
+
+    fn timed_out(&self, tx: &Transaction, _: u32) -> Failure {
+        Failure::new(
+            FailureReason::Timeout,
+            format!("no final response to {} before the deadline", tx.method),
+        )
+    }
 }
 
 /// Sends `request` on a probe's own stream and runs its transaction.
@@ -201,8 +208,14 @@ pub async fn over_stream<S: AsyncRead + AsyncWrite + Unpin + Send>(
     tx: &Transaction,
     deadline: Instant,
 ) -> Result<Message, Failure> {
-    stream.write_all(request).await.map_err(stream_io)?;
-    stream.flush().await.map_err(stream_io)?;
+    let write = async {
+        stream.write_all(request).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout_at(deadline, write).await {
+        Ok(r) => r.map_err(stream_io)?,
+        Err(_) => return Err(Failure::new(FailureReason::Timeout, "sending: blocked until the deadline")),
+    }
     crate::trace::step("sip", || {
         format!("sent ({} bytes):\n{}", request.len(), crate::trace::mask_credentials(request))
     });
