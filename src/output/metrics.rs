@@ -206,8 +206,18 @@ pub fn encode_chunks(
         }
         true
     };
+    // A family a kind declares is walked only when an instance of such a kind is loaded:
+    // a configuration of tcp checks does not visit every instance for SIP measurements.
+    let kinds: std::collections::HashSet<crate::kinds::Kind> =
+        generation.slots.iter().map(|s| s.instance.spec.kind()).collect();
+    let declared = |m: &Measure| kinds.iter().any(|k| k.measures().iter().any(|d| d.name == m.name));
     for (f, header) in headers.iter().enumerate() {
         w.out.push_str(header);
+        if let (Family::Measured(m), _, _, _) = instance_families()[f] {
+            if !declared(m) {
+                continue;
+            }
+        }
         for (i, unit) in &units {
             let labels = unit.labels.as_deref().unwrap_or(&generation.slots[*i].labels);
             write_instance_family(&mut w, f, labels, &generation.slots[*i].instance, &unit.state);

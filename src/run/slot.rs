@@ -90,7 +90,7 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LastRun {
     /// What the probe found.
-    pub outcome: Outcome,
+    pub outcome: Arc<Outcome>,
     /// Wall time of the whole probe.
     pub duration: Duration,
     /// When it finished.
@@ -150,7 +150,8 @@ impl InstanceState {
             self.last_change = Some(at);
         }
         self.durations.observe(&DURATION_BUCKETS, duration.as_secs_f64());
-        self.last = Some(LastRun { outcome, duration, at, finished: std::time::Instant::now() });
+        self.last =
+            Some(LastRun { outcome: Arc::new(outcome), duration, at, finished: std::time::Instant::now() });
     }
 }
 
@@ -158,7 +159,7 @@ impl InstanceState {
 #[derive(Debug, Clone)]
 pub(super) struct Member {
     labels: String,
-    state: InstanceState,
+    state: Arc<InstanceState>,
 }
 
 /// One set of series: an instance, or one address of an `each_address` instance.
@@ -169,7 +170,7 @@ pub struct SeriesState {
     /// The series labels when they differ from the slot's (with `address`).
     pub labels: Option<String>,
     /// Its results.
-    pub state: InstanceState,
+    pub state: Arc<InstanceState>,
     /// No run finished for [`STALE_INTERVALS`] intervals: its last result is no longer
     /// current (a frozen task, a starved scheduler).
     pub stale: bool,
@@ -188,7 +189,7 @@ pub struct Slot {
     pub labels: String,
     /// Results of the instance itself (for `each_address`: of the resolution step, shown
     /// only while no address is known).
-    state: Mutex<InstanceState>,
+    state: Mutex<Arc<InstanceState>>,
     /// `each_address`: results per address seen in the last round.
     pub(super) members: Mutex<BTreeMap<IpAddr, Member>>,
     /// When the next run that has not completed is due: the plan of a run in flight, else
@@ -203,13 +204,13 @@ pub struct Slot {
 impl Slot {
     /// A slot with no run yet.
     pub fn new(config: &Config, instance: Arc<CheckInstance>) -> Slot {
-        Slot::with_state(config, instance, InstanceState::default(), BTreeMap::new())
+        Slot::with_state(config, instance, Arc::default(), BTreeMap::new())
     }
 
     pub(super) fn with_state(
         config: &Config,
         instance: Arc<CheckInstance>,
-        state: InstanceState,
+        state: Arc<InstanceState>,
         members: BTreeMap<IpAddr, Member>,
     ) -> Slot {
         let labels = crate::config::labels::render_labels(config, &instance);
@@ -264,11 +265,13 @@ impl Slot {
     ) -> bool {
         let first = !self.ran();
         self.members.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Copied only while a scrape still reads the previous state.
+        let st = Arc::make_mut(&mut held);
         let before = (st.success(), st.last_change);
         st.record(outcome, duration, at);
         if let Some(changes) = changes {
-            changes.extend(self.log_change(None, before, &st, at));
+            changes.extend(self.log_change(None, before, st, at));
         }
         first
     }
@@ -331,7 +334,8 @@ impl Slot {
         // Its counters stay; its streak and state start over, so that a later resolution
         // failure counts from one and is logged as a change.
         {
-            let mut own = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut held = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let own = Arc::make_mut(&mut held);
             if own.success() == Some(false) {
                 let failed_for = own.last_change.and_then(|s| at.duration_since(s).ok()).unwrap_or_default();
                 let i = &self.instance;
@@ -359,10 +363,10 @@ impl Slot {
         for (ip, outcome, duration) in results {
             let m = members.entry(ip).or_insert_with(|| Member {
                 labels: format!("{},address=\"{ip}\"", self.labels),
-                state: InstanceState::default(),
+                state: Arc::default(),
             });
             let before = (m.state.success(), m.state.last_change);
-            m.state.record(outcome, duration, at);
+            Arc::make_mut(&mut m.state).record(outcome, duration, at);
             if let Some(changes) = changes.as_deref_mut() {
                 changes.extend(self.log_change(Some(ip), before, &m.state, at));
             }
@@ -389,8 +393,9 @@ impl Slot {
         }
     }
 
-    /// A copy of the instance's own state, for encoding without holding the lock.
-    pub fn state(&self) -> InstanceState {
+    /// The instance's own state as it is now, for encoding without holding the lock (a
+    /// later run writes a copy while this one is read).
+    pub fn state(&self) -> Arc<InstanceState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -402,7 +407,11 @@ impl Slot {
 
     /// The slot's series sets: one per address while addresses are known, else one.
     pub fn units(&self) -> Vec<SeriesState> {
-        let now = std::time::Instant::now();
+        self.units_at(std::time::Instant::now())
+    }
+
+    /// [`Slot::units`], with staleness judged at `now`.
+    fn units_at(&self, now: std::time::Instant) -> Vec<SeriesState> {
         let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
         if members.is_empty() {
             let state = self.state();
@@ -427,5 +436,6 @@ impl Slot {
 
 /// Every unit of `slots`, with the index of its slot.
 pub fn units(slots: &[Arc<Slot>]) -> Vec<(usize, SeriesState)> {
-    slots.iter().enumerate().flat_map(|(i, s)| s.units().into_iter().map(move |u| (i, u))).collect()
+    let now = std::time::Instant::now();
+    slots.iter().enumerate().flat_map(|(i, s)| s.units_at(now).into_iter().map(move |u| (i, u))).collect()
 }

@@ -144,7 +144,7 @@ async fn a_probe_longer_than_its_timeout_is_cut_and_reported() {
     let g = store.current();
     let st = g.slots[0].state();
     assert!(st.runs >= 1);
-    let last = st.last.unwrap();
+    let last = st.last.clone().unwrap();
     assert_eq!(last.outcome.reason(), Some(FailureReason::Timeout));
     assert_eq!(last.duration, Duration::from_secs(2));
     assert_eq!(st.failures[FailureReason::Timeout.index()], st.runs);
@@ -254,7 +254,7 @@ async fn a_panicking_probe_is_a_failure_with_reason_internal_and_keeps_its_sched
         let st = slot.state();
         assert!((4..=5).contains(&st.runs), "{} runs in 41 s: the task survived every panic", st.runs);
         assert_eq!(st.failures[FailureReason::Internal.index()], st.runs);
-        let f = st.last.unwrap().outcome.result.unwrap_err();
+        let f = st.last.clone().unwrap().outcome.result.clone().unwrap_err();
         assert_eq!(f.reason, FailureReason::Internal);
         assert!(f.detail.contains("attempt to add with overflow"), "{}", f.detail);
     }
