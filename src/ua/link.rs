@@ -255,7 +255,10 @@ impl super::transaction::Channel for Responses<'_> {
             biased;
             m = self.rx.recv() => {
                 let m = m.ok_or_else(closed)?;
-                crate::trace::step("sip", || format!("received {} to {}", m.status().unwrap_or(0), m.header("cseq").unwrap_or("").trim()));
+                crate::trace::step("sip", || {
+                    let method = m.header("cseq").and_then(|c| c.split_whitespace().nth(1)).unwrap_or("");
+                    format!("received {} {method}", m.status().unwrap_or(0))
+                });
                 Ok(Some(m))
             }
             _ = self.link.closed.cancelled() => Err(closed()),
