@@ -48,6 +48,10 @@ pub enum Far {
 
 impl Far {
     /// The pipe of a stream connection (a test that dials UDP asks [`Far::datagrams`]).
+    ///
+    /// # Panics
+    ///
+    /// On a UDP connection: a test that asks the wrong end is wrong itself.
     pub fn stream(self) -> DuplexStream {
         match self {
             Far::Stream(s) => s,
@@ -56,6 +60,10 @@ impl Far {
     }
 
     /// The datagrams of a UDP connection.
+    ///
+    /// # Panics
+    ///
+    /// On a stream connection (see [`Far::stream`]).
     pub fn datagrams(self) -> Peer {
         match self {
             Far::Datagrams(p) => p,
