@@ -150,7 +150,7 @@ fn lab_for(spec: EndpointSpec, mode: fn(usize) -> Mode) -> (ProbeContext, Arc<Mu
 }
 
 /// 200 to a REGISTER: its Contact kept for the expiry asked.
-fn register_ok(req: &Message) -> Vec<u8> {
+pub(super) fn register_ok(req: &Message) -> Vec<u8> {
     let expires = req.header("expires").and_then(|v| v.trim().parse().ok()).unwrap_or(3600u32);
     let contact = req.header("contact").unwrap_or_default().trim();
     message::reply(

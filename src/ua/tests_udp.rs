@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::endpoint::EndpointSpec;
 use super::memory::{Accepted, Peer};
-use super::tests::{memory_context, spec, user};
+use super::tests::{memory_context, register_ok, spec, user};
 use super::ProbeContext;
 use crate::model::users::{Aor, User};
 use crate::sip::message::{self, Message, Parsed, StartLine, Transport};
@@ -49,12 +49,6 @@ fn parse(d: &[u8]) -> Option<Message> {
         Ok(Parsed::Complete(m, _)) => Some(m),
         _ => None,
     }
-}
-
-fn register_ok(req: &Message) -> Vec<u8> {
-    let expires = req.header("expires").and_then(|v| v.trim().parse().ok()).unwrap_or(3600u32);
-    let contact = req.header("contact").unwrap_or_default().trim();
-    message::reply(req, 200, "OK", "r", &format!("Contact: {contact};expires={expires}\r\n"), None)
 }
 
 /// The endpoints on the memory network, a UDP registrar treating the n-th connection
