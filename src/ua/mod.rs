@@ -38,14 +38,12 @@ mod tests_udp;
 pub mod transaction;
 
 use tokio::net::UdpSocket;
-use tokio::time::Instant;
 
 use std::time::Duration;
 
 use crate::failure::Failure;
 use crate::model::outcome::{Measure, Phase};
 use crate::net::resolve::Resolver;
-use crate::sip::message::{Message, Transaction};
 
 pub use crate::sip::client_tx::{T1, T2};
 
@@ -83,17 +81,6 @@ impl Datagrams for UdpSocket {
     ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send {
         UdpSocket::recv_buf(self, buf)
     }
-}
-
-/// The UDP client transaction on a probe's own socket: send, retransmit on timer E,
-/// wait for the final response ([`transaction::over_udp`]).
-pub async fn udp_transaction<S: Datagrams + Sync>(
-    sock: &S,
-    request: &[u8],
-    tx: &Transaction,
-    deadline: Instant,
-) -> Result<Message, Failure> {
-    transaction::over_udp(sock, request, tx, deadline).await
 }
 
 /// Shared, per-configuration state that probes use.

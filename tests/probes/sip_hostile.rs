@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use coexistd::kinds::{FailureReason, Outcome};
 use coexistd::sip::message::{self, Parsed};
-use coexistd::ua::{udp_transaction, Datagrams};
+use coexistd::ua::transaction::over_udp;
+use coexistd::ua::Datagrams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::time::Instant;
@@ -195,7 +196,7 @@ async fn udp_retransmits_on_timer_e_within_the_timeout() {
     let rec = Recorder(Mutex::new(Vec::new()));
     let tx = message::new_transaction();
     let t0 = Instant::now();
-    let r = udp_transaction(&rec, b"OPTIONS sip:x SIP/2.0\r\n\r\n", &tx, t0 + Duration::from_secs(2)).await;
+    let r = over_udp(&rec, b"OPTIONS sip:x SIP/2.0\r\n\r\n", &tx, t0 + Duration::from_secs(2)).await;
     assert_eq!(r.unwrap_err().reason, FailureReason::Timeout);
     let sends = rec.0.lock().unwrap().clone();
     let at: Vec<Duration> = sends.iter().map(|(t, _)| *t - t0).collect();
@@ -204,7 +205,7 @@ async fn udp_retransmits_on_timer_e_within_the_timeout() {
     // A longer deadline: intervals double up to T2 = 4 s.
     let rec = Recorder(Mutex::new(Vec::new()));
     let t0 = Instant::now();
-    let _ = udp_transaction(&rec, b"x", &tx, t0 + Duration::from_secs(16)).await;
+    let _ = over_udp(&rec, b"x", &tx, t0 + Duration::from_secs(16)).await;
     let at: Vec<u64> = rec.0.lock().unwrap().iter().map(|(t, _)| (*t - t0).as_millis() as u64).collect();
     assert_eq!(at, [0, 500, 1500, 3500, 7500, 11500, 15500]);
 }
